@@ -1,0 +1,1 @@
+"""Corpus curation: raw sources -> filtered -> deduplicated -> decontaminated -> training mixture."""

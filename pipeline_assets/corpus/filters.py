@@ -1,0 +1,91 @@
+"""Per-domain quality filtering of one source partition with datatrove.
+
+Why per domain: Gopher / C4 / FineWeb thresholds were tuned on web prose and drop ~100% of source
+code and most reference text (../shared/notes/datatrove.md §3). Each domain gets the filters that
+mean something for it; every filter writes its rejects to ``removed/{i}_{name}/`` and its drop
+reasons to datatrove's stats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.writers import JsonlWriter
+
+from pipeline_assets.corpus.blocks import (
+    CodeQualityFilter,
+    CountingPIIFormatter,
+    OfflineLanguageFilter,
+    RegexWordTokenizer,
+)
+from pipeline_assets.corpus.config import CorpusConfig
+from pipeline_assets.corpus.stats import merged_stats, step_summary
+
+Runner = Callable[[list, Path, int], None]  # (pipeline, logging_dir, tasks) -> runs to completion
+
+
+def _recipe(domain: str, cfg: CorpusConfig) -> list[tuple[str, object]]:
+    """(name, filter) pairs for a domain; the comment on each deviation from a default says why."""
+    words = RegexWordTokenizer()
+    lid = ("language", lambda w: OfflineLanguageFilter(list(cfg.languages), cfg.language_threshold,
+                                                      exclusion_writer=w))
+    repetition = ("gopher_repetition", lambda w: GopherRepetitionFilter(exclusion_writer=w, language=words))
+    if domain == "code":
+        return [
+            ("code_quality", lambda w: CodeQualityFilter(exclusion_writer=w)),
+            # Code repeats lines by nature (imports, `return None`): only catch pathological repetition.
+            ("gopher_repetition", lambda w: GopherRepetitionFilter(
+                dup_line_frac=0.6, dup_para_frac=0.6, dup_line_char_frac=0.5, dup_para_char_frac=0.5,
+                top_n_grams=((2, 0.4), (3, 0.36), (4, 0.32)), dup_n_grams=((5, 0.6), (10, 0.5)),
+                exclusion_writer=w, language=words)),
+        ]
+    if domain == "legal":
+        # Licence texts are clean English but list-like: quality filters would drop them on bullets.
+        return [lid, repetition]
+    quality = ("gopher_quality", lambda w: GopherQualityFilter(
+        exclusion_writer=w, language=words,
+        # Reference text quotes code (`x.append(y)`): allow more symbol/non-alpha tokens than web prose.
+        max_symbol_word_ratio=0.2 if domain == "prose" else 0.1,
+        max_non_alpha_words_ratio=0.6 if domain == "prose" else 0.8))
+    c4 = ("c4_quality", lambda w: C4QualityFilter(
+        exclusion_writer=w, language=words,
+        # Line-level terminal-punctuation removal would strip every code example and list item.
+        filter_no_terminal_punct=False, filter_curly_bracket=domain != "prose"))
+    fineweb = ("fineweb_quality", lambda w: FineWebQualityFilter(exclusion_writer=w, language=words))
+    if domain == "prose":
+        return [lid, repetition, quality, c4]
+    return [lid, repetition, quality, c4, fineweb]
+
+
+def filter_partition(in_dir: Path, out_dir: Path, domain: str, cfg: CorpusConfig, run: Runner) -> dict:
+    """Filter ``in_dir/documents`` into ``out_dir/documents``; rejects under ``out_dir/removed``."""
+    recipe = _recipe(domain, cfg)
+    pipeline = [JsonlReader(str(in_dir / "documents"), glob_pattern="*.jsonl", compression=None)]
+    for i, (name, make) in enumerate(recipe, 1):
+        pipeline.append(make(JsonlWriter(str(out_dir / "removed" / f"{i}_{name}"), compression=None)))
+    pipeline += [CountingPIIFormatter(), JsonlWriter(str(out_dir / "documents"), compression=None)]
+    run(pipeline, out_dir / "logs", cfg.tasks)
+    steps = step_summary(merged_stats(out_dir / "logs"))
+    filters = [s for s in steps if "FILTER" in s["step"]]
+    pii = next(s for s in steps if "PII" in s["step"])
+    docs_in = steps[0]["counters"].get("documents", filters[0]["in"] if filters else 0)
+    docs_out = sum(1 for f in (out_dir / "documents").glob("*.jsonl") for _ in f.open())
+    return {
+        "domain": domain,
+        "recipe": [name for name, _ in recipe],
+        "documents_in": docs_in,
+        "documents_out": docs_out,
+        "dropped_by_filter": {name: s["dropped"] for (name, _), s in zip(recipe, filters, strict=True)},
+        "drop_reasons": {name: s["reasons"] for (name, _), s in zip(recipe, filters, strict=True)},
+        "pii_documents_masked": pii["counters"].get("documents_masked", 0),
+        "pii_emails_masked": pii["counters"].get("emails_masked", 0),
+        "cpu_s_by_step": {s["step"]: s["cpu_s"] for s in steps},
+    }

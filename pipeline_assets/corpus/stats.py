@@ -1,0 +1,36 @@
+"""Read datatrove's per-rank stats into flat numbers a user reads in the asset's metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from datatrove.utils.stats import PipelineStats
+
+
+def merged_stats(logging_dir: Path) -> list[dict]:
+    """Merge ``stats/*.json`` (every rank): after a resume ``stats.json`` covers only the last invocation."""
+    files = sorted((logging_dir / "stats").glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no datatrove stats under {logging_dir}/stats: did the pipeline run?")
+    total = sum((PipelineStats.from_json(json.loads(f.read_text())) for f in files), start=PipelineStats())
+    return json.loads(total.to_json())
+
+
+def step_summary(stats: list[dict]) -> list[dict]:
+    """One row per pipeline step: name, docs in/dropped, drop reasons, CPU seconds."""
+    rows = []
+    for step in stats:
+        counters = step.get("stats", {})
+        reasons = {k.removeprefix("dropped_"): v for k, v in counters.items()
+                   if k.startswith("dropped_") and isinstance(v, int)}
+        rows.append({
+            "step": step["name"],
+            "in": counters.get("total", 0) if isinstance(counters.get("total"), int) else 0,
+            "dropped": counters.get("dropped", 0),
+            "reasons": reasons,
+            "counters": {k: v for k, v in counters.items()
+                         if isinstance(v, int) and not k.startswith("dropped") and k not in ("total", "forwarded")},
+            "cpu_s": round(step.get("time_stats", {}).get("total", 0.0), 2),
+        })
+    return rows
