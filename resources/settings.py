@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from pipeline_assets.profiles import PROFILES, Profile, get_profile
 from pydantic import Field
+
+from pipeline_assets.profiles import PROFILES, Profile, get_profile
 
 
 def default_profile() -> str:

@@ -8,6 +8,8 @@ that the next attempt ignores and deletes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -45,33 +47,46 @@ class ArtifactStore(dg.ConfigurableResource):
         return self.path(key, partition)
 
     @contextlib.contextmanager
-    def writing(self, final: Path) -> Iterator[Path]:
-        """Yield a temp dir beside ``final``; on success it atomically replaces ``final``.
+    def writing(self, final: Path, resume_key: str | None = None) -> Iterator[Path]:
+        """Yield a work dir beside ``final``; on success it atomically replaces ``final``.
 
-        The rename is atomic on one filesystem; the old version is moved aside first (a dir cannot
-        be replaced by ``os.replace`` while non-empty) and deleted only after the new one is in place.
+        With ``resume_key`` (a fingerprint of inputs + config) a failed attempt's work dir is kept and
+        handed to the next attempt with the same key, so datatrove skips the ranks it completed.
+        The old version is moved aside first (``os.replace`` cannot replace a non-empty dir) and
+        deleted only after the new one is in place.
         """
         final.parent.mkdir(parents=True, exist_ok=True)
-        for stale in final.parent.glob(f".tmp-{final.name}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+        work = final.parent / f".work-{final.name}-{resume_key}" if resume_key else None
+        for stale in final.parent.glob(f".work-{final.name}-*"):
+            if stale != work:
+                shutil.rmtree(stale, ignore_errors=True)
+        if work is None:
+            work = Path(tempfile.mkdtemp(prefix=f".work-{final.name}-", dir=final.parent))
+        work.mkdir(exist_ok=True)
         try:
-            yield tmp
+            yield work
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not resume_key:
+                shutil.rmtree(work, ignore_errors=True)
             raise
         old = None
         if final.exists():
             old = final.parent / f".old-{final.name}-{os.getpid()}"
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
-        os.replace(tmp, final)
+        os.replace(work, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
-    def scratch(self, key: str | Sequence[str], partition: str | None = None) -> Path:
-        """A persistent work dir for resumable state (datatrove logging dirs, training runs)."""
-        parts = key.split("/") if isinstance(key, str) else list(key)
-        path = Path(self.root).expanduser().resolve().joinpath("_work", *parts, partition or UNPARTITIONED)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+
+def fingerprint(*inputs: Path | str | dict) -> str:
+    """Short hash of input files (name, size, mtime) and config values: the resume key of a work dir."""
+    h = hashlib.sha1()
+    for item in inputs:
+        if isinstance(item, Path):
+            for path in sorted(p for p in ([item] if item.is_file() else item.rglob("*")) if p.is_file()):
+                st = path.stat()
+                h.update(f"{path}:{st.st_size}:{st.st_mtime_ns};".encode())
+        else:
+            h.update(json.dumps(item, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]

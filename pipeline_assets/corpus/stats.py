@@ -17,20 +17,26 @@ def merged_stats(logging_dir: Path) -> list[dict]:
     return json.loads(total.to_json())
 
 
+def count(value: int | dict | None) -> int:
+    """Merged stats turn per-rank counters into ``{"total": n, "mean": ...}``; single-rank ones are ints."""
+    if isinstance(value, dict):
+        return int(value.get("total", 0))
+    return int(value or 0)
+
+
 def step_summary(stats: list[dict]) -> list[dict]:
     """One row per pipeline step: name, docs in/dropped, drop reasons, CPU seconds."""
     rows = []
     for step in stats:
-        counters = step.get("stats", {})
-        reasons = {k.removeprefix("dropped_"): v for k, v in counters.items()
-                   if k.startswith("dropped_") and isinstance(v, int)}
+        counters = {k: v for k, v in step.get("stats", {}).items() if k != "doc_len"}
         rows.append({
             "step": step["name"],
-            "in": counters.get("total", 0) if isinstance(counters.get("total"), int) else 0,
-            "dropped": counters.get("dropped", 0),
-            "reasons": reasons,
-            "counters": {k: v for k, v in counters.items()
-                         if isinstance(v, int) and not k.startswith("dropped") and k not in ("total", "forwarded")},
+            "in": count(counters.get("total")),
+            "dropped": count(counters.get("dropped")),
+            "reasons": {k.removeprefix("dropped_"): count(v) for k, v in counters.items()
+                        if k.startswith("dropped_")},
+            "counters": {k: count(v) for k, v in counters.items()
+                         if not k.startswith("dropped") and k not in ("total", "forwarded")},
             "cpu_s": round(step.get("time_stats", {}).get("total", 0.0), 2),
         })
     return rows

@@ -1,0 +1,79 @@
+"""Data checks of the corpus assets: each compares a number the asset just produced with a bound.
+
+They run inside the asset (``check_specs`` + ``check_results``) so they work per source partition;
+blocking ones stop downstream steps in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from pipeline_assets.corpus.config import CorpusConfig
+from pipeline_assets.corpus.decontaminate import count_contaminated
+
+BLOCKING = {"has_documents", "unique_ids", "no_eval_ngrams_left", "weights_sum_to_one", "train_val_disjoint"}
+MAX_QUARANTINE_FRACTION = 0.5
+MAX_FILTER_DROP_FRACTION = 0.95
+MAX_DEDUP_REMOVAL_FRACTION = 0.8
+
+
+def specs(key: dg.AssetKey, names: list[str]) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=key, blocking=name in BLOCKING) for name in names]
+
+
+def _result(key: dg.AssetKey, name: str, passed: bool, **metadata) -> dg.AssetCheckResult:
+    severity = dg.AssetCheckSeverity.ERROR if name in BLOCKING else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(asset_key=key, check_name=name, passed=bool(passed), severity=severity,
+                               metadata=metadata)
+
+
+def raw(key: dg.AssetKey, r: dict) -> list[dg.AssetCheckResult]:
+    frac = r["quarantined"] / max(r["records_in"], 1)
+    return [_result(key, "has_documents", r["documents"] > 0, documents=r["documents"]),
+            _result(key, "quarantine_below_half", frac < MAX_QUARANTINE_FRACTION,
+                    quarantine_fraction=round(frac, 4), threshold=MAX_QUARANTINE_FRACTION)]
+
+
+def filtered(key: dg.AssetKey, r: dict) -> list[dg.AssetCheckResult]:
+    frac = 1 - r["documents_out"] / max(r["documents_in"], 1)
+    return [_result(key, "has_documents", r["documents_out"] > 0, documents=r["documents_out"]),
+            _result(key, "drop_ratio_sane", frac < MAX_FILTER_DROP_FRACTION, drop_fraction=round(frac, 4),
+                    threshold=MAX_FILTER_DROP_FRACTION)]
+
+
+def clusters(key: dg.AssetKey, report: dict) -> list[dg.AssetCheckResult]:
+    total = report["documents_total"]
+    frac = report["near_duplicates_to_remove"] / max(total, 1)
+    return [_result(key, "removal_fraction_sane", frac < MAX_DEDUP_REMOVAL_FRACTION,
+                    removal_fraction=round(frac, 4), threshold=MAX_DEDUP_REMOVAL_FRACTION)]
+
+
+def _ids(files: list[Path]) -> list[str]:
+    return [json.loads(line)["id"] for p in files for line in p.open(encoding="utf-8")]
+
+
+def unique_ids(key: dg.AssetKey, docs_dir: Path) -> dg.AssetCheckResult:
+    ids = _ids(sorted(docs_dir.glob("*.jsonl")))
+    return _result(key, "unique_ids", len(ids) == len(set(ids)), documents=len(ids),
+                   duplicate_ids=len(ids) - len(set(ids)))
+
+
+def no_eval_ngrams_left(key: dg.AssetKey, docs_dir: Path, index_dir: Path, cfg: CorpusConfig) -> dg.AssetCheckResult:
+    left = count_contaminated(docs_dir, index_dir, cfg)
+    return _result(key, "no_eval_ngrams_left", not left, contaminated_documents=sum(left.values()),
+                   by_task=dg.MetadataValue.json(dict(left)))
+
+
+def mixture(key: dg.AssetKey, out_dir: Path) -> list[dg.AssetCheckResult]:
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    effective = manifest["domain_weights"]["effective"]
+    train = set(_ids([out_dir / e["file"] for e in manifest["train"]]))
+    val = set(_ids([out_dir / e["file"] for e in manifest["val"]]))
+    return [_result(key, "weights_sum_to_one", abs(sum(effective.values()) - 1) < 1e-3,
+                    weight_sum=round(sum(effective.values()), 6)),
+            _result(key, "train_val_disjoint", not (train & val) and train and val,
+                    train_ids=len(train), val_ids=len(val), overlap=len(train & val))]
+

@@ -1,0 +1,195 @@
+"""Exact and MinHash near-duplicate removal across every source partition, with datatrove.
+
+datatrove's dedup stages name their files by the stage-1 rank and address documents by their index
+in that rank's stream, so the per-source runs are stitched into one global numbering here:
+
+1. ``signatures`` (per partition): exact-dedup and MinHash signatures of the filtered documents.
+2. ``find_duplicates`` (all partitions): copies every partition's signature files into one folder as
+   global file ``g`` (partitions in the given order, then rank), runs ``ExactFindDedups`` and
+   MinHash buckets + clustering over all of them, and records which ``g`` is which partition/rank.
+3. ``deduplicate_partition``: maps global results back to the partition's ranks and runs
+   ``ExactDedupFilter`` then ``MinhashDedupFilter`` over the same reader as stage 1.
+
+Exact duplicates always share a MinHash cluster (identical shingles), so the near-dup removal set
+already contains every exact duplicate except the cluster survivor. The exact filter removes the
+exact copies (attributed as "exact"), and the MinHash lists are re-indexed to the stream that
+remains, so both filters run on aligned indices and each cluster keeps exactly one document.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from datatrove.pipeline.dedup import (
+    ExactDedupConfig,
+    ExactDedupFilter,
+    ExactDedupSignature,
+    ExactFindDedups,
+    MinhashConfig,
+    MinhashDedupBuckets,
+    MinhashDedupCluster,
+    MinhashDedupFilter,
+    MinhashDedupSignature,
+)
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.writers import JsonlWriter
+from datatrove.utils.hashing import HashConfig
+
+from pipeline_assets.corpus.blocks import RegexWordTokenizer
+from pipeline_assets.corpus.config import CorpusConfig
+from pipeline_assets.corpus.filters import Runner
+from pipeline_assets.corpus.stats import merged_stats, step_summary
+
+U32 = np.dtype("<u4")
+PAIR = np.dtype([("doc", "<u4"), ("value", "<u4")])
+
+
+def normalized_text(doc) -> str:
+    """Exact-dedup key: whitespace-insensitive, so re-wrapped copies of a licence still match."""
+    return " ".join(doc.text.split())
+
+
+def minhash_config(cfg: CorpusConfig) -> MinhashConfig:
+    return MinhashConfig(hash_config=HashConfig(precision=64), n_grams=cfg.minhash_ngrams,
+                         num_buckets=cfg.minhash_buckets, hashes_per_bucket=cfg.minhash_hashes_per_bucket)
+
+
+def exact_config() -> ExactDedupConfig:
+    return ExactDedupConfig(content_getter=normalized_text)
+
+
+def _reader(docs_dir: Path) -> JsonlReader:
+    # Stage 1 and the final filter must read the same files in the same order with the same tasks.
+    return JsonlReader(str(docs_dir), glob_pattern="*.jsonl", compression=None)
+
+
+def signatures(docs_dir: Path, out_dir: Path, cfg: CorpusConfig, run: Runner) -> dict:
+    """Per-partition stage 1: ``out_dir/minhash/bucket_*/<rank>.minhash.sig``, ``out_dir/exact/0000/<rank>.c4_sig``."""
+    words = RegexWordTokenizer()
+    run([_reader(docs_dir), MinhashDedupSignature(str(out_dir / "minhash"), config=minhash_config(cfg),
+                                                   language=words)], out_dir / "logs" / "minhash", cfg.tasks)
+    run([_reader(docs_dir), ExactDedupSignature(str(out_dir / "exact"), config=exact_config(), finder_workers=1)],
+        out_dir / "logs" / "exact", cfg.tasks)
+    docs = step_summary(merged_stats(out_dir / "logs" / "minhash"))[0]["counters"].get("documents", 0)
+    return {"documents": docs, "tasks": cfg.tasks, "minhash_buckets": cfg.minhash_buckets,
+            "minhash_hashes_per_bucket": cfg.minhash_hashes_per_bucket, "minhash_ngrams": cfg.minhash_ngrams}
+
+
+def find_duplicates(partitions: dict[str, Path], out_dir: Path, cfg: CorpusConfig, run: Runner) -> dict:
+    """Global stages 2-3 over ``partitions`` (name -> signatures dir, in priority order)."""
+    files: list[dict] = []
+    for name, sig_dir in partitions.items():
+        for rank in range(cfg.tasks):
+            g = len(files)
+            files.append({"global": g, "partition": name, "rank": rank})
+            for b in range(cfg.minhash_buckets):
+                src = sig_dir / "minhash" / f"bucket_{b:03d}" / f"{rank:05d}.minhash.sig"
+                dst = out_dir / "sigs" / "minhash" / f"bucket_{b:03d}" / f"{g:05d}.minhash.sig"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+            src = sig_dir / "exact" / "0000" / f"{rank:05d}.c4_sig"
+            dst = out_dir / "sigs" / "exact" / "0000" / f"{g:05d}.c4_sig"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    (out_dir / "file_index.json").write_text(json.dumps(files, indent=1))
+    mh = minhash_config(cfg)
+    run([MinhashDedupBuckets(str(out_dir / "sigs" / "minhash"), str(out_dir / "buckets"), config=mh)],
+        out_dir / "logs" / "buckets", cfg.minhash_buckets)
+    run([MinhashDedupCluster(str(out_dir / "buckets"), str(out_dir / "clusters"), config=mh,
+                             save_cluster_id=True, save_cluster_size=True)], out_dir / "logs" / "clusters", 1)
+    run([ExactFindDedups(str(out_dir / "sigs" / "exact"), str(out_dir / "exact"), config=exact_config())],
+        out_dir / "logs" / "exact", 1)
+    docs = {name: step_summary(merged_stats(d / "logs" / "minhash"))[0]["counters"].get("documents", 0)
+            for name, d in partitions.items()}
+    return cluster_report(out_dir, files) | {"documents_total": sum(docs.values()), "documents_by_partition": docs}
+
+
+def _read(path: Path, dtype: np.dtype) -> np.ndarray:
+    return np.fromfile(path, dtype=dtype) if path.exists() else np.array([], dtype=dtype)
+
+
+def cluster_report(out_dir: Path, files: list[dict]) -> dict:
+    """Cluster sizes, per-partition removals and clusters that span sources, from the binary outputs."""
+    members: dict[int, set[str]] = defaultdict(set)
+    sizes: dict[int, int] = {}
+    remove_by_partition: Counter = Counter()
+    exact_by_partition: Counter = Counter()
+    for f in files:
+        g, part = f["global"], f["partition"]
+        remove_by_partition[part] += len(_read(out_dir / "clusters" / f"{g:06d}.remove", U32))
+        exact_by_partition[part] += len(_read(out_dir / "exact" / "00000" / f"{g:05d}.c4_dup", U32))
+        cluster_ids = _read(out_dir / "clusters" / f"{g:06d}.clusters", PAIR)
+        cluster_sizes = _read(out_dir / "clusters" / f"{g:06d}.sizes", PAIR)
+        for (_, cid), (_, size) in zip(cluster_ids, cluster_sizes, strict=True):
+            members[int(cid)].add(part)
+            sizes[int(cid)] = int(size)
+    histogram = Counter(sizes.values())
+    cross = {cid: sorted(parts) for cid, parts in members.items() if len(parts) > 1}
+    return {
+        "clusters": len(sizes),
+        "documents_in_clusters": sum(sizes.values()),
+        "near_duplicates_to_remove": sum(remove_by_partition.values()),
+        "exact_duplicates": sum(exact_by_partition.values()),
+        "largest_cluster": max(sizes.values(), default=0),
+        "cluster_size_histogram": {str(k): v for k, v in sorted(histogram.items())},
+        "cross_source_clusters": len(cross),
+        "cross_source_examples": [{"cluster": c, "sources": p, "size": sizes[c]} for c, p in list(cross.items())[:10]],
+        "to_remove_by_partition": dict(remove_by_partition),
+        "exact_duplicates_by_partition": dict(exact_by_partition),
+        "partitions": sorted({f["partition"] for f in files}),
+    }
+
+
+def _localize(clusters_dir: Path, partition: str, work: Path) -> None:
+    """Global dedup results -> this partition's rank-named files, MinHash lists re-indexed past exact drops.
+
+    Exact drops are limited to documents MinHash also removes, so the survivor of every cluster is
+    untouched and removing exact copies first cannot empty a cluster.
+    """
+    files = [f for f in json.loads((clusters_dir / "file_index.json").read_text()) if f["partition"] == partition]
+    if not files:
+        raise ValueError(f"partition {partition!r} is not in duplicate_clusters: re-materialize corpus/duplicate_clusters")
+    for f in files:
+        g, rank = f["global"], f["rank"]
+        near = _read(clusters_dir / "clusters" / f"{g:06d}.remove", U32)
+        exact = np.intersect1d(_read(clusters_dir / "exact" / "00000" / f"{g:05d}.c4_dup", U32), near)
+        keep_near = np.setdiff1d(near, exact)
+        shift = lambda idx: (idx - np.searchsorted(exact, idx)).astype(U32)  # noqa: E731
+        (work / "exact" / "00000").mkdir(parents=True, exist_ok=True)
+        exact.astype(U32).tofile(work / "exact" / "00000" / f"{rank:05d}.c4_dup")
+        counts = clusters_dir / "exact" / "00000" / f"{g:05d}.c4_counts"
+        if counts.exists():
+            shutil.copyfile(counts, work / "exact" / "00000" / f"{rank:05d}.c4_counts")
+        (work / "minhash").mkdir(parents=True, exist_ok=True)
+        shift(keep_near).tofile(work / "minhash" / f"{rank:06d}.remove")
+        for ext in ("clusters", "sizes"):
+            pairs = _read(clusters_dir / "clusters" / f"{g:06d}.{ext}", PAIR)
+            pairs = pairs[~np.isin(pairs["doc"], exact)]
+            pairs["doc"] = shift(pairs["doc"])
+            pairs.tofile(work / "minhash" / f"{rank:06d}.{ext}")
+
+
+def deduplicate_partition(docs_dir: Path, clusters_dir: Path, partition: str, out_dir: Path,
+                          cfg: CorpusConfig, run: Runner) -> dict:
+    work = out_dir / "dedup_index"
+    _localize(clusters_dir, partition, work)
+    run([
+        _reader(docs_dir),
+        ExactDedupFilter(str(work / "exact"), config=exact_config(),
+                         exclusion_writer=JsonlWriter(str(out_dir / "removed" / "1_exact"), compression=None)),
+        MinhashDedupFilter(str(work / "minhash"), load_cluster_ids=True, load_cluster_sizes=True,
+                           exclusion_writer=JsonlWriter(str(out_dir / "removed" / "2_minhash"), compression=None)),
+        JsonlWriter(str(out_dir / "documents"), compression=None),
+    ], out_dir / "logs", cfg.tasks)
+    steps = step_summary(merged_stats(out_dir / "logs"))
+    exact, near = steps[1], steps[2]
+    return {
+        "documents_in": exact["in"],
+        "exact_duplicates_removed": exact["dropped"],
+        "near_duplicates_removed": near["dropped"],
+        "documents_out": near["in"] - near["dropped"],
+    }

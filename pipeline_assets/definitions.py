@@ -1,0 +1,51 @@
+"""The llmdag Definitions: every asset, check, job, sensor and resource, wired to the active profile.
+
+Load it with ``dagster dev -w workspace.yaml`` or ``dagster asset materialize -m pipeline_assets.definitions``;
+headless end to end: ``llmdag materialize`` (pipeline_assets/cli.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from pipeline_assets.automation import landing_sensor_factory, new_source_job
+from pipeline_assets.corpus.assets import corpus_assets
+from pipeline_assets.evals.assets import benchmarks
+from pipeline_assets.profiles import get_profile
+from resources import ArtifactStore, DatatroveExecutorResource, PipelineSettings, SourcesResource
+from resources.settings import default_profile
+from resources.storage import default_root
+
+# Offline by default: a hub id typo must fail at once, not after 5 retries (~48 s).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def build_resources(root: str | None = None, profile: str | None = None, landing: str | None = None) -> dict:
+    root = root or default_root()
+    profile_name = profile or default_profile()
+    prof = get_profile(profile_name)
+    return {
+        "store": ArtifactStore(root=root),
+        "settings": PipelineSettings(profile=profile_name),
+        "sources": SourcesResource(landing=landing or os.environ.get("LLMDAG_LANDING") or str(Path(root) / "landing")),
+        "datatrove": DatatroveExecutorResource(kind=prof.datatrove_executor, workers=prof.datatrove_workers),
+    }
+
+
+def build_definitions(**kwargs) -> dg.Definitions:
+    resources = build_resources(**kwargs)
+    return dg.Definitions(
+        assets=[*corpus_assets, benchmarks],
+        jobs=[new_source_job],
+        sensors=[landing_sensor_factory(resources["sources"].landing)],
+        resources=resources,
+        # Training steps import torch/trl (15-20 s each); one process keeps the tiny graph in minutes.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

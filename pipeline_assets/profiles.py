@@ -1,0 +1,55 @@
+"""Profiles: every size, step count, device and executor of the pipeline, in one table.
+
+``tiny`` (default): CPU, real local text, the whole graph in minutes. ``small``: one GPU, ~100M params.
+``scale``: many GPUs / nodes through existing engines (datatrove on Ray/Slurm, torchrun, k8s).
+Pick with ``LLMDAG_PROFILE``; any field can still be overridden per run from the launchpad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from pipeline_assets.corpus.config import CorpusConfig
+from pipeline_assets.evals.benchmarks import BenchmarkConfig
+from pipeline_assets.tokenizer.shards import ShardConfig
+from pipeline_assets.tokenizer.train import TokenizerConfig
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    benchmarks: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    datatrove_executor: str = "local"  # local | ray | slurm (resources/datatrove.py)
+    datatrove_workers: int = 2
+    dagster_executor: str = "in_process"  # in_process | multiprocess | k8s
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(name="tiny"),
+    "small": Profile(
+        name="small",
+        # The whole of every built-in source, more ranks for the 16-core GPU hosts.
+        corpus=CorpusConfig(max_bytes_per_source=None, tasks=8),
+        tokenizer=TokenizerConfig(vocab_size=32768, max_train_bytes=500_000_000),
+        datatrove_workers=8,
+    ),
+    "scale": Profile(
+        name="scale",
+        corpus=CorpusConfig(max_bytes_per_source=None, tasks=256),
+        tokenizer=TokenizerConfig(vocab_size=65536, max_train_bytes=2_000_000_000),
+        datatrove_executor="slurm", datatrove_workers=-1, dagster_executor="k8s",
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid: {sorted(PROFILES)} (set LLMDAG_PROFILE)")
+    return PROFILES[name]
+
+
+def with_overrides(profile: Profile, **sections) -> Profile:
+    return replace(profile, **sections)
