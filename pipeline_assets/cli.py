@@ -52,13 +52,14 @@ def register_sources(defs: dg.Definitions, instance: dg.DagsterInstance) -> list
 
 
 def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: dg.AssetSelection,
-                partitions: list[str] | None = None, log=print) -> None:
+                partitions: list[str] | None = None, log=print) -> list[dg.ExecuteInProcessResult]:
     all_partitions = register_sources(defs, instance)
     partitions = partitions or all_partitions
     unknown = set(partitions) - set(all_partitions)
     if unknown:
         raise SystemExit(f"unknown source partitions {sorted(unknown)}; registered: {all_partitions}")
     assets = list(defs.assets)
+    results = []
     for partitioned, keys in waves(defs, selection):
         names = ", ".join(k.to_user_string() for k in keys)
         for pk in partitions if partitioned else [None]:
@@ -70,6 +71,8 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: d
                 raise SystemExit(f"run {result.run_id} failed at {names}" + (f" [{pk}]" if pk else "")
                                  + ": see its logs in `dagster dev` (DAGSTER_HOME) or above")
             log(f"    ok in {time.time() - t0:.1f}s (run {result.run_id})")
+            results.append(result)
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,14 +24,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-def build_resources(root: str | None = None, profile: str | None = None, landing: str | None = None) -> dict:
+def build_resources(root: str | None = None, profile: str | None = None, landing: str | None = None,
+                    builtin_sources: bool = True) -> dict:
     root = root or default_root()
     profile_name = profile or default_profile()
     prof = get_profile(profile_name)
     return {
         "store": ArtifactStore(root=root),
         "settings": PipelineSettings(profile=profile_name),
-        "sources": SourcesResource(landing=landing or os.environ.get("LLMDAG_LANDING") or str(Path(root) / "landing")),
+        "sources": SourcesResource(landing=landing or os.environ.get("LLMDAG_LANDING") or str(Path(root) / "landing"),
+                                   builtin=builtin_sources),
         "datatrove": DatatroveExecutorResource(kind=prof.datatrove_executor, workers=prof.datatrove_workers),
     }
 

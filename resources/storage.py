@@ -43,7 +43,9 @@ class ArtifactStore(dg.ConfigurableResource):
     def asset_path(self, context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Path:
         """Final directory of the asset being materialized (its partition if it has one)."""
         key = context.asset_key.path
-        partition = context.partition_key if context.has_partition_key else None
+        # A run with a partition key may also materialize unpartitioned assets (e.g. dedup clusters).
+        partitioned = context.assets_def.partitions_def is not None
+        partition = context.partition_key if partitioned and context.has_partition_key else None
         return self.path(key, partition)
 
     @contextlib.contextmanager

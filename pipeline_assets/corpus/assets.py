@@ -112,6 +112,7 @@ def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, 
     if not parts:
         raise ValueError("no corpus/minhash_signatures partition is materialized yet: materialize the "
                          "per-source corpus assets first (`llmdag materialize`)")
+    context.log.info(f"clustering duplicates across {len(parts)} sources (priority order): {parts}")
     sig_dirs = {p: store.path(SIGNATURES.path, p) for p in parts}
     final = store.asset_path(context)
     with store.writing(final) as work:

@@ -33,8 +33,11 @@ def build_mixture(sources: dict[str, tuple[str, Path]], out_dir: Path, cfg: Corp
     domain_bytes: dict[str, int] = {}
     for name, (domain, docs_dir) in sorted(sources.items()):
         docs = _read(docs_dir)
-        val = [d for d in docs if _unit(d["id"], f"val{cfg.seed}") < cfg.val_fraction]
-        train = [d for d in docs if _unit(d["id"], f"val{cfg.seed}") >= cfg.val_fraction]
+        u = {d["id"]: _unit(d["id"], f"val{cfg.seed}") for d in docs}
+        # Every source with 2+ documents gets at least one val document, so per-domain metrics exist.
+        cut = max(cfg.val_fraction, min(u.values())) if len(docs) > 1 else cfg.val_fraction
+        val = [d for d in docs if u[d["id"]] <= cut]
+        train = [d for d in docs if u[d["id"]] > cut]
         splits[name] = {"train": train, "val": val}
         domain_bytes[domain] = domain_bytes.get(domain, 0) + sum(len(d["text"].encode()) for d in train)
     present = {d for d, b in domain_bytes.items() if b > 0}

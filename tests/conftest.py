@@ -1,0 +1,33 @@
+"""Shared fixtures: an isolated artifact root, Dagster instance and landing folder per test session."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+# Tiny models on 2 shared cores: one thread is 10-40x steadier (../shared/notes/trl.md).
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: list[str], partition: str | None = None) -> dict:
+    """Metadata of the latest materialization of ``key`` (and partition) as plain values."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    assert records, f"{'/'.join(key)} [{partition}] was never materialized"
+    meta = records[0].asset_materialization.metadata
+    return {k: getattr(v, "value", v) for k, v in meta.items()}
+

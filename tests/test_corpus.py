@@ -1,0 +1,187 @@
+"""Corpus curation end to end in Dagster: a planted fixture (behaviour) and the real default sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from conftest import latest_metadata
+from pydoc_data.topics import topics
+
+from pipeline_assets.cli import materialize
+from pipeline_assets.definitions import build_definitions
+from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks, load_benchmark
+
+CORPUS = dg.AssetSelection.groups("corpus", "evals")
+FRENCH = ("Le musée municipal présente cette année une exposition consacrée aux peintres de la région. "
+          "Les visiteurs pourront découvrir des œuvres rarement montrées au public, accompagnées de textes "
+          "qui expliquent le contexte historique de chaque tableau. L'entrée est gratuite le dimanche matin "
+          "et des visites guidées sont organisées pour les écoles pendant toute la durée de l'exposition.") * 2
+JUNK = " ".join(f"{i * 7919 % 10007:05d} @@ ## %% ||" for i in range(120))
+PII = "\nFor questions write to jane.doe@example.org or connect to 93.184.216.34 directly."
+
+
+def _doc(i: str, text: str) -> str:
+    return json.dumps({"id": i, "text": text, "metadata": {"url": f"https://example.com/{i}"}})
+
+
+def _near(text: str) -> str:
+    words = text.split(" ")
+    words[len(words) // 2] = "CHANGED"
+    return " ".join(words) + " One more sentence at the end of the copy."
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llmdag")
+    landing = root / "landing"
+    bench = tmp_path_factory.mktemp("bench")
+    build_benchmarks(bench, BenchmarkConfig())
+    qa = load_benchmark(bench, "qa")[0]
+    (landing / "web_a").mkdir(parents=True)
+    good = ["\n".join([_doc(k, topics[k]) for k in ("for", "global", "booleans", "truth", "dict")]),
+            _doc("dict-copy", "  " + topics["dict"].replace(" ", "  ") + "\n"),  # exact dup modulo whitespace
+            _doc("pii", topics["context-managers"] + PII),
+            _doc("french", FRENCH), _doc("junk", JUNK),
+            _doc("contaminated", topics["return"] + f"\n{qa['prompt']} {qa['answer']}\n"),
+            _doc("exceptions", topics["exceptions"])]
+    bad = ["{not json", '[1, 2]', '{"text": 123}', '{"id": "no-text"}', '{"text": "   "}',
+           json.dumps({"id": "huge", "text": "word " * 300_000})]
+    with (landing / "web_a" / "part.jsonl").open("wb") as f:
+        f.write(("\n".join(good + bad) + "\n").encode())
+        f.write(b'{"id": "latin1", "text": "caf\xe9"}\n')  # non-UTF-8 byte, then a good record after it
+        f.write((_doc("after-bad-byte", topics["nonlocal"]) + "\n").encode())
+    (landing / "web_a" / "empty.jsonl").write_text("")
+    (landing / "web_a" / "blob.bin").write_bytes(b"\x00\x01")
+    (landing / "web_b").mkdir()
+    pd.DataFrame({"id": ["near", "b1", "b2"],
+                  "text": [_near(topics["exceptions"]), topics["assert"], topics["del"]]}).to_parquet(
+        landing / "web_b" / "part.parquet")
+    (landing / "notes").mkdir()
+    (landing / "notes" / "truth.txt").write_text(topics["truth"])  # exact duplicate across partitions
+    (landing / "notes" / "yield.txt").write_text(topics["yield"])
+    for name in ("web_a", "web_b", "notes"):
+        (landing / name / "llmdag_source.json").write_text(json.dumps({"domain": "prose"}))
+    defs = build_definitions(root=str(root), landing=str(landing), builtin_sources=False)
+    with dg.instance_for_test() as instance:
+        results = materialize(defs, instance, CORPUS)
+        yield {"root": root, "instance": instance, "results": results, "qa": qa}
+
+
+def _ids(docs_dir: Path) -> set[str]:
+    return {json.loads(line)["id"] for p in docs_dir.glob("*.jsonl") for line in p.open()}
+
+
+def _stage(run, asset: str, partition: str) -> Path:
+    return run["root"] / "corpus" / asset / partition
+
+
+def test_bad_records_quarantined_with_reasons(fixture_run):
+    meta = latest_metadata(fixture_run["instance"], ["corpus", "raw_documents"], "web_a")
+    reasons = meta["quarantine_reasons"]
+    assert reasons == {"malformed_json": 1, "not_an_object": 1, "non_string_text": 1, "missing_text": 1,
+                       "empty_text": 1, "oversized": 1, "non_utf8": 1, "unsupported_file": 1}
+    assert meta["quarantined"] == 8
+    # the record after the non-UTF-8 line is not lost (datatrove's reader would drop the rest of the file)
+    assert "web_a/after-bad-byte" in _ids(_stage(fixture_run, "raw_documents", "web_a") / "documents")
+    lines = (_stage(fixture_run, "raw_documents", "web_a") / "quarantine.jsonl").read_text().splitlines()
+    assert {json.loads(line)["reason"] for line in lines} == set(reasons)
+
+
+def test_language_and_quality_filters(fixture_run):
+    kept = _ids(_stage(fixture_run, "filtered_documents", "web_a") / "documents")
+    assert "web_a/french" not in kept and "web_a/junk" not in kept
+    assert {"web_a/for", "web_a/global", "web_a/booleans"} <= kept
+    removed = {json.loads(line)["id"]: json.loads(line)["metadata"].get("filter_reason")
+               for p in (_stage(fixture_run, "filtered_documents", "web_a") / "removed").rglob("*.jsonl")
+               for line in p.open()}
+    assert removed["web_a/french"] == "wrong_language_or_low_score"
+    meta = latest_metadata(fixture_run["instance"], ["corpus", "filtered_documents"], "web_a")
+    assert meta["dropped_by_filter"]["language"] >= 2 and meta["documents_in"] == meta["documents_out"] + sum(
+        meta["dropped_by_filter"].values())
+
+
+def test_pii_masked(fixture_run):
+    docs = [json.loads(line) for p in (_stage(fixture_run, "filtered_documents", "web_a") / "documents").glob("*")
+            for line in p.open()]
+    text = next(d["text"] for d in docs if d["id"] == "web_a/pii")
+    assert "jane.doe@example.org" not in text and "93.184.216.34" not in text
+    assert latest_metadata(fixture_run["instance"], ["corpus", "filtered_documents"], "web_a")[
+        "pii_documents_masked"] >= 1
+
+
+def test_exact_and_near_duplicates_removed_across_partitions(fixture_run):
+    a = _ids(_stage(fixture_run, "deduplicated_documents", "web_a") / "documents")
+    b = _ids(_stage(fixture_run, "deduplicated_documents", "web_b") / "documents")
+    notes = _ids(_stage(fixture_run, "deduplicated_documents", "notes") / "documents")
+    assert ("web_a/dict" in a) != ("web_a/dict-copy" in a)  # exactly one copy survives
+    assert "web_a/exceptions" in a and "web_b/near" not in b  # near-dup in another source removed
+    assert ("web_a/truth" in a) != ("notes/truth.txt" in notes)  # cross-source exact dup: one survives
+    assert {"web_b/b1", "web_b/b2", "notes/yield.txt", "web_a/for"} <= a | b | notes  # uniques kept
+    clusters = latest_metadata(fixture_run["instance"], ["corpus", "duplicate_clusters"])
+    assert clusters["cross_source_clusters"] >= 2 and clusters["exact_duplicates"] >= 2
+    assert clusters["cluster_size_histogram"]["2"] >= 3
+    meta_a = latest_metadata(fixture_run["instance"], ["corpus", "deduplicated_documents"], "web_a")
+    meta_b = latest_metadata(fixture_run["instance"], ["corpus", "deduplicated_documents"], "web_b")
+    assert meta_a["exact_duplicates_removed"] + meta_a["near_duplicates_removed"] >= 1
+    assert meta_b["near_duplicates_removed"] == 1
+
+
+def test_decontamination_removes_planted_eval_item(fixture_run):
+    kept = _ids(_stage(fixture_run, "decontaminated_documents", "web_a") / "documents")
+    assert "web_a/contaminated" not in kept and "web_a/for" in kept
+    meta = latest_metadata(fixture_run["instance"], ["corpus", "decontaminated_documents"], "web_a")
+    assert meta["contaminated_removed"] == 1 and meta["contaminated_by_task"] == {"qa": 1}
+
+
+def test_mixture_manifest_and_checks(fixture_run):
+    manifest = json.loads((fixture_run["root"] / "corpus" / "training_mixture" / "_" / "manifest.json").read_text())
+    assert {e["source"] for e in manifest["train"]} == {"web_a", "web_b", "notes"}
+    assert abs(sum(manifest["domain_weights"]["effective"].values()) - 1) < 1e-6
+    for e in manifest["train"] + manifest["val"]:
+        assert (fixture_run["root"] / "corpus" / "training_mixture" / "_" / e["file"]).exists()
+    evaluations = [ev for r in fixture_run["results"] for ev in r.get_asset_check_evaluations()]
+    assert evaluations and all(ev.passed for ev in evaluations), [
+        (ev.asset_key, ev.check_name) for ev in evaluations if not ev.passed]
+    names = {ev.check_name for ev in evaluations}
+    assert {"no_eval_ngrams_left", "unique_ids", "weights_sum_to_one", "has_documents"} <= names
+
+
+def test_landing_sensor_adds_partition_and_requests_only_it(fixture_run, tmp_path):
+    landing = fixture_run["root"] / "landing"
+    defs = build_definitions(root=str(fixture_run["root"]), landing=str(landing), builtin_sources=False)
+    (landing / "fresh").mkdir()
+    (landing / "fresh" / "a.txt").write_text(topics["while"])
+    sensor = defs.get_sensor_def("landing_folders")
+    result = sensor(dg.build_sensor_context(instance=fixture_run["instance"]))
+    assert [r.partition_key for r in result.run_requests] == ["fresh"]
+    assert result.dynamic_partitions_requests[0].partition_keys == ["fresh"]
+    fixture_run["instance"].add_dynamic_partitions("sources", ["fresh"])
+    run = defs.get_job_def("ingest_source").execute_in_process(partition_key="fresh",
+                                                               instance=fixture_run["instance"])
+    assert run.success
+    done = {(m.asset_key.to_user_string(), m.partition) for m in run.get_asset_materialization_events()
+            for m in [m.materialization]}
+    assert ("corpus/decontaminated_documents", "fresh") in done and ("corpus/training_mixture", None) in done
+    assert not any(p not in (None, "fresh") for _, p in done)  # no other source re-ran
+
+
+def test_default_sources_real_text(tmp_path):
+    defs = build_definitions(root=str(tmp_path), landing=str(tmp_path / "landing"))
+    with dg.instance_for_test() as instance:
+        materialize(defs, instance, CORPUS)
+        parts = instance.get_dynamic_partitions("sources")
+        assert {"python_docs", "python_stdlib", "package_readmes"} <= set(parts)
+        for p in parts:
+            raw = latest_metadata(instance, ["corpus", "raw_documents"], p)
+            filt = latest_metadata(instance, ["corpus", "filtered_documents"], p)
+            dedup = latest_metadata(instance, ["corpus", "deduplicated_documents"], p)
+            decont = latest_metadata(instance, ["corpus", "decontaminated_documents"], p)
+            assert raw["documents"] >= filt["documents_out"] >= dedup["documents_out"] >= decont["documents_out"] > 0
+        clusters = latest_metadata(instance, ["corpus", "duplicate_clusters"])
+        assert clusters["near_duplicates_to_remove"] > 0 and clusters["largest_cluster"] >= 3
+        mix = latest_metadata(instance, ["corpus", "training_mixture"])
+        assert mix["train_bytes"] > 1_000_000 and mix["val_documents"] > 0
