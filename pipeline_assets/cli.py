@@ -14,6 +14,7 @@ for each all-source wave, on the DAGSTER_HOME instance, so every run shows in ``
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -52,7 +53,9 @@ def register_sources(defs: dg.Definitions, instance: dg.DagsterInstance) -> list
 
 
 def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: dg.AssetSelection,
-                partitions: list[str] | None = None, log=print) -> list[dg.ExecuteInProcessResult]:
+                partitions: list[str] | None = None, log=print,
+                overrides: dict[str, dict] | None = None) -> list[dg.ExecuteInProcessResult]:
+    """``overrides``: asset key ("models/base") -> config fields, e.g. {"models/base": {"max_steps": 50}}."""
     all_partitions = register_sources(defs, instance)
     partitions = partitions or all_partitions
     unknown = set(partitions) - set(all_partitions)
@@ -62,11 +65,14 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: d
     results = []
     for partitioned, keys in waves(defs, selection):
         names = ", ".join(k.to_user_string() for k in keys)
+        ops = {"__".join(k.path): {"config": (overrides or {})[k.to_user_string()]}
+               for k in keys if k.to_user_string() in (overrides or {})}
         for pk in partitions if partitioned else [None]:
             t0 = time.time()
             log(f"==> {names}" + (f" [{pk}]" if pk else ""))
             result = dg.materialize(assets, selection=keys, partition_key=pk, instance=instance,
-                                    resources=defs.resources, raise_on_error=False)
+                                    resources=defs.resources, raise_on_error=False,
+                                    run_config={"ops": ops} if ops else None)
             if not result.success:
                 raise SystemExit(f"run {result.run_id} failed at {names}" + (f" [{pk}]" if pk else "")
                                  + ": see its logs in `dagster dev` (DAGSTER_HOME) or above")
@@ -81,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     mat = sub.add_parser("materialize", help="materialize assets headless, in dependency order")
     mat.add_argument("--select", default="*", help='Dagster asset selection, e.g. "group:corpus" (default: all)')
     mat.add_argument("--partition", action="append", help="only this source partition (repeatable)")
+    mat.add_argument("--set", action="append", default=[], metavar="ASSET:FIELD=VALUE",
+                     help='override a config field for one run, e.g. "models/base:max_steps=50" (repeatable)')
     sub.add_parser("sources", help="list the sources this configuration knows")
     args = parser.parse_args(argv)
 
@@ -96,8 +104,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:24s} {spec.kind:16s} {spec.domain:6s} {'registered' if name in registered else 'new'}")
         return
     selection = dg.AssetSelection.all() if args.select == "*" else dg.AssetSelection.from_string(args.select)
+    overrides: dict[str, dict] = {}
+    for item in args.set:
+        asset, _, assignment = item.partition(":")
+        field, _, value = assignment.partition("=")
+        if not (asset and field and value):
+            raise SystemExit(f"--set {item!r}: expected ASSET:FIELD=VALUE, e.g. models/base:max_steps=50")
+        overrides.setdefault(asset, {})[field] = json.loads(value) if value[0] in "0123456789-[{tf" else value
     t0 = time.time()
-    materialize(defs, instance, selection, args.partition)
+    materialize(defs, instance, selection, args.partition, overrides=overrides)
     print(f"done in {time.time() - t0:.1f}s; artifacts under {defs.resources['store'].root}")
 
 

@@ -14,7 +14,9 @@ import dagster as dg
 from pipeline_assets.automation import landing_sensor_factory, new_source_job
 from pipeline_assets.corpus.assets import corpus_assets
 from pipeline_assets.evals.assets import benchmarks
+from pipeline_assets.pretrain.assets import pretrain_assets
 from pipeline_assets.profiles import get_profile
+from pipeline_assets.tokenizer.assets import tokenizer_assets
 from resources import ArtifactStore, DatatroveExecutorResource, PipelineSettings, SourcesResource
 from resources.settings import default_profile
 from resources.storage import default_root
@@ -41,7 +43,7 @@ def build_resources(root: str | None = None, profile: str | None = None, landing
 def build_definitions(**kwargs) -> dg.Definitions:
     resources = build_resources(**kwargs)
     return dg.Definitions(
-        assets=[*corpus_assets, benchmarks],
+        assets=[*corpus_assets, benchmarks, *tokenizer_assets, *pretrain_assets],
         jobs=[new_source_job],
         sensors=[landing_sensor_factory(resources["sources"].landing)],
         resources=resources,

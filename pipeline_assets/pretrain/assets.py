@@ -1,0 +1,62 @@
+"""``models/base``: a decoder-only transformer pretrained from scratch on the token shards; resumes after a kill."""
+
+import json
+
+import dagster as dg
+
+from pipeline_assets.metadata import md_table, path_md, png_md
+from pipeline_assets.pretrain.plots import loss_curve_png
+from pipeline_assets.pretrain.train import train
+from pipeline_assets.run_config import StageOverrides, overridden
+from pipeline_assets.tokenizer.assets import SHARDS, TOKENIZER
+from resources import ArtifactStore, PipelineSettings
+from resources.storage import fingerprint
+
+BASE = dg.AssetKey(["models", "base"])
+# Fields that change neither the weights nor the data order: a run with other values resumes the same run dir.
+RESUME_FREE_FIELDS = {"stop_after_steps", "log_every", "checkpoint_every", "keep_last", "sample_prompts",
+                      "sample_max_new_tokens"}
+
+
+@dg.asset(key=BASE, deps=[SHARDS, TOKENIZER], group_name="models", code_version="1", kinds={"pytorch"},
+          check_specs=[dg.AssetCheckSpec("loss_finite_and_below_unigram", asset=BASE, blocking=True)])
+def base(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+         config: StageOverrides) -> dg.MaterializeResult:
+    """Pretraining. Checkpoints go to a run dir keyed by data + config, so a re-materialization resumes."""
+    cfg = overridden(settings.get().pretrain, config)
+    shards, tok = store.path(SHARDS.path), store.path(TOKENIZER.path)
+    final = store.asset_path(context)
+    # The run dir outlives failed attempts; its key changes when the data or the config does.
+    run_key = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_FIELDS}
+    run_dir = store.path(["_runs", *BASE.path], fingerprint(shards / "index.json", run_key))
+    with store.writing(final) as work:
+        result = train(cfg, shards, tok, run_dir, work, log=context.log.info)
+        if not result["complete"]:
+            raise RuntimeError(f"training stopped at step {result['steps']} of {cfg.max_steps} (stop_after_steps); "
+                               f"re-materialize models/base to resume from {run_dir}")
+        (work / "pretrain_summary.json").write_text(json.dumps(result, indent=2, default=str))
+    passed = result["val_loss"] == result["val_loss"] and result["val_loss"] < result["unigram_val_loss"]
+    samples = [{"prompt": s["prompt"], "completion": s["completion"][:120].replace("\n", "⏎").replace("|", "\\|")}
+               for s in result["samples"]]
+    return dg.MaterializeResult(
+        metadata={
+            "num_params": result["num_params"], "tokens_seen": result["tokens_seen"],
+            "tokens_per_param": round(result["tokens_per_param"], 3), "steps": result["steps"],
+            "train_loss_first": round(result["train_loss_first"], 4),
+            "train_loss_final": round(result["train_loss_final"], 4),
+            "val_loss": round(result["val_loss"], 4), "val_bpb": round(result["val_bpb"], 4),
+            "unigram_val_loss": round(result["unigram_val_loss"], 4),
+            "wall_time_s": round(result["wall_time_s"], 1), "tokens_per_s": round(result["tokens_per_s"]),
+            "mfu_pct": result["mfu_pct"], "resumed_from_step": result["resumed_from_step"],
+            "loss_curve": png_md(loss_curve_png(result["loss_history"], result["val_history"]), "loss curve"),
+            "samples": md_table(samples),
+            "data_consumed": dg.MetadataValue.json(result["data_consumed"]),
+            "loss_history": dg.MetadataValue.json(result["loss_history"]),
+            "tokenizer": path_md(tok), "checkpoint_dir": path_md(final), "run_dir": path_md(run_dir),
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name="loss_finite_and_below_unigram", passed=bool(passed),
+            metadata={"val_loss": result["val_loss"], "unigram_val_loss": result["unigram_val_loss"]})])
+
+
+pretrain_assets = [base]
