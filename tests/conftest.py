@@ -31,3 +31,16 @@ def latest_metadata(instance: dg.DagsterInstance, key: list[str], partition: str
     meta = records[0].asset_materialization.metadata
     return {k: getattr(v, "value", v) for k, v in meta.items()}
 
+
+
+@pytest.fixture(scope="session")
+def default_graph(tmp_path_factory):
+    """The corpus group materialized once on the real default sources; model stages build on it."""
+    from pipeline_assets.cli import materialize
+    from pipeline_assets.definitions import build_definitions
+
+    root = tmp_path_factory.mktemp("default_graph")
+    defs = build_definitions(root=str(root), landing=str(root / "landing"))
+    with dg.instance_for_test() as inst:
+        results = materialize(defs, inst, dg.AssetSelection.groups("corpus", "evals"))
+        yield {"root": root, "defs": defs, "instance": inst, "results": results}

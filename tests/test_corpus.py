@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import dagster as dg
 import pandas as pd
 import pytest
 from conftest import latest_metadata
-from pydoc_data.topics import topics
 
 from pipeline_assets.cli import materialize
 from pipeline_assets.definitions import build_definitions
@@ -169,19 +169,19 @@ def test_landing_sensor_adds_partition_and_requests_only_it(fixture_run, tmp_pat
     assert not any(p not in (None, "fresh") for _, p in done)  # no other source re-ran
 
 
-def test_default_sources_real_text(tmp_path):
-    defs = build_definitions(root=str(tmp_path), landing=str(tmp_path / "landing"))
-    with dg.instance_for_test() as instance:
-        materialize(defs, instance, CORPUS)
-        parts = instance.get_dynamic_partitions("sources")
-        assert {"python_docs", "python_stdlib", "package_readmes"} <= set(parts)
-        for p in parts:
-            raw = latest_metadata(instance, ["corpus", "raw_documents"], p)
-            filt = latest_metadata(instance, ["corpus", "filtered_documents"], p)
-            dedup = latest_metadata(instance, ["corpus", "deduplicated_documents"], p)
-            decont = latest_metadata(instance, ["corpus", "decontaminated_documents"], p)
-            assert raw["documents"] >= filt["documents_out"] >= dedup["documents_out"] >= decont["documents_out"] > 0
-        clusters = latest_metadata(instance, ["corpus", "duplicate_clusters"])
-        assert clusters["near_duplicates_to_remove"] > 0 and clusters["largest_cluster"] >= 3
-        mix = latest_metadata(instance, ["corpus", "training_mixture"])
-        assert mix["train_bytes"] > 1_000_000 and mix["val_documents"] > 0
+def test_default_sources_real_text(default_graph):
+    instance = default_graph["instance"]
+    parts = instance.get_dynamic_partitions("sources")
+    assert {"python_docs", "python_stdlib", "package_readmes"} <= set(parts)
+    for p in parts:
+        raw = latest_metadata(instance, ["corpus", "raw_documents"], p)
+        filt = latest_metadata(instance, ["corpus", "filtered_documents"], p)
+        dedup = latest_metadata(instance, ["corpus", "deduplicated_documents"], p)
+        decont = latest_metadata(instance, ["corpus", "decontaminated_documents"], p)
+        assert raw["documents"] >= filt["documents_out"] >= dedup["documents_out"] >= decont["documents_out"] > 0
+    clusters = latest_metadata(instance, ["corpus", "duplicate_clusters"])
+    assert clusters["near_duplicates_to_remove"] > 0 and clusters["largest_cluster"] >= 3
+    mix = latest_metadata(instance, ["corpus", "training_mixture"])
+    assert mix["train_bytes"] > 1_000_000 and mix["val_documents"] > 0
+    evaluations = [ev for r in default_graph["results"] for ev in r.get_asset_check_evaluations()]
+    assert all(ev.passed for ev in evaluations if ev.severity == dg.AssetCheckSeverity.ERROR)

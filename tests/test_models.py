@@ -1,0 +1,78 @@
+"""Tokenizer -> token shards -> base model, materialized in Dagster on the real default corpus."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+import torch
+from conftest import latest_metadata
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pipeline_assets.pretrain.config import TINY
+from pipeline_assets.pretrain.train import train
+
+# Short enough for the default suite; the tiny profile's 300 steps run in the Quick start.
+BASE_RUN = {"max_steps": 40, "eval_every": 20, "checkpoint_every": 10, "log_every": 10}
+
+
+def _run(graph, selection: str, config: dict | None = None) -> dg.ExecuteInProcessResult:
+    defs = graph["defs"]
+    keys = dg.AssetSelection.from_string(selection)
+    return dg.materialize(list(defs.assets), selection=keys, instance=graph["instance"], resources=defs.resources,
+                          raise_on_error=False,
+                          run_config={"ops": {"models__base": {"config": config}}} if config else None)
+
+
+@pytest.fixture(scope="module")
+def pretrained(default_graph):
+    assert _run(default_graph, "group:tokenizer").success
+    # An interrupted run (stops after step 20 of 40 with a checkpoint) publishes nothing ...
+    stopped = _run(default_graph, "models/base", {**BASE_RUN, "stop_after_steps": 20})
+    assert not stopped.success
+    assert not (default_graph["root"] / "models" / "base" / "_").exists()
+    # ... and re-materializing resumes from that checkpoint.
+    resumed = _run(default_graph, "models/base", BASE_RUN)
+    assert resumed.success
+    return default_graph
+
+
+def test_tokenizer_loads_with_plain_transformers(pretrained):
+    tok = AutoTokenizer.from_pretrained(pretrained["root"] / "tokenizer" / "tokenizer" / "_")
+    text = "def add(a, b):\n    return a + b  # 42 ✓"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert chat.endswith("<|im_start|>assistant\n")
+    meta = latest_metadata(pretrained["instance"], ["tokenizer", "tokenizer"])
+    assert meta["roundtrip_exact"] is True and meta["bytes_per_token"] > 2.5
+    shards = latest_metadata(pretrained["instance"], ["tokenizer", "tokenized_shards"])
+    assert shards["train_tokens"] > 500_000 and shards["val_tokens"] > 0
+
+
+def test_base_model_trains_reloads_and_generates(pretrained):
+    meta = latest_metadata(pretrained["instance"], ["models", "base"])
+    assert meta["resumed_from_step"] == 20
+    assert meta["train_loss_final"] < meta["train_loss_first"] - 1.0
+    assert meta["val_loss"] < meta["unigram_val_loss"]
+    assert "data:image/png;base64," in meta["loss_curve"]
+    consumed = meta["data_consumed"]
+    assert "train_00000.npy" in json.dumps(consumed)
+    path = pretrained["root"] / "models" / "base" / "_"
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    ids = tok("def ", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    out = model.generate(ids, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > ids.shape[1]
+
+
+def test_resumed_run_is_bit_identical_to_a_straight_run(pretrained, tmp_path):
+    root = pretrained["root"]
+    cfg = TINY.replace(**BASE_RUN)
+    train(cfg, root / "tokenizer" / "tokenized_shards" / "_", root / "tokenizer" / "tokenizer" / "_",
+          tmp_path / "run", tmp_path / "out", log=lambda _: None)
+    resumed = load_file(root / "models" / "base" / "_" / "model.safetensors")
+    straight = load_file(tmp_path / "out" / "model.safetensors")
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in resumed)
