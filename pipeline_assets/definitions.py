@@ -40,15 +40,30 @@ def build_resources(root: str | None = None, profile: str | None = None, landing
     }
 
 
+def executor_for(name: str) -> dg.ExecutorDefinition:
+    """Training steps import torch/trl (15-20 s each): one process keeps the tiny graph in minutes."""
+    if name == "in_process":
+        return dg.in_process_executor
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    if name == "k8s":
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError as e:
+            raise ImportError("the scale profile runs each step as a k8s job: pip install -e '.[scale]'") from e
+        return k8s_job_executor
+    raise ValueError(f"unknown dagster executor {name!r}; valid: in_process, multiprocess, k8s")
+
+
 def build_definitions(**kwargs) -> dg.Definitions:
     resources = build_resources(**kwargs)
+    profile = resources["settings"].get()
     return dg.Definitions(
         assets=[*corpus_assets, benchmarks, *tokenizer_assets, *pretrain_assets],
         jobs=[new_source_job],
         sensors=[landing_sensor_factory(resources["sources"].landing)],
         resources=resources,
-        # Training steps import torch/trl (15-20 s each); one process keeps the tiny graph in minutes.
-        executor=dg.in_process_executor,
+        executor=executor_for(profile.dagster_executor),
     )
 
 
