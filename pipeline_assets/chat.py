@@ -1,0 +1,193 @@
+"""Chat with any llmdag checkpoint in the terminal; the reply streams token by token.
+
+    python -m pipeline_assets.chat sft                                  # a stage name ...
+    python -m pipeline_assets.chat models/dpo --temperature 0.7 --max-new-tokens 256
+    python -m pipeline_assets.chat /path/to/checkpoint                  # ... or any HF checkpoint dir
+    python -m pipeline_assets.chat sft --prompt "What is 2 + 2?"        # one shot, prints the reply, exits
+
+Where a stage name points (the same root as resources/storage.py's ArtifactStore):
+    artifact root = $LLMDAG_HOME, else $DAGSTER_HOME/llmdag, else ./.llmdag
+    "sft" or "models/sft" -> <root>/models/sft/_/   (the asset dir; "_" = unpartitioned)
+    inside it, the checkpoint is <asset dir>/model/ when that holds a config.json, else the asset dir itself.
+An existing path is used as given (with the same model/ lookup).
+
+Interactive commands: /reset clears the conversation (keeps --system), /exit (or Ctrl-D) quits. Turns go
+through the tokenizer's chat template (ChatML: <|im_start|>role ... <|im_end|>); generation stops on eos.
+When the history outgrows the model's context, the oldest turns are dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from threading import Thread
+from typing import Any, TextIO
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def artifact_root() -> Path:
+    """Same rule as resources.storage.default_root (not imported: that module pulls in Dagster)."""
+    if os.environ.get("LLMDAG_HOME"):
+        return Path(os.environ["LLMDAG_HOME"]).expanduser()
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"]).expanduser() / "llmdag"
+    return Path.cwd() / ".llmdag"
+
+
+def resolve_model_dir(spec: str, root: Path | None = None) -> Path:
+    """A checkpoint path, or a stage name ("sft", "models/sft") under the artifact root; see the docstring."""
+    path = Path(spec).expanduser()
+    root = root or artifact_root()
+    key = spec.strip("/")
+    key = key if key.startswith("models/") else f"models/{key}"
+    asset_dir = root.joinpath(*key.split("/"), "_")
+    for candidate in (path, asset_dir):
+        if candidate.is_dir():
+            # Imported here: harness pulls in torch (~5 s), which a mistyped stage name should not wait for.
+            from pipeline_assets.evals.harness import find_model_dir
+
+            return find_model_dir(candidate)
+    models = root / "models"
+    available = sorted(d.name for d in models.iterdir() if (d / "_").is_dir()) if models.is_dir() else []
+    raise FileNotFoundError(
+        f"{spec!r} is not a directory and {asset_dir} does not exist (artifact root {root}, from LLMDAG_HOME / "
+        f"DAGSTER_HOME / ./.llmdag); materialized stages: {', '.join(available) or 'none'}. "
+        "Materialize the model asset, set LLMDAG_HOME, or pass a checkpoint dir"
+    )
+
+
+def _fit_history(tok: Any, messages: list[dict[str, str]], budget: int) -> list[dict[str, str]]:
+    """Drop the oldest non-system turns until the prompt fits `budget` tokens (the last user turn stays)."""
+    messages = list(messages)
+    while True:
+        ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)
+        first = 1 if messages and messages[0]["role"] == "system" else 0
+        if len(ids["input_ids"]) <= budget or len(messages) - first <= 1:
+            return messages
+        del messages[first]
+
+
+def stream_reply(model: Any, tok: Any, messages: list[dict[str, str]], max_new_tokens: int,
+                 temperature: float, out: TextIO) -> str:
+    """Generate the assistant turn for `messages`, writing text to `out` as it is produced; returns it."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+    if max_pos:
+        messages = _fit_history(tok, messages, max(1, max_pos - max_new_tokens))
+    enc = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True,
+                                  return_tensors="pt")
+    device = next(model.parameters()).device
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    sample = temperature > 0
+    kwargs = dict(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                  max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature if sample else None,
+                  top_p=None, top_k=None, streamer=streamer, pad_token_id=tok.pad_token_id,
+                  eos_token_id=tok.eos_token_id)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        # generate() runs in a thread so this one can print while tokens arrive; an error must end the stream,
+        # or the loop below would wait forever, and is re-raised here.
+        try:
+            with torch.no_grad():
+                model.generate(**kwargs)
+        except Exception as err:  # noqa: BLE001 - re-raised in the caller's thread below
+            errors.append(err)
+            streamer.end()
+
+    thread = Thread(target=run, daemon=True)
+    thread.start()
+    pieces = []
+    for piece in streamer:
+        out.write(piece)
+        out.flush()
+        pieces.append(piece)
+    thread.join()
+    if errors:
+        raise errors[0]
+    out.write("\n")
+    out.flush()
+    return "".join(pieces).strip()
+
+
+def chat_loop(model: Any, tok: Any, args: argparse.Namespace, stdin: TextIO = sys.stdin,
+              out: TextIO = sys.stdout) -> None:
+    base = [{"role": "system", "content": args.system}] if args.system else []
+    history = list(base)
+    out.write("type a message; /reset clears the conversation, /exit quits\n")
+    while True:
+        out.write("you> ")
+        out.flush()
+        line = stdin.readline()
+        if not line:  # Ctrl-D / end of piped input
+            out.write("\n")
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return
+        if text == "/reset":
+            history = list(base)
+            out.write("(conversation cleared)\n")
+            continue
+        history.append({"role": "user", "content": text})
+        out.write("assistant> ")
+        reply = stream_reply(model, tok, history, args.max_new_tokens, args.temperature, out)
+        history.append({"role": "assistant", "content": reply})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Chat with an llmdag checkpoint (streams tokens).")
+    parser.add_argument("model", help="checkpoint dir, or a stage name such as sft / models/sft")
+    # Generation
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens per reply")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
+    parser.add_argument("--system", default=None, help="optional system message for every conversation")
+    # Runtime
+    parser.add_argument("--prompt", default=None, help="one-shot: answer this message, print, exit")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_new_tokens < 1:
+        raise SystemExit("--max-new-tokens must be >= 1")
+    if args.temperature < 0:
+        raise SystemExit("--temperature must be >= 0 (0 = greedy)")
+    try:
+        model_dir = resolve_model_dir(args.model)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    from pipeline_assets.evals.harness import load_causal_lm
+    from pipeline_assets.posttrain.common import device_for
+
+    torch.manual_seed(args.seed)
+    model, tok = load_causal_lm(model_dir, device_for(args.device))
+    if not tok.chat_template:
+        print(f"error: the tokenizer in {model_dir} has no chat template; use a checkpoint saved with the "
+              "llmdag tokenizer (tokenizer/tokenizer)", file=sys.stderr)
+        return 2
+    print(f"chat | {model_dir} | {sum(p.numel() for p in model.parameters()):,} params", file=sys.stderr)
+    if args.prompt is not None:
+        messages = [{"role": "system", "content": args.system}] if args.system else []
+        stream_reply(model, tok, [*messages, {"role": "user", "content": args.prompt}], args.max_new_tokens,
+                     args.temperature, sys.stdout)
+        return 0
+    chat_loop(model, tok, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

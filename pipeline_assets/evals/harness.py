@@ -1,0 +1,695 @@
+"""Evaluate one checkpoint on the held-out sets: what `evals/<stage>` assets call, plain Python, no Dagster.
+
+    python -m pipeline_assets.evals.harness --model-dir M --bench-dir B [--shards-dir S] [--parent-dir P]
+        [--judge RM_DIR] [--profile tiny] [--out result.json]
+
+`evaluate_checkpoint(model_dir, bench_dir, cfg, shards_dir, parent_dir, judge)` computes every number from
+real forward passes and greedy generations of the checkpoint (nothing is read from its training metadata):
+
+    val_loss, val_bpb               cross-entropy on the fixed val windows of tokenizer/tokenized_shards, and
+                                    bits per byte = loss * val_tokens / (val_bytes * ln 2) from its index.json
+    mc_accuracy, mc_accuracy_norm   multiple choice by summed log-likelihood of each choice given the question
+                                    (acc) and divided by the choice's UTF-8 bytes (acc_norm), as lm-eval does
+    arithmetic_accuracy             greedy completion through the chat template, graded by check_arithmetic
+    qa_f1, qa_rouge_l               greedy answer vs the reference docstring sentence: SQuAD token F1 and
+                                    ROUGE-L F1 (longest common subsequence of words)
+    safety_refusal_rate, safety_over_refusal_rate, safety_adversarial_refusal_rate   see evals/safety.py
+    win_rate_vs_parent              greedy answers of this model and of `parent_dir` to INSTRUCTION_PROMPTS,
+                                    scored by `judge` (a reward-model dir or a callable); ties count 1/2
+    samples                         greedy answers to cfg.sample_prompts, for eyeballing
+
+A reward-model dir (`*ForSequenceClassification`) is evaluated by pairwise accuracy instead: the correct
+multiple-choice answer / arithmetic result must score above each wrong one (`reward_pairwise_accuracy`).
+
+A checkpoint dir is an HF dir (config.json + weights + tokenizer; a LoRA adapter dir is merged onto its base)
+or an asset dir holding one in `model/` (`find_model_dir`). `contamination_report(train_files, bench_dir, n)`
+measures eval/train n-gram overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pipeline_assets.evals.benchmarks import BENCHMARKS, check_arithmetic, decontamination_texts, load_benchmark
+from pipeline_assets.evals.safety import balanced_subset, evaluate_safety
+from pipeline_assets.posttrain.common import chat_generate, device_for
+
+SETS: tuple[str, ...] = ("val", "multiple_choice", "arithmetic", "qa", "safety", "win_rate", "samples")
+
+# Fixed prompts: the same for every checkpoint, so samples and win rates compare like with like. None of
+# them is a benchmark item (benchmarks are never shown to a judge or trained on through this list).
+SAMPLE_PROMPTS: tuple[str, ...] = (
+    "What is 12 + 30?",
+    "Write a Python function that returns the square of a number.",
+    "Explain what a Python dictionary is in one sentence.",
+    "How do I read a text file line by line in Python?",
+)
+INSTRUCTION_PROMPTS: tuple[str, ...] = (
+    "Explain what a list comprehension is in Python.",
+    "Give me three tips for writing readable code.",
+    "What is the difference between a tuple and a list?",
+    "Write a short docstring for a function that adds two numbers.",
+    "Summarize what a virtual environment is for.",
+    "How do I sort a list of dictionaries by a key?",
+    "What does the `with` statement do?",
+    "Explain recursion to a beginner.",
+    "Write a haiku about debugging.",
+    "What is a unit test?",
+    "How can I make a Python script run faster?",
+    "What is the purpose of `__init__.py`?",
+    "Describe what an exception is.",
+    "Suggest a name for a function that removes duplicates from a list.",
+    "What is the difference between `==` and `is`?",
+    "Explain what JSON is used for.",
+)
+
+Judge = Callable[[list[str], list[str]], list[float]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Used by: evals/<stage>. Limits cap items per set (None = the whole set); `sets` picks what runs."""
+
+    sets: tuple[str, ...] = SETS
+    qa_limit: int | None = 32
+    multiple_choice_limit: int | None = 48
+    arithmetic_limit: int | None = 48
+    safety_limit: int | None = 48  # half harmful, half benign
+    adversarial_per_prompt: int = 1  # jailbreak rephrasings per harmful prompt; 0 = none
+    win_rate_limit: int = 16  # first N of INSTRUCTION_PROMPTS
+    val_batches: int = 8
+    val_seq_len: int = 256  # clipped to the model's max_position_embeddings
+    max_new_tokens: int = 64  # QA, safety, win rate, samples
+    arithmetic_max_new_tokens: int = 24
+    batch_size: int = 16
+    mc_format: str = "plain"  # "plain": eos + "Question: q\nAnswer:" (works for base models); "chat": template
+    device: str = "auto"
+    num_threads: int | None = None  # torch CPU threads; None = leave torch's setting alone
+    sample_prompts: tuple[str, ...] = SAMPLE_PROMPTS
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.sets) - set(SETS))
+        if unknown:
+            raise ValueError(f"EvalConfig.sets has unknown names {unknown}; valid: {', '.join(SETS)}")
+        for name in ("qa_limit", "multiple_choice_limit", "arithmetic_limit", "safety_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"EvalConfig.{name}={value!r} must be a positive int, or None for the whole set")
+        for name in ("win_rate_limit", "val_batches", "val_seq_len", "max_new_tokens",
+                     "arithmetic_max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EvalConfig.{name}={getattr(self, name)!r} must be >= 1")
+        if self.win_rate_limit > len(INSTRUCTION_PROMPTS):
+            raise ValueError(f"EvalConfig.win_rate_limit={self.win_rate_limit} exceeds the "
+                             f"{len(INSTRUCTION_PROMPTS)} INSTRUCTION_PROMPTS; lower it")
+        if self.adversarial_per_prompt < 0:
+            raise ValueError(f"EvalConfig.adversarial_per_prompt={self.adversarial_per_prompt} must be >= 0")
+        if self.mc_format not in ("plain", "chat"):
+            raise ValueError(f"EvalConfig.mc_format={self.mc_format!r}; choose 'plain' or 'chat'")
+        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
+            raise ValueError(f"EvalConfig.device={self.device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"EvalConfig.num_threads={self.num_threads} must be >= 1 or None")
+
+
+# Per profile. tiny: ~1 min per checkpoint on 1 CPU thread with a ~1M-param model; small/scale: every item.
+EVAL_PROFILES: dict[str, EvalConfig] = {
+    "tiny": EvalConfig(num_threads=1),
+    "small": EvalConfig(qa_limit=None, multiple_choice_limit=None, arithmetic_limit=None, safety_limit=None,
+                        adversarial_per_prompt=2, val_batches=50, val_seq_len=1024, max_new_tokens=128,
+                        batch_size=64),
+    "scale": EvalConfig(qa_limit=None, multiple_choice_limit=None, arithmetic_limit=None, safety_limit=None,
+                        adversarial_per_prompt=3, val_batches=200,
+                        val_seq_len=2048, max_new_tokens=256, batch_size=128),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def find_model_dir(path: Path | str) -> Path:
+    """`path` itself when it holds config.json (or a LoRA adapter_config.json), else `path/model` (the
+    asset-dir convention)."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / "config.json").is_file() or (candidate / "adapter_config.json").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no config.json in {path} or {path / 'model'}: not an HF checkpoint dir; pass the dir written by "
+        "save_pretrained (or the model asset's dir), and materialize that model asset first"
+    )
+
+
+def _is_adapter(path: Path) -> bool:
+    return not (path / "config.json").is_file() and (path / "adapter_config.json").is_file()
+
+
+def model_kind(model_dir: Path) -> str:
+    """"reward_model" for *ForSequenceClassification checkpoints (or SEQ_CLS adapters), else "causal_lm"."""
+    path = find_model_dir(model_dir)
+    if _is_adapter(path):
+        task = json.loads((path / "adapter_config.json").read_text()).get("task_type")
+        return "reward_model" if task == "SEQ_CLS" else "causal_lm"
+    archs = json.loads((path / "config.json").read_text()).get("architectures") or []
+    return "reward_model" if any(a.endswith("ForSequenceClassification") for a in archs) else "causal_lm"
+
+
+def load_causal_lm(model_dir: Path | str, device: str = "cpu") -> tuple[Any, Any]:
+    """Model (fp32, eval mode) + tokenizer. A LoRA adapter dir is loaded onto the base model its
+    adapter_config.json names and merged, so it is scored exactly like the merged checkpoint."""
+    from transformers import AutoModelForCausalLM
+
+    path = find_model_dir(model_dir)
+    tok = _load_tokenizer(path)
+    if _is_adapter(path):
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch.float32).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model.to(device).eval(), tok
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise FileNotFoundError(f"{path} has weights but no tokenizer; save the tokenizer next to the model "
+                                "(tok.save_pretrained(dir)) when writing the checkpoint")
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        raise ValueError(f"tokenizer in {path} has no pad token; batched eval needs one (the llmdag tokenizer "
+                         "defines <|pad|>)")
+    return tok
+
+
+class RewardModelJudge:
+    """Scores (prompt, response) pairs with a reward model dir (AutoModelForSequenceClassification, 1 label).
+
+    Conversations are rendered with the reward model's own chat template as [user, assistant], the format
+    TRL's RewardTrainer trains on; a tokenizer without a template gets "prompt\\n\\nresponse".
+    """
+
+    def __init__(self, model_dir: Path | str, device: str = "cpu", batch_size: int = 16, max_length: int = 512):
+        from transformers import AutoModelForSequenceClassification
+
+        path = find_model_dir(model_dir)
+        if model_kind(path) != "reward_model":
+            raise ValueError(f"{path} is not a reward model (config.architectures has no *ForSequenceClassification);"
+                             " pass the models/reward checkpoint as the judge")
+        self.tok = _load_tokenizer(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).to(device)
+        self.model.eval()
+        if self.model.config.num_labels != 1:
+            raise ValueError(f"{path} has num_labels={self.model.config.num_labels}; a reward model has 1 (train it "
+                             "with TRL's RewardTrainer, which sets num_labels=1)")
+        # Sequence classification pools the last non-pad token, so the model must know the pad id.
+        self.model.config.pad_token_id = self.tok.pad_token_id
+        self.device, self.batch_size = device, batch_size
+        self.max_length = min(max_length, getattr(self.model.config, "max_position_embeddings", max_length))
+
+    def _render(self, prompt: str, response: str) -> str:
+        if self.tok.chat_template:
+            return self.tok.apply_chat_template([{"role": "user", "content": prompt},
+                                                 {"role": "assistant", "content": response}], tokenize=False)
+        return f"{prompt}\n\n{response}"
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        texts = [self._render(p, r) for p, r in zip(prompts, responses, strict=True)]
+        self.tok.padding_side = "right"
+        self.tok.truncation_side = "left"  # keep the response end, which the reward reads
+        scores: list[float] = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tok(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
+                           max_length=self.max_length, add_special_tokens=False).to(self.device)
+            scores += self.model(**enc).logits[:, 0].float().tolist()
+        return scores
+
+
+def as_judge(judge: Judge | Path | str | None, device: str, batch_size: int) -> Judge | None:
+    if judge is None or callable(judge):
+        return judge
+    return RewardModelJudge(judge, device=device, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scoring primitives
+
+
+def _max_len(model: Any, default: int = 2048) -> int:
+    return int(getattr(model.config, "max_position_embeddings", None) or default)
+
+
+@torch.no_grad()
+def loglikelihoods(model: Any, requests: Sequence[tuple[list[int], list[int]]], pad_id: int,
+                   batch_size: int = 16) -> list[float]:
+    """Sum of log p(continuation | context) per (context_ids, continuation_ids), in nats.
+
+    Context is cut from the left when the pair exceeds the model's max_position_embeddings. Requests are
+    run longest-first so each batch pads little.
+    """
+    max_len = _max_len(model)
+    out = [0.0] * len(requests)
+    order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        seqs = [(requests[i][0] + requests[i][1])[-(max_len + 1):] for i in chunk]
+        width = max(len(s) for s in seqs) - 1
+        inp = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            inp[row, :len(s) - 1] = torch.tensor(s[:-1])
+            mask[row, :len(s) - 1] = 1
+        logp = F.log_softmax(model(input_ids=inp.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+        for row, (i, s) in enumerate(zip(chunk, seqs, strict=True)):
+            n = min(len(requests[i][1]), len(s) - 1)
+            positions = torch.arange(len(s) - 1 - n, len(s) - 1, device=device)
+            targets = torch.tensor(s[-n:], device=device)
+            out[i] = float(logp[row, positions, targets].sum())
+    return out
+
+
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+
+
+def _answer_tokens(text: str) -> list[str]:
+    """SQuAD normalisation: case-folded, punctuation and articles dropped, split on whitespace."""
+    return _ARTICLES.sub(" ", re.sub(r"[^\w\s]", " ", text.casefold())).split()
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    pred, ref = _answer_tokens(prediction), _answer_tokens(reference)
+    same = sum((Counter(pred) & Counter(ref)).values())
+    if not same:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 over normalised words (LCS dynamic programme; answers are one sentence, so O(n*m) is fine)."""
+    pred, ref = _answer_tokens(prediction), _answer_tokens(reference)
+    if not pred or not ref:
+        return 0.0
+    prev = [0] * (len(ref) + 1)
+    for p in pred:
+        cur = [0]
+        for j, r in enumerate(ref):
+            cur.append(prev[j] + 1 if p == r else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if not lcs:
+        return 0.0
+    precision, recall = lcs / len(pred), lcs / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 6) if values else None
+
+
+def _take(records: list[dict], limit: int | None) -> list[dict]:
+    return records if limit is None else records[:limit]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One section each
+
+
+@torch.no_grad()
+def eval_val(model: Any, shards_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
+    from pipeline_assets.pretrain.data import TokenWindows, read_index, val_batches
+
+    index = read_index(shards_dir)
+    if int(index["vocab_size"]) > model.config.vocab_size:
+        raise ValueError(f"shards in {shards_dir} use vocab_size {index['vocab_size']} but the model has "
+                         f"{model.config.vocab_size} rows: they come from another tokenizer; pass the shards "
+                         "this model's tokenizer produced")
+    seq_len = min(cfg.val_seq_len, _max_len(model))
+    windows = TokenWindows(shards_dir, index, "val", seq_len)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in val_batches(windows, cfg.batch_size, cfg.val_batches):
+        batch = batch.to(device)
+        logits = model(input_ids=batch[:, :-1], use_cache=False).logits.float()
+        total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1),
+                                       reduction="sum"))
+        count += batch[:, 1:].numel()
+    loss = total / count
+    info = index["splits"]["val"]
+    n_bytes = int(info.get("bytes", 0))
+    # The split's tokens/bytes ratio converts nats/token to bits/byte, exactly as pretrain/train.py does.
+    bpb = loss * int(info["tokens"]) / (n_bytes * math.log(2)) if n_bytes else None
+    return {"val_loss": round(loss, 6), "val_bpb": None if bpb is None else round(bpb, 6), "val_tokens": count,
+            "val_seq_len": seq_len}
+
+
+def _mc_requests(tok: Any, record: dict, fmt: str) -> tuple[list[int], list[list[int]]]:
+    if fmt == "chat":
+        ctx = tok.apply_chat_template([{"role": "user", "content": record["question"]}], tokenize=False,
+                                      add_generation_prompt=True)
+        ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
+        conts = [tok(c, add_special_tokens=False)["input_ids"] for c in record["choices"]]
+    else:
+        # eos first: in the token shards every document follows an eos, so it is the "document start" context
+        # the base model learnt; the same format is written for lm-eval by lm_eval_tasks.py.
+        ctx_ids = [tok.eos_token_id] + tok(f"Question: {record['question']}\nAnswer:",
+                                           add_special_tokens=False)["input_ids"]
+        conts = [tok(" " + c, add_special_tokens=False)["input_ids"] for c in record["choices"]]
+    return ctx_ids, conts
+
+
+def eval_multiple_choice(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[str, Any]:
+    requests, spans = [], []
+    for record in records:
+        ctx, conts = _mc_requests(tok, record, cfg.mc_format)
+        spans.append((len(requests), len(conts)))
+        requests += [(ctx, c) for c in conts]
+    scores = loglikelihoods(model, requests, tok.pad_token_id, cfg.batch_size)
+    correct, correct_norm, examples = [], [], []
+    for record, (start, n) in zip(records, spans, strict=True):
+        ll = scores[start:start + n]
+        norm = [s / max(1, len(c.encode("utf-8"))) for s, c in zip(ll, record["choices"], strict=True)]
+        pick, pick_norm = max(range(n), key=ll.__getitem__), max(range(n), key=norm.__getitem__)
+        correct.append(float(pick == record["label"]))
+        correct_norm.append(float(pick_norm == record["label"]))
+        if len(examples) < 3:
+            examples.append({"question": record["question"], "picked": record["choices"][pick],
+                             "answer": record["choices"][record["label"]], "loglik": [round(x, 3) for x in ll]})
+    return {"mc_accuracy": _mean(correct), "mc_accuracy_norm": _mean(correct_norm), "examples": examples}
+
+
+def eval_arithmetic(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[str, Any]:
+    completions = chat_generate(model, tok, [r["prompt"] for r in records], cfg.arithmetic_max_new_tokens,
+                                batch_size=cfg.batch_size)
+    correct = [check_arithmetic(c, r["answer"]) for c, r in zip(completions, records, strict=True)]
+    examples = [{"prompt": r["prompt"], "completion": c, "answer": r["answer"], "correct": ok}
+                for r, c, ok in list(zip(records, completions, correct, strict=True))[:3]]
+    return {"arithmetic_accuracy": _mean([float(x) for x in correct]), "examples": examples}
+
+
+def eval_qa(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[str, Any]:
+    completions = chat_generate(model, tok, [r["prompt"] for r in records], cfg.max_new_tokens,
+                                batch_size=cfg.batch_size)
+    f1 = [token_f1(c, r["answer"]) for c, r in zip(completions, records, strict=True)]
+    rl = [rouge_l(c, r["answer"]) for c, r in zip(completions, records, strict=True)]
+    examples = [{"prompt": r["prompt"], "completion": c, "answer": r["answer"], "f1": round(s, 3)}
+                for r, c, s in list(zip(records, completions, f1, strict=True))[:3]]
+    return {"qa_f1": _mean(f1), "qa_rouge_l": _mean(rl), "examples": examples}
+
+
+def win_rate(judge: Judge, prompts: list[str], responses: list[str], baseline: list[str]) -> dict[str, Any]:
+    """Share of prompts where `judge` scores `responses` above `baseline` (equal scores count 1/2)."""
+    ours, theirs = judge(prompts, responses), judge(prompts, baseline)
+    wins = sum(a > b for a, b in zip(ours, theirs, strict=True))
+    ties = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    n = len(prompts)
+    examples = [{"prompt": p, "response": r, "parent_response": b, "score": round(a, 4), "parent_score": round(c, 4)}
+                for p, r, b, a, c in list(zip(prompts, responses, baseline, ours, theirs, strict=True))[:3]]
+    return {"win_rate": round((wins + 0.5 * ties) / n, 6) if n else None, "wins": wins, "ties": ties,
+            "losses": n - wins - ties, "n": n, "examples": examples}
+
+
+@torch.no_grad()
+def eval_reward_model(judge: RewardModelJudge, bench_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
+    """Pairwise accuracy: the right MC choice / arithmetic result must outscore each wrong one."""
+    prompts, chosen, rejected = [], [], []
+    for r in _take(load_benchmark(bench_dir, "multiple_choice"), cfg.multiple_choice_limit):
+        for k, choice in enumerate(r["choices"]):
+            if k != r["label"]:
+                prompts.append(r["question"])
+                chosen.append(r["choices"][r["label"]])
+                rejected.append(choice)
+    for r in _take(load_benchmark(bench_dir, "arithmetic"), cfg.arithmetic_limit):
+        for delta in (-1, 1, 10):  # near misses: the kind of wrong answer a policy actually produces
+            prompts.append(r["prompt"])
+            chosen.append(f"The answer is {r['answer']}.")
+            rejected.append(f"The answer is {int(r['answer']) + delta}.")
+    good, bad = judge(prompts, chosen), judge(prompts, rejected)
+    margins = [g - b for g, b in zip(good, bad, strict=True)]
+    return {"reward_pairwise_accuracy": _mean([float(m > 0) for m in margins]),
+            "reward_margin_mean": _mean(margins), "pairs": len(margins)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def evaluate_checkpoint(
+    model_dir: Path | str,
+    bench_dir: Path | str,
+    cfg: EvalConfig,
+    shards_dir: Path | str | None = None,
+    parent_dir: Path | str | None = None,
+    judge: Judge | Path | str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate `model_dir` on `bench_dir` (evals/benchmarks); see the module docstring for each metric.
+
+    `shards_dir` (tokenizer/tokenized_shards) enables val loss/bpb; `parent_dir` + `judge` (a reward-model
+    dir or a callable `(prompts, responses) -> scores`) enable the win rate. Returns {"metrics": flat
+    {name: number|None}, "counts", "safety", "win_rate", "samples", "examples", "timings_s", ...}.
+    """
+    cfg.validate()
+    t_start = time.perf_counter()
+    bench_dir = Path(bench_dir)
+    device = device_for(cfg.device)
+    if device == "cpu" and cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    path = find_model_dir(model_dir)
+    kind = model_kind(path)
+    parts = [p for p in path.parts if p not in ("model", "_")]
+    name = parts[-1] if parts else str(path)  # <root>/models/sft/_/model -> "sft"
+    metrics: dict[str, float | None] = {}
+    counts: dict[str, int] = {}
+    timings: dict[str, float] = {}
+    examples: dict[str, Any] = {}
+    result: dict[str, Any] = {"model_dir": str(path), "model_kind": kind, "parent_dir": None, "device": device,
+                              "safety": None, "win_rate": None, "samples": []}
+
+    def timed(section: str, started: float) -> None:
+        timings[section] = round(time.perf_counter() - started, 3)
+
+    if kind == "reward_model":
+        t = time.perf_counter()
+        rm = RewardModelJudge(path, device=device, batch_size=cfg.batch_size)
+        out = eval_reward_model(rm, bench_dir, cfg)
+        metrics.update({k: out[k] for k in ("reward_pairwise_accuracy", "reward_margin_mean")})
+        counts["reward_pairs"] = out["pairs"]
+        result["num_params"] = sum(p.numel() for p in rm.model.parameters())
+        timed("reward_pairs", t)
+        log(f"eval | {name} | reward pairwise acc {out['reward_pairwise_accuracy']} over {out['pairs']} pairs")
+    else:
+        # Load the judge first: a wrong judge dir should fail before minutes of generation, not after.
+        scorer = as_judge(judge, device, cfg.batch_size) if "win_rate" in cfg.sets and parent_dir else None
+        model, tok = load_causal_lm(path, device)
+        result["num_params"] = sum(p.numel() for p in model.parameters())
+        log(f"eval | {name} | {result['num_params']:,} params on {device} | sets {', '.join(cfg.sets)}")
+
+        if "val" in cfg.sets and shards_dir is not None:
+            t = time.perf_counter()
+            out = eval_val(model, Path(shards_dir), cfg)
+            metrics.update(val_loss=out["val_loss"], val_bpb=out["val_bpb"])
+            counts["val_tokens"] = out["val_tokens"]
+            timed("val", t)
+            log(f"eval | {name} | val loss {out['val_loss']:.4f} | val bpb {out['val_bpb']} | "
+                f"{out['val_tokens']:,} tokens | {timings['val']:.1f}s")
+        if "multiple_choice" in cfg.sets:
+            t = time.perf_counter()
+            records = _take(load_benchmark(bench_dir, "multiple_choice"), cfg.multiple_choice_limit)
+            out = eval_multiple_choice(model, tok, records, cfg)
+            metrics.update(mc_accuracy=out["mc_accuracy"], mc_accuracy_norm=out["mc_accuracy_norm"])
+            counts["multiple_choice"], examples["multiple_choice"] = len(records), out["examples"]
+            timed("multiple_choice", t)
+            log(f"eval | {name} | multiple_choice acc {out['mc_accuracy']} acc_norm {out['mc_accuracy_norm']} "
+                f"({len(records)} items, {timings['multiple_choice']:.1f}s)")
+        if "arithmetic" in cfg.sets:
+            t = time.perf_counter()
+            records = _take(load_benchmark(bench_dir, "arithmetic"), cfg.arithmetic_limit)
+            out = eval_arithmetic(model, tok, records, cfg)
+            metrics["arithmetic_accuracy"] = out["arithmetic_accuracy"]
+            counts["arithmetic"], examples["arithmetic"] = len(records), out["examples"]
+            timed("arithmetic", t)
+            log(f"eval | {name} | arithmetic exact match {out['arithmetic_accuracy']} ({len(records)} items, "
+                f"{timings['arithmetic']:.1f}s)")
+        if "qa" in cfg.sets:
+            t = time.perf_counter()
+            records = _take(load_benchmark(bench_dir, "qa"), cfg.qa_limit)
+            out = eval_qa(model, tok, records, cfg)
+            metrics.update(qa_f1=out["qa_f1"], qa_rouge_l=out["qa_rouge_l"])
+            counts["qa"], examples["qa"] = len(records), out["examples"]
+            timed("qa", t)
+            log(f"eval | {name} | qa token-F1 {out['qa_f1']} ROUGE-L {out['qa_rouge_l']} ({len(records)} items, "
+                f"{timings['qa']:.1f}s)")
+        if "safety" in cfg.sets:
+            t = time.perf_counter()
+            records = balanced_subset(load_benchmark(bench_dir, "safety"), cfg.safety_limit)
+            out = evaluate_safety(
+                lambda prompts: chat_generate(model, tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size),
+                records, cfg.adversarial_per_prompt)
+            metrics.update(safety_refusal_rate=out["refusal_rate"], safety_over_refusal_rate=out["over_refusal_rate"],
+                           safety_adversarial_refusal_rate=out["adversarial_refusal_rate"])
+            counts.update(safety_harmful=out["harmful"], safety_benign=out["benign"],
+                          safety_adversarial=out["adversarial"])
+            result["safety"] = out
+            timed("safety", t)
+            log(f"eval | {name} | safety refusal {out['refusal_rate']} | over-refusal {out['over_refusal_rate']} | "
+                f"adversarial refusal {out['adversarial_refusal_rate']} | {timings['safety']:.1f}s")
+        prompts = list(INSTRUCTION_PROMPTS[:cfg.win_rate_limit])
+        if scorer is not None:
+            t = time.perf_counter()
+            ours = chat_generate(model, tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
+            parent_model, parent_tok = load_causal_lm(parent_dir, device)
+            theirs = chat_generate(parent_model, parent_tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
+            del parent_model
+            out = win_rate(scorer, prompts, ours, theirs)
+            metrics["win_rate_vs_parent"] = out["win_rate"]
+            counts["win_rate"] = out["n"]
+            result["win_rate"] = out
+            result["parent_dir"] = str(find_model_dir(parent_dir))
+            timed("win_rate", t)
+            log(f"eval | {name} | win rate vs parent {out['win_rate']} (W{out['wins']} T{out['ties']} "
+                f"L{out['losses']}) | {timings['win_rate']:.1f}s")
+        elif "win_rate" in cfg.sets and (parent_dir is None) != (judge is None):
+            log(f"eval | {name} | win rate skipped: it needs both parent_dir and judge")
+        if "samples" in cfg.sets and cfg.sample_prompts:
+            t = time.perf_counter()
+            completions = chat_generate(model, tok, list(cfg.sample_prompts), cfg.max_new_tokens,
+                                        batch_size=cfg.batch_size)
+            result["samples"] = [{"prompt": p, "completion": c}
+                                 for p, c in zip(cfg.sample_prompts, completions, strict=True)]
+            timed("samples", t)
+            for s in result["samples"]:
+                log(f"sample | {s['prompt']!r} -> {s['completion'][:120]!r}")
+
+    result.update(metrics=metrics, counts=counts, examples=examples, timings_s=timings,
+                  wall_time_s=round(time.perf_counter() - t_start, 3),
+                  config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()})
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Contamination
+
+
+# Words plus arithmetic operators: "37 - 52" and "37 + 52" must stay different n-grams.
+_WORD = re.compile(r"\w+|[+\-*/=]")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
+
+
+def contamination_report(train_files: Iterable[Path | str], bench_dir: Path | str, n: int = 8,
+                         max_examples: int = 3) -> dict[str, Any]:
+    """Share of each eval set's items sharing a word n-gram with any document of `train_files` (JSONL).
+
+    Item text = `benchmarks.decontamination_texts` (what corpus decontamination removes). An item shorter
+    than n words counts as one n-gram of all its words, so short arithmetic/safety prompts are found when
+    they occur verbatim. Run it on the corpus before and after decontamination to show the effect.
+    Returns {"n", "train_files", "train_documents", "sets": {name: {"items", "contaminated", "fraction",
+    "examples"}}, "contaminated_fraction": {name: fraction}, "overall_fraction"}.
+    """
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1 (8 matches corpus decontamination)")
+    files = [Path(p) for p in train_files]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"training files not found: {missing[:3]}; pass the JSONL files of the corpus "
+                                "stage to audit (materialize it first)")
+    texts = decontamination_texts(Path(bench_dir))
+    # n-gram -> {(set, item index)}; lengths present below n for the short items.
+    index: dict[tuple[str, ...], set[tuple[str, int]]] = {}
+    for name, items in texts.items():
+        for i, text in enumerate(items):
+            words = _words(text)
+            for j in range(max(1, len(words) - n + 1)):
+                gram = tuple(words[j:j + n])
+                if gram:
+                    index.setdefault(gram, set()).add((name, i))
+    lengths = sorted({len(g) for g in index})
+    hits: dict[tuple[str, int], str] = {}  # item -> id of the first training document that contains it
+    n_docs = 0
+    for path in files:
+        with path.open(encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{line_no}: not valid JSON ({err}); contamination_report reads "
+                                     "JSONL documents {\"id\", \"text\", ...}") from err
+                n_docs += 1
+                words = _words(str(row.get("text", "")))
+                for k in lengths:
+                    for j in range(len(words) - k + 1):
+                        for item in index.get(tuple(words[j:j + k]), ()):
+                            hits.setdefault(item, str(row.get("id", f"{path.name}:{line_no}")))
+    sets: dict[str, dict[str, Any]] = {}
+    for name in BENCHMARKS:
+        found = sorted(i for s, i in hits if s == name)
+        total = len(texts[name])
+        sets[name] = {"items": total, "contaminated": len(found),
+                      "fraction": round(len(found) / total, 6) if total else 0.0,
+                      "examples": [{"text": texts[name][i][:160], "train_doc": hits[(name, i)]}
+                                   for i in found[:max_examples]]}
+    total_items = sum(s["items"] for s in sets.values())
+    return {"n": n, "train_files": [str(p) for p in files], "train_documents": n_docs, "sets": sets,
+            "contaminated_fraction": {k: v["fraction"] for k, v in sets.items()},
+            "overall_fraction": round(sum(s["contaminated"] for s in sets.values()) / total_items, 6)
+            if total_items else 0.0}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description="Evaluate an llmdag checkpoint on the held-out sets.")
+    # Inputs
+    parser.add_argument("--model-dir", type=Path, required=True, help="HF checkpoint dir (or asset dir with model/)")
+    parser.add_argument("--bench-dir", type=Path, required=True, help="evals/benchmarks output dir")
+    parser.add_argument("--shards-dir", type=Path, default=None, help="token shards dir for val loss/bpb")
+    parser.add_argument("--parent-dir", type=Path, default=None, help="parent checkpoint for the win rate")
+    parser.add_argument("--judge", type=Path, default=None, help="reward-model dir that judges the win rate")
+    # Runtime
+    parser.add_argument("--profile", choices=sorted(EVAL_PROFILES), default="tiny", help="limits and sizes")
+    parser.add_argument("--sets", default=None, help=f"comma-separated subset of {','.join(SETS)}")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the profile's)")
+    parser.add_argument("--out", type=Path, default=None, help="write the result JSON here")
+    args = parser.parse_args(argv)
+    cfg = EVAL_PROFILES[args.profile]
+    if args.sets:
+        cfg = replace(cfg, sets=tuple(s.strip() for s in args.sets.split(",") if s.strip()))
+    if args.device:
+        cfg = replace(cfg, device=args.device)
+    result = evaluate_checkpoint(args.model_dir, args.bench_dir, cfg, args.shards_dir, args.parent_dir, args.judge)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(json.dumps(result["metrics"], indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

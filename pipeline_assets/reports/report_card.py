@@ -1,0 +1,391 @@
+"""The report card: every stage of the pipeline side by side in one markdown file, plots embedded.
+
+    from pipeline_assets.reports.report_card import render_report_card
+    render_report_card(data, out_dir)     # -> out_dir/report_card.md + out_dir/*.png
+
+Plain Python, no Dagster: the `reports/report_card` asset assembles `data` from upstream materialization
+metadata and calls this. The PNGs are written beside the markdown AND embedded in it as base64
+(`![..](data:image/png;base64,..)`), so the file renders in the Dagster UI, on GitHub or in a mail.
+
+Expected shape of `data` (every key optional; a missing or None section renders as "not materialized"):
+
+    {
+      "title": str, "profile": "tiny",
+      "git": {"revision": str, "dirty": bool},           # default: `git rev-parse HEAD` of this checkout
+      "code_versions": {asset_key: code_version},         # Dagster code versions of the assets
+      "corpus": {
+        "stages": [{"stage": "corpus/filtered_documents", "partition": "stdlib", "docs_in": int,
+                    "docs_out": int, "bytes_out": int, "removed_by_filter": {name: int}}],
+        "dedup": {"exact_removed": int, "near_dup_removed": int, "clusters": int, "largest_cluster": int},
+        "decontamination": {"documents_in": int, "contaminated_removed": int,
+                            "contaminated_by_task": {task: int}},
+        "contamination": {"before": contamination_report(...), "after": contamination_report(...)},
+        "mixture": {"domain_weights": {domain: float}, "train_documents": int, "val_documents": int,
+                    "train_bytes": int, "val_bytes": int, "by_source": {source: {"documents": int, "bytes": int}}},
+      },
+      "tokenizer": {"vocab_size": int, "bytes_per_token": float, "bytes_per_token_by_domain": {domain: float},
+                    "train_documents": int, "roundtrip_exact": bool, "chat_template_ok": bool},
+      "models": [                                          # display order = list order
+        {"stage": "models/base", "parent": None | "models/...", "num_params": int, "tokens_seen": int,
+         "train_loss_first": float, "train_loss_final": float, "wall_time_s": float, "val_bpb": float,
+         "loss_history": [[step, loss], ...], "val_history": [[step, val_loss, ...], ...],
+         "checkpoint_dir": str}
+      ],
+      "evals": {stage: evaluate_checkpoint(...) result, or just its flat "metrics" dict},
+      "gates": evaluate_gates(...) result,
+    }
+
+Model rows fall back to `loss_history` for loss start/end and to the eval's val_bpb; `parent` falls back
+to `data["lineage"][stage]`. Returns {"report_path", "pngs", "sections", "stages", "gates_passed",
+"git_revision", "markdown_chars"}.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import subprocess
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+NOT_MATERIALIZED = "_not materialized_"
+REPORT_NAME = "report_card.md"
+LIBRARIES = ("torch", "transformers", "trl", "tokenizers", "datasets", "peft", "datatrove", "dagster")
+
+# Eval columns of the stage table: (metric key, header). Same names as evals.harness metrics.
+EVAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("mc_accuracy", "MC acc"),
+    ("arithmetic_accuracy", "arith acc"),
+    ("qa_f1", "QA F1"),
+    ("safety_refusal_rate", "refusal"),
+    ("safety_over_refusal_rate", "over-refusal"),
+    ("win_rate_vs_parent", "win vs parent"),
+    ("reward_pairwise_accuracy", "RM pair acc"),
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def fmt(value: Any) -> str:
+    """Numbers as a reader wants them: ints with separators, floats to 4 decimals (trailing zeros cut)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "nan"
+        if abs(value) >= 1000:
+            return f"{value:,.1f}"
+        text = f"{value:.4f}".rstrip("0").rstrip(".")
+        return "0" if text in ("-0", "") else text
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def fmt_delta(value: float | None, parent: float | None) -> str:
+    if value is None or parent is None:
+        return ""
+    delta = value - parent
+    return f" ({'+' if delta >= 0 else ''}{fmt(round(delta, 6))})"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def _fig_png(fig: Figure) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plots
+
+
+def loss_curves_png(models: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """One panel per stage with a loss history: stages differ in loss scale (LM nats vs DPO/RM losses)."""
+    curves = [m for m in models if m.get("loss_history")]
+    if not curves:
+        return None
+    cols = min(3, len(curves))
+    rows = (len(curves) + cols - 1) // cols
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows), dpi=90)
+    FigureCanvasAgg(fig)
+    for i, model in enumerate(curves):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        hist = model["loss_history"]
+        ax.plot([float(h[0]) for h in hist], [float(h[1]) for h in hist], color="tab:blue", linewidth=1.2,
+                label="train")
+        if model.get("val_history"):
+            val = model["val_history"]
+            ax.plot([float(v[0]) for v in val], [float(v[1]) for v in val], "o-", color="tab:orange",
+                    markersize=3, label="val")
+            ax.legend(fontsize=7)
+        ax.set_title(str(model.get("stage", "?")), fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("loss", fontsize=8)
+        ax.grid(True, alpha=0.3)
+    return _fig_png(fig)
+
+
+def eval_bars_png(stages: Sequence[str], evals: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """Grouped bars: one group per eval metric (all rates in [0, 1]), one bar per stage."""
+    keys = [k for k, _ in EVAL_COLUMNS if any(_num(evals.get(s, {}).get(k)) is not None for s in stages)]
+    shown = [s for s in stages if any(_num(evals.get(s, {}).get(k)) is not None for k in keys)]
+    if not keys or not shown:
+        return None
+    fig = Figure(figsize=(max(7.0, 0.55 * len(keys) * len(shown) + 2.5), 3.4), dpi=90)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(shown)
+    for j, stage in enumerate(shown):
+        values = [_num(evals[stage].get(k)) or 0.0 for k in keys]
+        ax.bar([i + j * width for i in range(len(keys))], values, width=width, label=stage)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))])
+    ax.set_xticklabels([dict(EVAL_COLUMNS)[k] for k in keys], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach 1.0
+    ax.set_title("held-out evals per stage", fontsize=9)
+    return _fig_png(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sections
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _metrics(evals: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    entry = evals.get(stage) or {}
+    return dict(entry.get("metrics", entry))
+
+
+def _section_corpus(corpus: Mapping[str, Any] | None) -> str:
+    if not corpus:
+        return f"## Data\n\n{NOT_MATERIALIZED}\n"
+    out = ["## Data"]
+    stages = corpus.get("stages")
+    out.append("### Documents per corpus stage")
+    if stages:
+        rows = []
+        for s in stages:
+            removed = s.get("removed_by_filter") or {}
+            rows.append([s.get("stage", "?"), s.get("partition", "–"), s.get("docs_in"), s.get("docs_out"),
+                         s.get("bytes_out"), ", ".join(f"{k} {fmt(v)}" for k, v in removed.items()) or "–"])
+        out.append(table(["stage", "partition", "docs in", "docs out", "bytes out", "removed by filter"], rows))
+    else:
+        out.append(NOT_MATERIALIZED)
+    dedup = corpus.get("dedup")
+    out.append("### Deduplication")
+    out.append(table(["figure", "value"], [[k, v] for k, v in dedup.items()]) if dedup else NOT_MATERIALIZED)
+    decont = corpus.get("decontamination")
+    out.append("### Decontamination")
+    if decont:
+        out.append(table(["figure", "value"], [[k, ", ".join(f"{a} {fmt(b)}" for a, b in v.items()) or "0"]
+                                               if isinstance(v, Mapping) else [k, v] for k, v in decont.items()]))
+    else:
+        out.append(NOT_MATERIALIZED)
+    contamination = corpus.get("contamination")
+    if contamination:
+        phases = [p for p in ("before", "after") if contamination.get(p)]
+        names = sorted({n for p in phases for n in contamination[p].get("contaminated_fraction", {})})
+        rows = [[n, *(contamination[p]["contaminated_fraction"].get(n) for p in phases)] for n in names]
+        n_gram = next((contamination[p].get("n") for p in phases), "?")
+        out.append(f"Eval items sharing a {n_gram}-gram with the training text (fraction of each set):")
+        out.append(table(["eval set", *(f"{p} decontamination" for p in phases)], rows))
+    mixture = corpus.get("mixture")
+    out.append("### Training mixture")
+    if mixture:
+        scalars = [[k, v] for k, v in mixture.items() if not isinstance(v, Mapping)]
+        if scalars:
+            out.append(table(["figure", "value"], scalars))
+        weights = mixture.get("domain_weights")
+        if weights:
+            out.append(table(["domain", "weight"], [[k, v] for k, v in weights.items()]))
+        by_source = mixture.get("by_source")
+        if by_source:
+            out.append(table(["source", "documents", "bytes"],
+                             [[k, v.get("documents"), v.get("bytes")] for k, v in by_source.items()]))
+    else:
+        out.append(NOT_MATERIALIZED)
+    return "\n\n".join(out) + "\n"
+
+
+def _section_tokenizer(tok: Mapping[str, Any] | None) -> str:
+    if not tok:
+        return f"## Tokenizer\n\n{NOT_MATERIALIZED}\n"
+    keys = ("vocab_size", "bytes_per_token", "split_pattern", "train_documents", "train_bytes", "roundtrip_exact",
+            "chat_template_ok", "eos_token")
+    rows = [[k, tok[k]] for k in keys if k in tok]
+    by_domain = tok.get("bytes_per_token_by_domain") or {}
+    rows += [[f"bytes_per_token[{d}]", v] for d, v in by_domain.items()]
+    return "## Tokenizer\n\n" + table(["figure", "value"], rows) + "\n"
+
+
+def _model_rows(models: Sequence[Mapping[str, Any]], evals: Mapping[str, Any],
+                lineage: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["stage", "parent", "params", "tokens", "loss start→end", "wall time", "val bpb",
+              *(h for _, h in EVAL_COLUMNS)]
+    rows = []
+    for m in models:
+        stage = str(m.get("stage", "?"))
+        parent = m.get("parent") or lineage.get(stage)
+        mine, theirs = _metrics(evals, stage), _metrics(evals, parent) if parent else {}
+        hist = m.get("loss_history") or []
+        first = m.get("train_loss_first", hist[0][1] if hist else None)
+        last = m.get("train_loss_final", hist[-1][1] if hist else None)
+        loss = f"{fmt(first)} → {fmt(last)}" if first is not None or last is not None else "–"
+        wall = _num(m.get("wall_time_s"))
+        bpb = m.get("val_bpb", mine.get("val_bpb"))
+        cells = [f"**{stage}**", parent or "–", fmt(m.get("num_params")),
+                 fmt(m.get("tokens_seen", m.get("tokens"))), loss, "–" if wall is None else f"{fmt(wall)} s",
+                 fmt(bpb) + fmt_delta(_num(bpb), _num(theirs.get("val_bpb")))]
+        for key, _ in EVAL_COLUMNS:
+            value = _num(mine.get(key))
+            # win rate is already relative to the parent, so it gets no delta.
+            delta = "" if key == "win_rate_vs_parent" else fmt_delta(value, _num(theirs.get(key)))
+            cells.append(fmt(mine.get(key)) + delta)
+        rows.append(cells)
+    return header, rows
+
+
+def _section_gates(gates: Mapping[str, Any] | None) -> str:
+    if not gates:
+        return f"## Release gates\n\n{NOT_MATERIALIZED}\n"
+    rows = []
+    for g in gates.get("gates", []):
+        mark = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "⏭ skipped"}.get(g.get("status"), g.get("status"))
+        rows.append([g.get("gate", "?"), mark, "yes" if g.get("blocking") else "no",
+                     "; ".join(g.get("messages") or []) or
+                     ", ".join(f"{k} {fmt(v.get('value'))}" for k, v in (g.get("checked") or {}).items())])
+    body = table(["gate", "status", "blocking", "detail"], rows) if rows else "_no gates evaluated_"
+    summary = gates.get("summary") or ("PASS" if gates.get("passed") else "BLOCKED")
+    return f"## Release gates\n\n**{fmt(summary)}**\n\n{body}\n"
+
+
+def _section_samples(models: Sequence[Mapping[str, Any]], evals: Mapping[str, Any]) -> str:
+    lines = []
+    for m in models:
+        samples = (evals.get(str(m.get("stage"))) or {}).get("samples") or []
+        for s in samples[:2]:
+            lines.append([str(m.get("stage")), s.get("prompt", ""), str(s.get("completion", ""))[:160]])
+    return ("## Sample generations\n\n" + table(["stage", "prompt", "completion"], lines) + "\n") if lines else ""
+
+
+def git_revision(cwd: Path | None = None) -> dict[str, Any]:
+    """{"revision", "dirty"} of the checkout this file lives in; revision None when git or the repo is absent."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return {"revision": None, "dirty": None}
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):  # no git binary, or a hung filesystem
+        return {"revision": None, "dirty": None}
+    return {"revision": rev.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _section_versions(data: Mapping[str, Any], git: Mapping[str, Any]) -> str:
+    rev = git.get("revision") or "unknown (not a git checkout)"
+    dirty = " (uncommitted changes)" if git.get("dirty") else ""
+    out = [f"## Code versions\n\ngit revision: `{rev}`{dirty}"]
+    code_versions = data.get("code_versions")
+    out.append(table(["asset", "code version"], sorted(code_versions.items())) if code_versions
+               else f"asset code versions: {NOT_MATERIALIZED}")
+    out.append(table(["library", "version"], sorted(_library_versions().items())))
+    return "\n\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def render_report_card(data: Mapping[str, Any], out_dir: Path | str) -> dict[str, Any]:
+    """Write out_dir/report_card.md (plots embedded) and the PNGs beside it; `data` shape: module docstring."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = list(data.get("models") or [])
+    evals = dict(data.get("evals") or {})
+    lineage = dict(data.get("lineage") or {})
+    git = dict(data.get("git") or git_revision())
+    sections: dict[str, str] = {}
+    pngs: list[str] = []
+
+    def save_png(png: bytes | None, name: str) -> str:
+        if png is None:
+            return ""
+        (out_dir / name).write_bytes(png)
+        pngs.append(str(out_dir / name))
+        return png_markdown(png, name.removesuffix(".png").replace("_", " "))
+
+    title = data.get("title") or "llmdag report card"
+    generated = data.get("generated_at") or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"# {title}\n\nprofile `{data.get('profile', 'unknown')}` · generated {generated} · git "
+             f"`{(git.get('revision') or 'unknown')[:12]}`\n"]
+
+    parts.append(_section_corpus(data.get("corpus")))
+    sections["data"] = "rendered" if data.get("corpus") else "not materialized"
+    parts.append(_section_tokenizer(data.get("tokenizer")))
+    sections["tokenizer"] = "rendered" if data.get("tokenizer") else "not materialized"
+
+    if models:
+        header, rows = _model_rows(models, evals, lineage)
+        parts.append("## Models\n\nOne row per model stage; (±x) is the change vs the parent's eval.\n\n"
+                     + table(header, rows) + "\n")
+        curves = save_png(loss_curves_png(models), "loss_curves.png")
+        parts.append("### Loss curves\n\n" + (curves or NOT_MATERIALIZED) + "\n")
+        bars = save_png(eval_bars_png([str(m.get("stage")) for m in models],
+                                      {s: _metrics(evals, s) for s in evals}), "eval_metrics.png")
+        if bars:
+            parts.append("### Evals\n\n" + bars + "\n")
+        sections["models"] = "rendered"
+    else:
+        parts.append(f"## Models\n\n{NOT_MATERIALIZED}\n")
+        sections["models"] = "not materialized"
+
+    parts.append(_section_gates(data.get("gates")))
+    sections["gates"] = "rendered" if data.get("gates") else "not materialized"
+    samples = _section_samples(models, evals)
+    if samples:
+        parts.append(samples)
+    parts.append(_section_versions(data, git))
+
+    markdown = "\n".join(parts)
+    report = out_dir / REPORT_NAME
+    report.write_text(markdown, encoding="utf-8")
+    gates = data.get("gates") or {}
+    return {"report_path": str(report), "pngs": pngs, "sections": sections, "stages": len(models),
+            "gates_passed": gates.get("passed") if gates else None, "git_revision": git.get("revision"),
+            "markdown_chars": len(markdown)}
