@@ -13,9 +13,11 @@ import dagster as dg
 
 from pipeline_assets.automation import landing_sensor_factory, new_source_job
 from pipeline_assets.corpus.assets import corpus_assets
-from pipeline_assets.evals.assets import benchmarks
+from pipeline_assets.evals.assets import benchmarks, eval_asset
+from pipeline_assets.lineage import stages_in
 from pipeline_assets.pretrain.assets import pretrain_assets
 from pipeline_assets.profiles import get_profile
+from pipeline_assets.reports.assets import report_assets
 from pipeline_assets.tokenizer.assets import tokenizer_assets
 from resources import ArtifactStore, DatatroveExecutorResource, PipelineSettings, SourcesResource
 from resources.settings import default_profile
@@ -58,8 +60,14 @@ def executor_for(name: str) -> dg.ExecutorDefinition:
 def build_definitions(**kwargs) -> dg.Definitions:
     resources = build_resources(**kwargs)
     profile = resources["settings"].get()
+    models = [*pretrain_assets]
+    stages = stages_in({key for a in models for key in a.keys})
+    has_reward = any(s.name == "reward" for s in stages)
+    evals = [eval_asset(s, judged=has_reward and s.parent is not None and s.kind != "reward") for s in stages]
+    assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, *evals]
+    code_versions = {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items() if v}
     return dg.Definitions(
-        assets=[*corpus_assets, benchmarks, *tokenizer_assets, *pretrain_assets],
+        assets=[*assets, *report_assets(stages, code_versions)],
         jobs=[new_source_job],
         sensors=[landing_sensor_factory(resources["sources"].landing)],
         resources=resources,

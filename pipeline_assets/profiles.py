@@ -11,7 +11,9 @@ from dataclasses import dataclass, field, replace
 
 from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.evals.benchmarks import BenchmarkConfig
+from pipeline_assets.evals.harness import EVAL_PROFILES, EvalConfig
 from pipeline_assets.pretrain.config import SCALE, SMALL, TINY, PretrainConfig
+from pipeline_assets.reports.gates import GATE_PROFILES, GateConfig
 from pipeline_assets.tokenizer.shards import ShardConfig
 from pipeline_assets.tokenizer.train import TokenizerConfig
 
@@ -24,6 +26,9 @@ class Profile:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     pretrain: PretrainConfig = TINY
+    evals: EvalConfig = EVAL_PROFILES["tiny"]
+    gates: GateConfig = GATE_PROFILES["tiny"]
+    release_stage: str = "grpo"  # the model stage release/model ships when every blocking gate passes
     datatrove_executor: str = "local"  # local | ray | slurm (resources/datatrove.py)
     datatrove_workers: int = 2
     dagster_executor: str = "in_process"  # in_process | multiprocess | k8s
@@ -36,14 +41,14 @@ PROFILES: dict[str, Profile] = {
         # The whole of every built-in source, more ranks for the 16-core GPU hosts.
         corpus=CorpusConfig(max_bytes_per_source=None, tasks=8),
         tokenizer=TokenizerConfig(vocab_size=32768, max_train_bytes=500_000_000),
-        pretrain=SMALL,
+        pretrain=SMALL, evals=EVAL_PROFILES["small"], gates=GATE_PROFILES["small"],
         datatrove_workers=8,
     ),
     "scale": Profile(
         name="scale",
         corpus=CorpusConfig(max_bytes_per_source=None, tasks=256),
         tokenizer=TokenizerConfig(vocab_size=65536, max_train_bytes=2_000_000_000),
-        pretrain=SCALE,
+        pretrain=SCALE, evals=EVAL_PROFILES["scale"], gates=GATE_PROFILES["scale"],
         datatrove_executor="slurm", datatrove_workers=-1, dagster_executor="k8s",
     ),
 }

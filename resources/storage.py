@@ -40,6 +40,10 @@ class ArtifactStore(dg.ConfigurableResource):
         parts = key.split("/") if isinstance(key, str) else list(key)
         return Path(self.root).expanduser().resolve().joinpath(*parts, partition or UNPARTITIONED)
 
+    def asset_root(self, key: str | Sequence[str]) -> Path:
+        """The directory holding every partition of ``key``."""
+        return self.path(key).parent
+
     def asset_path(self, context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Path:
         """Final directory of the asset being materialized (its partition if it has one)."""
         key = context.asset_key.path

@@ -144,32 +144,37 @@ def cluster_report(out_dir: Path, files: list[dict]) -> dict:
     }
 
 
+def _shift(idx: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Stream index after ``removed`` (sorted) documents were dropped before it."""
+    return (idx - np.searchsorted(removed, idx)).astype(U32)
+
+
 def _localize(clusters_dir: Path, partition: str, work: Path) -> None:
     """Global dedup results -> this partition's rank-named files, MinHash lists re-indexed past exact drops.
 
     Exact drops are limited to documents MinHash also removes, so the survivor of every cluster is
     untouched and removing exact copies first cannot empty a cluster.
     """
-    files = [f for f in json.loads((clusters_dir / "file_index.json").read_text()) if f["partition"] == partition]
+    index = json.loads((clusters_dir / "file_index.json").read_text())
+    files = [f for f in index if f["partition"] == partition]
     if not files:
-        raise ValueError(f"partition {partition!r} is not in duplicate_clusters: re-materialize corpus/duplicate_clusters")
+        raise ValueError(f"source {partition!r} is not in duplicate_clusters: re-materialize corpus/duplicate_clusters")
     for f in files:
         g, rank = f["global"], f["rank"]
         near = _read(clusters_dir / "clusters" / f"{g:06d}.remove", U32)
         exact = np.intersect1d(_read(clusters_dir / "exact" / "00000" / f"{g:05d}.c4_dup", U32), near)
         keep_near = np.setdiff1d(near, exact)
-        shift = lambda idx: (idx - np.searchsorted(exact, idx)).astype(U32)  # noqa: E731
         (work / "exact" / "00000").mkdir(parents=True, exist_ok=True)
         exact.astype(U32).tofile(work / "exact" / "00000" / f"{rank:05d}.c4_dup")
         counts = clusters_dir / "exact" / "00000" / f"{g:05d}.c4_counts"
         if counts.exists():
             shutil.copyfile(counts, work / "exact" / "00000" / f"{rank:05d}.c4_counts")
         (work / "minhash").mkdir(parents=True, exist_ok=True)
-        shift(keep_near).tofile(work / "minhash" / f"{rank:06d}.remove")
+        _shift(keep_near, exact).tofile(work / "minhash" / f"{rank:06d}.remove")
         for ext in ("clusters", "sizes"):
             pairs = _read(clusters_dir / "clusters" / f"{g:06d}.{ext}", PAIR)
             pairs = pairs[~np.isin(pairs["doc"], exact)]
-            pairs["doc"] = shift(pairs["doc"])
+            pairs["doc"] = _shift(pairs["doc"], exact)
             pairs.tofile(work / "minhash" / f"{rank:06d}.{ext}")
 
 

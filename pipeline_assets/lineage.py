@@ -1,0 +1,37 @@
+"""Which model stage comes from which: one table that the eval, report-card and release assets read."""
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+
+@dataclass(frozen=True)
+class ModelStage:
+    name: str
+    parent: str | None  # the checkpoint it starts from (or distils / quantizes)
+    kind: str = "causal_lm"  # "reward" models are scored on preference pairs, not generations
+
+    @property
+    def key(self) -> dg.AssetKey:
+        return dg.AssetKey(["models", self.name])
+
+    @property
+    def eval_key(self) -> dg.AssetKey:
+        return dg.AssetKey(["evals", self.name])
+
+
+MODEL_STAGES: tuple[ModelStage, ...] = (
+    ModelStage("base", None),
+    ModelStage("sft", "base"),
+    ModelStage("reward", "sft", kind="reward"),
+    ModelStage("dpo", "sft"),
+    ModelStage("rlhf", "sft"),
+    ModelStage("grpo", "sft"),
+    ModelStage("distilled", "grpo"),
+    ModelStage("quantized", "grpo"),
+)
+
+
+def stages_in(defined: set[dg.AssetKey]) -> list[ModelStage]:
+    """The stages whose model asset exists in this Definitions (the graph grows stage by stage)."""
+    return [s for s in MODEL_STAGES if s.key in defined]
