@@ -160,7 +160,7 @@ def test_landing_sensor_adds_partition_and_requests_only_it(fixture_run, tmp_pat
     assert [r.partition_key for r in result.run_requests] == ["fresh"]
     assert result.dynamic_partitions_requests[0].partition_keys == ["fresh"]
     fixture_run["instance"].add_dynamic_partitions("sources", ["fresh"])
-    run = defs.get_job_def("ingest_source").execute_in_process(partition_key="fresh",
+    run = defs.resolve_job_def("ingest_source").execute_in_process(partition_key="fresh",
                                                                instance=fixture_run["instance"])
     assert run.success
     done = {(m.asset_key.to_user_string(), m.partition) for m in run.get_asset_materialization_events()

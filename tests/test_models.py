@@ -15,7 +15,7 @@ from pipeline_assets.pretrain.config import TINY
 from pipeline_assets.pretrain.train import train
 
 # Short enough for the default suite; the tiny profile's 300 steps run in the Quick start.
-BASE_RUN = {"max_steps": 40, "eval_every": 20, "checkpoint_every": 10, "log_every": 10}
+BASE_RUN = {"max_steps": 80, "eval_every": 40, "checkpoint_every": 20, "log_every": 10}
 
 
 def _run(graph, selection: str, config: dict | None = None) -> dg.ExecuteInProcessResult:
@@ -29,8 +29,8 @@ def _run(graph, selection: str, config: dict | None = None) -> dg.ExecuteInProce
 @pytest.fixture(scope="module")
 def pretrained(default_graph):
     assert _run(default_graph, "group:tokenizer").success
-    # An interrupted run (stops after step 20 of 40 with a checkpoint) publishes nothing ...
-    stopped = _run(default_graph, "models/base", {**BASE_RUN, "stop_after_steps": 20})
+    # An interrupted run (stops after step 40 of 80 with a checkpoint) publishes nothing ...
+    stopped = _run(default_graph, "models/base", {**BASE_RUN, "stop_after_steps": 40})
     assert not stopped.success
     assert not (default_graph["root"] / "models" / "base" / "_").exists()
     # ... and re-materializing resumes from that checkpoint.
@@ -53,7 +53,7 @@ def test_tokenizer_loads_with_plain_transformers(pretrained):
 
 def test_base_model_trains_reloads_and_generates(pretrained):
     meta = latest_metadata(pretrained["instance"], ["models", "base"])
-    assert meta["resumed_from_step"] == 20
+    assert meta["resumed_from_step"] == 40
     assert meta["train_loss_final"] < meta["train_loss_first"] - 1.0
     assert meta["val_loss"] < meta["unigram_val_loss"]
     assert "data:image/png;base64," in meta["loss_curve"]

@@ -108,7 +108,7 @@ def _texts(path: Path) -> list[str]:
     ("kwargs", "message"),
     [
         ({"vocab_size": 100}, "vocab_size=100 must be in"),
-        ({"split_pattern": "gpt5"}, "choose one of ['gpt2', 'gpt4']"),
+        ({"split_pattern": "gpt5"}, "choose one of ['digits', 'gpt2', 'gpt4']"),
         ({"eos_token": "<|pad|>"}, "must be distinct"),
         ({"extra_special_tokens": ("<|it's|>",)}, "use a form like"),
         ({"max_train_bytes": 0}, "or None to use every document"),
