@@ -42,5 +42,5 @@ def default_graph(tmp_path_factory):
     root = tmp_path_factory.mktemp("default_graph")
     defs = build_definitions(root=str(root), landing=str(root / "landing"))
     with dg.instance_for_test() as inst:
-        results = materialize(defs, inst, dg.AssetSelection.groups("corpus", "evals"))
+        results = materialize(defs, inst, dg.AssetSelection.groups("corpus").upstream())
         yield {"root": root, "defs": defs, "instance": inst, "results": results}

@@ -15,7 +15,7 @@ from pipeline_assets.cli import materialize
 from pipeline_assets.definitions import build_definitions
 from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks, load_benchmark
 
-CORPUS = dg.AssetSelection.groups("corpus", "evals")
+CORPUS = dg.AssetSelection.groups("corpus").upstream()  # + evals/benchmarks, which decont reads
 FRENCH = ("Le musée municipal présente cette année une exposition consacrée aux peintres de la région. "
           "Les visiteurs pourront découvrir des œuvres rarement montrées au public, accompagnées de textes "
           "qui expliquent le contexte historique de chaque tableau. L'entrée est gratuite le dimanche matin "
