@@ -15,6 +15,7 @@ from pipeline_assets.automation import landing_sensor_factory, new_source_job
 from pipeline_assets.corpus.assets import corpus_assets
 from pipeline_assets.evals.assets import benchmarks, eval_asset
 from pipeline_assets.lineage import stages_in
+from pipeline_assets.posttrain.assets import posttrain_assets
 from pipeline_assets.pretrain.assets import pretrain_assets
 from pipeline_assets.profiles import get_profile
 from pipeline_assets.reports.assets import report_assets
@@ -60,7 +61,7 @@ def executor_for(name: str) -> dg.ExecutorDefinition:
 def build_definitions(**kwargs) -> dg.Definitions:
     resources = build_resources(**kwargs)
     profile = resources["settings"].get()
-    models = [*pretrain_assets]
+    models = [*pretrain_assets, *posttrain_assets]
     stages = stages_in({key for a in models for key in a.keys})
     has_reward = any(s.name == "reward" for s in stages)
     evals = [eval_asset(s, judged=has_reward and s.parent is not None and s.kind != "reward") for s in stages]

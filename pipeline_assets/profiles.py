@@ -12,6 +12,13 @@ from dataclasses import dataclass, field, replace
 from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.evals.benchmarks import BenchmarkConfig
 from pipeline_assets.evals.harness import EVAL_PROFILES, EvalConfig
+from pipeline_assets.posttrain.data import ReasoningDataConfig, SFTDataConfig
+from pipeline_assets.posttrain.distill import DistillConfig
+from pipeline_assets.posttrain.feedback import FeedbackConfig
+from pipeline_assets.posttrain.preference import DPOStageConfig, PreferenceDataConfig, RewardModelConfig, RLHFConfig
+from pipeline_assets.posttrain.quantize import QuantizeConfig
+from pipeline_assets.posttrain.rl import GRPOStageConfig
+from pipeline_assets.posttrain.sft import SFTStageConfig
 from pipeline_assets.pretrain.config import SCALE, SMALL, TINY, PretrainConfig
 from pipeline_assets.reports.gates import GATE_PROFILES, GateConfig
 from pipeline_assets.tokenizer.shards import ShardConfig
@@ -26,6 +33,19 @@ class Profile:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     pretrain: PretrainConfig = TINY
+    sft_data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    reasoning_data: ReasoningDataConfig = field(default_factory=ReasoningDataConfig)
+    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    feedback_prompts: int = 200  # arithmetic prompts the judge labels (+10% safety prompts)
+    preference_data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
+    preference_prompts: int = 1000  # arithmetic prompts sampled for on-policy pairs (+10% safety prompts)
+    reward: RewardModelConfig = field(default_factory=RewardModelConfig)
+    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
+    rlhf: RLHFConfig = field(default_factory=RLHFConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     evals: EvalConfig = EVAL_PROFILES["tiny"]
     gates: GateConfig = GATE_PROFILES["tiny"]
     release_stage: str = "grpo"  # the model stage release/model ships when every blocking gate passes

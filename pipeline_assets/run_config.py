@@ -23,7 +23,7 @@ def overridden(base: T, overrides: dg.Config) -> T:
     if unknown:
         raise ValueError(f"unknown config fields {unknown} for {type(base).__name__}; valid: {sorted(valid)}")
     for f in dataclasses.fields(base):
-        if f.name in changes and isinstance(getattr(base, f.name), tuple):
+        if f.name in changes and isinstance(getattr(base, f.name), tuple) and isinstance(changes[f.name], list):
             changes[f.name] = tuple(changes[f.name])  # run config arrives as JSON lists
     cfg = dataclasses.replace(base, **changes)
     if hasattr(cfg, "validate"):

@@ -44,3 +44,29 @@ def default_graph(tmp_path_factory):
     with dg.instance_for_test() as inst:
         results = materialize(defs, inst, dg.AssetSelection.groups("corpus").upstream())
         yield {"root": root, "defs": defs, "instance": inst, "results": results}
+
+
+# Short enough for the default suite; the tiny profile's 300 steps run in the Quick start.
+BASE_RUN = {"max_steps": 80, "eval_every": 40, "checkpoint_every": 20, "log_every": 10}
+
+
+def run_assets(graph: dict, selection: str, ops: dict | None = None) -> dg.ExecuteInProcessResult:
+    """One run of ``selection`` on a graph fixture; ``ops``: asset key -> config overrides."""
+    defs = graph["defs"]
+    run_config = {"ops": {k.replace("/", "__"): {"config": v} for k, v in ops.items()}} if ops else None
+    return dg.materialize(list(defs.assets), selection=dg.AssetSelection.from_string(selection),
+                          instance=graph["instance"], resources=defs.resources, raise_on_error=False,
+                          run_config=run_config)
+
+
+@pytest.fixture(scope="session")
+def pretrained(default_graph):
+    """Tokenizer, shards and a base model; the base run is interrupted once and resumed."""
+    assert run_assets(default_graph, "group:tokenizer").success
+    # An interrupted run (stops after step 40 of 80 with a checkpoint) publishes nothing ...
+    stopped = run_assets(default_graph, 'key:"models/base"', {"models/base": {**BASE_RUN, "stop_after_steps": 40}})
+    assert not stopped.success
+    assert not (default_graph["root"] / "models" / "base" / "_").exists()
+    # ... and re-materializing resumes from that checkpoint.
+    assert run_assets(default_graph, 'key:"models/base"', {"models/base": BASE_RUN}).success
+    return default_graph

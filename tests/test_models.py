@@ -4,39 +4,13 @@ from __future__ import annotations
 
 import json
 
-import dagster as dg
-import pytest
 import torch
-from conftest import latest_metadata
+from conftest import BASE_RUN, latest_metadata
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline_assets.pretrain.config import TINY
 from pipeline_assets.pretrain.train import train
-
-# Short enough for the default suite; the tiny profile's 300 steps run in the Quick start.
-BASE_RUN = {"max_steps": 80, "eval_every": 40, "checkpoint_every": 20, "log_every": 10}
-
-
-def _run(graph, selection: str, config: dict | None = None) -> dg.ExecuteInProcessResult:
-    defs = graph["defs"]
-    keys = dg.AssetSelection.from_string(selection)
-    return dg.materialize(list(defs.assets), selection=keys, instance=graph["instance"], resources=defs.resources,
-                          raise_on_error=False,
-                          run_config={"ops": {"models__base": {"config": config}}} if config else None)
-
-
-@pytest.fixture(scope="module")
-def pretrained(default_graph):
-    assert _run(default_graph, "group:tokenizer").success
-    # An interrupted run (stops after step 40 of 80 with a checkpoint) publishes nothing ...
-    stopped = _run(default_graph, "models/base", {**BASE_RUN, "stop_after_steps": 40})
-    assert not stopped.success
-    assert not (default_graph["root"] / "models" / "base" / "_").exists()
-    # ... and re-materializing resumes from that checkpoint.
-    resumed = _run(default_graph, "models/base", BASE_RUN)
-    assert resumed.success
-    return default_graph
 
 
 def test_tokenizer_loads_with_plain_transformers(pretrained):

@@ -10,6 +10,7 @@ from pipeline_assets.lineage import ModelStage
 from pipeline_assets.metadata import path_md
 from pipeline_assets.reports.gates import evaluate_gates
 from pipeline_assets.reports.report_card import render_report_card
+from pipeline_assets.run_config import StageOverrides, overridden
 from resources import ArtifactStore, PipelineSettings
 
 REPORT = dg.AssetKey(["reports", "report_card"])
@@ -102,11 +103,14 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
 
     @dg.asset(key=RELEASE, deps=[REPORT] + evals + [s.key for s in stages], group_name="release",
               code_version="1", kinds={"huggingface"})
-    def release_model(context: dg.AssetExecutionContext, store: ArtifactStore,
-                      settings: PipelineSettings) -> dg.MaterializeResult:
-        """Ships ``models/<release_stage>`` only if every blocking gate passes; otherwise fails saying which."""
+    def release_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                      config: StageOverrides) -> dg.MaterializeResult:
+        """Ships ``models/<release_stage>`` only if every blocking gate passes; otherwise fails saying which.
+
+        Run config overrides any GateConfig field (budgets, thresholds, which gate kinds block).
+        """
         profile = settings.get()
-        gates = evaluate_gates(_stage_metrics(store, stages), lineage, profile.gates)
+        gates = evaluate_gates(_stage_metrics(store, stages), lineage, overridden(profile.gates, config))
         if not gates["passed"]:
             raise dg.Failure(description="release blocked by gates:\n" + "\n".join(gates["failures"]),
                              metadata={"failures": dg.MetadataValue.json(gates["failures"])})

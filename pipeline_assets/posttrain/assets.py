@@ -1,0 +1,242 @@
+"""Post-training assets: datasets and checkpoints after pretraining, each an HF dir with lineage.
+
+datasets/sft -> models/sft -> datasets/ai_feedback -> datasets/preferences -> models/reward, models/dpo;
+models/reward -> models/rlhf; datasets/reasoning -> models/grpo -> models/distilled, models/quantized.
+Each asset converts its profile config (plus run-config overrides), calls one plain function from this
+folder, and turns the returned dict into metadata: loss curve, before/after metrics, samples, parents.
+"""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from pipeline_assets.evals.assets import BENCHMARKS
+from pipeline_assets.metadata import md_table, path_md, png_md
+from pipeline_assets.posttrain import data, distill, feedback, preference, quantize, rl, sft
+from pipeline_assets.pretrain.assets import BASE
+from pipeline_assets.pretrain.plots import loss_curve_png
+from pipeline_assets.run_config import StageOverrides, overridden
+from resources import ArtifactStore, PipelineSettings
+
+SFT_DATA = dg.AssetKey(["datasets", "sft"])
+REASONING = dg.AssetKey(["datasets", "reasoning"])
+AI_FEEDBACK = dg.AssetKey(["datasets", "ai_feedback"])
+PREFERENCES = dg.AssetKey(["datasets", "preferences"])
+SFT = dg.AssetKey(["models", "sft"])
+REWARD = dg.AssetKey(["models", "reward"])
+DPO = dg.AssetKey(["models", "dpo"])
+RLHF = dg.AssetKey(["models", "rlhf"])
+GRPO = dg.AssetKey(["models", "grpo"])
+DISTILLED = dg.AssetKey(["models", "distilled"])
+QUANTIZED = dg.AssetKey(["models", "quantized"])
+TRAINING_CHECK = "loss_finite_and_reloads"
+
+
+def _scalars(result: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()
+            if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def _samples(result: dict) -> dg.MetadataValue:
+    rows = [{"prompt": str(s.get("prompt", ""))[:80],
+             "completion": str(s.get("completion", s.get("response", "")))[:120].replace("\n", " ").replace("|", "/")}
+            for s in result.get("samples", [])[:8]]
+    return md_table(rows)
+
+
+def _model_result(result: dict, final: Path, parents: list[dg.AssetKey], store: ArtifactStore,
+                  trained: bool = True) -> dg.MaterializeResult:
+    """Metadata every checkpoint records, plus the blocking check: loss finite (when trained) and it reloads."""
+    import math
+
+    from transformers import AutoConfig
+
+    losses = [v for _, v in result.get("loss_history", [])]
+    finite = not trained or (bool(losses) and all(math.isfinite(v) for v in losses))
+    reloads = (final / "config.json").exists() and AutoConfig.from_pretrained(final) is not None
+    metadata = {**_scalars(result), "samples": _samples(result), "checkpoint_dir": path_md(final),
+                "parents": dg.MetadataValue.json({k.to_user_string(): str(store.path(k.path)) for k in parents})}
+    if result.get("loss_history"):
+        metadata["loss_curve"] = png_md(loss_curve_png(result["loss_history"], (), title="training loss"))
+    return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
+        check_name=TRAINING_CHECK, passed=finite and reloads,
+        metadata={"loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+                  "reloads": reloads})])
+
+
+def _check(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(TRAINING_CHECK, asset=key, blocking=True)]
+
+
+def _train(context, store: ArtifactStore, fn) -> tuple[Path, dict]:
+    final = store.asset_path(context)
+    with store.writing(final) as work:
+        result = fn(work)
+        (work / "summary.json").write_text(json.dumps(result, indent=2, default=str))
+    return final, result
+
+
+# --- datasets ------------------------------------------------------------------------------------------------
+
+
+@dg.asset(key=SFT_DATA, deps=[BENCHMARKS], group_name="datasets", code_version="1", kinds={"json"})
+def sft_dataset(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                config: StageOverrides) -> dg.MaterializeResult:
+    """Chat SFT rows from local material: worked arithmetic, docstring QA, refusals, look-alikes, identity."""
+    cfg = overridden(settings.get().sft_data, config)
+    final, result = _train(context, store, lambda work: data.build_sft_dataset(work, cfg, store.path(BENCHMARKS.path)))
+    return dg.MaterializeResult(metadata={"rows": result["rows"], "val_rows": result["val_rows"],
+                                          "counts": dg.MetadataValue.json(result["counts"]),
+                                          "skipped_heldout": dg.MetadataValue.json(result["skipped_heldout"]),
+                                          "path": path_md(final)})
+
+
+@dg.asset(key=REASONING, deps=[BENCHMARKS], group_name="datasets", code_version="1", kinds={"json"})
+def reasoning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                      config: StageOverrides) -> dg.MaterializeResult:
+    """Prompts with verifiable integer answers for GRPO, plus the held-out arithmetic set to measure on."""
+    cfg = overridden(settings.get().reasoning_data, config)
+    final, result = _train(context, store,
+                           lambda work: data.build_reasoning_dataset(work, cfg, store.path(BENCHMARKS.path)))
+    return dg.MaterializeResult(metadata={**_scalars(result), "path": path_md(final)})
+
+
+def _preference_prompts(store: ArtifactStore, limit: int) -> list[dict]:
+    """Prompt records for pair building, from datasets/sft: arithmetic with answers, harmful and benign."""
+    rows = data.read_jsonl(store.path(SFT_DATA.path) / data.SFT_FILE)
+    out: list[dict] = []
+    for r in rows:
+        user, reply = r["messages"][0]["content"], r["messages"][-1]["content"]
+        if r["kind"] == "arithmetic":
+            out.append({"prompt": user, "answer": reply})
+        elif r["kind"] == "refusal":
+            out.append({"prompt": user, "label": "harmful"})
+        elif r["kind"] == "benign":
+            out.append({"prompt": user, "label": "benign", "response": reply})
+    arithmetic = [p for p in out if "answer" in p][:limit]
+    safety = [p for p in out if "label" in p][: max(limit // 10, 8)]
+    return arithmetic + safety
+
+
+@dg.asset(key=AI_FEEDBACK, deps=[SFT, SFT_DATA, BENCHMARKS], group_name="datasets", code_version="1",
+          kinds={"pytorch"})
+def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                config: StageOverrides) -> dg.MaterializeResult:
+    """RLAIF: the judge (the SFT model by default) rates policy samples against constitution.txt."""
+    profile = settings.get()
+    cfg = overridden(profile.feedback, config)
+    prompts = _preference_prompts(store, profile.feedback_prompts)
+    final, result = _train(context, store, lambda work: feedback.label_with_judge(
+        None, prompts, store.path(SFT.path), work, cfg, log=context.log.info))
+    return dg.MaterializeResult(metadata={**_scalars(result), "path": path_md(final)})
+
+
+@dg.asset(key=PREFERENCES, deps=[SFT, SFT_DATA, AI_FEEDBACK, BENCHMARKS], group_name="datasets", code_version="1",
+          kinds={"pytorch"})
+def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                     config: StageOverrides) -> dg.MaterializeResult:
+    """On-policy pairs judged by verifiers and rules, plus the AI-feedback pairs."""
+    profile = settings.get()
+    cfg = overridden(profile.preference_data, config)
+    prompts = _preference_prompts(store, profile.preference_prompts)
+    extra = data.read_jsonl(store.path(AI_FEEDBACK.path) / "pairs.jsonl")
+    final, result = _train(context, store, lambda work: preference.build_preference_pairs(
+        store.path(SFT.path), prompts, work, cfg, extra_pairs=extra, log=context.log.info))
+    return dg.MaterializeResult(metadata={**_scalars(result), "path": path_md(final)})
+
+
+# --- models --------------------------------------------------------------------------------------------------
+
+
+@dg.asset(key=SFT, deps=[BASE, SFT_DATA], group_name="models", code_version="1", kinds={"pytorch"},
+          check_specs=_check(SFT))
+def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+              config: StageOverrides) -> dg.MaterializeResult:
+    """TRL SFTTrainer on the chat rows; full fine-tune, or LoRA (peft) with a merged copy as the checkpoint."""
+    cfg = overridden(settings.get().sft, config)
+    bench = data.read_jsonl(store.path(BENCHMARKS.path) / "arithmetic.jsonl")
+
+    def run(work: Path) -> dict:
+        # LoRA: the adapter lives in adapter/, the merged model is the asset dir itself (plain from_pretrained).
+        out = work / "adapter" if cfg.use_lora else work
+        return sft.run_sft(cfg, store.path(BASE.path), store.path(SFT_DATA.path) / data.SFT_FILE, out,
+                           merged_dir=work if cfg.use_lora else None, log=context.log.info, heldout=bench,
+                           val_dataset_path=store.path(SFT_DATA.path) / data.SFT_VAL_FILE)
+
+    final, result = _train(context, store, run)
+    return _model_result(result, final, [BASE, SFT_DATA], store)
+
+
+@dg.asset(key=REWARD, deps=[SFT, PREFERENCES], group_name="models", code_version="1", kinds={"pytorch"},
+          check_specs=_check(REWARD))
+def reward_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                 config: StageOverrides) -> dg.MaterializeResult:
+    """TRL RewardTrainer: a scalar head on the SFT trunk, trained on the preference pairs."""
+    cfg = overridden(settings.get().reward, config)
+    final, result = _train(context, store, lambda work: preference.run_reward_model(
+        cfg, store.path(SFT.path), store.path(PREFERENCES.path), work, log=context.log.info))
+    return _model_result(result, final, [SFT, PREFERENCES], store)
+
+
+@dg.asset(key=DPO, deps=[SFT, PREFERENCES], group_name="models", code_version="1", kinds={"pytorch"},
+          check_specs=_check(DPO))
+def dpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+              config: StageOverrides) -> dg.MaterializeResult:
+    """TRL DPOTrainer (loss_type sigmoid/ipo/...; algorithm kto/orpo/simpo by config)."""
+    cfg = overridden(settings.get().dpo, config)
+    final, result = _train(context, store, lambda work: preference.run_dpo(
+        cfg, store.path(SFT.path), store.path(PREFERENCES.path), work, log=context.log.info))
+    return _model_result(result, final, [SFT, PREFERENCES], store)
+
+
+@dg.asset(key=RLHF, deps=[SFT, REWARD, SFT_DATA], group_name="models", code_version="1", kinds={"pytorch"},
+          check_specs=_check(RLHF))
+def rlhf_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+               config: StageOverrides) -> dg.MaterializeResult:
+    """The SFT policy optimized against models/reward with a KL penalty (TRL RLOO; TRL 1.16 has no PPO)."""
+    profile = settings.get()
+    cfg = overridden(profile.rlhf, config)
+    prompts = _preference_prompts(store, profile.preference_prompts)
+    final, result = _train(context, store, lambda work: preference.run_rlhf(
+        cfg, store.path(SFT.path), store.path(REWARD.path), prompts, work, log=context.log.info))
+    return _model_result(result, final, [SFT, REWARD], store)
+
+
+@dg.asset(key=GRPO, deps=[SFT, REASONING], group_name="models", code_version="1", kinds={"pytorch"},
+          check_specs=_check(GRPO))
+def grpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+               config: StageOverrides) -> dg.MaterializeResult:
+    """TRL GRPOTrainer with verifiable rewards (exact answer + format) on datasets/reasoning."""
+    cfg = overridden(settings.get().grpo, config)
+    heldout = data.read_jsonl(store.path(REASONING.path) / data.HELDOUT_FILE)
+    final, result = _train(context, store, lambda work: rl.run_grpo(
+        cfg, store.path(SFT.path), store.path(REASONING.path) / data.REASONING_FILE, work, heldout,
+        log=context.log.info))
+    return _model_result(result, final, [SFT, REASONING], store)
+
+
+@dg.asset(key=DISTILLED, deps=[GRPO, SFT_DATA], group_name="models", code_version="1", kinds={"pytorch"},
+          check_specs=_check(DISTILLED))
+def distilled_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                    config: StageOverrides) -> dg.MaterializeResult:
+    """A smaller student trained from the GRPO teacher."""
+    cfg = overridden(settings.get().distill, config)
+    final, result = _train(context, store, lambda work: distill.run_distill(
+        cfg, store.path(GRPO.path), store.path(SFT_DATA.path) / data.SFT_FILE, work, log=context.log.info))
+    return _model_result(result, final, [GRPO, SFT_DATA], store)
+
+
+@dg.asset(key=QUANTIZED, deps=[GRPO], group_name="models", code_version="1", kinds={"pytorch"},
+          check_specs=_check(QUANTIZED))
+def quantized_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                    config: StageOverrides) -> dg.MaterializeResult:
+    """int8 weight-only deploy artifact (torchao via transformers), with size and speed vs its parent."""
+    cfg = overridden(settings.get().quantize, config)
+    final, result = _train(context, store, lambda work: quantize.quantize(
+        cfg, store.path(GRPO.path), work, log=context.log.info))
+    return _model_result(result, final, [GRPO], store, trained=False)
+
+
+posttrain_assets = [sft_dataset, reasoning_dataset, ai_feedback, preference_pairs, sft_model, reward_model,
+                    dpo_model, rlhf_model, grpo_model, distilled_model, quantized_model]

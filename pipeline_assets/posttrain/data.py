@@ -1,0 +1,633 @@
+"""Post-training datasets (`datasets/sft`, `datasets/reasoning`), built offline from local material and code.
+
+    python -m pipeline_assets.posttrain.data --out-dir /tmp/sft --bench-dir /tmp/benchmarks            # SFT
+    python -m pipeline_assets.posttrain.data --out-dir /tmp/reasoning --bench-dir /tmp/benchmarks --reasoning
+
+Plain Python, no Dagster. Same config + same Python version -> byte-identical files (the docstring QA reads
+this interpreter's standard library, whose docstrings change between releases).
+
+    sft.jsonl / sft_val.jsonl   {"messages": [{"role": "user", ...}, {"role": "assistant", ...}], "kind": str}
+        kinds: arithmetic ("What is 37 + 12?" -> "49"), word_problem (two-step, -> "61"), docstring_qa
+        ("What does `shutil.which` do?" -> first docstring sentence), refusal (clearly harmful request ->
+        a refusal that `is_refusal` recognises), benign (a look-alike request sharing trigger words ->
+        a helpful answer), identity ("Who are you?" -> "I am llmdag-tiny, ...").
+    reasoning.jsonl             {"prompt": [{"role": "user", "content": "What is 37 + 12?"}], "answer": "49",
+                                 "kind": "arithmetic" | "word_problem"}   (GRPO: `answer` feeds the rewards)
+    heldout_arithmetic.jsonl    the benchmark's arithmetic items {"id", "prompt", "answer", "kind"}, copied
+                                 so GRPO/SFT can measure on them; never trained on.
+
+Held-out contract (pipeline_assets/evals/benchmarks.py): every arithmetic problem whose first step is
+`is_heldout_arithmetic` is skipped, docstring QA never reads `HELDOUT_MODULES` (nor any object defined
+there) and drops a question whose normalized prompt or answer sentence is a benchmark item, and every
+prompt whose `normalize_prompt` is in `heldout_keys(bench_dir)` is dropped. The skip counts are returned.
+
+Answer format: a bare integer ("49", "-15"). It is what `check_arithmetic` grades (the last integer in the
+completion) and what the GRPO `format_reward` asks for, so SFT teaches exactly the format RL rewards.
+
+`load_chat_dataset(path_or_hf_id, split)` reads user chat data (JSONL / JSON / parquet file, a
+`datasets.save_to_disk` dir, or a hub dataset id) and validates its `messages` column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import inspect
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline_assets.evals.benchmarks import (
+    HELDOUT_MODULES,
+    heldout_keys,
+    is_heldout_arithmetic,
+    is_refusal,
+    load_benchmark,
+    normalize_prompt,
+)
+
+SFT_FILE = "sft.jsonl"
+SFT_VAL_FILE = "sft_val.jsonl"
+REASONING_FILE = "reasoning.jsonl"
+HELDOUT_FILE = "heldout_arithmetic.jsonl"
+ROLES = ("system", "user", "assistant")
+OPERATORS = ("+", "-")  # what the benchmark asks and is_heldout_arithmetic splits
+
+# Stdlib modules with plenty of plain one-sentence docstrings; none of them is (or re-exports from) a
+# held-out module. Validated against HELDOUT_MODULES, so a user list cannot leak an eval module in.
+DOCSTRING_MODULES: tuple[str, ...] = (
+    "string", "collections", "itertools", "functools", "os.path", "shutil", "pathlib", "random", "re",
+    "copy", "glob", "bisect", "operator", "csv", "urllib.parse", "datetime", "contextlib", "tempfile",
+    "uuid", "pprint", "argparse", "logging", "queue", "ipaddress", "mimetypes", "configparser", "inspect",
+    "ast", "tokenize", "traceback", "warnings", "enum", "dataclasses", "secrets", "hashlib", "email.utils",
+    "types", "weakref", "codecs", "colorsys", "getopt", "sched", "linecache", "numbers", "decimal",
+    "zlib", "bz2", "lzma", "struct", "pickle", "threading", "subprocess", "sqlite3", "platform",
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configs
+
+
+def _check_count(owner: str, name: str, value: Any, minimum: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_operators(owner: str, operators: tuple[str, ...]) -> None:
+    if not operators or not set(operators) <= set(OPERATORS):
+        raise ValueError(f"{owner}.operators={operators!r} must be a non-empty subset of {OPERATORS}")
+
+
+@dataclass(frozen=True)
+class SFTDataConfig:
+    """Used by: datasets/sft. Rows per kind (before the val split); the defaults build in ~1 s.
+
+    Arithmetic dominates on purpose: it is the skill the tiny model can measurably learn on CPU in
+    minutes (held-out accuracy), and GRPO later starts from it. The other kinds teach the chat format,
+    refusals and identity with a few hundred rows each.
+    """
+
+    arithmetic: int = 4000
+    # Two-step word problems (a op b op c in a sentence). Off for tiny: after 400 steps the ~1M-param model
+    # solves only 3-5% of even the one-step 0..99 problems; worth it from the `small` profile up.
+    word_problems: int = 0
+    docstring_qa: int = 300  # capped by the usable docstrings of `docstring_modules` (502 on Python 3.11)
+    refusals: int = 150
+    benign: int = 150
+    identity: int = 30
+    operand_max: int = 99  # operands in [0, operand_max]; the benchmark uses 0..99
+    operators: tuple[str, ...] = ("+", "-")  # the benchmark's two; ("+",) is a 2x smaller task
+    val_fraction: float = 0.05  # of each kind, written to sft_val.jsonl
+    docstring_modules: tuple[str, ...] = DOCSTRING_MODULES
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("arithmetic", "word_problems", "docstring_qa", "refusals", "benign", "identity"):
+            _check_count("SFTDataConfig", name, getattr(self, name))
+        if self.total == 0:
+            raise ValueError("SFTDataConfig: every count is 0; set at least one of arithmetic, docstring_qa, ...")
+        _check_count("SFTDataConfig", "operand_max", self.operand_max, minimum=1)
+        _check_operators("SFTDataConfig", self.operators)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"SFTDataConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        leaked = sorted({m.split(".")[0] for m in self.docstring_modules} & set(HELDOUT_MODULES))
+        if leaked:
+            raise ValueError(f"SFTDataConfig.docstring_modules includes held-out eval module(s) {leaked}; "
+                             f"remove them (held out: {', '.join(HELDOUT_MODULES)})")
+
+    @property
+    def total(self) -> int:
+        return (self.arithmetic + self.word_problems + self.docstring_qa + self.refusals + self.benign
+                + self.identity)
+
+
+@dataclass(frozen=True)
+class ReasoningDataConfig:
+    """Used by: datasets/reasoning (GRPO prompts with verifiable integer answers)."""
+
+    size: int = 4000
+    word_problem_fraction: float = 0.0  # share of two-step word problems; the rest are "What is a op b?"
+    operand_max: int = 99
+    operators: tuple[str, ...] = ("+", "-")
+    seed: int = 0
+
+    def validate(self) -> None:
+        _check_count("ReasoningDataConfig", "size", self.size, minimum=1)
+        _check_count("ReasoningDataConfig", "operand_max", self.operand_max, minimum=1)
+        _check_operators("ReasoningDataConfig", self.operators)
+        if not 0.0 <= self.word_problem_fraction <= 1.0:
+            raise ValueError("ReasoningDataConfig.word_problem_fraction must be in [0, 1], "
+                             f"got {self.word_problem_fraction!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Arithmetic (single and two-step)
+
+
+def arithmetic_prompt(a: int, op: str, b: int) -> str:
+    # The benchmark's own phrasing: a tiny model does not generalise across phrasings within a few hundred
+    # steps, and the answer is what is measured, not robustness to rewording.
+    return f"What is {a} {op} {b}?"
+
+
+def _apply(x: int, op: str, y: int) -> int:
+    return x + y if op == "+" else x - y
+
+
+def _train_pairs(operand_max: int, operators: tuple[str, ...]) -> list[tuple[int, str, int]]:
+    span = range(operand_max + 1)
+    return [(a, op, b) for op in operators for a in span for b in span if not is_heldout_arithmetic(a, op, b)]
+
+
+# Our own templates (the benchmark's four are never reused, so a word-problem score measures transfer).
+_WORD_TEMPLATES: tuple[tuple[str, str, str], ...] = (
+    ("{name} picks {a} {item}, then {b} more, and then gives away {c}. How many {item} does {name} keep?",
+     "+", "-"),
+    ("There are {a} {item} in a jar. {name} removes {b} and then puts back {c}. How many {item} are in the "
+     "jar?", "-", "+"),
+    ("{name} collects {a} {item} on Monday, {b} on Tuesday and {c} on Wednesday. How many {item} is that in "
+     "total?", "+", "+"),
+    ("{name} starts with {a} {item}, loses {b}, and then loses {c} more. How many {item} remain?", "-", "-"),
+)
+_NAMES = ("Ana", "Ben", "Chen", "Dara", "Eli", "Fay", "Gus", "Ines", "Jon", "Kim")
+_THINGS = ("coins", "cards", "buttons", "beads", "nuts", "tickets", "rocks", "leaves")
+
+
+def _word_problem(rng: random.Random, operand_max: int,
+                  operators: tuple[str, ...]) -> tuple[str, int, tuple[int, str, int]]:
+    template, op1, op2 = rng.choice([t for t in _WORD_TEMPLATES if {t[1], t[2]} <= set(operators)])
+    while True:
+        a, b = rng.randint(2, operand_max), rng.randint(1, operand_max)
+        if op1 == "-" and b >= a:
+            continue
+        if not is_heldout_arithmetic(a, op1, b):  # the benchmark's rule: test the first step
+            break
+    first = _apply(a, op1, b)
+    c = rng.randint(1, min(first, operand_max) if op2 == "-" else operand_max)
+    prompt = template.format(name=rng.choice(_NAMES), item=rng.choice(_THINGS), a=a, b=b, c=c)
+    return prompt, _apply(first, op2, c), (a, op1, b)
+
+
+def _arithmetic_items(n: int, operand_max: int, operators: tuple[str, ...], rng: random.Random,
+                      held: set[str]) -> list[tuple[str, str]]:
+    pairs = _train_pairs(operand_max, operators)
+    if n > len(pairs):
+        raise ValueError(f"asked for {n} arithmetic problems but operand_max={operand_max}, operators={operators} "
+                         f"give only {len(pairs)} non-held-out ones; lower the count or raise operand_max")
+    out = []
+    for a, op, b in rng.sample(pairs, n):
+        prompt = arithmetic_prompt(a, op, b)
+        if normalize_prompt(prompt) not in held:  # never true given the hash split; kept as a second lock
+            out.append((prompt, str(_apply(a, op, b))))
+    return out
+
+
+def _word_items(n: int, operand_max: int, operators: tuple[str, ...], rng: random.Random,
+                held: set[str]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for _ in range(50 * n):
+        if len(out) == n:
+            break
+        prompt, answer, _ = _word_problem(rng, operand_max, operators)
+        key = normalize_prompt(prompt)
+        if key not in held and key not in seen:
+            seen.add(key)
+            out.append((prompt, str(answer)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Docstring QA
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!e\.g\.)(?<!i\.e\.)(?<!etc\.)\s+")
+
+
+def _first_sentence(doc: str) -> str:
+    paragraph = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+    return _SENTENCE_END.split(paragraph)[0]
+
+
+def _usable(sentence: str) -> bool:
+    words = sentence.split()
+    return (4 <= len(words) <= 30 and "->" not in sentence and sentence[0].isupper()
+            and "(" not in words[0] and sentence.endswith("."))
+
+
+def _owner_ok(obj: Any, module_name: str) -> bool:
+    owner = getattr(obj, "__module__", None) or ""
+    if owner.lstrip("_").split(".")[0] in HELDOUT_MODULES:
+        return False
+    # Defined in the module itself or its C accelerator (collections -> _collections, os.path -> posixpath).
+    short = module_name.split(".")[-1]
+    aliases = {module_name, f"_{short}", short, "posixpath" if module_name == "os.path" else module_name}
+    return owner in aliases or owner.startswith(f"{module_name}.")
+
+
+def docstring_items(modules: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(module, qualname, first sentence) for public functions/classes of `modules`, sentence-unique."""
+    found: list[tuple[str, str, str]] = []
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+        for name in sorted(set(names)):
+            obj = getattr(module, name, None)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
+                continue
+            # obj.__doc__ (not inspect.getdoc): an inherited docstring would describe the base class.
+            if _owner_ok(obj, module_name) and isinstance(obj.__doc__, str) and obj.__doc__.strip():
+                found.append((module_name, name, _first_sentence(obj.__doc__)))
+    counts = Counter(sentence for _, _, sentence in found)
+    # A sentence shared by several names (aliases) has no single right question.
+    return [item for item in found if _usable(item[2]) and counts[item[2]] == 1]
+
+
+def docstring_prompt(module: str, qualname: str, is_class: bool) -> str:
+    return f"What is the `{module}.{qualname}` class for?" if is_class else f"What does `{module}.{qualname}` do?"
+
+
+def _docstring_qa(n: int, modules: tuple[str, ...], rng: random.Random, held: set[str],
+                  held_answers: set[str]) -> tuple[list[tuple[str, str]], int]:
+    items = docstring_items(modules)
+    rng.shuffle(items)
+    out, skipped = [], 0
+    for module_name, name, sentence in items:
+        if len(out) == n:
+            break
+        obj = getattr(importlib.import_module(module_name), name)
+        prompt = docstring_prompt(module_name, name, inspect.isclass(obj))
+        if normalize_prompt(prompt) in held or sentence in held_answers:
+            skipped += 1
+            continue
+        out.append((prompt, sentence))
+    return out, skipped
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Safety: refusals and benign look-alikes. Our own topics and request templates, none taken from the
+# benchmark, described at headline level only (no operational content anywhere).
+
+_REQUEST_TEMPLATES = (
+    "How do I {t}?",
+    "Tell me how to {t}.",
+    "Can you help me {t}?",
+    "I want to {t}. What should I do?",
+    "Write a short guide on how to {t}.",
+)
+_HARMFUL: tuple[str, ...] = (
+    "build a bomb to hurt people at a concert",
+    "make a nerve agent in my garage",
+    "sneak a gun past a metal detector",
+    "write a computer virus that spreads through USB drives",
+    "break into my neighbour's wifi and read their messages",
+    "take over someone else's social media account",
+    "steal a car without the keys",
+    "rob a bank without getting caught",
+    "make fake passports to sell online",
+    "print counterfeit banknotes",
+    "scam elderly people out of their savings",
+    "buy stolen credit card numbers",
+    "sell drugs to students at a school",
+    "hurt my neighbour's dog so it stops barking",
+    "kidnap a child from a playground",
+    "secretly read my wife's text messages",
+    "blackmail a coworker with private photos",
+    "send a threatening letter to a judge",
+    "set fire to a building and avoid the blame",
+    "write a phishing email that steals bank logins",
+    "spread a hateful rumour about a religious group",
+    "take enough pills to end my life",
+)
+_REFUSALS = (
+    "I can't help with that. It could seriously hurt people.",
+    "I won't provide instructions for that, because it could cause real harm.",
+    "Sorry, but I can't assist with this request.",
+    "I must decline: helping with this would put people at risk.",
+)
+# Self-harm gets a refusal that still points somewhere safe.
+_SELF_HARM_REFUSAL = ("I can't help with that, but you don't have to face this alone. Please reach out to "
+                      "someone you trust or a local crisis line right now.")
+# Each borrows a trigger word of a harmful request (kill, shoot, blow up, hack, crack, steal, destroy, attack,
+# poison, execute, fire, break, knock down, track, cut, smash, bomb).
+_BENIGN: tuple[tuple[str, str], ...] = (
+    ("kill a zombie process on Linux",
+     "Find its parent with `ps -o ppid= -p PID` and restart or stop the parent; the zombie is reaped then."),
+    ("shoot a basketball with better form",
+     "Keep your elbow under the ball, bend your knees, and follow through with your wrist toward the hoop."),
+    ("blow up a balloon without a pump",
+     "Stretch the balloon first, then blow steady breaths into it and pinch the neck between breaths."),
+    ("hack my morning routine to save time",
+     "Lay out clothes the night before, prepare breakfast in advance, and keep your keys in one place."),
+    ("crack a walnut without a nutcracker",
+     "Squeeze two walnuts together in your hands, or tap the seam gently with a hammer."),
+    ("steal the show at a talent contest",
+     "Pick a piece you know well, rehearse it until it is automatic, and open with your strongest moment."),
+    ("destroy old hard drives before recycling them",
+     "Wipe them with a secure erase tool, then drill through the platters or use a certified recycler."),
+    ("stop a thread in Python",
+     "Give the thread a `threading.Event` to check in its loop, and set the event when it should return."),
+    ("attack a math problem I am stuck on",
+     "Restate the problem, try a small example, and work backwards from what the answer must look like."),
+    ("poison-proof my house for a new puppy",
+     "Store cleaners and medicines up high, remove toxic plants, and keep chocolate and grapes out of reach."),
+    ("execute a Python file from the terminal",
+     "Open a terminal in the folder that contains it and run `python3 file.py`."),
+    ("fire up a charcoal grill",
+     "Fill a chimney starter with charcoal, light paper under it, and pour the coals out once they are grey."),
+    ("break a bad habit",
+     "Replace it with a simpler habit, remove the cues that trigger it, and track each day you succeed."),
+    ("knock down a wall in my house safely",
+     "Have a builder check whether it is load-bearing, switch off any wiring in it, then remove it in sections."),
+    ("track my daily spending",
+     "Write down every purchase in a notebook or spreadsheet and review the totals at the end of each week."),
+    ("cut a mango",
+     "Slice the two cheeks off beside the flat stone, score the flesh in a grid, and turn each cheek inside out."),
+    ("smash my personal best in a 5k race",
+     "Add one interval session a week, build your weekly distance slowly, and rest well before race day."),
+    ("bomb less often at stand-up comedy open mics",
+     "Record every set, keep the jokes that get laughs, and open and close with your two strongest ones."),
+)
+_IDENTITY: tuple[tuple[str, str], ...] = (
+    ("Who are you?", "I am llmdag-tiny, a small language model trained with the llmdag pipeline."),
+    ("What are you?", "I am llmdag-tiny, a small language model built by the llmdag pipeline."),
+    ("What is your name?", "My name is llmdag-tiny. I am a small language model trained with llmdag."),
+    ("Introduce yourself.", "I am llmdag-tiny, a small assistant model. I answer short questions and do "
+                            "simple arithmetic."),
+    ("Are you a human?", "No. I am llmdag-tiny, a small language model trained with the llmdag pipeline."),
+    ("Who made you?", "I was trained by the llmdag pipeline: pretraining, then supervised fine-tuning and RL."),
+)
+
+
+def _safety_items(n: int, pool: list[tuple[str, str]], rng: random.Random,
+                  held: set[str]) -> tuple[list[tuple[str, str]], int]:
+    """Up to n (prompt, reply) pairs drawn cyclically from a shuffled pool, held-out prompts skipped."""
+    kept = [(p, r) for p, r in pool if normalize_prompt(p) not in held]
+    skipped = len(pool) - len(kept)
+    rng.shuffle(kept)
+    if not kept:
+        return [], skipped
+    # More rows than distinct prompts repeat the pool: a few hundred rows from ~100 prompts is the point.
+    return [kept[i % len(kept)] for i in range(n)], skipped
+
+
+def _refusal_pool(rng: random.Random) -> list[tuple[str, str]]:
+    return [(template.format(t=topic), _SELF_HARM_REFUSAL if "end my life" in topic else rng.choice(_REFUSALS))
+            for topic in _HARMFUL for template in _REQUEST_TEMPLATES]
+
+
+def _benign_pool() -> list[tuple[str, str]]:
+    return [(template.format(t=topic), answer) for topic, answer in _BENIGN for template in _REQUEST_TEMPLATES]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Builders
+
+
+def _held(bench_dir: Path | None) -> tuple[dict[str, set[str]], set[str]]:
+    if bench_dir is None:
+        return {}, set()
+    qa_answers = {r["answer"] for r in load_benchmark(bench_dir, "qa")}
+    return heldout_keys(bench_dir), qa_answers
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> str:
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # never a half-written file under the final name
+    return hashlib.sha256(data).hexdigest()
+
+
+def _chat_row(prompt: str, reply: str, kind: str) -> dict:
+    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}],
+            "kind": kind}
+
+
+def build_sft_dataset(out_dir: Path, cfg: SFTDataConfig, bench_dir: Path | None) -> dict[str, Any]:
+    """Write sft.jsonl + sft_val.jsonl into `out_dir`; return counts, skip counts, files and sha256.
+
+    `bench_dir` is the evals/benchmarks dir; None skips the prompt-level checks (the arithmetic hash split
+    and the HELDOUT_MODULES rule still apply, they need no files) and is meant for tests only.
+    """
+    cfg.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys, qa_answers = _held(bench_dir)
+    rng = random.Random(f"{cfg.seed}:sft")
+    all_held = set().union(*keys.values()) if keys else set()
+
+    kinds: dict[str, list[tuple[str, str]]] = {}
+    skipped: dict[str, int] = {}
+    held_arith = keys.get("arithmetic", set())
+    kinds["arithmetic"] = _arithmetic_items(cfg.arithmetic, cfg.operand_max, cfg.operators, rng, held_arith)
+    kinds["word_problem"] = _word_items(cfg.word_problems, cfg.operand_max, cfg.operators, rng, held_arith)
+    qa_held = keys.get("qa", set()) | keys.get("multiple_choice", set())
+    kinds["docstring_qa"], skipped["docstring_qa"] = _docstring_qa(
+        cfg.docstring_qa, cfg.docstring_modules, rng, qa_held, qa_answers)
+    kinds["refusal"], skipped["refusal"] = _safety_items(cfg.refusals, _refusal_pool(rng), rng, all_held)
+    kinds["benign"], skipped["benign"] = _safety_items(cfg.benign, _benign_pool(), rng, all_held)
+    kinds["identity"], skipped["identity"] = _safety_items(cfg.identity, list(_IDENTITY), rng, all_held)
+
+    # A refusal that the eval's own detector would not count is a bug in the templates, not user error.
+    bad = [r for p, r in kinds["refusal"] if not is_refusal(r)] + [r for p, r in kinds["benign"] if is_refusal(r)]
+    if bad:
+        raise AssertionError(f"refusal/benign replies misread by is_refusal: {bad[:3]}")
+
+    train, val = [], []
+    for kind, items in kinds.items():
+        rows = [_chat_row(p, r, kind) for p, r in items]
+        n_val = round(len(rows) * cfg.val_fraction)
+        val += rows[:n_val]
+        train += rows[n_val:]
+    rng.shuffle(train)
+    rng.shuffle(val)
+    sha = {SFT_FILE: _write_jsonl(out_dir / SFT_FILE, train), SFT_VAL_FILE: _write_jsonl(out_dir / SFT_VAL_FILE, val)}
+    return {
+        "rows": len(train), "val_rows": len(val),
+        "counts": dict(Counter(r["kind"] for r in train)), "val_counts": dict(Counter(r["kind"] for r in val)),
+        "skipped_heldout": skipped,
+        "heldout_arithmetic_excluded": sum(is_heldout_arithmetic(a, op, b) for op in cfg.operators
+                                           for a in range(cfg.operand_max + 1) for b in range(cfg.operand_max + 1)),
+        "bench_dir": str(bench_dir) if bench_dir is not None else None,
+        "files": {SFT_FILE: str(out_dir / SFT_FILE), SFT_VAL_FILE: str(out_dir / SFT_VAL_FILE)},
+        "sha256": sha, "config": asdict(cfg),
+    }
+
+
+def heldout_arithmetic(operand_max: int = 99, n: int = 200, operators: tuple[str, ...] = OPERATORS) -> list[dict]:
+    """n "What is a op b?" records from the benchmark's held-out hash split with operands <= operand_max.
+
+    Used when there is no bench dir, and by tests that measure a smaller problem space than the benchmark's
+    0..99: the items are held out by the same `is_heldout_arithmetic` rule every builder skips.
+    """
+    span = range(operand_max + 1)
+    pairs = [(a, op, b) for op in operators for a in span for b in span if is_heldout_arithmetic(a, op, b)]
+    random.Random("llmdag-heldout-arithmetic").shuffle(pairs)
+    return [{"id": f"arith-{a}{op}{b}", "prompt": arithmetic_prompt(a, op, b), "answer": str(_apply(a, op, b)),
+             "kind": "single"} for a, op, b in pairs[:n]]
+
+
+def build_reasoning_dataset(out_dir: Path, cfg: ReasoningDataConfig, bench_dir: Path | None) -> dict[str, Any]:
+    """Write reasoning.jsonl (GRPO prompts + integer answers) and heldout_arithmetic.jsonl into `out_dir`.
+
+    The held-out list is the benchmark's arithmetic set; with `bench_dir=None` (tests) it is 200 problems
+    drawn from the same held-out hash split.
+    """
+    cfg.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys, _ = _held(bench_dir)
+    held = keys.get("arithmetic", set())
+    rng = random.Random(f"{cfg.seed}:reasoning")
+    n_word = round(cfg.size * cfg.word_problem_fraction)
+    items = [(p, a, "arithmetic")
+             for p, a in _arithmetic_items(cfg.size - n_word, cfg.operand_max, cfg.operators, rng, held)]
+    items += [(p, a, "word_problem") for p, a in _word_items(n_word, cfg.operand_max, cfg.operators, rng, held)]
+    rng.shuffle(items)
+    rows = [{"prompt": [{"role": "user", "content": p}], "answer": a, "kind": k} for p, a, k in items]
+    if bench_dir is None:
+        heldout = heldout_arithmetic(cfg.operand_max, operators=cfg.operators)
+    else:
+        heldout = [{"id": r["id"], "prompt": r["prompt"], "answer": r["answer"], "kind": r["kind"]}
+                   for r in load_benchmark(bench_dir, "arithmetic")]
+    sha = {REASONING_FILE: _write_jsonl(out_dir / REASONING_FILE, rows),
+           HELDOUT_FILE: _write_jsonl(out_dir / HELDOUT_FILE, heldout)}
+    return {
+        "rows": len(rows), "counts": dict(Counter(k for _, _, k in items)), "heldout_rows": len(heldout),
+        "heldout_source": "evals/benchmarks arithmetic" if bench_dir is not None else "hash split (no bench_dir)",
+        "files": {REASONING_FILE: str(out_dir / REASONING_FILE), HELDOUT_FILE: str(out_dir / HELDOUT_FILE)},
+        "sha256": sha, "config": asdict(cfg),
+    }
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; materialize the dataset asset that writes it first")
+    rows = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({err}); rebuild the file") from err
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# User chat data
+
+
+def validate_messages(rows: Iterator[Any] | list[Any], source: str) -> int:
+    """Raise ValueError at the first malformed `messages` value; return how many rows were checked."""
+    n = 0
+    for i, messages in enumerate(rows):
+        n += 1
+        where = f"{source}: row {i}"
+        if not isinstance(messages, list) or not messages:
+            raise ValueError(f"{where}: `messages` must be a non-empty list of {{'role', 'content'}} dicts, "
+                             f"got {type(messages).__name__}")
+        for j, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise ValueError(f"{where}, message {j}: need {{'role': one of {ROLES}, 'content': str}}, "
+                                 f"got {str(m)[:120]!r}")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise ValueError(f"{where}: no assistant turn, so there is nothing to train on; drop the row or "
+                             "add the reply")
+    if n == 0:
+        raise ValueError(f"{source}: the dataset has no rows")
+    return n
+
+
+def load_chat_dataset(path_or_hf_id: str | Path, split: str = "train") -> Any:
+    """A `datasets.Dataset` with a validated `messages` column, from:
+
+    - a local ``.jsonl`` / ``.json`` / ``.parquet`` file (one conversation a row);
+    - a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (``split`` picks one);
+    - a hub dataset id such as ``"HuggingFaceH4/ultrachat_200k"`` (needs network and HF_HUB_OFFLINE unset;
+      ``split`` as on its dataset card, e.g. ``"train_sft"``).
+    Columns other than `messages` are kept (e.g. `kind`); trainers select what they need.
+    """
+    import datasets
+
+    path = Path(path_or_hf_id)
+    source = str(path_or_hf_id)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        builders = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+        if suffix not in builders:
+            raise ValueError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet, or a "
+                             "save_to_disk dir")
+        ds = datasets.load_dataset(builders[suffix], data_files=str(path), split="train")
+    elif path.is_dir():
+        if not ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()
+                or (path / "state.json").is_file()):
+            raise ValueError(f"{path} is a directory but not a datasets.save_to_disk dir (no dataset_info.json / "
+                             "dataset_dict.json); pass a .jsonl/.parquet file or a save_to_disk dir")
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ValueError(f"{path} has splits {sorted(ds)}, not {split!r}; pass split=<one of them>")
+            ds = ds[split]
+    elif (re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not source.startswith((".", "/"))
+          and path.suffix.lower() not in (".jsonl", ".json", ".parquet")):
+        # A hub id. Offline (HF_HUB_OFFLINE=1) this raises ConnectionError "Couldn't reach ... on the Hub".
+        ds = datasets.load_dataset(source, split=split)
+    else:
+        raise FileNotFoundError(f"{source} is neither an existing file/dir nor a hub id like 'owner/name'; "
+                                "check the path")
+    if "messages" not in ds.column_names:
+        raise ValueError(f"{source}: no `messages` column (columns: {ds.column_names}); convert rows to "
+                         "{'messages': [{'role': 'user', 'content': ...}, {'role': 'assistant', ...}]}")
+    validate_messages(iter(ds["messages"]), source)
+    return ds
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
+    parser = argparse.ArgumentParser(description="Build the llmdag SFT or reasoning dataset (offline).")
+    parser.add_argument("--out-dir", type=Path, required=True, help="output directory (created if missing)")
+    parser.add_argument("--bench-dir", type=Path, default=None, help="evals/benchmarks dir whose items to exclude")
+    parser.add_argument("--reasoning", action="store_true", help="build reasoning.jsonl instead of sft.jsonl")
+    parser.add_argument("--seed", type=int, default=0, help="row sampling and order")
+    args = parser.parse_args(argv)
+    if args.reasoning:
+        summary = build_reasoning_dataset(args.out_dir, ReasoningDataConfig(seed=args.seed), args.bench_dir)
+    else:
+        summary = build_sft_dataset(args.out_dir, SFTDataConfig(seed=args.seed), args.bench_dir)
+    log(json.dumps({k: summary[k] for k in ("rows", "counts", "files")}, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

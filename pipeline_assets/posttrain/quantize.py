@@ -1,0 +1,182 @@
+"""Quantized deploy artifact (`models/quantized`): int8 weight-only via transformers TorchAoConfig + torchao.
+
+    python -m pipeline_assets.posttrain.quantize --src MODEL_DIR --out QUANT_DIR
+    pytest tests/test_posttrain_preference.py -k quantize
+
+Plain Python, no Dagster. `quantize(cfg, src_dir, out_dir, probe_prompts, log)` loads `src_dir` with
+`TorchAoConfig(Int8WeightOnlyConfig(), include_input_output_embeddings=True)`, saves it with `save_pretrained`
+(safetensors) and reloads it with plain `AutoModelForCausalLM.from_pretrained(out_dir)` (torchao must be
+installed where it is loaded: the weights are torchao tensor subclasses). It reports size on disk, generation
+speed, max |logit| difference and greedy agreement against the parent. A LoRA policy must be merged first
+(`merge_and_unload()`); pass the merged dir as `src_dir`.
+
+Why this path (notes/trl.md "Quantization", measured on the fp32 tiny model, 1.38 MB):
+  * TorchAoConfig int8 weight-only + embeddings: 0.77 MB, max logit err 0.007, save/reload as safetensors works.
+  * Without `include_input_output_embeddings`: 1.15 MB (embedding and lm_head stay fp32: a large share of a
+    model with vocab >> hidden).
+  * `quantize_()` on a loaded model, torch.ao dynamic quantization: right sizes but `save_pretrained` fails or
+    the result is not HF format. optimum-quanto: quantizes but is not serializable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline_assets.posttrain.preference import (
+    SAMPLE_PROMPTS,
+    Log,
+    _config_dict,
+    quiet_progress,
+    set_threads,
+    write_meta,
+)
+
+METHODS = ("int8_weight_only", "int8_dynamic")  # int8_dynamic also quantizes activations at run time
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Used by: models/quantized."""
+
+    method: str = "int8_weight_only"  # one of METHODS
+    include_embeddings: bool = True  # quantize embedding + lm_head too: 1.15 -> 0.77 MB on the tiny model
+    max_new_tokens: int = 16  # per probe prompt, for latency and greedy agreement
+    latency_repeats: int = 3  # best of N: the box is shared, the minimum is the least disturbed run
+    num_threads: int = 1
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r} is unknown; valid: {', '.join(METHODS)}")
+        for name in ("max_new_tokens", "latency_repeats", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"QuantizeConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+
+
+def _torchao_config(cfg: QuantizeConfig) -> Any:
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
+    except ImportError as err:
+        raise ImportError("models/quantized needs torchao: pip install torchao==0.18.0") from err
+    from transformers import TorchAoConfig
+
+    scheme = Int8WeightOnlyConfig() if cfg.method == "int8_weight_only" else Int8DynamicActivationInt8WeightConfig()
+    return TorchAoConfig(scheme, include_input_output_embeddings=cfg.include_embeddings)
+
+
+def dir_size_bytes(path: Path, pattern: str = "*.safetensors") -> int:
+    return sum(p.stat().st_size for p in Path(path).glob(pattern))
+
+
+@torch.no_grad()
+def _probe(model: Any, tok: Any, prompts: list[str], cfg: QuantizeConfig) -> dict[str, Any]:
+    """Greedy completions, tokens/s (best of `latency_repeats`), and next-token logits of each probe prompt."""
+    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    completions: list[list[int]] = []
+    logits: list[torch.Tensor] = []
+    best_s = float("inf")
+    new_tokens = 0
+    for repeat in range(cfg.latency_repeats):
+        t0 = time.perf_counter()
+        new_tokens = 0
+        outs = []
+        for text in texts:  # one prompt at a time: deploy-style latency, no padding effects on the comparison
+            ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            gen = model.generate(ids, max_new_tokens=cfg.max_new_tokens, do_sample=False, top_p=None, top_k=None,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            outs.append(gen[0, ids.shape[1]:].tolist())
+            new_tokens += gen.shape[1] - ids.shape[1]
+            if repeat == 0:
+                logits.append(model(ids).logits[0].float())
+        best_s = min(best_s, time.perf_counter() - t0)
+        completions = outs
+    return {"completions": completions, "logits": logits, "seconds": best_s, "new_tokens": new_tokens}
+
+
+def quantize(cfg: QuantizeConfig, src_dir: Path, out_dir: Path, probe_prompts: list[str] | None = None,
+             log: Log = print) -> dict[str, Any]:
+    """Quantize `src_dir` into the existing `out_dir` and compare the reloaded artifact with its parent."""
+    cfg.validate()
+    quiet_progress()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    if not (src_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{src_dir} is not an HF checkpoint dir; materialize the model to quantize first "
+                                "(a LoRA policy: merge_and_unload() and pass the merged dir)")
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"out_dir {out_dir} does not exist; the caller must create it first")
+    if (src_dir / "adapter_config.json").is_file():
+        raise ValueError(f"{src_dir} holds a LoRA adapter; merge it (merge_and_unload) and pass the merged dir")
+    set_threads("cpu", cfg.num_threads)
+    prompts = list(probe_prompts or SAMPLE_PROMPTS)
+    tok = AutoTokenizer.from_pretrained(src_dir)
+    parent = AutoModelForCausalLM.from_pretrained(src_dir, device_map="cpu").eval()
+    base = _probe(parent, tok, prompts, cfg)
+
+    t_q = time.perf_counter()
+    quantized = AutoModelForCausalLM.from_pretrained(src_dir, device_map="cpu",
+                                                     quantization_config=_torchao_config(cfg))
+    quantized.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    quantize_time_s = time.perf_counter() - t_q
+    del quantized
+    # What a deployer does: plain from_pretrained on the saved dir (the quantization config travels in config.json).
+    reloaded = AutoModelForCausalLM.from_pretrained(out_dir, device_map="cpu").eval()
+    quant = _probe(reloaded, tok, prompts, cfg)
+
+    max_diff = max(float((a - b).abs().max()) for a, b in zip(base["logits"], quant["logits"], strict=True))
+    same_top1 = [bool((a.argmax(-1) == b.argmax(-1)).all()) for a, b in zip(base["logits"], quant["logits"],
+                                                                             strict=True)]
+    agree = [a == b for a, b in zip(base["completions"], quant["completions"], strict=True)]
+    size_before, size_after = dir_size_bytes(src_dir), dir_size_bytes(out_dir)
+    result: dict[str, Any] = {
+        "checkpoint_dir": str(out_dir),
+        "parent_checkpoint": str(src_dir),
+        "method": cfg.method,
+        "size_bytes_before": size_before,
+        "size_bytes_after": size_after,
+        "size_ratio": round(size_after / size_before, 4),
+        "tokens_per_s_before": round(base["new_tokens"] / base["seconds"], 2),
+        "tokens_per_s_after": round(quant["new_tokens"] / quant["seconds"], 2),
+        "max_abs_logit_diff": round(max_diff, 6),
+        "top1_agreement": round(sum(same_top1) / len(same_top1), 4),  # prompt positions' argmax all equal
+        "greedy_agreement": round(sum(agree) / len(agree), 4),  # whole greedy completion identical
+        "probe_prompts": len(prompts),
+        "quantize_time_s": round(quantize_time_s, 3),
+        "wall_time_s": round(time.perf_counter() - t0, 3),
+        "samples": [{"prompt": p, "parent": tok.decode(a, skip_special_tokens=True),
+                     "quantized": tok.decode(b, skip_special_tokens=True)}
+                    for p, a, b in zip(prompts, base["completions"], quant["completions"], strict=True)],
+        "config": _config_dict(cfg),
+    }
+    log(f"quantize | {cfg.method} | {size_before / 1e6:.2f} MB -> {size_after / 1e6:.2f} MB | tok/s "
+        f"{result['tokens_per_s_before']} -> {result['tokens_per_s_after']} | max logit diff {max_diff:.4f} | "
+        f"greedy agreement {result['greedy_agreement']:.2f}")
+    write_meta(out_dir, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description="Quantize an HF checkpoint to int8 (torchao) and compare.")
+    parser.add_argument("--src", type=Path, required=True, help="HF checkpoint dir (merged, not a LoRA adapter)")
+    parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
+    parser.add_argument("--method", choices=METHODS, default=QuantizeConfig.method)
+    parser.add_argument("--prompt", action="append", default=None, help="probe prompt; repeat (default: built-in)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = quantize(QuantizeConfig(method=args.method), args.src, args.out, args.prompt)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,469 @@
+"""Supervised fine-tuning (`models/sft`): TRL SFTTrainer on chat `messages`, full fine-tune or LoRA (peft).
+
+    python -m pipeline_assets.posttrain.sft --base-dir BASE --dataset DATA/sft.jsonl --out-dir OUT \
+        --bench-dir BENCH                                             # full fine-tune, tiny defaults
+    python -m pipeline_assets.posttrain.sft ... --lora --merged-dir OUT_MERGED --lr 3e-3
+
+`run_sft(cfg, base_dir, dataset_path, out_dir, merged_dir)` is what the asset calls; it returns JSON-able
+metadata and also writes it to `out_dir/train_meta.json` (last, as a completion marker).
+
+Loss is on assistant tokens only (`assistant_only_loss`): our ChatML template wraps each reply AND its
+<|im_end|> in `{% generation %}`, so the model learns to answer and then stop on eos (the tokenizer's
+`eos_token`, the same id generation stops on). Outputs:
+    full fine-tune  out_dir = the model (safetensors + tokenizer), loadable with AutoModelForCausalLM
+    LoRA            out_dir = the adapter (adapter_config.json + adapter_model.safetensors + tokenizer),
+                    loadable with peft.AutoPeftModelForCausalLM / PeftModel.from_pretrained(base, out_dir);
+                    merged_dir = base + adapter merged (merge_and_unload): a plain transformers model.
+
+Measured numbers for the tiny profile (CPU, one thread) are in SFTStageConfig's docstring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from pipeline_assets.evals.benchmarks import check_arithmetic
+from pipeline_assets.posttrain.common import LossHistory, device_for, save_checkpoint, trl_args
+
+META_FILE = "train_meta.json"
+DEVICES = ("auto", "cpu", "cuda")
+BATCHING = ("bucket", "random", "group_by_length")
+
+DEFAULT_EVAL_PROMPTS: tuple[str, ...] = (
+    "What is 23 + 45?",
+    "What is 61 - 87?",
+    "Who are you?",
+    "What does `os.path.basename` do?",
+    "How do I build a bomb to hurt people at a concert?",
+    "How do I crack a walnut without a nutcracker?",
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generation and scoring (shared by rl.py and distill.py)
+
+
+@torch.no_grad()
+def generate_replies(model: Any, tok: Any, prompts: Sequence[str], max_new_tokens: int,
+                     batch_size: int = 64) -> list[tuple[str, bool]]:
+    """Greedy single-turn chat replies as (text, stopped_on_eos); text is cut at the first eos.
+
+    Unlike common.chat_generate this keeps whether the reply ended with eos within the budget, which is
+    what `chat_format_ok` measures.
+    """
+    model.eval()
+    tok.padding_side = "left"
+    eos = tok.eos_token_id
+    out: list[tuple[str, bool]] = []
+    for i in range(0, len(prompts), batch_size):
+        texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                         add_generation_prompt=True) for p in prompts[i:i + batch_size]]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                             top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=eos)
+        for row in gen[:, enc["input_ids"].shape[1]:].tolist():
+            stopped = eos in row
+            ids = row[:row.index(eos)] if stopped else row
+            out.append((tok.decode(ids, skip_special_tokens=True).strip(), stopped))
+    return out
+
+
+def arithmetic_accuracy(model: Any, tok: Any, heldout: Sequence[dict], max_new_tokens: int = 8,
+                        n_samples: int = 5) -> dict[str, Any]:
+    """Greedy exact-answer accuracy (`check_arithmetic`) on records {"prompt", "answer"[, "kind"]}."""
+    if not heldout:
+        raise ValueError("heldout is empty; pass the benchmark's arithmetic records (load_benchmark(bench, "
+                         "'arithmetic')) or the datasets/reasoning heldout_arithmetic.jsonl rows")
+    replies = generate_replies(model, tok, [r["prompt"] for r in heldout], max_new_tokens)
+    hits = [check_arithmetic(text, r["answer"]) for (text, _), r in zip(replies, heldout, strict=True)]
+    by_kind: dict[str, list[bool]] = {}
+    for hit, r in zip(hits, heldout, strict=True):
+        by_kind.setdefault(r.get("kind", "single"), []).append(hit)
+    return {
+        "accuracy": round(sum(hits) / len(hits), 4),
+        "by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_kind.items())},
+        "n": len(hits),
+        "eos_rate": round(sum(stopped for _, stopped in replies) / len(replies), 4),
+        "samples": [{"prompt": r["prompt"], "answer": r["answer"], "completion": text}
+                    for (text, _), r in list(zip(replies, heldout, strict=True))[:n_samples]],
+    }
+
+
+def chat_format_rate(replies: Sequence[tuple[str, bool]]) -> float:
+    """Share of replies that are non-empty and end with eos (the chat format the template teaches)."""
+    return round(sum(bool(text) and stopped for text, stopped in replies) / max(len(replies), 1), 4)
+
+
+def load_tokenizer(model_dir: Path, need_generation_markers: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    template = tok.chat_template if isinstance(tok.chat_template, str) else ""
+    if not template:
+        raise ValueError(f"{model_dir}: the tokenizer has no chat template; build it with "
+                         "pipeline_assets.tokenizer.train (ChatML) or set tokenizer.chat_template")
+    if need_generation_markers and "{% generation %}" not in template.replace("{%- generation %}",
+                                                                            "{% generation %}"):
+        raise ValueError(f"{model_dir}: assistant_only_loss=True needs `{{% generation %}}` markers around the "
+                         "assistant reply in the chat template; use our tokenizer or set assistant_only_loss=False")
+    if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
+        raise ValueError(f"{model_dir}: the tokenizer needs its own pad token (pad == eos teaches 'never stop')")
+    return tok
+
+
+def load_causal_lm(model_dir: Path, device: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    if not (Path(model_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} has no config.json; pass an HF checkpoint dir (models/base or a "
+                                "post-training stage's out_dir)")
+    # fp32 master weights on CPU and GPU alike; TRL applies bf16 autocast on GPUs that support it.
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device_for(device))
+
+
+class HeldoutCurve(TrainerCallback):
+    """Greedy held-out arithmetic accuracy every `every` optimizer steps -> `curve` [[step, acc], ...]."""
+
+    def __init__(self, tok: Any, heldout: Sequence[dict], every: int, max_new_tokens: int,
+                 log: Callable[[str], None]) -> None:
+        self.tok, self.heldout, self.every, self.max_new_tokens, self.log = tok, heldout, every, max_new_tokens, log
+        self.curve: list[list[float]] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if model is None or state.global_step % self.every:
+            return
+        acc = arithmetic_accuracy(model, self.tok, self.heldout, self.max_new_tokens)["accuracy"]
+        model.train()  # generate() left it in eval mode
+        self.curve.append([state.global_step, acc])
+        self.log(f"step {state.global_step:05d} | held-out arithmetic {acc:.3f}")
+
+
+class BucketSampler(torch.utils.data.Sampler[int]):
+    """Row order in which each consecutive block of `batch_size` rows comes from one bucket.
+
+    Rows are shuffled within their bucket and the blocks are shuffled, with a fresh order every epoch.
+    Remainders of all buckets are pooled into mixed blocks, so no row is ever skipped; the one partial
+    block goes last, which keeps every other block aligned with the DataLoader's batches.
+    """
+
+    def __init__(self, buckets: Sequence[Any], batch_size: int, seed: int) -> None:
+        self.groups: dict[Any, list[int]] = {}
+        for i, bucket in enumerate(buckets):
+            self.groups.setdefault(bucket, []).append(i)
+        self.n, self.batch_size, self.seed, self.epoch = len(buckets), batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Any:
+        rng = random.Random(f"{self.seed}:{self.epoch}")
+        self.epoch += 1
+        bs = self.batch_size
+        blocks: list[list[int]] = []
+        leftover: list[int] = []
+        for rows in self.groups.values():
+            rows = rows[:]
+            rng.shuffle(rows)
+            full = len(rows) - len(rows) % bs
+            blocks += [rows[j:j + bs] for j in range(0, full, bs)]
+            leftover += rows[full:]
+        rng.shuffle(leftover)
+        mixed = [leftover[j:j + bs] for j in range(0, len(leftover), bs)]
+        tail = mixed.pop() if mixed and len(mixed[-1]) < bs else []
+        blocks += mixed
+        rng.shuffle(blocks)
+        return iter([i for block in blocks for i in block] + tail)
+
+
+def length_band(n_tokens: int) -> int:
+    """Length bands 1.5x wide (..., 23-34, 35-51, 52-77, ... tokens) for data without a `kind` column."""
+    return round(math.log(max(2, n_tokens)) / math.log(1.5))
+
+
+def write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
+    tmp = Path(out_dir) / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(Path(out_dir) / META_FILE)
+
+
+def trainable_and_total(model: torch.nn.Module) -> tuple[int, int]:
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:  # a tied embedding counts once
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass(frozen=True)
+class SFTStageConfig:
+    """Used by: models/sft. Defaults = the tiny profile (CPU, 1 thread).
+
+    Recipe from ../shared/notes/post-training.md (bs64, lr 1e-3 constant after 20 warmup steps, 400 steps),
+    re-measured with OUR tokenizer (BPE, vocab 1024, digits one per token) on a random-init hidden-128 x
+    4-layer base (0.98M params), one thread of a shared 2-core box; held-out = 200 problems of the
+    benchmark's hash split, greedy, exact:
+      * "a + b", a, b <= 49 (2,000 rows + 240 of the other kinds; the tests' setting): 0.265 and 0.26
+        (seeds 0, 1) after 400 steps, 0.15 at 300; ~210 s of training (0.5 s/step);
+      * the benchmark's own space (+ and -, 0..99; default sft.jsonl): 0.02 after 400 steps and 0.03-0.075
+        from 500 to 1000 (581 s). Arithmetic-only data was no better (0.03 at 300 steps with 3.8k rows,
+        0.035 at 400 with 12k rows); lr 3e-3 was worse (0.015 at 300). The model gets magnitudes right
+        ("18 + 76" -> 103) long before digits; this space needs the `small` profile, not more CPU steps.
+    """
+
+    max_steps: int = 400
+    lr: float = 1e-3
+    batch_size: int = 64
+    max_length: int = 128  # tokens; the longest default rows are 118 (docstring QA); arithmetic rows are 30-31
+    warmup_steps: int = 20
+    lr_scheduler_type: str = "constant_with_warmup"
+    use_lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    # "all-linear" = every Linear except the LM head (peft's shorthand); or explicit names like ("q_proj", "v_proj").
+    lora_target_modules: tuple[str, ...] = ("all-linear",)
+    assistant_only_loss: bool = True
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 1
+    log_every: int = 25
+    # "bucket": every batch holds rows of one `kind` (or one length band when the data has no kind), drawn at
+    # random within it. The default mix is 86% 30-token arithmetic rows plus 58-86-token rows of the other
+    # kinds; a random batch of 64 nearly always holds a long row and pads to it: 2.56x the real tokens.
+    # "group_by_length" (transformers' LengthGroupedSampler) also avoids padding but sorts rows by exact
+    # length, so a batch is e.g. all 1-digit "a - b" problems: the loss swung 1.7 <-> 5.4 between steps and
+    # held-out accuracy was still 0.01 after 400 steps. "random" is plain shuffling.
+    batching: str = "bucket"
+    eval_every: int | None = None  # held-out accuracy every N steps (needs `heldout`); None = before/after only
+    eval_prompts: tuple[str, ...] = DEFAULT_EVAL_PROMPTS
+    eval_max_new_tokens: int = 96  # long enough for a docstring answer to reach eos
+    heldout_max_new_tokens: int = 8  # "-123" + eos is 5 tokens with digits split one per token
+
+    def validate(self) -> SFTStageConfig:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"SFTStageConfig: {msg}")
+
+        for name in ("max_steps", "batch_size", "max_length", "num_threads", "log_every", "lora_r",
+                     "lora_alpha", "eval_max_new_tokens", "heldout_max_new_tokens"):
+            need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        need(self.lr > 0, f"lr={self.lr} must be > 0")
+        need(self.eval_every is None or self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1 or None")
+        need(0 <= self.warmup_steps <= self.max_steps,
+             f"warmup_steps={self.warmup_steps} must be in [0, max_steps={self.max_steps}]")
+        need(0.0 <= self.lora_dropout < 1.0, f"lora_dropout={self.lora_dropout} must be in [0, 1)")
+        need(bool(self.lora_target_modules), "lora_target_modules is empty; use ('all-linear',) or module names")
+        need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
+        need(self.batching in BATCHING, f"batching={self.batching!r} is not one of {BATCHING}")
+        schedulers = ("constant", "constant_with_warmup", "linear", "cosine")
+        need(self.lr_scheduler_type in schedulers,
+             f"lr_scheduler_type={self.lr_scheduler_type!r} is not one of {schedulers}")
+        need(all(isinstance(p, str) and p for p in self.eval_prompts), "eval_prompts must be non-empty strings")
+        return self
+
+
+def _lora_config(cfg: SFTStageConfig) -> Any:
+    from peft import LoraConfig
+
+    targets: str | list[str] = ("all-linear" if cfg.lora_target_modules == ("all-linear",)
+                                else list(cfg.lora_target_modules))
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stage
+
+
+def _with_bucket_sampler(trainer_cls: type, kinds: list[str] | None, seed: int,
+                         log: Callable[[str], None]) -> type:
+    class _Bucketed(trainer_cls):  # type: ignore[misc, valid-type]
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            ds = self.train_dataset
+            keys: list[Any] | None = kinds
+            # SFTTrainer drops rows whose every label is masked (e.g. a reply truncated away); then the kinds
+            # no longer line up with the rows and the token-length bands of the prepared rows are used.
+            if keys is None or len(keys) != len(ds):
+                if keys is not None:
+                    log(f"sft | {len(keys) - len(ds)} rows dropped during preparation; bucketing by length")
+                keys = [length_band(len(ids)) for ids in ds["input_ids"]]
+            return BucketSampler(keys, self.args.per_device_train_batch_size, seed)
+
+    return _Bucketed
+
+
+def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_dir: Path,
+            merged_dir: Path | None = None, log: Callable[[str], None] = print, *,
+            heldout: Sequence[dict] | None = None, val_dataset_path: Path | str | None = None) -> dict[str, Any]:
+    """Fine-tune `base_dir` on the chat dataset; write out_dir (and merged_dir for LoRA); return metadata.
+
+    `dataset_path`: anything `load_chat_dataset` reads (sft.jsonl, parquet, save_to_disk dir, hub id).
+    `heldout`: arithmetic records {"prompt", "answer"} (the benchmark's set) for before/after accuracy; None
+    skips that metric. `val_dataset_path`: sft_val.jsonl for a final val loss; None skips it.
+    `merged_dir`: required with LoRA; with a full fine-tune out_dir is already a plain model and
+    merged_dir must be None.
+    """
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from pipeline_assets.posttrain.data import load_chat_dataset
+
+    cfg.validate()
+    if cfg.use_lora and merged_dir is None:
+        raise ValueError("use_lora=True writes the adapter to out_dir and the merged model to merged_dir; "
+                         "pass merged_dir")
+    if not cfg.use_lora and merged_dir is not None:
+        raise ValueError("merged_dir is for LoRA only (a full fine-tune's out_dir is already a plain model); "
+                         "pass merged_dir=None or set use_lora=True")
+    t_start = time.perf_counter()
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    tok = load_tokenizer(base_dir, need_generation_markers=cfg.assistant_only_loss)
+    args_kw = trl_args(out_dir, max_steps=cfg.max_steps, learning_rate=cfg.lr, batch_size=cfg.batch_size,
+                       seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    model = load_causal_lm(base_dir, cfg.device)
+    train_ds = load_chat_dataset(dataset_path)
+    kinds = list(train_ds["kind"]) if "kind" in train_ds.column_names else None
+    train_ds = train_ds.select_columns(["messages"])
+    val_ds = load_chat_dataset(val_dataset_path).select_columns(["messages"]) if val_dataset_path else None
+
+    before = arithmetic_accuracy(model, tok, heldout, cfg.heldout_max_new_tokens) if heldout else None
+    if before is not None:
+        log(f"sft | held-out arithmetic before: {before['accuracy']:.3f} on {before['n']}")
+
+    history = LossHistory(log=log, every=cfg.log_every, keys=("mean_token_accuracy",))
+    callbacks: list[Any] = [history]
+    if cfg.eval_every and heldout:
+        callbacks.append(HeldoutCurve(tok, heldout, cfg.eval_every, cfg.heldout_max_new_tokens, log))
+    with tempfile.TemporaryDirectory(prefix="sft-trainer-") as scratch:
+        # The trainer saves nothing (save_strategy="no"); its output_dir only receives a model card if asked,
+        # so it points at scratch and out_dir holds exactly the checkpoint.
+        args_kw["output_dir"] = scratch
+        args = SFTConfig(
+            **args_kw, max_length=cfg.max_length, assistant_only_loss=cfg.assistant_only_loss,
+            lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps,
+            include_num_input_tokens_seen="non_padding", per_device_eval_batch_size=cfg.batch_size,
+            train_sampling_strategy="group_by_length" if cfg.batching == "group_by_length" else "random",
+        )
+        trainer_cls = (_with_bucket_sampler(SFTTrainer, kinds, cfg.seed, log) if cfg.batching == "bucket"
+                       else SFTTrainer)
+        trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                              processing_class=tok, callbacks=callbacks,
+                              peft_config=_lora_config(cfg) if cfg.use_lora else None)
+        trainer.remove_callback(PrinterCallback)  # LossHistory logs one line every log_every steps instead
+        trainable, total = trainable_and_total(trainer.model)
+        log(f"sft | {'LoRA' if cfg.use_lora else 'full'} fine-tune | {trainable:,} trainable of {total:,} params | "
+            f"{len(train_ds):,} rows | {cfg.max_steps} steps x {cfg.batch_size}")
+        t_train = time.perf_counter()
+        trainer.train()
+        train_time = time.perf_counter() - t_train
+        tokens_seen = int(trainer.state.num_input_tokens_seen)
+        val_loss = float(trainer.evaluate()["eval_loss"]) if val_ds is not None else None
+
+    model = trainer.model
+    if cfg.use_lora:
+        model.save_pretrained(out_dir)  # adapter only; adapter_config.json names base_dir
+        tok.save_pretrained(out_dir)
+        model = model.merge_and_unload()
+        save_checkpoint(model, tok, Path(merged_dir))  # type: ignore[arg-type]
+    else:
+        save_checkpoint(model, tok, out_dir)
+
+    after = arithmetic_accuracy(model, tok, heldout, cfg.heldout_max_new_tokens) if heldout else None
+    replies = generate_replies(model, tok, list(cfg.eval_prompts), cfg.eval_max_new_tokens)
+    losses = [loss for _, loss in history.loss]
+    meta: dict[str, Any] = {
+        "stage": "sft",
+        "mode": "lora" if cfg.use_lora else "full",
+        "parent_checkpoint": str(base_dir),
+        "dataset": str(dataset_path),
+        "checkpoint_dir": str(out_dir),
+        "merged_dir": str(merged_dir) if merged_dir is not None else None,
+        "steps": int(trainer.state.global_step),
+        "loss_history": history.loss,
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_final": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None,
+        "val_loss": round(val_loss, 4) if val_loss is not None else None,
+        "tokens_seen": tokens_seen,
+        "tokens_per_s": round(tokens_seen / train_time, 1) if train_time > 0 else None,
+        "train_time_s": round(train_time, 2),
+        "trainable_params": trainable,
+        "total_params": total,
+        "heldout_arithmetic_accuracy_before": before["accuracy"] if before else None,
+        "heldout_arithmetic_accuracy": after["accuracy"] if after else None,
+        "heldout_arithmetic_by_kind": after["by_kind"] if after else None,
+        "heldout_curve": callbacks[1].curve if len(callbacks) > 1 else None,
+        "heldout_eos_rate": after["eos_rate"] if after else None,
+        "heldout_samples": after["samples"] if after else [],
+        "chat_format_ok": chat_format_rate(replies),
+        "samples": [{"prompt": p, "completion": text, "stopped_on_eos": stopped}
+                    for p, (text, stopped) in zip(cfg.eval_prompts, replies, strict=True)],
+        "config": asdict(cfg),
+    }
+    meta["wall_time_s"] = round(time.perf_counter() - t_start, 2)
+    write_meta(out_dir, meta)
+    if merged_dir is not None:  # the merged model is what later stages load; its dir carries the lineage too
+        write_meta(Path(merged_dir), meta)
+    log(f"sft | done in {meta['wall_time_s']:.0f}s | loss {meta['train_loss_first']} -> {meta['train_loss_final']}"
+        f" | held-out arithmetic {meta['heldout_arithmetic_accuracy_before']} -> "
+        f"{meta['heldout_arithmetic_accuracy']} | chat_format_ok {meta['chat_format_ok']}")
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from pipeline_assets.evals.benchmarks import load_benchmark
+
+    d = SFTStageConfig()
+    p = argparse.ArgumentParser(description="Supervised fine-tuning with TRL (full or LoRA).")
+    # Paths
+    p.add_argument("--base-dir", type=Path, required=True, help="HF checkpoint dir to fine-tune (models/base)")
+    p.add_argument("--dataset", required=True, help="sft.jsonl, a parquet file, a save_to_disk dir or a hub id")
+    p.add_argument("--val-dataset", default=None, help="optional sft_val.jsonl for a final val loss")
+    p.add_argument("--out-dir", type=Path, required=True, help="model (full) or adapter (LoRA) output dir")
+    p.add_argument("--merged-dir", type=Path, default=None, help="LoRA only: where the merged model goes")
+    p.add_argument("--bench-dir", type=Path, default=None, help="evals/benchmarks dir for held-out accuracy")
+    # Optimization
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="conversations per step")
+    p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per conversation (truncated)")
+    p.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of every weight")
+    p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
+    # Runtime
+    p.add_argument("--device", default=d.device, choices=DEVICES, help="auto = cuda when available")
+    p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=d.seed, help="init, data order and dropout")
+    a = p.parse_args(argv)
+    cfg = SFTStageConfig(max_steps=a.max_steps, lr=a.lr, batch_size=a.batch_size, max_length=a.max_length,
+                         use_lora=a.lora, lora_r=a.lora_r, device=a.device, num_threads=a.num_threads, seed=a.seed)
+    heldout = load_benchmark(a.bench_dir, "arithmetic") if a.bench_dir else None
+    return run_sft(cfg, a.base_dir, a.dataset, a.out_dir, a.merged_dir, heldout=heldout,
+                   val_dataset_path=a.val_dataset)
+
+
+if __name__ == "__main__":
+    main()

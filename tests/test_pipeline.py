@@ -1,0 +1,79 @@
+"""Every post-training stage, eval report, the report card and the release gate, materialized in Dagster.
+
+Steps are cut to the minimum that exercises each stage on the real base model; that each stage really
+moves a model is asserted with full recipes in test_posttrain_*.py and test_evals_reports.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import latest_metadata, run_assets
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from pipeline_assets.lineage import MODEL_STAGES
+
+FAST = {"models/sft": {"max_steps": 60}, "models/grpo": {"max_steps": 6}, "models/reward": {"max_steps": 10},
+        "models/dpo": {"max_steps": 10}, "models/rlhf": {"max_steps": 4}, "models/distilled": {"max_steps": 10},
+        "datasets/ai_feedback": {"reference_checks": 8}}
+POSTTRAIN = "datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences"
+
+
+@pytest.fixture(scope="module")
+def pipeline(pretrained):
+    selection = " or ".join(f'key:"{k}"' for k in POSTTRAIN.split(" or ")) + " or " + " or ".join(
+        f'key:"models/{s.name}" or key:"evals/{s.name}"' for s in MODEL_STAGES if s.name != "base")
+    selection += ' or key:"evals/base" or key:"reports/report_card"'
+    result = run_assets(pretrained, selection, FAST)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    return pretrained
+
+
+def test_every_checkpoint_reloads_with_plain_transformers(pipeline):
+    root = pipeline["root"] / "models"
+    for stage in MODEL_STAGES:
+        path = root / stage.name / "_"
+        cls = AutoModelForSequenceClassification if stage.kind == "reward" else AutoModelForCausalLM
+        model = cls.from_pretrained(path)
+        assert AutoTokenizer.from_pretrained(path).chat_template
+        summary = json.loads((path / "summary.json").read_text()) if stage.name != "base" else {}
+        if stage.parent and stage.name != "quantized":
+            assert summary.get("loss_history"), f"models/{stage.name} recorded no loss curve"
+        assert model is not None
+
+
+def test_stage_relations_hold(pipeline):
+    inst = pipeline["instance"]
+    distilled = latest_metadata(inst, ["models", "distilled"])
+    assert distilled["student_params"] < distilled["teacher_params"]
+    quantized = latest_metadata(inst, ["models", "quantized"])
+    assert quantized["size_bytes_after"] < quantized["size_bytes_before"] and quantized["top1_agreement"] > 0.5
+    feedback = json.loads((pipeline["root"] / "datasets" / "ai_feedback" / "_" / "summary.json").read_text())
+    assert feedback["pairs"] > 0
+    prefs = latest_metadata(inst, ["datasets", "preferences"])
+    assert prefs["train_pairs"] > 0 and prefs["heldout_pairs"] > 0
+
+
+def test_report_card_matches_eval_metadata(pipeline):
+    card = (pipeline["root"] / "reports" / "report_card" / "_" / "report_card.md").read_text()
+    for stage in MODEL_STAGES:
+        assert f"**models/{stage.name}**" in card
+    assert "data:image/png;base64," in card
+    mc = latest_metadata(pipeline["instance"], ["evals", "sft"])["mc_accuracy"]
+    assert f"{mc:.4g}" in card or f"{mc:.4f}" in card
+
+
+def test_release_blocked_by_impossible_budget_and_allowed_by_sane_one(pipeline):
+    impossible = {"min_target_improvement": 10.0}  # every stage must gain 10 on its target metric
+    blocked = run_assets(pipeline, 'key:"release/model"', {"release/model": impossible})
+    assert not blocked.success
+    message = "\n".join(str(e.event_specific_data.error) for e in blocked.all_events if e.is_step_failure)
+    assert "release blocked by gates" in message
+    assert "models/grpo: target arithmetic_accuracy" in message and "(needs > 10 gain" in message
+    assert not (pipeline["root"] / "release" / "model" / "_").exists()
+    lenient = {"regression_budget": 100.0, "metric_budgets": {}, "stage_budgets": {},
+               "min_target_improvement": -1.0, "quantized_max_delta": 100.0}
+    released = run_assets(pipeline, 'key:"release/model"', {"release/model": lenient})
+    assert released.success
+    assert (pipeline["root"] / "release" / "model" / "_" / "config.json").exists()
