@@ -216,14 +216,15 @@ def grpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings
     return _model_result(result, final, [SFT, REASONING], store)
 
 
-@dg.asset(key=DISTILLED, deps=[GRPO, SFT_DATA], group_name="models", code_version="1", kinds={"pytorch"},
+@dg.asset(key=DISTILLED, deps=[GRPO, SFT_DATA, REASONING], group_name="models", code_version="1", kinds={"pytorch"},
           check_specs=_check(DISTILLED))
 def distilled_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                     config: StageOverrides) -> dg.MaterializeResult:
     """A smaller student trained from the GRPO teacher."""
     cfg = overridden(settings.get().distill, config)
     final, result = _train(context, store, lambda work: distill.run_distill(
-        cfg, store.path(GRPO.path), store.path(SFT_DATA.path) / data.SFT_FILE, work, log=context.log.info))
+        cfg, store.path(GRPO.path), store.path(SFT_DATA.path) / data.SFT_FILE, work, log=context.log.info,
+        heldout=data.read_jsonl(store.path(REASONING.path) / data.HELDOUT_FILE)))
     return _model_result(result, final, [GRPO, SFT_DATA], store)
 
 
