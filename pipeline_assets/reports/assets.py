@@ -26,10 +26,13 @@ def _model_summary(store: ArtifactStore, stage: ModelStage) -> dict | None:
     summary = _json(root / "summary.json") or _json(root / "pretrain_summary.json")
     if summary is None:
         return None
+    evals = _json(store.path(stage.eval_key.path) / "eval.json") or {}
+    # Missing keys (not None) let the report card fall back to the stage's eval (params, val bpb).
     return {"stage": f"models/{stage.name}", "parent": f"models/{stage.parent}" if stage.parent else None,
-            "checkpoint_dir": str(root), **{k: summary.get(k) for k in (
+            "checkpoint_dir": str(root), **{k: summary[k] for k in (
                 "num_params", "tokens_seen", "train_loss_first", "train_loss_final", "wall_time_s", "val_bpb",
-                "loss_history", "val_history", "mfu_pct")}}
+                "loss_history", "val_history", "mfu_pct") if summary.get(k) is not None},
+            **({"num_params": evals["num_params"]} if "num_params" not in summary and evals.get("num_params") else {})}
 
 
 def _stage_metrics(store: ArtifactStore, stages: list[ModelStage]) -> dict[str, dict]:
