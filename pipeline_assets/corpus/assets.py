@@ -33,10 +33,6 @@ DECONT = dg.AssetKey(["corpus", "decontaminated_documents"])
 MIXTURE = dg.AssetKey(["corpus", "training_mixture"])
 
 
-def _runner(executor: DatatroveExecutorResource):
-    return lambda pipeline, logging_dir, tasks: executor.run(pipeline, logging_dir, tasks)
-
-
 def materialized_partitions(context: dg.AssetExecutionContext, store: ArtifactStore, key: dg.AssetKey) -> list[str]:
     """Registered sources (oldest first: earlier sources win dedup ties) that have data for ``key``."""
     keys = context.instance.get_dynamic_partitions(sources_partitions.name)
@@ -73,7 +69,7 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
     raw = store.path(RAW.path, context.partition_key)
     final = store.asset_path(context)
     with store.writing(final, fingerprint(raw / "documents", spec.domain, cfg.__dict__)) as work:
-        result = filter_partition(raw, work, spec.domain, cfg, _runner(datatrove))
+        result = filter_partition(raw, work, spec.domain, cfg, datatrove.run)
         (work / "stats_summary.json").write_text(json.dumps(result, indent=2))
     rows = [{"filter": name, "dropped": n, "reasons": ", ".join(f"{k}={v}" for k, v in
                                                                  result["drop_reasons"][name].items())}
@@ -97,7 +93,7 @@ def minhash_signatures(context: dg.AssetExecutionContext, store: ArtifactStore, 
     docs = store.path(FILTERED.path, context.partition_key) / "documents"
     final = store.asset_path(context)
     with store.writing(final, fingerprint(docs, cfg.__dict__)) as work:
-        result = signatures(docs, work, cfg, _runner(datatrove))
+        result = signatures(docs, work, cfg, datatrove.run)
     return dg.MaterializeResult(metadata={**result, "path": path_md(final)})
 
 
@@ -116,7 +112,7 @@ def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, 
     sig_dirs = {p: store.path(SIGNATURES.path, p) for p in parts}
     final = store.asset_path(context)
     with store.writing(final) as work:
-        report = find_duplicates(sig_dirs, work, cfg, _runner(datatrove))
+        report = find_duplicates(sig_dirs, work, cfg, datatrove.run)
         (work / "report.json").write_text(json.dumps(report, indent=2))
     return dg.MaterializeResult(
         metadata={k: (dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v) for k, v in report.items()}
@@ -134,7 +130,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactSto
     clusters = store.path(CLUSTERS.path)
     final = store.asset_path(context)
     with store.writing(final, fingerprint(docs, clusters / "file_index.json", cfg.__dict__)) as work:
-        result = deduplicate_partition(docs, clusters, context.partition_key, work, cfg, _runner(datatrove))
+        result = deduplicate_partition(docs, clusters, context.partition_key, work, cfg, datatrove.run)
     return dg.MaterializeResult(metadata={**result, "path": path_md(final)},
                                 check_results=[checks.unique_ids(DEDUPED, final / "documents")])
 
@@ -150,7 +146,7 @@ def decontaminated_documents(context: dg.AssetExecutionContext, store: ArtifactS
     final = store.asset_path(context)
     with store.writing(final, fingerprint(docs, bench / "manifest.json", cfg.__dict__)) as work:
         ngram_counts = build_index(decontamination_texts(bench), work / "index", cfg)
-        result = decontaminate_partition(docs, work / "index", work, cfg, _runner(datatrove))
+        result = decontaminate_partition(docs, work / "index", work, cfg, datatrove.run)
         (work / "stats_summary.json").write_text(json.dumps(result, indent=2))
     return dg.MaterializeResult(
         metadata={**{k: v for k, v in result.items() if not isinstance(v, dict)},
