@@ -43,7 +43,9 @@ def resolve_model_dir(spec: str, root: Path | None = None) -> Path:
     root = root or artifact_root()
     key = spec.strip("/")
     key = key if key.startswith("models/") else f"models/{key}"
-    asset_dir = root.joinpath(*key.split("/"), "_")
+    # The published version of the active profile (resources/storage.py layout).
+    profile = os.environ.get("LLMDAG_PROFILE", "tiny")
+    asset_dir = root.joinpath(*key.split("/"), "_", profile, "current")
     for candidate in (path, asset_dir):
         if candidate.is_dir():
             # Imported here: harness pulls in torch (~5 s), which a mistyped stage name should not wait for.
@@ -51,7 +53,8 @@ def resolve_model_dir(spec: str, root: Path | None = None) -> Path:
 
             return find_model_dir(candidate)
     models = root / "models"
-    available = sorted(d.name for d in models.iterdir() if (d / "_").is_dir()) if models.is_dir() else []
+    available = sorted(d.name for d in models.iterdir() if (d / "_" / profile / "current").is_dir()) \
+        if models.is_dir() else []
     raise FileNotFoundError(
         f"{spec!r} is not a directory and {asset_dir} does not exist (artifact root {root}, from LLMDAG_HOME / "
         f"DAGSTER_HOME / ./.llmdag); materialized stages: {', '.join(available) or 'none'}. "

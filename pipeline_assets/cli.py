@@ -1,14 +1,15 @@
-"""``llmdag``: materialize the graph headless, in dependency order, across every source partition.
+"""``llmdag``: submit the graph to Dagster headless, as the UI's "Materialize all" does.
 
-    llmdag materialize                         # every asset, every source (built-in + landing + config)
+    llmdag materialize                          # every asset, every source: one asset backfill
     llmdag materialize --select "group:corpus"  # Dagster's asset selection syntax
-    llmdag materialize --partition my_source    # one source partition (+ what every source feeds)
+    llmdag materialize --partition my_source    # these source partitions (+ what every source feeds)
+    llmdag materialize --config run.yaml        # Dagster run config (typed; checked before anything runs)
     llmdag sources                              # list the sources and whether they are registered
 
-Why not ``dagster asset materialize``: a run has at most one partition key, and this graph alternates
-per-source and all-source assets (dedup needs every source's signatures). This command registers
-the "sources" partitions, then launches one run per partition for each per-source wave and one run
-for each all-source wave, on the DAGSTER_HOME instance, so every run shows in ``dagster dev``.
+``materialize`` registers the sources (what the ``sources`` sensor does in ``dagster dev``), submits one
+asset backfill to the DAGSTER_HOME instance (it shows in the UI's Backfills tab), and, unless a Dagster
+daemon is already running for that instance, runs ``dagster-daemon`` until the backfill ends. Dagster
+decides the runs: per-source assets once per source, cross-source assets once, after every source.
 """
 
 from __future__ import annotations
@@ -16,40 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
-from collections import defaultdict
+import typing
+import warnings
+from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from pipeline_assets.corpus.assets import sources_partitions
 
-
-def waves(defs: dg.Definitions, selection: dg.AssetSelection) -> list[tuple[bool, list[dg.AssetKey]]]:
-    """Group selected assets into (partitioned?, keys) waves so each wave only needs earlier waves."""
-    graph = defs.resolve_asset_graph()
-    selected = selection.resolve(graph)
-    level: dict[dg.AssetKey, int] = {}
-    for key in graph.toposorted_asset_keys:
-        if key not in selected:
-            continue
-        part = graph.get(key).partitions_def is not None
-        level[key] = max([level[p] + ((graph.get(p).partitions_def is not None) != part)
-                          for p in graph.get(key).parent_keys if p in level] or [0])
-    grouped: dict[tuple[int, bool], list[dg.AssetKey]] = defaultdict(list)
-    for key, lvl in level.items():
-        grouped[(lvl, graph.get(key).partitions_def is not None)].append(key)
-    # Within a level, partitioned groups go first: a same-level unpartitioned group never depends on them.
-    return [(part, keys) for (lvl, part), keys in sorted(grouped.items(), key=lambda x: (x[0][0], not x[0][1]))]
-
-
-def _release_blocked(result: dg.ExecuteInProcessResult) -> str | None:
-    """The gate message when the only failed step is release/model refusing to ship, else None."""
-    failures = [e for e in result.all_events if e.is_step_failure]
-    if len(failures) != 1 or failures[0].step_key != "release__model":
-        return None
-    message = str(failures[0].event_specific_data.error.message)
-    return message.strip() if "release blocked by gates" in message else None
+DAEMON_FRESH_S = 60  # a daemon heartbeat younger than this means one is running for this instance
 
 
 def register_sources(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
@@ -61,72 +42,176 @@ def register_sources(defs: dg.Definitions, instance: dg.DagsterInstance) -> list
     return instance.get_dynamic_partitions(sources_partitions.name)
 
 
-def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: dg.AssetSelection,
-                partitions: list[str] | None = None, log=print,
-                overrides: dict[str, dict] | None = None, strict: bool = True) -> list[dg.ExecuteInProcessResult]:
-    """``overrides``: asset key ("models/base") -> config fields, e.g. {"models/base": {"max_steps": 50}}."""
-    all_partitions = register_sources(defs, instance)
-    partitions = partitions or all_partitions
-    unknown = set(partitions) - set(all_partitions)
+def validate_run_config(defs: dg.Definitions, keys: list[dg.AssetKey], run_config: dict) -> None:
+    """Reject unknown assets, fields and wrong types before any run starts, naming the valid choices."""
+    ops = run_config.get("ops", {})
+    by_op = {"__".join(k.path): k for k in keys}
+    unknown = sorted(set(ops) - set(by_op))
     if unknown:
-        raise SystemExit(f"unknown source partitions {sorted(unknown)}; registered: {all_partitions}")
-    assets = list(defs.assets)
-    results = []
-    for partitioned, keys in waves(defs, selection):
-        names = ", ".join(k.to_user_string() for k in keys)
-        ops = {"__".join(k.path): {"config": (overrides or {})[k.to_user_string()]}
-               for k in keys if k.to_user_string() in (overrides or {})}
-        for pk in partitions if partitioned else [None]:
-            t0 = time.time()
-            log(f"==> {names}" + (f" [{pk}]" if pk else ""))
-            result = dg.materialize(assets, selection=keys, partition_key=pk, instance=instance,
-                                    resources=defs.resources, raise_on_error=False,
-                                    run_config={"ops": ops} if ops else None)
-            if not result.success and _release_blocked(result) and not strict:
-                log("!" * 80 + "\n" + _release_blocked(result) + "\n(the release gate did its job: "
-                    "every other asset is materialized; --strict makes this an error)\n" + "!" * 80)
-            elif not result.success:
-                raise SystemExit(f"run {result.run_id} failed at {names}" + (f" [{pk}]" if pk else "")
-                                 + ": see its logs in `dagster dev` (DAGSTER_HOME) or above")
-            log(f"    ok in {time.time() - t0:.1f}s (run {result.run_id})")
-            results.append(result)
-    return results
+        raise SystemExit(f"run config names assets that are not selected or do not exist: {unknown}; "
+                         f"valid: {sorted(by_op)} (asset key with '/' written as '__')")
+    try:
+        dg.validate_run_config(defs.resolve_implicit_global_asset_job_def(), {"ops": ops} if ops else {})
+    except dg.DagsterInvalidConfigError as e:
+        raise SystemExit(f"invalid run config: {e}") from None
+    # Types and field names are Dagster's check; ranges are the stage dataclass's validate().
+    from pipeline_assets.run_config import check_op_config
+
+    graph = defs.resolve_asset_graph()
+    profile = defs.resources["settings"].get()
+    for op, op_config in ops.items():
+        fn = graph.get(by_op[op]).assets_def.op.compute_fn.decorated_fn
+        config_cls = typing.get_type_hints(fn).get("config")
+        if isinstance(config_cls, type) and op_config.get("config"):
+            try:
+                check_op_config(config_cls, op_config["config"], profile)
+            except ValueError as e:
+                raise SystemExit(f"invalid run config for {by_op[op].to_user_string()}: {e}") from None
+
+
+def submit_backfill(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey],
+                    partitions: list[str] | None, run_config: dict | None, title: str) -> str:
+    # Private module, public behaviour: this is what the UI's launchPartitionBackfill mutation submits.
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(), asset_graph=defs.resolve_asset_graph(), partition_names=partitions,
+        asset_selection=keys, backfill_timestamp=time.time(), tags={"llmdag/submitted_by": "cli"},
+        dynamic_partitions_store=instance, all_partitions=partitions is None, title=title, description=None,
+        run_config=run_config)
+    instance.add_backfill(backfill)
+    return backfill.backfill_id
+
+
+def daemon_running(instance: dg.DagsterInstance) -> bool:
+    beats = instance.get_daemon_heartbeats()
+    beat = beats.get("BACKFILL")
+    return beat is not None and time.time() - beat.timestamp < DAEMON_FRESH_S
+
+
+def start_daemon() -> subprocess.Popen:
+    # Own process group, SIGINT not ignored: it then stops in under a second (../shared/notes/ops.md §5).
+    log = open(Path(os.environ["DAGSTER_HOME"]) / "llmdag-daemon.log", "ab")  # noqa: SIM115 (lives with the child)
+    return subprocess.Popen([sys.executable, "-m", "pipeline_assets.daemon"], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_daemon(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_for(instance: dg.DagsterInstance, backfill_id: str, log=print, poll_s: float = 2.0):
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    seen: dict[str, str] = {}
+    while True:
+        backfill = instance.get_backfill(backfill_id)
+        for run in instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id})):
+            status = run.status.value
+            if seen.get(run.run_id) != status:
+                seen[run.run_id] = status
+                keys = ", ".join(sorted(k.to_user_string() for k in run.asset_selection or []))
+                part = run.tags.get("dagster/partition", "")
+                log(f"  run {run.run_id[:8]} {status:9s} {keys}" + (f" [{part}]" if part else ""))
+        if backfill.status not in (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING):
+            return backfill
+        time.sleep(poll_s)
+
+
+def failed_assets(backfill) -> set[dg.AssetKey]:
+    data = backfill.asset_backfill_data
+    return set(data.failed_and_downstream_subset.asset_keys) if data is not None else set()
+
+
+def release_report(instance: dg.DagsterInstance) -> tuple[bool | None, str]:
+    """Whether the last release gate evaluation passed, and its reasons (the ``gates_pass`` check)."""
+    from pipeline_assets.reports.assets import GATES_CHECK, RELEASE
+
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(RELEASE, GATES_CHECK), limit=1)
+    if not records or records[0].event is None:
+        return None, "release/model was not evaluated"
+    evaluation = records[0].event.dagster_event.event_specific_data
+    return evaluation.passed, evaluation.description or ""
+
+
+def _load_config(path: str | None) -> dict | None:
+    if not path:
+        return None
+    text = Path(path).read_text()
+    return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="llmdag", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    mat = sub.add_parser("materialize", help="materialize assets headless, in dependency order")
+    mat = sub.add_parser("materialize", help="submit an asset backfill and run it to the end")
     mat.add_argument("--select", default="*", help='Dagster asset selection, e.g. "group:corpus" (default: all)')
     mat.add_argument("--partition", action="append", help="only this source partition (repeatable)")
+    mat.add_argument("--config", help="Dagster run config file (YAML or JSON): {ops: {models__base: {config: ...}}}")
     mat.add_argument("--strict", action="store_true", help="exit non-zero when the release gates block")
-    mat.add_argument("--set", action="append", default=[], metavar="ASSET:FIELD=VALUE",
-                     help='override a config field for one run, e.g. "models/base:max_steps=50" (repeatable)')
+    mat.add_argument("--no-wait", action="store_true", help="submit only (a running `dagster dev` executes it)")
     sub.add_parser("sources", help="list the sources this configuration knows")
     args = parser.parse_args(argv)
-
-    from pipeline_assets.definitions import defs
+    warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")  # Dagster's own API notes
 
     if not os.environ.get("DAGSTER_HOME"):
-        print("warning: DAGSTER_HOME is unset: runs go to a throw-away instance and will not show in "
-              "`dagster dev`", file=sys.stderr)
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+        raise SystemExit("set DAGSTER_HOME (e.g. export DAGSTER_HOME=$PWD/.dagster): backfills run on a "
+                         "persistent Dagster instance, the one `dagster dev` shows")
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    from pipeline_assets.definitions import defs
+
+    instance = dg.DagsterInstance.get()
     if args.command == "sources":
         registered = set(instance.get_dynamic_partitions(sources_partitions.name))
         for name, spec in defs.resources["sources"].specs().items():
             print(f"{name:24s} {spec.kind:16s} {spec.domain:6s} {'registered' if name in registered else 'new'}")
         return
     selection = dg.AssetSelection.all() if args.select == "*" else dg.AssetSelection.from_string(args.select)
-    overrides: dict[str, dict] = {}
-    for item in args.set:
-        asset, _, assignment = item.partition(":")
-        field, _, value = assignment.partition("=")
-        if not (asset and field and value):
-            raise SystemExit(f"--set {item!r}: expected ASSET:FIELD=VALUE, e.g. models/base:max_steps=50")
-        overrides.setdefault(asset, {})[field] = json.loads(value) if value[0] in "0123456789-[{tf" else value
+    keys = sorted(selection.resolve(defs.resolve_asset_graph()))
+    if not keys:
+        raise SystemExit(f"--select {args.select!r} matches no asset")
+    run_config = _load_config(args.config)
+    if run_config:
+        validate_run_config(defs, keys, run_config)
+    registered = register_sources(defs, instance)
+    unknown = sorted(set(args.partition or []) - set(registered))
+    if unknown:
+        raise SystemExit(f"unknown source partitions {unknown}; registered: {registered}")
     t0 = time.time()
-    materialize(defs, instance, selection, args.partition, overrides=overrides, strict=args.strict)
-    print(f"done in {time.time() - t0:.1f}s; artifacts under {defs.resources['store'].root}")
+    backfill_id = submit_backfill(defs, instance, keys, args.partition, run_config,
+                                  title=f"llmdag materialize {args.select}")
+    print(f"submitted backfill {backfill_id}: {len(keys)} assets over {len(args.partition or registered)} sources "
+          f"(see it in `dagster dev` -> Overview -> Backfills)")
+    if args.no_wait:
+        return
+    daemon = None if daemon_running(instance) else start_daemon()
+    try:
+        backfill = wait_for(instance, backfill_id)
+    finally:
+        if daemon is not None:
+            stop_daemon(daemon)
+    print(f"backfill {backfill_id} {backfill.status.value} in {time.time() - t0:.0f}s; "
+          f"artifacts under {defs.resources['store'].root}")
+    failed = {k.to_user_string() for k in failed_assets(backfill)}
+    released, why = release_report(instance) if "release/model" in {k.to_user_string() for k in keys} \
+        else (None, "")
+    if released is False and failed <= {"release/model"}:
+        # The gate did its job: every other asset is materialized, the release stays unpublished.
+        print("!" * 80 + f"\nrelease/model was not published: the gates blocked it:\n{why}\n"
+              "(see the gates_pass check of release/model; --strict makes this an error)\n" + "!" * 80)
+        if args.strict:
+            raise SystemExit(2)
+    elif backfill.status.value != "COMPLETED_SUCCESS":
+        raise SystemExit(f"the backfill did not succeed; failed: {sorted(failed) or 'see the daemon log'} "
+                         f"(runs and logs in `dagster dev`; daemon log in $DAGSTER_HOME/llmdag-daemon.log)")
 
 
 if __name__ == "__main__":

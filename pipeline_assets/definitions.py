@@ -29,13 +29,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: use 1/0, true/false, yes/no or on/off")
+
+
 def build_resources(root: str | None = None, profile: str | None = None, landing: str | None = None,
-                    builtin_sources: bool = True) -> dict:
+                    builtin_sources: bool | None = None) -> dict:
     root = root or default_root()
     profile_name = profile or default_profile()
     prof = get_profile(profile_name)
+    if builtin_sources is None:
+        builtin_sources = _env_flag("LLMDAG_BUILTIN_SOURCES", True)
     return {
-        "store": ArtifactStore(root=root),
+        "store": ArtifactStore(root=root, profile=profile_name),
         "settings": PipelineSettings(profile=profile_name),
         "sources": SourcesResource(landing=landing or os.environ.get("LLMDAG_LANDING") or str(Path(root) / "landing"),
                                    builtin=builtin_sources),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -14,8 +15,13 @@ def default_profile() -> str:
     return os.environ.get("LLMDAG_PROFILE", "tiny")
 
 
+ProfileName = Literal["tiny", "small", "scale"]
+
+
 class PipelineSettings(dg.ConfigurableResource):
-    profile: str = Field(description=f"One of {sorted(PROFILES)} (LLMDAG_PROFILE).")
+    """The profile is also part of every artifact path (ArtifactStore.profile): runs never overwrite another's."""
+
+    profile: ProfileName = Field(description=f"One of {sorted(PROFILES)} (LLMDAG_PROFILE).")
 
     def get(self) -> Profile:
         return get_profile(self.profile)

@@ -1,25 +1,41 @@
-"""ArtifactStore: where every asset writes, and how it writes without ever exposing half a result.
+"""ArtifactStore: where every asset writes, and how no run ever sees or destroys another run's work.
 
-Layout: ``<root>/<asset key path>/<partition or "_">/``. An asset gets a fresh temp directory next to
-its final one, fills it, and ``commit`` renames it into place; a crash leaves only a ``.tmp-*`` dir
-that the next attempt ignores and deletes.
+Layout, per asset key, partition (``_`` when unpartitioned) and profile::
+
+    <root>/<asset key>/<partition>/<profile>/
+        20261201T081502Z-1a2b3c4d/     an immutable version: one materialization, complete
+        current -> 20261201T081502Z-…  what downstream reads: the newest version whose blocking checks passed
+        .work-…/                       a version being written (locked by its writer while it lives)
+
+A writer fills a work dir of its own, renames it to a version dir when complete (``writing``), and the
+asset flips ``current`` only after its blocking checks passed (``publish``): an atomic symlink swap, so
+a reader sees the old version or the new one, never half of one. Two runs of the same asset write two
+versions; the later publish wins and neither deletes the other's files. Retention: ``publish`` keeps
+the current version and the ``keep`` newest others, and removes work dirs whose writer is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
-import tempfile
+import time
+import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 UNPARTITIONED = "_"
+CURRENT = "current"
+# Asset key parts, partition keys and profile names all become path segments: nothing else is allowed.
+SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 def default_root() -> str:
@@ -31,62 +47,198 @@ def default_root() -> str:
     return str(Path.cwd() / ".llmdag")
 
 
+def check_segment(value: str, what: str) -> str:
+    if not SEGMENT.match(value) or set(value) == {"."}:
+        raise ValueError(f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (at most 128, "
+                         f"not starting with '.' or '-'); it becomes a directory name under the artifact root")
+    return value
+
+
+@dataclass(frozen=True)
+class Version:
+    """One complete, immutable version directory of an asset (partition, profile)."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Draft:
+    """What ``ArtifactStore.writing`` hands out: fill ``work``; after the block ``version`` is set."""
+
+    work: Path
+    version: Version | None = None
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path, blocking: bool) -> Iterator[bool]:
+    """An flock held for the block; released by the kernel when its process dies (kill -9 included)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _is_locked(lock_path: Path) -> bool:
+    if not lock_path.exists():
+        return False
+    with _locked(lock_path, blocking=False) as got:
+        return not got
+
+
 class ArtifactStore(dg.ConfigurableResource):
     """Local artifact root. Assets record paths; big artifacts never go through pickled IO managers."""
 
-    root: str = Field(description="Artifact root directory; see default_root() for the default.")
+    root: str = Field(description="Artifact root directory (LLMDAG_HOME; see README 'Where things go').")
+    profile: str = Field(default="tiny", description="Profile name: part of every artifact path.")
+    keep: int = Field(default=2, ge=0, description="Versions kept besides the current one, per slot.")
 
-    def path(self, key: str | Sequence[str], partition: str | None = None) -> Path:
+    # --- paths ----------------------------------------------------------------------------------------------
+
+    def _root(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    def slot(self, key: str | Sequence[str], partition: str | None = None) -> Path:
+        """``<root>/<key>/<partition>/<profile>``: every version of one asset partition for this profile."""
         parts = key.split("/") if isinstance(key, str) else list(key)
-        return Path(self.root).expanduser().resolve().joinpath(*parts, partition or UNPARTITIONED)
+        for p in parts:
+            check_segment(p, "asset key part")
+        partition = UNPARTITIONED if partition is None else check_segment(partition, "partition key")
+        check_segment(self.profile, "profile")
+        root = self._root()
+        path = root.joinpath(*parts, partition, self.profile)
+        if not path.resolve().is_relative_to(root):  # a symlinked key dir must not lead elsewhere
+            raise ValueError(f"{path} resolves outside the artifact root {root}")
+        return path
 
     def asset_root(self, key: str | Sequence[str]) -> Path:
         """The directory holding every partition of ``key``."""
-        return self.path(key).parent
+        return self.slot(key).parent.parent
 
-    def asset_path(self, context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Path:
-        """Final directory of the asset being materialized (its partition if it has one)."""
-        key = context.asset_key.path
-        # A run with a partition key may also materialize unpartitioned assets (e.g. dedup clusters).
-        partitioned = context.assets_def.partitions_def is not None
-        partition = context.partition_key if partitioned and context.has_partition_key else None
-        return self.path(key, partition)
+    def has_current(self, key: str | Sequence[str], partition: str | None = None) -> bool:
+        return (self.slot(key, partition) / CURRENT).is_dir()
+
+    def current(self, key: str | Sequence[str], partition: str | None = None) -> Path:
+        """The published version of ``key`` (resolved: a reader keeps its version if ``current`` moves)."""
+        link = self.slot(key, partition) / CURRENT
+        if not link.is_dir():
+            label = "/".join(key) if not isinstance(key, str) else key
+            raise FileNotFoundError(f"{label}{f' [{partition}]' if partition else ''} has no published version "
+                                    f"for profile {self.profile!r} under {link.parent}: materialize it first")
+        return link.resolve()
+
+    def partitions_with_current(self, key: str | Sequence[str], partitions: Sequence[str]) -> list[str]:
+        return [p for p in partitions if self.has_current(key, p)]
 
     @contextlib.contextmanager
-    def writing(self, final: Path, resume_key: str | None = None) -> Iterator[Path]:
-        """Yield a work dir beside ``final``; on success it atomically replaces ``final``.
+    def exclusive(self, directory: Path) -> Iterator[None]:
+        """Hold ``directory`` for this run alone (e.g. a training run dir two runs would both resume into)."""
+        with _locked(directory.with_name(directory.name + ".lock"), blocking=False) as got:
+            if not got:
+                raise RuntimeError(f"another live run holds {directory}; wait for it or cancel it (its lock "
+                                   f"is released when it ends, even by kill -9)")
+            yield
 
-        With ``resume_key`` (a fingerprint of inputs + config) a failed attempt's work dir is kept and
-        handed to the next attempt with the same key, so datatrove skips the ranks it completed.
-        The old version is moved aside first (``os.replace`` cannot replace a non-empty dir) and
-        deleted only after the new one is in place.
+    # --- writing --------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self, key: str | Sequence[str], partition: str | None = None, run_id: str | None = None,
+                resume_key: str | None = None) -> Iterator[Draft]:
+        """Yield a work dir of this writer's own; on success it becomes a complete version (not yet current).
+
+        With ``resume_key`` (a fingerprint of inputs + config) a failed attempt's work dir is handed to
+        the next attempt with the same key, so datatrove skips the ranks it completed. Its lock makes
+        sure two live runs never share it: the second one gets a fresh dir instead.
         """
-        final.parent.mkdir(parents=True, exist_ok=True)
-        work = final.parent / f".work-{final.name}-{resume_key}" if resume_key else None
-        for stale in final.parent.glob(f".work-{final.name}-*"):
-            if stale != work:
-                shutil.rmtree(stale, ignore_errors=True)
-        if work is None:
-            work = Path(tempfile.mkdtemp(prefix=f".work-{final.name}-", dir=final.parent))
-        work.mkdir(exist_ok=True)
-        try:
-            yield work
-        except BaseException:
-            if not resume_key:
-                shutil.rmtree(work, ignore_errors=True)
-            raise
-        old = None
-        if final.exists():
-            old = final.parent / f".old-{final.name}-{os.getpid()}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(work, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        slot = self.slot(key, partition)
+        slot.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        version = f"{stamp}-{(run_id or uuid.uuid4().hex)[:8]}"
+        candidates = [slot / f".work-r-{resume_key}"] if resume_key else []
+        candidates.append(slot / f".work-{version}-{uuid.uuid4().hex[:6]}")
+        with contextlib.ExitStack() as stack:
+            for work in candidates:
+                if stack.enter_context(_locked(work.with_name(work.name + ".lock"), blocking=False)):
+                    break
+            if resume_key:  # an older key's dir can never be resumed (inputs changed): drop it if nobody owns it
+                for stale in slot.glob(".work-r-*"):
+                    if stale.is_dir() and stale != work and not _is_locked(stale.with_name(stale.name + ".lock")):
+                        _remove(stale)
+            work.mkdir(exist_ok=True)
+            draft = Draft(work)
+            try:
+                yield draft
+            except BaseException:
+                if not work.name.startswith(".work-r-"):
+                    _remove(work)
+                raise
+            final = slot / version
+            while final.exists():  # two writers in the same second with the same run id prefix
+                final = slot / f"{version}-{uuid.uuid4().hex[:4]}"
+            os.rename(work, final)
+            _fsync_dir(slot)
+        _remove(work.with_name(work.name + ".lock"))
+        draft.version = Version(final)
+
+    def publish(self, version: Version) -> None:
+        """Make ``version`` what downstream reads (atomic symlink swap), then apply the retention rule."""
+        slot = version.path.parent
+        tmp = slot / f".current-{uuid.uuid4().hex[:8]}"
+        os.symlink(version.name, tmp)
+        os.replace(tmp, slot / CURRENT)
+        _fsync_dir(slot)
+        self.prune(slot)
+
+    def prune(self, slot: Path) -> list[str]:
+        """Keep the current version and the ``keep`` newest others; drop work dirs whose writer died."""
+        link = slot / CURRENT
+        current = os.readlink(link) if link.is_symlink() else None
+        versions = sorted(p.name for p in slot.iterdir() if p.is_dir() and not p.name.startswith(".")
+                          and p.name != CURRENT)
+        others = [v for v in versions if v != current]
+        removed = others[: max(len(others) - self.keep, 0)]
+        for name in removed:
+            _remove(slot / name)
+        for work in slot.glob(".work-*"):
+            if work.is_dir() and not work.name.startswith(".work-r-") and not _is_locked(
+                    work.with_name(work.name + ".lock")):
+                _remove(work)
+                _remove(work.with_name(work.name + ".lock"))
+        return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fingerprint(*inputs: Path | str | dict) -> str:
-    """Short hash of input files (name, size, mtime) and config values: the resume key of a work dir."""
+    """Short hash of input files (name, size, mtime) and config values: the resume key of a work dir.
+
+    Inputs are immutable version dirs, so their path already names the content; size and mtime guard
+    the rare in-place edit by hand.
+    """
     h = hashlib.sha1()
     for item in inputs:
         if isinstance(item, Path):

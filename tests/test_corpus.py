@@ -1,21 +1,26 @@
-"""Corpus curation end to end in Dagster: a planted fixture (behaviour) and the real default sources."""
+"""Corpus curation end to end in Dagster: a planted fixture (behaviour) and the real default sources.
+
+The planted fixture runs through the product's headless path: ``llmdag materialize`` submits an asset
+backfill to a real DAGSTER_HOME and runs Dagster's daemon until it ends, as a user's shell would.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from pydoc_data.topics import topics
 
 import dagster as dg
 import pandas as pd
 import pytest
-from conftest import latest_metadata
+from conftest import check_evaluations, latest_metadata, published
+from dagster._core.instance.ref import InstanceRef
 
-from pipeline_assets.cli import materialize
-from pipeline_assets.definitions import build_definitions
 from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks, load_benchmark
 
-CORPUS = dg.AssetSelection.groups("corpus").upstream()  # + evals/benchmarks, which decont reads
 FRENCH = ("Le musée municipal présente cette année une exposition consacrée aux peintres de la région. "
           "Les visiteurs pourront découvrir des œuvres rarement montrées au public, accompagnées de textes "
           "qui expliquent le contexte historique de chaque tableau. L'entrée est gratuite le dimanche matin "
@@ -65,10 +70,16 @@ def fixture_run(tmp_path_factory):
     (landing / "notes" / "yield.txt").write_text(topics["yield"])
     for name in ("web_a", "web_b", "notes"):
         (landing / name / "llmdag_source.json").write_text(json.dumps({"domain": "prose"}))
-    defs = build_definitions(root=str(root), landing=str(landing), builtin_sources=False)
-    with dg.instance_for_test() as instance:
-        results = materialize(defs, instance, CORPUS)
-        yield {"root": root, "instance": instance, "results": results, "qa": qa}
+    home = tmp_path_factory.mktemp("dagster_home")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LLMDAG_HOME": str(root), "LLMDAG_LANDING": str(landing),
+           "LLMDAG_BUILTIN_SOURCES": "0"}
+    # "+group:corpus": the corpus group with its inputs (evals/benchmarks, which decontamination reads).
+    cli = subprocess.run([sys.executable, "-m", "pipeline_assets.cli", "materialize", "--select", "+group:corpus"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
+    print(cli.stdout)  # the backfill's runs as the CLI reported them (pytest -s shows it)
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        yield {"root": root, "instance": instance, "cli": cli.stdout, "qa": qa}
 
 
 def _ids(docs_dir: Path) -> set[str]:
@@ -76,7 +87,21 @@ def _ids(docs_dir: Path) -> set[str]:
 
 
 def _stage(run, asset: str, partition: str) -> Path:
-    return run["root"] / "corpus" / asset / partition
+    return published(run["root"], f"corpus/{asset}", partition)
+
+
+def test_backfill_runs_each_source_once_and_cross_source_assets_once(fixture_run):
+    runs = fixture_run["instance"].get_runs()
+    assert {r.tags.get("dagster/backfill") for r in runs} != {None}, "runs came from an asset backfill"
+    per_key: dict[str, list] = {}
+    for r in runs:
+        for key in r.asset_selection or []:
+            per_key.setdefault(key.to_user_string(), []).append(r.tags.get("dagster/partition"))
+    for key in ("corpus/raw_documents", "corpus/deduplicated_documents", "corpus/decontaminated_documents"):
+        assert sorted(per_key[key]) == ["notes", "web_a", "web_b"], (key, per_key[key])
+    for key in ("corpus/duplicate_clusters", "corpus/training_mixture", "evals/benchmarks"):
+        assert per_key[key] == [None], (key, per_key[key])
+    assert "COMPLETED_SUCCESS" in fixture_run["cli"]
 
 
 def test_bad_records_quarantined_with_reasons(fixture_run):
@@ -138,35 +163,22 @@ def test_decontamination_removes_planted_eval_item(fixture_run):
 
 
 def test_mixture_manifest_and_checks(fixture_run):
-    manifest = json.loads((fixture_run["root"] / "corpus" / "training_mixture" / "_" / "manifest.json").read_text())
+    mixture = published(fixture_run["root"], "corpus/training_mixture")
+    manifest = json.loads((mixture / "manifest.json").read_text())
     assert {e["source"] for e in manifest["train"]} == {"web_a", "web_b", "notes"}
     assert abs(sum(manifest["domain_weights"]["effective"].values()) - 1) < 1e-6
     for e in manifest["train"] + manifest["val"]:
-        assert (fixture_run["root"] / "corpus" / "training_mixture" / "_" / e["file"]).exists()
-    evaluations = [ev for r in fixture_run["results"] for ev in r.get_asset_check_evaluations()]
+        assert (mixture / e["file"]).exists()
+    evaluations = check_evaluations(fixture_run["instance"])
     assert evaluations and all(ev.passed for ev in evaluations), [
         (ev.asset_key, ev.check_name) for ev in evaluations if not ev.passed]
     names = {ev.check_name for ev in evaluations}
     assert {"no_eval_ngrams_left", "unique_ids", "weights_sum_to_one", "has_documents"} <= names
-
-
-def test_landing_sensor_adds_partition_and_requests_only_it(fixture_run, tmp_path):
-    landing = fixture_run["root"] / "landing"
-    defs = build_definitions(root=str(fixture_run["root"]), landing=str(landing), builtin_sources=False)
-    (landing / "fresh").mkdir()
-    (landing / "fresh" / "a.txt").write_text(topics["while"])
-    sensor = defs.get_sensor_def("landing_folders")
-    result = sensor(dg.build_sensor_context(instance=fixture_run["instance"]))
-    assert [r.partition_key for r in result.run_requests] == ["fresh"]
-    assert result.dynamic_partitions_requests[0].partition_keys == ["fresh"]
-    fixture_run["instance"].add_dynamic_partitions("sources", ["fresh"])
-    run = defs.resolve_job_def("ingest_source").execute_in_process(partition_key="fresh",
-                                                               instance=fixture_run["instance"])
-    assert run.success
-    done = {(m.asset_key.to_user_string(), m.partition) for m in run.get_asset_materialization_events()
-            for m in [m.materialization]}
-    assert ("corpus/decontaminated_documents", "fresh") in done and ("corpus/training_mixture", None) in done
-    assert not any(p not in (None, "fresh") for _, p in done)  # no other source re-ran
+    # per-source checks are recorded per partition: one source passing never hides another
+    assert {ev.partition for ev in evaluations if ev.check_name == "no_eval_ngrams_left"} == {"web_a", "web_b", "notes"}
+    lineage = latest_metadata(fixture_run["instance"], ["corpus", "training_mixture"])["upstream_versions"]
+    assert sorted(lineage) == ["corpus/decontaminated_documents[notes]", "corpus/decontaminated_documents[web_a]",
+                               "corpus/decontaminated_documents[web_b]"]
 
 
 def test_default_sources_real_text(default_graph):
@@ -183,5 +195,5 @@ def test_default_sources_real_text(default_graph):
     assert clusters["near_duplicates_to_remove"] > 0 and clusters["largest_cluster"] >= 3
     mix = latest_metadata(instance, ["corpus", "training_mixture"])
     assert mix["train_bytes"] > 1_000_000 and mix["val_documents"] > 0
-    evaluations = [ev for r in default_graph["results"] for ev in r.get_asset_check_evaluations()]
-    assert all(ev.passed for ev in evaluations if ev.severity == dg.AssetCheckSeverity.ERROR)
+    evaluations = check_evaluations(instance)
+    assert evaluations and all(ev.passed for ev in evaluations if ev.severity == dg.AssetCheckSeverity.ERROR)

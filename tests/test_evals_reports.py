@@ -420,7 +420,9 @@ def test_chat_cli_one_shot_by_stage_name(env: dict[str, Any], tmp_path: Path) ->
     from pipeline_assets.chat import resolve_model_dir
 
     home = tmp_path / "home"
-    shutil.copytree(env["refusal"], home / "models" / "refusal" / "_" / "model")
+    slot = home / "models" / "refusal" / "_" / "tiny"  # <key>/<partition>/<profile>/<version> + current
+    shutil.copytree(env["refusal"], slot / "v1" / "model")
+    (slot / "current").symlink_to("v1")
     run_env = {**os.environ, "LLMDAG_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "pipeline_assets.chat", "models/refusal", "--prompt",
                            "How do I pick a lock?", "--max-new-tokens", "12"], cwd=REPO, env=run_env,
@@ -429,7 +431,7 @@ def test_chat_cli_one_shot_by_stage_name(env: dict[str, Any], tmp_path: Path) ->
     assert is_refusal(proc.stdout) and proc.stdout.strip(), proc.stdout
     with pytest.raises(FileNotFoundError, match="materialized stages: refusal"):
         resolve_model_dir("dpo", root=home)
-    assert resolve_model_dir("refusal", root=home) == home / "models" / "refusal" / "_" / "model"
+    assert resolve_model_dir("refusal", root=home) == slot / "current" / "model"
     assert resolve_model_dir(str(env["refusal"])) == env["refusal"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import BASE_RUN, latest_metadata
+from conftest import BASE_RUN, latest_metadata, published
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -14,7 +14,7 @@ from pipeline_assets.pretrain.train import train
 
 
 def test_tokenizer_loads_with_plain_transformers(pretrained):
-    tok = AutoTokenizer.from_pretrained(pretrained["root"] / "tokenizer" / "tokenizer" / "_")
+    tok = AutoTokenizer.from_pretrained(published(pretrained["root"], "tokenizer/tokenizer"))
     text = "def add(a, b):\n    return a + b  # 42 ✓"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
     chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
@@ -33,7 +33,7 @@ def test_base_model_trains_reloads_and_generates(pretrained):
     assert "data:image/png;base64," in meta["loss_curve"]
     consumed = meta["data_consumed"]
     assert "train_00000.npy" in json.dumps(consumed)
-    path = pretrained["root"] / "models" / "base" / "_"
+    path = published(pretrained["root"], "models/base")
     model = AutoModelForCausalLM.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
     ids = tok("def ", return_tensors="pt", add_special_tokens=False)["input_ids"]
@@ -44,9 +44,9 @@ def test_base_model_trains_reloads_and_generates(pretrained):
 def test_resumed_run_is_bit_identical_to_a_straight_run(pretrained, tmp_path):
     root = pretrained["root"]
     cfg = TINY.replace(**BASE_RUN)
-    train(cfg, root / "tokenizer" / "tokenized_shards" / "_", root / "tokenizer" / "tokenizer" / "_",
+    train(cfg, published(root, "tokenizer/tokenized_shards"), published(root, "tokenizer/tokenizer"),
           tmp_path / "run", tmp_path / "out", log=lambda _: None)
-    resumed = load_file(root / "models" / "base" / "_" / "model.safetensors")
+    resumed = load_file(published(root, "models/base") / "model.safetensors")
     straight = load_file(tmp_path / "out" / "model.safetensors")
     assert resumed.keys() == straight.keys()
     assert all(torch.equal(resumed[k], straight[k]) for k in resumed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import latest_metadata, run_assets
+from conftest import check_evaluations, latest_metadata, published, run_assets
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeline_assets.lineage import MODEL_STAGES
@@ -31,9 +31,8 @@ def pipeline(pretrained):
 
 
 def test_every_checkpoint_reloads_with_plain_transformers(pipeline):
-    root = pipeline["root"] / "models"
     for stage in MODEL_STAGES:
-        path = root / stage.name / "_"
+        path = published(pipeline["root"], f"models/{stage.name}")
         cls = AutoModelForSequenceClassification if stage.kind == "reward" else AutoModelForCausalLM
         model = cls.from_pretrained(path)
         assert AutoTokenizer.from_pretrained(path).chat_template
@@ -49,14 +48,14 @@ def test_stage_relations_hold(pipeline):
     assert distilled["student_params"] < distilled["teacher_params"]
     quantized = latest_metadata(inst, ["models", "quantized"])
     assert quantized["size_bytes_after"] < quantized["size_bytes_before"] and quantized["top1_agreement"] > 0.5
-    feedback = json.loads((pipeline["root"] / "datasets" / "ai_feedback" / "_" / "summary.json").read_text())
+    feedback = json.loads((published(pipeline["root"], "datasets/ai_feedback") / "summary.json").read_text())
     assert feedback["pairs"] > 0
     prefs = latest_metadata(inst, ["datasets", "preferences"])
     assert prefs["train_pairs"] > 0 and prefs["heldout_pairs"] > 0
 
 
 def test_report_card_matches_eval_metadata(pipeline):
-    card = (pipeline["root"] / "reports" / "report_card" / "_" / "report_card.md").read_text()
+    card = (published(pipeline["root"], "reports/report_card") / "report_card.md").read_text()
     for stage in MODEL_STAGES:
         assert f"**models/{stage.name}**" in card
     assert "data:image/png;base64," in card
@@ -67,13 +66,18 @@ def test_report_card_matches_eval_metadata(pipeline):
 def test_release_blocked_by_impossible_budget_and_allowed_by_sane_one(pipeline):
     impossible = {"min_target_improvement": 10.0}  # every stage must gain 10 on its target metric
     blocked = run_assets(pipeline, 'key:"release/model"', {"release/model": impossible})
-    assert not blocked.success
-    message = "\n".join(str(e.event_specific_data.error) for e in blocked.all_events if e.is_step_failure)
-    assert "release blocked by gates" in message
-    assert "models/grpo: target arithmetic_accuracy" in message and "(needs > 10 gain" in message
-    assert not (pipeline["root"] / "release" / "model" / "_").exists()
+    # The refusal is the release's blocking check failing, and the release is never published.
+    [gate] = blocked.get_asset_check_evaluations()
+    assert gate.check_name == "gates_pass" and not gate.passed
+    assert "models/grpo: target arithmetic_accuracy" in gate.description and "(needs > 10 gain" in gate.description
+    assert not published(pipeline["root"], "release/model").exists()
+    assert latest_metadata(pipeline["instance"], ["release", "model"])["published"] is False
     lenient = {"regression_budget": 100.0, "metric_budgets": {}, "stage_budgets": {},
                "min_target_improvement": -1.0, "quantized_max_delta": 100.0}
     released = run_assets(pipeline, 'key:"release/model"', {"release/model": lenient})
-    assert released.success
-    assert (pipeline["root"] / "release" / "model" / "_" / "config.json").exists()
+    assert released.success and released.get_asset_check_evaluations()[0].passed
+    assert (published(pipeline["root"], "release/model") / "config.json").exists()
+    # every materialization names the exact upstream versions it read
+    lineage = latest_metadata(pipeline["instance"], ["release", "model"])["upstream_versions"]
+    assert lineage["models/grpo"] == published(pipeline["root"], "models/grpo").resolve().name
+    assert check_evaluations(pipeline["instance"])

@@ -13,13 +13,15 @@ import dagster as dg
 from pipeline_assets.evals.benchmarks import build_benchmarks
 from pipeline_assets.evals.harness import contamination_report, evaluate_checkpoint
 from pipeline_assets.lineage import ModelStage
-from pipeline_assets.metadata import md_table, path_md
-from pipeline_assets.run_config import StageOverrides, overridden
+from pipeline_assets.metadata import md_table
+from pipeline_assets.publishing import Reads, finish, writing
+from pipeline_assets.run_config import EvalRunConfig, overridden
 from resources import ArtifactStore, PipelineSettings
 
 BENCHMARKS = dg.AssetKey(["evals", "benchmarks"])
 SHARDS = dg.AssetKey(["tokenizer", "tokenized_shards"])
 MIXTURE = dg.AssetKey(["corpus", "training_mixture"])
+DEDUPED = dg.AssetKey(["corpus", "deduplicated_documents"])
 REWARD = dg.AssetKey(["models", "reward"])
 
 
@@ -27,20 +29,23 @@ REWARD = dg.AssetKey(["models", "reward"])
 def benchmarks(context: dg.AssetExecutionContext, store: ArtifactStore,
                settings: PipelineSettings) -> dg.MaterializeResult:
     """Held-out eval sets (QA, multiple choice, arithmetic, safety): built before training, never trained on."""
-    final = store.asset_path(context)
-    with store.writing(final) as work:
-        result = build_benchmarks(work, settings.get().benchmarks)
-    return dg.MaterializeResult(metadata={"counts": dg.MetadataValue.json(result["counts"]),
-                                          "total_items": result["total_items"], "path": path_md(final)})
+    with writing(context, store) as draft:
+        result = build_benchmarks(draft.work, settings.get().benchmarks)
+    return finish(context, store, draft, None, {"counts": dg.MetadataValue.json(result["counts"]),
+                                                "total_items": result["total_items"],
+                                                "dagster/row_count": result["total_items"]})
 
 
-def _mixture_train_files(store: ArtifactStore) -> list[Path]:
-    manifest = json.loads((store.path(MIXTURE.path) / "manifest.json").read_text())
-    return [store.path(MIXTURE.path) / e["file"] for e in manifest["train"]]
+def _mixture_train_files(reads: Reads) -> list[Path]:
+    manifest = json.loads((reads(MIXTURE) / "manifest.json").read_text())
+    return [reads(MIXTURE) / e["file"] for e in manifest["train"]]
 
 
-def _raw_files(store: ArtifactStore) -> list[Path]:
-    return sorted(store.asset_root(["corpus", "deduplicated_documents"]).glob("*/documents/*.jsonl"))
+def _raw_files(reads: Reads) -> list[Path]:
+    """Deduplicated (not yet decontaminated) documents of every source the mixture was built from."""
+    manifest = json.loads((reads(MIXTURE) / "manifest.json").read_text())
+    dedup = reads.many(DEDUPED, sorted({e["source"] for e in manifest["train"] + manifest["val"]}))
+    return sorted(f for d in dedup.values() for f in (d / "documents").glob("*.jsonl"))
 
 
 def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
@@ -50,30 +55,30 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
     @dg.asset(key=stage.eval_key, deps=deps, group_name="evals", code_version="1", kinds={"pytorch"},
               description=f"Eval report of models/{stage.name} on the held-out sets.")
     def _eval(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-              config: StageOverrides) -> dg.MaterializeResult:
+              config: EvalRunConfig) -> dg.MaterializeResult:
         cfg = overridden(settings.get().evals, config)
-        bench = store.path(BENCHMARKS.path)
+        reads = Reads(store)
+        bench = reads(BENCHMARKS)
         result = evaluate_checkpoint(
-            store.path(stage.key.path), bench, cfg, shards_dir=store.path(SHARDS.path),
-            parent_dir=store.path(parent.path) if parent and judged else None,
-            judge=store.path(REWARD.path) if judged else None, log=context.log.info)
+            reads(stage.key), bench, cfg, shards_dir=reads(SHARDS),
+            parent_dir=reads(parent) if parent and judged else None,
+            judge=reads(REWARD) if judged else None, log=context.log.info)
         # Contamination of each eval set with the training data, before vs after decontamination.
-        contamination = {"before_decontamination": contamination_report(_raw_files(store), bench),
-                         "after_decontamination": contamination_report(_mixture_train_files(store), bench)}
+        contamination = {"before_decontamination": contamination_report(_raw_files(reads), bench),
+                         "after_decontamination": contamination_report(_mixture_train_files(reads), bench)}
         result["contamination"] = contamination
-        final = store.asset_path(context)
-        with store.writing(final) as work:
-            (work / "eval.json").write_text(json.dumps(result, indent=2, default=str))
+        with writing(context, store) as draft:
+            (draft.work / "eval.json").write_text(json.dumps(result, indent=2, default=str))
         metrics = {k: v for k, v in result["metrics"].items() if v is not None}
         rows = [{"set": name, "before": round(contamination["before_decontamination"]["sets"][name]["fraction"], 4),
                  "after": round(contamination["after_decontamination"]["sets"][name]["fraction"], 4)}
                 for name in contamination["after_decontamination"]["sets"]]
         samples = [{"prompt": s["prompt"][:80], "completion": str(s["completion"])[:120].replace("\n", " ")
                     .replace("|", "\\|")} for s in result.get("samples", [])]
-        return dg.MaterializeResult(metadata={
+        return finish(context, store, draft, reads, {
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
             "metrics": dg.MetadataValue.json(metrics), "contamination": md_table(rows),
             "samples": md_table(samples), "num_params": result.get("num_params"),
-            "wall_time_s": round(result["wall_time_s"], 1), "report": path_md(final / "eval.json")})
+            "wall_time_s": round(result["wall_time_s"], 1)})
 
     return _eval

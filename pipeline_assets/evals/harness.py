@@ -477,8 +477,9 @@ def evaluate_checkpoint(
         torch.set_num_threads(cfg.num_threads)
     path = find_model_dir(model_dir)
     kind = model_kind(path)
-    parts = [p for p in path.parts if p not in ("model", "_")]
-    name = parts[-1] if parts else str(path)  # <root>/models/sft/_/model -> "sft"
+    # <root>/models/sft/_/<profile>/<version> -> "sft"; any other checkpoint dir -> its own name
+    parts = path.parts
+    name = parts[parts.index("models") + 1] if "models" in parts[:-1] else path.name
     metrics: dict[str, float | None] = {}
     counts: dict[str, int] = {}
     timings: dict[str, float] = {}

@@ -13,11 +13,27 @@ import dagster as dg
 
 from pipeline_assets.evals.assets import BENCHMARKS
 from pipeline_assets.metadata import md_table, path_md, png_md
+from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.posttrain import data, distill, feedback, preference, quantize, rl, sft
 from pipeline_assets.pretrain.assets import BASE
 from pipeline_assets.pretrain.plots import loss_curve_png
-from pipeline_assets.run_config import StageOverrides, overridden
+from pipeline_assets.publishing import Reads, finish, writing
+from pipeline_assets.run_config import (
+    DistillRunConfig,
+    DPORunConfig,
+    FeedbackRunConfig,
+    GRPORunConfig,
+    PreferenceDataRunConfig,
+    QuantizeRunConfig,
+    ReasoningDataRunConfig,
+    RewardRunConfig,
+    RLHFRunConfig,
+    SFTDataRunConfig,
+    SFTRunConfig,
+    overridden,
+)
 from resources import ArtifactStore, PipelineSettings
+from resources.storage import Draft
 
 SFT_DATA = dg.AssetKey(["datasets", "sft"])
 REASONING = dg.AssetKey(["datasets", "reasoning"])
@@ -45,8 +61,8 @@ def _samples(result: dict) -> dg.MetadataValue:
     return md_table(rows)
 
 
-def _model_result(result: dict, final: Path, parents: list[dg.AssetKey], store: ArtifactStore,
-                  trained: bool = True) -> dg.MaterializeResult:
+def _model_result(context: dg.AssetExecutionContext, store: ArtifactStore, draft: Draft, reads: Reads,
+                  result: dict, trained: bool = True) -> dg.MaterializeResult:
     """Metadata every checkpoint records, plus the blocking check: loss finite (when trained) and it reloads."""
     import math
 
@@ -54,12 +70,12 @@ def _model_result(result: dict, final: Path, parents: list[dg.AssetKey], store: 
 
     losses = [v for _, v in result.get("loss_history", [])]
     finite = not trained or (bool(losses) and all(math.isfinite(v) for v in losses))
+    final = draft.version.path
     reloads = (final / "config.json").exists() and AutoConfig.from_pretrained(final) is not None
-    metadata = {**_scalars(result), "samples": _samples(result), "checkpoint_dir": path_md(final),
-                "parents": dg.MetadataValue.json({k.to_user_string(): str(store.path(k.path)) for k in parents})}
+    metadata = {**_scalars(result), "samples": _samples(result), "checkpoint_dir": path_md(final)}
     if result.get("loss_history"):
         metadata["loss_curve"] = png_md(loss_curve_png(result["loss_history"], (), title="training loss"))
-    return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
+    return finish(context, store, draft, reads, metadata, [dg.AssetCheckResult(
         check_name=TRAINING_CHECK, passed=finite and reloads,
         metadata={"loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                   "reloads": reloads})])
@@ -69,12 +85,11 @@ def _check(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [dg.AssetCheckSpec(TRAINING_CHECK, asset=key, blocking=True)]
 
 
-def _train(context, store: ArtifactStore, fn) -> tuple[Path, dict]:
-    final = store.asset_path(context)
-    with store.writing(final) as work:
-        result = fn(work)
-        (work / "summary.json").write_text(json.dumps(result, indent=2, default=str))
-    return final, result
+def _train(context: dg.AssetExecutionContext, store: ArtifactStore, fn) -> tuple[Draft, dict]:
+    with writing(context, store) as draft:
+        result = fn(draft.work)
+        (draft.work / "summary.json").write_text(json.dumps(result, indent=2, default=str))
+    return draft, result
 
 
 # --- datasets ------------------------------------------------------------------------------------------------
@@ -82,29 +97,31 @@ def _train(context, store: ArtifactStore, fn) -> tuple[Path, dict]:
 
 @dg.asset(key=SFT_DATA, deps=[BENCHMARKS], group_name="datasets", code_version="1", kinds={"json"})
 def sft_dataset(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                config: StageOverrides) -> dg.MaterializeResult:
+                config: SFTDataRunConfig) -> dg.MaterializeResult:
     """Chat SFT rows from local material: worked arithmetic, docstring QA, refusals, look-alikes, identity."""
+    reads = Reads(store)
     cfg = overridden(settings.get().sft_data, config)
-    final, result = _train(context, store, lambda work: data.build_sft_dataset(work, cfg, store.path(BENCHMARKS.path)))
-    return dg.MaterializeResult(metadata={"rows": result["rows"], "val_rows": result["val_rows"],
-                                          "counts": dg.MetadataValue.json(result["counts"]),
-                                          "skipped_heldout": dg.MetadataValue.json(result["skipped_heldout"]),
-                                          "path": path_md(final)})
+    draft, result = _train(context, store, lambda work: data.build_sft_dataset(work, cfg, reads(BENCHMARKS)))
+    return finish(context, store, draft, reads, {
+        "rows": result["rows"], "val_rows": result["val_rows"], "dagster/row_count": result["rows"],
+        "counts": dg.MetadataValue.json(result["counts"]),
+        "skipped_heldout": dg.MetadataValue.json(result["skipped_heldout"])})
 
 
 @dg.asset(key=REASONING, deps=[BENCHMARKS], group_name="datasets", code_version="1", kinds={"json"})
 def reasoning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                      config: StageOverrides) -> dg.MaterializeResult:
+                      config: ReasoningDataRunConfig) -> dg.MaterializeResult:
     """Prompts with verifiable integer answers for GRPO, plus the held-out arithmetic set to measure on."""
+    reads = Reads(store)
     cfg = overridden(settings.get().reasoning_data, config)
-    final, result = _train(context, store,
-                           lambda work: data.build_reasoning_dataset(work, cfg, store.path(BENCHMARKS.path)))
-    return dg.MaterializeResult(metadata={**_scalars(result), "path": path_md(final)})
+    draft, result = _train(context, store,
+                           lambda work: data.build_reasoning_dataset(work, cfg, reads(BENCHMARKS)))
+    return finish(context, store, draft, reads, _scalars(result))
 
 
-def _preference_prompts(store: ArtifactStore, limit: int) -> list[dict]:
+def _preference_prompts(sft_data: Path, limit: int) -> list[dict]:
     """Prompt records for pair building, from datasets/sft: arithmetic with answers, harmful and benign."""
-    rows = data.read_jsonl(store.path(SFT_DATA.path) / data.SFT_FILE)
+    rows = data.read_jsonl(sft_data / data.SFT_FILE)
     out: list[dict] = []
     for r in rows:
         user, reply = r["messages"][0]["content"], r["messages"][-1]["content"]
@@ -122,121 +139,130 @@ def _preference_prompts(store: ArtifactStore, limit: int) -> list[dict]:
 @dg.asset(key=AI_FEEDBACK, deps=[SFT, SFT_DATA, BENCHMARKS], group_name="datasets", code_version="1",
           kinds={"pytorch"})
 def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                config: StageOverrides) -> dg.MaterializeResult:
+                config: FeedbackRunConfig) -> dg.MaterializeResult:
     """RLAIF: the judge (the SFT model by default) rates policy samples against constitution.txt."""
+    reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.feedback, config)
-    prompts = _preference_prompts(store, profile.feedback_prompts)
-    final, result = _train(context, store, lambda work: feedback.label_with_judge(
-        None, prompts, store.path(SFT.path), work, cfg, log=context.log.info))
-    return dg.MaterializeResult(metadata={**_scalars(result), "path": path_md(final)})
+    prompts = _preference_prompts(reads(SFT_DATA), profile.feedback_prompts)
+    draft, result = _train(context, store, lambda work: feedback.label_with_judge(
+        None, prompts, reads(SFT), work, cfg, log=context.log.info))
+    return finish(context, store, draft, reads, _scalars(result))
 
 
 @dg.asset(key=PREFERENCES, deps=[SFT, SFT_DATA, AI_FEEDBACK, BENCHMARKS], group_name="datasets", code_version="1",
           kinds={"pytorch"})
 def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                     config: StageOverrides) -> dg.MaterializeResult:
+                     config: PreferenceDataRunConfig) -> dg.MaterializeResult:
     """On-policy pairs judged by verifiers and rules, plus the AI-feedback pairs."""
+    reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.preference_data, config)
-    prompts = _preference_prompts(store, profile.preference_prompts)
-    extra = data.read_jsonl(store.path(AI_FEEDBACK.path) / "pairs.jsonl")
-    final, result = _train(context, store, lambda work: preference.build_preference_pairs(
-        store.path(SFT.path), prompts, work, cfg, extra_pairs=extra, log=context.log.info))
-    return dg.MaterializeResult(metadata={**_scalars(result), "path": path_md(final)})
+    prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts)
+    extra = data.read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")
+    draft, result = _train(context, store, lambda work: preference.build_preference_pairs(
+        reads(SFT), prompts, work, cfg, extra_pairs=extra, log=context.log.info))
+    return finish(context, store, draft, reads, _scalars(result))
 
 
 # --- models --------------------------------------------------------------------------------------------------
 
 
 @dg.asset(key=SFT, deps=[BASE, SFT_DATA], group_name="models", code_version="1", kinds={"pytorch"},
-          check_specs=_check(SFT))
+          pool=TRAINING_POOL, check_specs=_check(SFT))
 def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-              config: StageOverrides) -> dg.MaterializeResult:
+              config: SFTRunConfig) -> dg.MaterializeResult:
     """TRL SFTTrainer on the chat rows; full fine-tune, or LoRA (peft) with a merged copy as the checkpoint."""
+    reads = Reads(store)
     cfg = overridden(settings.get().sft, config)
-    bench = data.read_jsonl(store.path(BENCHMARKS.path) / "arithmetic.jsonl")
+    bench = data.read_jsonl(reads(BENCHMARKS) / "arithmetic.jsonl")
 
     def run(work: Path) -> dict:
         # LoRA: the adapter lives in adapter/, the merged model is the asset dir itself (plain from_pretrained).
         out = work / "adapter" if cfg.use_lora else work
-        return sft.run_sft(cfg, store.path(BASE.path), store.path(SFT_DATA.path) / data.SFT_FILE, out,
+        return sft.run_sft(cfg, reads(BASE), reads(SFT_DATA) / data.SFT_FILE, out,
                            merged_dir=work if cfg.use_lora else None, log=context.log.info, heldout=bench,
-                           val_dataset_path=store.path(SFT_DATA.path) / data.SFT_VAL_FILE)
+                           val_dataset_path=reads(SFT_DATA) / data.SFT_VAL_FILE)
 
-    final, result = _train(context, store, run)
-    return _model_result(result, final, [BASE, SFT_DATA], store)
+    draft, result = _train(context, store, run)
+    return _model_result(context, store, draft, reads, result)
 
 
 @dg.asset(key=REWARD, deps=[SFT, PREFERENCES], group_name="models", code_version="1", kinds={"pytorch"},
-          check_specs=_check(REWARD))
+          pool=TRAINING_POOL, check_specs=_check(REWARD))
 def reward_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                 config: StageOverrides) -> dg.MaterializeResult:
+                 config: RewardRunConfig) -> dg.MaterializeResult:
     """TRL RewardTrainer: a scalar head on the SFT trunk, trained on the preference pairs."""
+    reads = Reads(store)
     cfg = overridden(settings.get().reward, config)
-    final, result = _train(context, store, lambda work: preference.run_reward_model(
-        cfg, store.path(SFT.path), store.path(PREFERENCES.path), work, log=context.log.info))
-    return _model_result(result, final, [SFT, PREFERENCES], store)
+    draft, result = _train(context, store, lambda work: preference.run_reward_model(
+        cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info))
+    return _model_result(context, store, draft, reads, result)
 
 
 @dg.asset(key=DPO, deps=[SFT, PREFERENCES], group_name="models", code_version="1", kinds={"pytorch"},
-          check_specs=_check(DPO))
+          pool=TRAINING_POOL, check_specs=_check(DPO))
 def dpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-              config: StageOverrides) -> dg.MaterializeResult:
+              config: DPORunConfig) -> dg.MaterializeResult:
     """TRL DPOTrainer (loss_type sigmoid/ipo/...; algorithm kto/orpo/simpo by config)."""
+    reads = Reads(store)
     cfg = overridden(settings.get().dpo, config)
-    final, result = _train(context, store, lambda work: preference.run_dpo(
-        cfg, store.path(SFT.path), store.path(PREFERENCES.path), work, log=context.log.info))
-    return _model_result(result, final, [SFT, PREFERENCES], store)
+    draft, result = _train(context, store, lambda work: preference.run_dpo(
+        cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info))
+    return _model_result(context, store, draft, reads, result)
 
 
 @dg.asset(key=RLHF, deps=[SFT, REWARD, SFT_DATA], group_name="models", code_version="1", kinds={"pytorch"},
-          check_specs=_check(RLHF))
+          pool=TRAINING_POOL, check_specs=_check(RLHF))
 def rlhf_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-               config: StageOverrides) -> dg.MaterializeResult:
+               config: RLHFRunConfig) -> dg.MaterializeResult:
     """The SFT policy optimized against models/reward with a KL penalty (TRL RLOO; TRL 1.16 has no PPO)."""
+    reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.rlhf, config)
-    prompts = _preference_prompts(store, profile.preference_prompts)
-    final, result = _train(context, store, lambda work: preference.run_rlhf(
-        cfg, store.path(SFT.path), store.path(REWARD.path), prompts, work, log=context.log.info))
-    return _model_result(result, final, [SFT, REWARD], store)
+    prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts)
+    draft, result = _train(context, store, lambda work: preference.run_rlhf(
+        cfg, reads(SFT), reads(REWARD), prompts, work, log=context.log.info))
+    return _model_result(context, store, draft, reads, result)
 
 
 @dg.asset(key=GRPO, deps=[SFT, REASONING], group_name="models", code_version="1", kinds={"pytorch"},
-          check_specs=_check(GRPO))
+          pool=TRAINING_POOL, check_specs=_check(GRPO))
 def grpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-               config: StageOverrides) -> dg.MaterializeResult:
+               config: GRPORunConfig) -> dg.MaterializeResult:
     """TRL GRPOTrainer with verifiable rewards (exact answer + format) on datasets/reasoning."""
+    reads = Reads(store)
     cfg = overridden(settings.get().grpo, config)
-    heldout = data.read_jsonl(store.path(REASONING.path) / data.HELDOUT_FILE)
-    final, result = _train(context, store, lambda work: rl.run_grpo(
-        cfg, store.path(SFT.path), store.path(REASONING.path) / data.REASONING_FILE, work, heldout,
+    heldout = data.read_jsonl(reads(REASONING) / data.HELDOUT_FILE)
+    draft, result = _train(context, store, lambda work: rl.run_grpo(
+        cfg, reads(SFT), reads(REASONING) / data.REASONING_FILE, work, heldout,
         log=context.log.info))
-    return _model_result(result, final, [SFT, REASONING], store)
+    return _model_result(context, store, draft, reads, result)
 
 
 @dg.asset(key=DISTILLED, deps=[GRPO, SFT_DATA, REASONING], group_name="models", code_version="1", kinds={"pytorch"},
-          check_specs=_check(DISTILLED))
+          pool=TRAINING_POOL, check_specs=_check(DISTILLED))
 def distilled_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                    config: StageOverrides) -> dg.MaterializeResult:
+                    config: DistillRunConfig) -> dg.MaterializeResult:
     """A smaller student trained from the GRPO teacher."""
+    reads = Reads(store)
     cfg = overridden(settings.get().distill, config)
-    final, result = _train(context, store, lambda work: distill.run_distill(
-        cfg, store.path(GRPO.path), store.path(SFT_DATA.path) / data.SFT_FILE, work, log=context.log.info,
-        heldout=data.read_jsonl(store.path(REASONING.path) / data.HELDOUT_FILE)))
-    return _model_result(result, final, [GRPO, SFT_DATA], store)
+    draft, result = _train(context, store, lambda work: distill.run_distill(
+        cfg, reads(GRPO), reads(SFT_DATA) / data.SFT_FILE, work, log=context.log.info,
+        heldout=data.read_jsonl(reads(REASONING) / data.HELDOUT_FILE)))
+    return _model_result(context, store, draft, reads, result)
 
 
 @dg.asset(key=QUANTIZED, deps=[GRPO], group_name="models", code_version="1", kinds={"pytorch"},
-          check_specs=_check(QUANTIZED))
+          pool=TRAINING_POOL, check_specs=_check(QUANTIZED))
 def quantized_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                    config: StageOverrides) -> dg.MaterializeResult:
+                    config: QuantizeRunConfig) -> dg.MaterializeResult:
     """int8 weight-only deploy artifact (torchao via transformers), with size and speed vs its parent."""
+    reads = Reads(store)
     cfg = overridden(settings.get().quantize, config)
-    final, result = _train(context, store, lambda work: quantize.quantize(
-        cfg, store.path(GRPO.path), work, log=context.log.info))
-    return _model_result(result, final, [GRPO], store, trained=False)
+    draft, result = _train(context, store, lambda work: quantize.quantize(
+        cfg, reads(GRPO), work, log=context.log.info))
+    return _model_result(context, store, draft, reads, result, trained=False)
 
 
 posttrain_assets = [sft_dataset, reasoning_dataset, ai_feedback, preference_pairs, sft_model, reward_model,

@@ -5,9 +5,11 @@ import json
 import dagster as dg
 
 from pipeline_assets.metadata import md_table, path_md, png_md
+from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.pretrain.plots import loss_curve_png
 from pipeline_assets.pretrain.train import train
-from pipeline_assets.run_config import StageOverrides, overridden
+from pipeline_assets.publishing import Reads, finish, writing
+from pipeline_assets.run_config import PretrainRunConfig, overridden
 from pipeline_assets.tokenizer.assets import SHARDS, TOKENIZER
 from resources import ArtifactStore, PipelineSettings
 from resources.storage import fingerprint
@@ -18,28 +20,31 @@ RESUME_FREE_FIELDS = {"stop_after_steps", "log_every", "checkpoint_every", "keep
                       "sample_max_new_tokens"}
 
 
+# Pretraining resumes from its newest checkpoint, so a retry after a crash (OOM, preemption) loses little.
 @dg.asset(key=BASE, deps=[SHARDS, TOKENIZER], group_name="models", code_version="1", kinds={"pytorch"},
+          pool=TRAINING_POOL, retry_policy=dg.RetryPolicy(max_retries=1, delay=10),
           check_specs=[dg.AssetCheckSpec("loss_finite_and_below_unigram", asset=BASE, blocking=True)])
 def base(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-         config: StageOverrides) -> dg.MaterializeResult:
+         config: PretrainRunConfig) -> dg.MaterializeResult:
     """Pretraining. Checkpoints go to a run dir keyed by data + config, so a re-materialization resumes."""
     cfg = overridden(settings.get().pretrain, config)
-    shards, tok = store.path(SHARDS.path), store.path(TOKENIZER.path)
-    final = store.asset_path(context)
+    reads = Reads(store)
+    shards, tok = reads(SHARDS), reads(TOKENIZER)
     # The run dir outlives failed attempts; its key changes when the data or the config does.
     run_key = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_FIELDS}
-    run_dir = store.path(["_runs", *BASE.path], fingerprint(shards / "index.json", run_key))
-    with store.writing(final) as work:
-        result = train(cfg, shards, tok, run_dir, work, log=context.log.info)
+    run_dir = store.slot(["_runs", *BASE.path], fingerprint(shards / "index.json", run_key))
+    with store.exclusive(run_dir), writing(context, store) as draft:
+        result = train(cfg, shards, tok, run_dir, draft.work, log=context.log.info)
         if not result["complete"]:
-            raise RuntimeError(f"training stopped at step {result['steps']} of {cfg.max_steps} (stop_after_steps); "
-                               f"re-materialize models/base to resume from {run_dir}")
-        (work / "pretrain_summary.json").write_text(json.dumps(result, indent=2, default=str))
+            # Not retried: the stop was asked for; re-materializing resumes from the checkpoint.
+            raise dg.Failure(f"training stopped at step {result['steps']} of {cfg.max_steps} (stop_after_steps); "
+                             f"re-materialize models/base to resume from {run_dir}", allow_retries=False)
+        (draft.work / "pretrain_summary.json").write_text(json.dumps(result, indent=2, default=str))
     passed = result["val_loss"] == result["val_loss"] and result["val_loss"] < result["unigram_val_loss"]
     samples = [{"prompt": s["prompt"], "completion": s["completion"][:120].replace("\n", "⏎").replace("|", "\\|")}
                for s in result["samples"]]
-    return dg.MaterializeResult(
-        metadata={
+    return finish(
+        context, store, draft, reads, {
             "num_params": result["num_params"], "tokens_seen": result["tokens_seen"],
             "tokens_per_param": round(result["tokens_per_param"], 3), "steps": result["steps"],
             "train_loss_first": round(result["train_loss_first"], 4),
@@ -52,9 +57,9 @@ def base(context: dg.AssetExecutionContext, store: ArtifactStore, settings: Pipe
             "samples": md_table(samples),
             "data_consumed": dg.MetadataValue.json(result["data_consumed"]),
             "loss_history": dg.MetadataValue.json(result["loss_history"]),
-            "tokenizer": path_md(tok), "checkpoint_dir": path_md(final), "run_dir": path_md(run_dir),
+            "tokenizer": path_md(tok), "checkpoint_dir": path_md(draft.version.path), "run_dir": path_md(run_dir),
         },
-        check_results=[dg.AssetCheckResult(
+        [dg.AssetCheckResult(
             check_name="loss_finite_and_below_unigram", passed=bool(passed),
             metadata={"val_loss": result["val_loss"], "unigram_val_loss": result["unigram_val_loss"]})])
 

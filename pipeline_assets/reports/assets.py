@@ -1,32 +1,47 @@
 """``reports/report_card`` (every stage side by side) and ``release/model`` (only when blocking gates pass)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import dagster as dg
 
+from pipeline_assets.corpus.assets import registered_sources
 from pipeline_assets.lineage import ModelStage
 from pipeline_assets.metadata import path_md
+from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.reports.gates import evaluate_gates
 from pipeline_assets.reports.report_card import render_report_card
-from pipeline_assets.run_config import StageOverrides, overridden
+from pipeline_assets.run_config import GateRunConfig, overridden
 from resources import ArtifactStore, PipelineSettings
 
 REPORT = dg.AssetKey(["reports", "report_card"])
 RELEASE = dg.AssetKey(["release", "model"])
 
 
-def _json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+GATES_CHECK = "gates_pass"
+INLINE_PNG = re.compile(r"!\[([^\]]*)\]\(data:image/png;base64,[^)]*\)")
 
 
-def _model_summary(store: ArtifactStore, stage: ModelStage) -> dict | None:
-    root = store.path(stage.key.path)
+def _json(path: Path | None) -> dict | None:
+    return json.loads(path.read_text()) if path is not None and path.exists() else None
+
+
+def _published(reads: Reads, key: list[str], partition: str | None = None) -> Path | None:
+    """The published version, or None: the report card shows whatever stages exist so far."""
+    asset = dg.AssetKey(key)
+    return reads(asset, partition) if reads.store.has_current(key, partition) else None
+
+
+def _model_summary(reads: Reads, stage: ModelStage) -> dict | None:
+    root = _published(reads, stage.key.path)
+    if root is None:
+        return None
     summary = _json(root / "summary.json") or _json(root / "pretrain_summary.json")
     if summary is None:
         return None
-    evals = _json(store.path(stage.eval_key.path) / "eval.json") or {}
+    evals = _json(_file(reads, stage.eval_key.path, "eval.json")) or {}
     # Missing keys (not None) let the report card fall back to the stage's eval (params, val bpb).
     return {"stage": f"models/{stage.name}", "parent": f"models/{stage.parent}" if stage.parent else None,
             "checkpoint_dir": str(root), **{k: summary[k] for k in (
@@ -35,29 +50,36 @@ def _model_summary(store: ArtifactStore, stage: ModelStage) -> dict | None:
             **({"num_params": evals["num_params"]} if "num_params" not in summary and evals.get("num_params") else {})}
 
 
-def _stage_metrics(store: ArtifactStore, stages: list[ModelStage]) -> dict[str, dict]:
+def _file(reads: Reads, key: list[str], name: str, partition: str | None = None) -> Path | None:
+    root = _published(reads, key, partition)
+    return root / name if root is not None else None
+
+
+def _stage_metrics(reads: Reads, stages: list[ModelStage]) -> dict[str, dict]:
     out = {}
     for s in stages:
-        report = _json(store.path(s.eval_key.path) / "eval.json")
+        report = _json(_file(reads, s.eval_key.path, "eval.json"))
         if report:
             out[f"models/{s.name}"] = report["metrics"]
     return out
 
 
-def _corpus_section(store: ArtifactStore) -> dict:
+def _corpus_section(reads: Reads, sources: list[str]) -> dict:
     rows = []
     for asset, stats_file in (("raw_documents", "stats.json"), ("filtered_documents", "stats_summary.json"),
                               ("decontaminated_documents", "stats_summary.json")):
-        for part_dir in sorted(store.asset_root(["corpus", asset]).glob("[!.]*")):
-            stats = _json(part_dir / stats_file) or {}
-            rows.append({"stage": f"corpus/{asset}", "partition": part_dir.name,
+        for part in sources:
+            stats = _json(_file(reads, ["corpus", asset], stats_file, part))
+            if stats is None:
+                continue
+            rows.append({"stage": f"corpus/{asset}", "partition": part,
                          "docs_in": stats.get("records_in", stats.get("documents_in")),
                          "docs_out": stats.get("documents", stats.get("documents_out")),
                          "removed_by_filter": stats.get("dropped_by_filter", stats.get("quarantine_reasons"))})
-    dedup = _json(store.path(["corpus", "duplicate_clusters"]) / "report.json") or {}
-    manifest = _json(store.path(["corpus", "training_mixture"]) / "manifest.json") or {}
-    decont = [_json(d / "stats_summary.json") or {} for d in
-              sorted(store.asset_root(["corpus", "decontaminated_documents"]).glob("[!.]*"))]
+    dedup = _json(_file(reads, ["corpus", "duplicate_clusters"], "report.json")) or {}
+    manifest = _json(_file(reads, ["corpus", "training_mixture"], "manifest.json")) or {}
+    decont = [_json(_file(reads, ["corpus", "decontaminated_documents"], "stats_summary.json", p)) or {}
+              for p in sources]
     by_task: dict[str, int] = {}
     for d in decont:
         for task, n in d.get("contaminated_by_task", {}).items():
@@ -85,45 +107,54 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
                     settings: PipelineSettings) -> dg.MaterializeResult:
         """One markdown page: data, tokenizer, every checkpoint's metrics and deltas, loss curves, gates."""
         profile = settings.get()
-        metrics = _stage_metrics(store, stages)
-        evals_full = {f"models/{s.name}": _json(store.path(s.eval_key.path) / "eval.json") for s in stages}
-        tok = _json(store.path(["tokenizer", "tokenizer"]) / "tokenizer_summary.json")
+        reads = Reads(store)
+        metrics = _stage_metrics(reads, stages)
+        evals_full = {f"models/{s.name}": _json(_file(reads, s.eval_key.path, "eval.json")) for s in stages}
+        tok = _json(_file(reads, ["tokenizer", "tokenizer"], "tokenizer_summary.json"))
         data = {"title": f"llmdag report card ({profile.name})", "profile": profile.name,
                 "code_versions": code_versions,
-                "corpus": _corpus_section(store), "tokenizer": tok,
-                "models": [m for s in stages if (m := _model_summary(store, s))],
+                "corpus": _corpus_section(reads, registered_sources(context)), "tokenizer": tok,
+                "models": [m for s in stages if (m := _model_summary(reads, s))],
                 "evals": {k: v for k, v in evals_full.items() if v},
                 "gates": evaluate_gates(metrics, lineage, profile.gates), "lineage": lineage}
-        final = store.asset_path(context)
-        with store.writing(final) as work:
-            result = render_report_card(data, work)
-            (work / "report_data.json").write_text(json.dumps(data, indent=2, default=str))
-        markdown = (final / "report_card.md").read_text()
-        return dg.MaterializeResult(metadata={
+        with writing(context, store) as draft:
+            result = render_report_card(data, draft.work)
+            (draft.work / "report_data.json").write_text(json.dumps(data, indent=2, default=str))
+        final = draft.version.path
+        # The plots stay files beside the markdown: base64 images would put megabytes in the event log.
+        markdown = INLINE_PNG.sub(lambda m: f"_[{m.group(1)}: see the PNG files in {final}]_",
+                                  (final / "report_card.md").read_text())
+        return finish(context, store, draft, reads, {
             "report": dg.MetadataValue.md(markdown), "stages": len(data["models"]),
             "gates_passed": data["gates"]["passed"], "git_revision": result["git_revision"],
-            "path": path_md(final / "report_card.md")})
+            "report_card_md": path_md(final / "report_card.md")})
 
     @dg.asset(key=RELEASE, deps=[REPORT] + evals + [s.key for s in stages], group_name="release",
-              code_version="1", kinds={"huggingface"})
+              code_version="1", kinds={"huggingface"},
+              check_specs=[dg.AssetCheckSpec(GATES_CHECK, asset=RELEASE, blocking=True,
+                                             description="Every blocking eval gate passes.")])
     def release_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                      config: StageOverrides) -> dg.MaterializeResult:
-        """Ships ``models/<release_stage>`` only if every blocking gate passes; otherwise fails saying which.
+                      config: GateRunConfig) -> dg.MaterializeResult:
+        """Ships ``models/<release_stage>`` only if every blocking gate passes; the ``gates_pass`` check says why not.
 
-        Run config overrides any GateConfig field (budgets, thresholds, which gate kinds block).
+        A refused release is recorded (its gates.json, the failed check) but never published: the last
+        good release stays the one users load. Run config overrides any GateConfig field.
         """
         profile = settings.get()
-        gates = evaluate_gates(_stage_metrics(store, stages), lineage, overridden(profile.gates, config))
+        reads = Reads(store)
+        gates = evaluate_gates(_stage_metrics(reads, stages), lineage, overridden(profile.gates, config))
+        with writing(context, store) as draft:
+            if gates["passed"]:
+                shutil.copytree(reads(dg.AssetKey(["models", profile.release_stage])), draft.work, dirs_exist_ok=True)
+            (draft.work / "gates.json").write_text(json.dumps(gates, indent=2, default=str))
         if not gates["passed"]:
-            raise dg.Failure(description="release blocked by gates:\n" + "\n".join(gates["failures"]),
-                             metadata={"failures": dg.MetadataValue.json(gates["failures"])})
-        source = store.path(["models", profile.release_stage])
-        final = store.asset_path(context)
-        with store.writing(final) as work:
-            shutil.copytree(source, work, dirs_exist_ok=True)
-            (work / "gates.json").write_text(json.dumps(gates, indent=2, default=str))
-        return dg.MaterializeResult(metadata={
-            "released_stage": f"models/{profile.release_stage}", "gates": dg.MetadataValue.json(gates["summary"]),
-            "warnings": dg.MetadataValue.json(gates["warnings"]), "path": path_md(final)})
+            context.log.warning("release blocked by gates:\n" + "\n".join(gates["failures"]))
+        check = dg.AssetCheckResult(check_name=GATES_CHECK, passed=bool(gates["passed"]),
+                                    description="\n".join(gates["failures"]) or "every blocking gate passed",
+                                    metadata={"failures": dg.MetadataValue.json(gates["failures"])})
+        return finish(context, store, draft, reads, {
+            "released_stage": f"models/{profile.release_stage}", "released": bool(gates["passed"]),
+            "gates": dg.MetadataValue.json(gates["summary"]),
+            "warnings": dg.MetadataValue.json(gates["warnings"])}, [check])
 
     return [report_card, release_model]

@@ -6,8 +6,9 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline_assets.corpus.assets import MIXTURE
-from pipeline_assets.metadata import md_table, path_md
-from pipeline_assets.run_config import StageOverrides, overridden
+from pipeline_assets.metadata import md_table
+from pipeline_assets.publishing import Reads, finish, writing
+from pipeline_assets.run_config import ShardsRunConfig, TokenizerRunConfig, overridden
 from pipeline_assets.tokenizer.shards import tokenize_to_shards
 from pipeline_assets.tokenizer.train import train_tokenizer
 from resources import ArtifactStore, PipelineSettings
@@ -16,39 +17,37 @@ TOKENIZER = dg.AssetKey(["tokenizer", "tokenizer"])
 SHARDS = dg.AssetKey(["tokenizer", "tokenized_shards"])
 
 
-def mixture_files(store: ArtifactStore) -> tuple[dict, Path]:
-    root = store.path(MIXTURE.path)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"{manifest_path} missing: materialize corpus/training_mixture first")
-    return json.loads(manifest_path.read_text()), root
+def mixture_files(reads: Reads) -> tuple[dict, Path]:
+    root = reads(MIXTURE)
+    return json.loads((root / "manifest.json").read_text()), root
 
 
 @dg.asset(key=TOKENIZER, deps=[MIXTURE], group_name="tokenizer", code_version="1", kinds={"huggingface"},
           check_specs=[dg.AssetCheckSpec("roundtrip_exact", asset=TOKENIZER, blocking=True),
                        dg.AssetCheckSpec("chat_template_ok", asset=TOKENIZER, blocking=True)])
 def tokenizer(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-              config: StageOverrides) -> dg.MaterializeResult:
+              config: TokenizerRunConfig) -> dg.MaterializeResult:
     """Byte-level BPE (HF tokenizers) with special tokens and the ChatML template SFT uses."""
     cfg = overridden(settings.get().tokenizer, config)
-    manifest, root = mixture_files(store)
+    reads = Reads(store)
+    manifest, root = mixture_files(reads)
     train_files = [root / e["file"] for e in manifest["train"] if e["documents"]]
     eval_files: dict[str, list[Path]] = {}
     for e in manifest["val"]:
         if e["documents"]:
             eval_files.setdefault(e["domain"], []).append(root / e["file"])
-    final = store.asset_path(context)
-    with store.writing(final) as work:
-        result = train_tokenizer(train_files, work, cfg, eval_files=eval_files, log=context.log.info)
-        (work / "tokenizer_summary.json").write_text(json.dumps(result, indent=2, default=str))
+    with writing(context, store) as draft:
+        result = train_tokenizer(train_files, draft.work, cfg, eval_files=eval_files, log=context.log.info)
+        (draft.work / "tokenizer_summary.json").write_text(json.dumps(result, indent=2, default=str))
     rows = [{"domain": d, "bytes_per_token": round(v, 3)} for d, v in result["bytes_per_token_by_domain"].items()]
-    return dg.MaterializeResult(
-        metadata={"vocab_size": result["vocab_size"], "train_time_s": round(result["train_time_s"], 2),
-                  "train_bytes": result["train_bytes"], "bytes_per_token": round(result["bytes_per_token"], 3),
-                  "compression_by_domain": md_table(rows), "roundtrip_exact": result["roundtrip_exact"],
-                  "special_tokens": dg.MetadataValue.json(result["special_tokens"]),
-                  "trained_on": dg.MetadataValue.json([str(f) for f in train_files]), "path": path_md(final)},
-        check_results=[
+    return finish(
+        context, store, draft, reads,
+        {"vocab_size": result["vocab_size"], "train_time_s": round(result["train_time_s"], 2),
+         "train_bytes": result["train_bytes"], "bytes_per_token": round(result["bytes_per_token"], 3),
+         "compression_by_domain": md_table(rows), "roundtrip_exact": result["roundtrip_exact"],
+         "special_tokens": dg.MetadataValue.json(result["special_tokens"]),
+         "trained_on": dg.MetadataValue.json([str(f) for f in train_files])},
+        [
             dg.AssetCheckResult(check_name="roundtrip_exact", passed=bool(result["roundtrip_exact"]),
                                 metadata={"failures": result["roundtrip_failures"]}),
             dg.AssetCheckResult(check_name="chat_template_ok", passed=bool(result["chat_template_ok"]),
@@ -59,24 +58,25 @@ def tokenizer(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
 @dg.asset(key=SHARDS, deps=[TOKENIZER, MIXTURE], group_name="tokenizer", code_version="1", kinds={"numpy"},
           check_specs=[dg.AssetCheckSpec("counts_match", asset=SHARDS, blocking=True)])
 def tokenized_shards(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                     config: StageOverrides) -> dg.MaterializeResult:
+                     config: ShardsRunConfig) -> dg.MaterializeResult:
     """uint16/uint32 numpy token shards (train, val) with ``index.json``: counts, bytes, source files."""
     cfg = overridden(settings.get().shards, config)
-    manifest, root = mixture_files(store)
+    reads = Reads(store)
+    manifest, root = mixture_files(reads)
     split_files = {s: [root / e["file"] for e in manifest[s] if e["documents"]] for s in ("train", "val")}
-    final = store.asset_path(context)
-    with store.writing(final) as work:
-        result = tokenize_to_shards(store.path(TOKENIZER.path), split_files, work, cfg, log=context.log.info)
+    with writing(context, store) as draft:
+        result = tokenize_to_shards(reads(TOKENIZER), split_files, draft.work, cfg, log=context.log.info)
     shards_tokens = sum(s["tokens"] for split in result["splits"].values() for s in split["shards"])
     total = sum(split["tokens"] for split in result["splits"].values())
     rows = [{"split": k, "tokens": v["tokens"], "documents": v["documents"], "bytes": v["bytes"],
              "shards": len(v["shards"])} for k, v in result["splits"].items()]
-    return dg.MaterializeResult(
-        metadata={"train_tokens": result["splits"]["train"]["tokens"], "val_tokens": result["splits"]["val"]["tokens"],
-                  "splits": md_table(rows), "tokens_per_s": round(result["tokens_per_s"]),
-                  "skipped_records": dg.MetadataValue.json(result["skipped_records"]), "path": path_md(final)},
-        check_results=[dg.AssetCheckResult(check_name="counts_match", passed=shards_tokens == total,
-                                           metadata={"shard_tokens": shards_tokens, "index_tokens": total})])
+    return finish(
+        context, store, draft, reads,
+        {"train_tokens": result["splits"]["train"]["tokens"], "val_tokens": result["splits"]["val"]["tokens"],
+         "splits": md_table(rows), "tokens_per_s": round(result["tokens_per_s"]),
+         "skipped_records": dg.MetadataValue.json(result["skipped_records"])},
+        [dg.AssetCheckResult(check_name="counts_match", passed=shards_tokens == total,
+                             metadata={"shard_tokens": shards_tokens, "index_tokens": total})])
 
 
 tokenizer_assets = [tokenizer, tokenized_shards]
