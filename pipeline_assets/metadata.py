@@ -1,4 +1,4 @@
-"""Turning plain result dicts into Dagster metadata a user reads: tables, JSON, embedded plots."""
+"""Turning plain result dicts into Dagster metadata a user reads: tables, paths, embedded plots."""
 
 from __future__ import annotations
 
@@ -7,14 +7,22 @@ from pathlib import Path
 
 import dagster as dg
 
+_TABLE_TYPES = {bool: "bool", int: "int", float: "float"}
 
-def md_table(rows: list[dict]) -> dg.MetadataValue:
-    if not rows:
-        return dg.MetadataValue.md("_(empty)_")
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return dg.MetadataValue.md("\n".join(lines))
+
+def _column_type(values: list) -> str:
+    kinds = {_TABLE_TYPES.get(type(v), "string") for v in values if v is not None}
+    return kinds.pop() if len(kinds) == 1 else "string"
+
+
+def table(rows: list[dict]) -> dg.MetadataValue:
+    """Rows as Dagster's table metadata (a sortable table in the UI); non-scalar cells become text."""
+    cols = list(rows[0]) if rows else []
+    types = {c: _column_type([r.get(c) for r in rows]) for c in cols}
+    records = [dg.TableRecord({c: None if r.get(c) is None else (r[c] if types[c] != "string" else str(r[c]))
+                               for c in cols}) for r in rows]
+    return dg.MetadataValue.table(records=records,
+                                  schema=dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in cols]))
 
 
 def png_md(png: bytes, alt: str = "plot") -> dg.MetadataValue:

@@ -21,7 +21,7 @@ from pipeline_assets.corpus.ingest import ingest_source
 from pipeline_assets.corpus.mixture import build_mixture
 from pipeline_assets.evals.assets import BENCHMARKS
 from pipeline_assets.evals.benchmarks import decontamination_texts
-from pipeline_assets.metadata import md_table, path_md
+from pipeline_assets.metadata import path_md, table
 from pipeline_assets.pools import CORPUS_GLOBAL_POOL
 from pipeline_assets.publishing import Reads, finish, writing
 from resources import ArtifactStore, DatatroveExecutorResource, PipelineSettings, SourcesResource
@@ -87,7 +87,7 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
             for name, n in result["dropped_by_filter"].items()]
     return finish(context, store, draft, reads, {
         "documents_in": result["documents_in"], "documents_out": result["documents_out"],
-        "dagster/row_count": result["documents_out"], "domain": spec.domain, "drops": md_table(rows),
+        "dagster/row_count": result["documents_out"], "domain": spec.domain, "drops": table(rows),
         "dropped_by_filter": dg.MetadataValue.json(result["dropped_by_filter"]),
         "pii_documents_masked": result["pii_documents_masked"], "pii_emails_masked": result["pii_emails_masked"],
         "cpu_s_by_step": dg.MetadataValue.json(result["cpu_s_by_step"])},
@@ -196,7 +196,7 @@ def training_mixture(context: dg.AssetExecutionContext, store: ArtifactStore, se
         "val_documents": manifest["totals"]["val"]["documents"], "val_bytes": manifest["totals"]["val"]["bytes"],
         "dagster/row_count": manifest["totals"]["train"]["documents"] + manifest["totals"]["val"]["documents"],
         "sources": dg.MetadataValue.json(sorted(decont)),
-        "domain_weights": dg.MetadataValue.json(manifest["domain_weights"]), "files": md_table(rows),
+        "domain_weights": dg.MetadataValue.json(manifest["domain_weights"]), "files": table(rows),
         "manifest": path_md(draft.version.path / "manifest.json")},
         checks.mixture(MIXTURE, draft.version.path))
 

@@ -13,7 +13,7 @@ import dagster as dg
 from pipeline_assets.evals.benchmarks import build_benchmarks
 from pipeline_assets.evals.harness import contamination_report, evaluate_checkpoint
 from pipeline_assets.lineage import ModelStage
-from pipeline_assets.metadata import md_table
+from pipeline_assets.metadata import table
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import EvalRunConfig, overridden
 from resources import ArtifactStore, PipelineSettings
@@ -77,8 +77,8 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
                     .replace("|", "\\|")} for s in result.get("samples", [])]
         return finish(context, store, draft, reads, {
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
-            "metrics": dg.MetadataValue.json(metrics), "contamination": md_table(rows),
-            "samples": md_table(samples), "num_params": result.get("num_params"),
+            "metrics": dg.MetadataValue.json(metrics), "contamination": table(rows),
+            "samples": table(samples), "num_params": result.get("num_params"),
             "wall_time_s": round(result["wall_time_s"], 1)})
 
     return _eval

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline_assets.evals.assets import BENCHMARKS
-from pipeline_assets.metadata import md_table, path_md, png_md
+from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.posttrain import data, distill, feedback, preference, quantize, rl, sft
 from pipeline_assets.pretrain.assets import BASE
@@ -58,7 +58,7 @@ def _samples(result: dict) -> dg.MetadataValue:
     rows = [{"prompt": str(s.get("prompt", ""))[:80],
              "completion": str(s.get("completion", s.get("response", "")))[:120].replace("\n", " ").replace("|", "/")}
             for s in result.get("samples", [])[:8]]
-    return md_table(rows)
+    return table(rows)
 
 
 def _model_result(context: dg.AssetExecutionContext, store: ArtifactStore, draft: Draft, reads: Reads,

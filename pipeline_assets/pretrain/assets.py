@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from pipeline_assets.metadata import md_table, path_md, png_md
+from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.pretrain.plots import loss_curve_png
 from pipeline_assets.pretrain.train import train
@@ -54,7 +54,7 @@ def base(context: dg.AssetExecutionContext, store: ArtifactStore, settings: Pipe
             "wall_time_s": round(result["wall_time_s"], 1), "tokens_per_s": round(result["tokens_per_s"]),
             "mfu_pct": result["mfu_pct"], "resumed_from_step": result["resumed_from_step"],
             "loss_curve": png_md(loss_curve_png(result["loss_history"], result["val_history"]), "loss curve"),
-            "samples": md_table(samples),
+            "samples": table(samples),
             "data_consumed": dg.MetadataValue.json(result["data_consumed"]),
             "loss_history": dg.MetadataValue.json(result["loss_history"]),
             "tokenizer": path_md(tok), "checkpoint_dir": path_md(draft.version.path), "run_dir": path_md(run_dir),

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline_assets.corpus.assets import MIXTURE
-from pipeline_assets.metadata import md_table
+from pipeline_assets.metadata import table
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import ShardsRunConfig, TokenizerRunConfig, overridden
 from pipeline_assets.tokenizer.shards import tokenize_to_shards
@@ -44,7 +44,7 @@ def tokenizer(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
         context, store, draft, reads,
         {"vocab_size": result["vocab_size"], "train_time_s": round(result["train_time_s"], 2),
          "train_bytes": result["train_bytes"], "bytes_per_token": round(result["bytes_per_token"], 3),
-         "compression_by_domain": md_table(rows), "roundtrip_exact": result["roundtrip_exact"],
+         "compression_by_domain": table(rows), "roundtrip_exact": result["roundtrip_exact"],
          "special_tokens": dg.MetadataValue.json(result["special_tokens"]),
          "trained_on": dg.MetadataValue.json([str(f) for f in train_files])},
         [
@@ -73,7 +73,7 @@ def tokenized_shards(context: dg.AssetExecutionContext, store: ArtifactStore, se
     return finish(
         context, store, draft, reads,
         {"train_tokens": result["splits"]["train"]["tokens"], "val_tokens": result["splits"]["val"]["tokens"],
-         "splits": md_table(rows), "tokens_per_s": round(result["tokens_per_s"]),
+         "splits": table(rows), "tokens_per_s": round(result["tokens_per_s"]),
          "skipped_records": dg.MetadataValue.json(result["skipped_records"])},
         [dg.AssetCheckResult(check_name="counts_match", passed=shards_tokens == total,
                              metadata={"shard_tokens": shards_tokens, "index_tokens": total})])
