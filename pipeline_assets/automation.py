@@ -1,40 +1,272 @@
-"""Jobs, the landing-folder sensor and the schedule: how the graph runs without someone clicking."""
+"""How the graph runs without someone clicking: jobs, sensors, schedules, automation conditions, pools.
+
+- ``sources_sensor`` registers every known source as a ``sources`` partition (no runs: "Materialize all"
+  in the UI then covers them) and gives the shared pools a limit of 1 unless the instance has one.
+- ``landing_folders`` curates a landing folder once it is complete (``_READY`` or settled), again
+  whenever its content changes, never twice for the same content.
+- ``ingest_source`` runs only a source's own assets; what every source feeds (duplicate clusters, then
+  each source's dedup/decont, then the mixture) follows by declarative automation, once for all the
+  sources that changed together, and evals and the report card follow their checkpoints.
+- ``corpus_refresh`` (daily) re-curates sources whose fingerprint differs from the one recorded on
+  ``corpus/raw_documents``; ``retrain`` (weekly) rebuilds tokenizer, datasets, models, evals, report.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
 
 from pipeline_assets.corpus.assets import sources_partitions
-from pipeline_assets.corpus.sources import SOURCE_NAME, landing_sources
+from pipeline_assets.corpus.fingerprint import settle_seconds, spec_fingerprint, waiting_reason
+from pipeline_assets.corpus.sources import SOURCE_NAME, LandingProblem, SourceSpec, landing_sources_checked
+from pipeline_assets.pools import CORPUS_GLOBAL_POOL, TRAINING_POOL
+from resources.sources import SourcesResource
 
-# A new source: its own per-source assets, then what every source feeds (dedup across sources, mixture).
-# Unpartitioned assets in a partitioned run materialize once, after the partition's upstream steps.
-new_source_job = dg.define_asset_job(
+POOLS = (TRAINING_POOL, CORPUS_GLOBAL_POOL)
+FINGERPRINT_METADATA_KEY = "source_fingerprint"  # recorded by corpus/raw_documents: spec_fingerprint(spec)
+
+RAW = dg.AssetKey(["corpus", "raw_documents"])
+PER_SOURCE = [RAW, dg.AssetKey(["corpus", "filtered_documents"]), dg.AssetKey(["corpus", "minhash_signatures"])]
+BENCHMARKS = dg.AssetKey(["evals", "benchmarks"])
+REPORT_CARD = dg.AssetKey(["reports", "report_card"])
+RETRAIN_GROUPS = ("tokenizer", "datasets", "models", "evals", "reports", "release")
+_IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
+
+ingest_job = dg.define_asset_job(
     "ingest_source",
-    selection=dg.AssetSelection.groups("corpus") | dg.AssetSelection.assets(["evals", "benchmarks"]),
+    selection=dg.AssetSelection.assets(*PER_SOURCE),
     partitions_def=sources_partitions,
-    description="Curate one source partition end to end, then re-cluster duplicates and rebuild the mixture.",
+    description="Curate one source: raw -> filtered -> MinHash signatures. The cross-source assets follow "
+                "by automation once every source's signatures are in, so sources dropped together are "
+                "clustered and mixed once.",
+)
+
+# evals/benchmarks stays out: a new materialization of it is an upstream update of every source's
+# decontaminated documents, so automation would rebuild the whole corpus after each retrain.
+retrain_job = dg.define_asset_job(
+    "retrain_models",
+    selection=dg.AssetSelection.groups(*RETRAIN_GROUPS) - dg.AssetSelection.assets(BENCHMARKS),
+    description="Tokenizer, datasets, every model stage, their evals, the report card and the gated release.",
 )
 
 
+# ---------------------------------------------------------------------------------------------------
+# declarative automation
+
+# Run when an upstream updates, after every upstream is present and idle, and never past a failed
+# blocking check (across runs the check does not stop the step by itself: see DESIGN.md).
+FOLLOW_UPSTREAM = (dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+                   ).with_label("eager, blocking checks passed")
+# An eval describes a checkpoint, and its contamination numbers the mixture that checkpoint was trained
+# on: a newer mixture alone (a daily refresh) must not re-evaluate every stage; the retrain does.
+FOLLOW_CHECKPOINT = (dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+                     ).ignore(dg.AssetSelection.groups("corpus")).with_label("eager on non-corpus deps, "
+                                                                               "blocking checks passed")
+
+
+def automation_condition_for(key: dg.AssetKey, group: str | None) -> dg.AutomationCondition | None:
+    """The corpus after raw (raw follows its source through the sensor/schedule), evals, the report card.
+
+    Model stages have none: a checkpoint is hours of accelerator time on the larger profiles, so
+    training runs when the ``retrain`` schedule or a person says so.
+    """
+    if group == "corpus" and key != RAW:
+        return FOLLOW_UPSTREAM
+    if (key.path[0] == "evals" and key != BENCHMARKS) or key == REPORT_CARD:
+        return FOLLOW_CHECKPOINT
+    return None
+
+
+def with_automation(assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """``assets`` with ``automation_condition_for`` applied: this table decides for the keys it names (it
+    replaces a condition declared on the asset); any other asset keeps its own."""
+    def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
+        condition = automation_condition_for(spec.key, spec.group_name)
+        return spec if condition is None else spec.replace_attributes(automation_condition=condition)
+
+    return [a.map_asset_specs(apply) if isinstance(a, dg.AssetsDefinition) else a for a in assets]
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "llmdag_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Cross-source corpus assets, evals and the report card follow their upstream.",
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers shared by the sensors and the schedule
+
+
+def ensure_pool_limits(instance: dg.DagsterInstance) -> list[str]:
+    """Give each llmdag pool 1 slot where the instance has no limit for it; returns the pools it set."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    missing = [pool for pool in POOLS if storage.get_concurrency_info(pool).limit is None]
+    for pool in missing:
+        storage.set_concurrency_slots(pool, 1)
+    return missing
+
+
+def _warn(log, problems: Iterable[LandingProblem]) -> None:
+    for problem in problems:
+        log.warning(problem.message)
+
+
+def known_specs(sources: SourcesResource, log) -> dict[str, SourceSpec]:
+    """``sources.specs()`` minus what cannot be a partition; each malformed landing folder is warned about
+    and left out (``specs()`` already skips it) while every other source goes on."""
+    _warn(log, landing_sources_checked(Path(sources.landing))[1])
+    specs = sources.specs()
+    invalid = sorted(n for n in specs if not SOURCE_NAME.match(n))
+    if invalid:
+        log.warning(f"sources {invalid} left out: not valid partition keys; use letters, digits, '_', '.', '-'")
+    return {n: s for n, s in specs.items() if SOURCE_NAME.match(n)}
+
+
+def recorded_fingerprint(instance: dg.DagsterInstance, name: str) -> str | None:
+    """``source_fingerprint`` of the latest ``corpus/raw_documents`` materialization of ``name``."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=RAW, asset_partitions=[name]), limit=1).records
+    materialization = records[0].asset_materialization if records else None
+    value = materialization.metadata.get(FINGERPRINT_METADATA_KEY) if materialization else None
+    return getattr(value, "value", value)
+
+
+def ingest_in_flight(instance: dg.DagsterInstance, name: str) -> bool:
+    """A queued or running run that curates this source: an ``ingest_source`` run, a backfill's run, or a
+    backfill still planning it (``llmdag materialize`` or "Materialize all" of the same folder)."""
+    runs = instance.get_run_records(dg.RunsFilter(statuses=_IN_FLIGHT, tags={"dagster/partition": name}))
+    if any(RAW in (r.dagster_run.asset_selection or ()) for r in runs):
+        return True
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    for backfill in instance.get_backfills(status=BulkActionStatus.REQUESTED):
+        target = backfill.asset_backfill_data.target_subset if backfill.asset_backfill_data else None
+        if target is not None and RAW in target.asset_keys and (
+                name in target.get_partitions_subset(RAW).get_partition_keys()):
+            return True
+    return False
+
+
+def ingest_request(name: str, fingerprint: str, recorded: str | None) -> dg.RunRequest:
+    # The recorded fingerprint is part of the key so that content A -> B -> A curates A again; the
+    # same content with the same history gets the same key, which Dagster runs only once.
+    key = f"{name}:{fingerprint}" + (f":after:{recorded[:16]}" if recorded else "")
+    return dg.RunRequest(partition_key=name, run_key=key, tags={"llmdag/source_fingerprint": fingerprint})
+
+
+def changed_sources(instance: dg.DagsterInstance, specs: dict[str, SourceSpec], settle_s: float, log
+                    ) -> tuple[list[dg.RunRequest], list[str]]:
+    """Run requests for sources whose content differs from what was curated; and why the others wait."""
+    requests, waiting = [], []
+    for name, spec in specs.items():
+        if spec.kind == "folder" and spec.path and Path(spec.path).is_dir():
+            reason = waiting_reason(Path(spec.path), settle_s)
+            if reason:
+                waiting.append(f"{name}: {reason}")
+                continue
+        try:
+            fingerprint = spec_fingerprint(spec)
+        except OSError as e:
+            # Vanished mid-read: still changing. Missing altogether: a configured path to fix.
+            log.warning(f"source {name!r} not fingerprinted ({e}); fix its path or wait for the copy to finish")
+            waiting.append(f"{name}: {e}")
+            continue
+        recorded = recorded_fingerprint(instance, name)
+        if fingerprint == recorded:
+            continue
+        if ingest_in_flight(instance, name):
+            waiting.append(f"{name}: an ingest_source run for it is queued or running")
+            continue
+        requests.append(ingest_request(name, fingerprint, recorded))
+    return requests, waiting
+
+
+# ---------------------------------------------------------------------------------------------------
+# sensors
+
+
+@dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Adds a 'sources' partition for every built-in, landing and configured source (no runs: "
+                       "materialize them from the UI); sets a limit of 1 on the llmdag pools if none is set.")
+def sources_sensor(context: dg.SensorEvaluationContext, sources: SourcesResource) -> dg.SensorResult | dg.SkipReason:
+    for pool in ensure_pool_limits(context.instance):
+        context.log.info(f"pool {pool!r} had no limit: set to 1 (change it under Deployment > Concurrency)")
+    known = set(context.instance.get_dynamic_partitions(sources_partitions.name))
+    new = [name for name in known_specs(sources, context.log) if name not in known]
+    if not new:
+        return dg.SkipReason(f"all {len(known)} known sources are registered")
+    context.log.info(f"registering sources {new}")
+    return dg.SensorResult(dynamic_partitions_requests=[sources_partitions.build_add_request(new)])
+
+
 def landing_sensor_factory(landing: str) -> dg.SensorDefinition:
-    @dg.sensor(job=new_source_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Adds a 'sources' partition for each new folder in {landing} and curates it.")
+    @dg.sensor(job=ingest_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Curates each folder in {landing} once it is complete (a _READY file, or no change "
+                           "for LLMDAG_LANDING_SETTLE_S, default 30 s), and again when its content changes.")
     def landing_folders(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        if not Path(landing).is_dir():
+            return dg.SkipReason(f"no landing directory {landing} yet: create it and add one folder per source")
+        specs, problems = landing_sources_checked(Path(landing))
+        _warn(context.log, problems)
+        requests, waiting = changed_sources(context.instance, specs, settle_seconds(), context.log)
+        for line in waiting:
+            context.log.info(f"not yet: {line}")
         known = set(context.instance.get_dynamic_partitions(sources_partitions.name))
-        folders = sorted(p.name for p in Path(landing).iterdir() if p.is_dir()) if Path(landing).is_dir() else []
-        invalid = [f for f in folders if not SOURCE_NAME.match(f)]
-        new = [name for name in landing_sources(Path(landing)) if name not in known and SOURCE_NAME.match(name)]
-        if invalid:
-            context.log.warning(f"ignored landing folders with invalid names (letters, digits, _ . -): {invalid}")
-        if not new:
-            return dg.SkipReason(f"no new folder in {landing}")
+        new = [r.partition_key for r in requests if r.partition_key not in known]
+        if not requests:
+            ignored = [p.folder for p in problems]
+            return dg.SkipReason("; ".join(
+                [f"{len(specs) - len(waiting)} folder(s) in {landing} up to date"]
+                + [f"waiting: {line}" for line in waiting]
+                + ([f"ignored (see the warnings): {ignored}"] if ignored else [])))
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(partition_key=name, run_key=f"landing-{name}") for name in new],
-            dynamic_partitions_requests=[sources_partitions.build_add_request(new)],
+            run_requests=requests,
+            dynamic_partitions_requests=[sources_partitions.build_add_request(new)] if new else [],
         )
 
     return landing_folders
 
+
+# ---------------------------------------------------------------------------------------------------
+# schedules
+
+
+@dg.schedule(job=ingest_job, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.STOPPED,
+             description="Daily: registers new sources and re-curates every source whose content changed "
+                         "(fingerprint vs the one recorded on corpus/raw_documents).")
+def corpus_refresh(context: dg.ScheduleEvaluationContext, sources: SourcesResource
+                   ) -> list[dg.RunRequest] | dg.SkipReason:
+    specs = known_specs(sources, context.log)
+    # A schedule cannot return partition requests: add them here, before the runs that target them.
+    context.instance.add_dynamic_partitions(sources_partitions.name, list(specs))
+    requests, waiting = changed_sources(context.instance, specs, settle_seconds(), context.log)
+    for line in waiting:
+        context.log.info(f"not now: {line}")
+    if not requests:
+        return dg.SkipReason(f"no source changed since it was curated ({len(specs)} checked)"
+                             + "".join(f"; waiting: {line}" for line in waiting))
+    return requests
+
+
+@dg.schedule(job=retrain_job, cron_schedule="0 4 * * 0", default_status=dg.DefaultScheduleStatus.STOPPED,
+             description="Weekly: retrain tokenizer and every model stage on the current mixture, then evals, "
+                         "report card and the gated release.")
+def retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    return dg.RunRequest(run_key=f"retrain:{context.scheduled_execution_time:%Y-%m-%dT%H:%M}")
+
+
+def automation_definitions(landing: str) -> dict[str, list]:
+    """Everything Definitions needs for automation: ``dg.Definitions(..., **automation_definitions(landing))``."""
+    return {
+        "jobs": [ingest_job, retrain_job],
+        "sensors": [sources_sensor, landing_sensor_factory(landing), automation_sensor],
+        "schedules": [corpus_refresh, retrain],
+    }

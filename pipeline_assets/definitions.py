@@ -1,7 +1,7 @@
 """The llmdag Definitions: every asset, check, job, sensor and resource, wired to the active profile.
 
 Load it with ``dagster dev -w workspace.yaml`` or ``dagster asset materialize -m pipeline_assets.definitions``;
-headless end to end: ``llmdag materialize`` (pipeline_assets/cli.py).
+headless end to end: ``llmdag materialize`` (pipeline_assets/cli.py submits the asset backfill).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline_assets.automation import landing_sensor_factory, new_source_job
+from pipeline_assets.automation import automation_definitions, with_automation
 from pipeline_assets.corpus.assets import corpus_assets
 from pipeline_assets.evals.assets import benchmarks, eval_asset
 from pipeline_assets.lineage import stages_in
@@ -81,11 +81,10 @@ def build_definitions(**kwargs) -> dg.Definitions:
     assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, *evals]
     code_versions = {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items() if v}
     return dg.Definitions(
-        assets=[*assets, *report_assets(stages, code_versions)],
-        jobs=[new_source_job],
-        sensors=[landing_sensor_factory(resources["sources"].landing)],
+        assets=with_automation([*assets, *report_assets(stages, code_versions)]),
         resources=resources,
         executor=executor_for(profile.dagster_executor),
+        **automation_definitions(resources["sources"].landing),
     )
 
 

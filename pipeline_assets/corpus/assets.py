@@ -17,6 +17,7 @@ from pipeline_assets.corpus import checks
 from pipeline_assets.corpus.decontaminate import build_index, decontaminate_partition
 from pipeline_assets.corpus.dedup import deduplicate_partition, find_duplicates, signatures
 from pipeline_assets.corpus.filters import filter_partition
+from pipeline_assets.corpus.fingerprint import spec_fingerprint
 from pipeline_assets.corpus.ingest import ingest_source
 from pipeline_assets.corpus.mixture import build_mixture
 from pipeline_assets.evals.assets import BENCHMARKS
@@ -58,6 +59,7 @@ def raw_documents(context: dg.AssetExecutionContext, store: ArtifactStore, setti
     """Every record of one source, validated into ``{"id", "text", "metadata"}`` JSONL; bad ones quarantined."""
     cfg = settings.get().corpus
     spec = sources.spec(context.partition_key)
+    fingerprint_before = spec_fingerprint(spec)  # before reading: a change during the read re-curates later
     with writing(context, store) as draft:
         result = ingest_source(spec, draft.work, cfg.tasks,
                                cfg.max_bytes_per_source if spec.kind != "folder" else None, cfg.max_doc_bytes)
@@ -66,6 +68,8 @@ def raw_documents(context: dg.AssetExecutionContext, store: ArtifactStore, setti
     return finish(context, store, draft, None, {
         **{k: v for k, v in result.items() if not isinstance(v, dict)},
         "dagster/row_count": result["documents"], "domain": spec.domain, "source_kind": spec.kind,
+        # what the corpus_refresh schedule and the landing sensor compare to decide "changed"
+        "source_fingerprint": fingerprint_before,
         "quarantine_reasons": dg.MetadataValue.json(result["quarantine_reasons"])},
         checks.raw(RAW, result))
 
@@ -144,6 +148,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactSto
                          f"{clusters.name} (it covers {sorted(covered)}): materialize corpus/duplicate_clusters")
     # The filtered documents the clusters were computed on, not whatever is newest: ranks must line up.
     docs = Path(covered[context.partition_key])
+    reads.versions[f"{FILTERED.to_user_string()}[{context.partition_key}]"] = docs.parent.name
     with writing(context, store, fingerprint(docs, clusters / "file_index.json", cfg.__dict__)) as draft:
         result = deduplicate_partition(docs, clusters, context.partition_key, draft.work, cfg, datatrove.run)
     check = checks.unique_ids(DEDUPED, draft.version.path / "documents")

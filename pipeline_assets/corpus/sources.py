@@ -24,9 +24,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
+from pipeline_assets.corpus.config import DOMAINS
+
 SourceKind = Literal["python_docs", "python_stdlib", "package_readmes", "licenses", "folder", "hf"]
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SOURCE_FILE = "llmdag_source.json"  # optional per-folder settings: {"domain": ..., "text_field": ...}
+READY_MARKER = "_READY"  # an empty file a user (or a copy script) writes last: "this folder is complete"
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
 
 
@@ -139,7 +142,7 @@ def _folder(spec: SourceSpec) -> Iterator[RawRecord]:
         return
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = str(path.relative_to(root))
-        if path.name == SOURCE_FILE or path.name.startswith("."):
+        if path.name in (SOURCE_FILE, READY_MARKER) or path.name.startswith("."):
             continue
         if path.suffix == ".jsonl":
             with path.open("rb") as f:
@@ -191,19 +194,68 @@ def iter_records(spec: SourceSpec, max_bytes: int | None) -> Iterator[RawRecord]
         raise ValueError(f"unknown source kind {spec.kind!r}; valid: {list(builtin) + ['folder', 'hf']}")
 
 
-def landing_sources(landing: Path) -> dict[str, SourceSpec]:
-    """Every subfolder of the landing directory is one source, named by the folder."""
-    if not landing.is_dir():
+@dataclass(frozen=True)
+class LandingProblem:
+    """A landing folder that cannot become a source as it is, and how to fix it."""
+
+    folder: str
+    message: str
+
+
+# ---------------------------------------------------------------------------------------------------
+# landing settings (llmdag_source.json), parsed without letting one bad folder stop the others
+
+
+def read_source_settings(folder: Path) -> dict:
+    """``llmdag_source.json`` of ``folder`` ({} when absent); a ValueError names the file, the problem, the fix."""
+    path = folder / SOURCE_FILE
+    if not path.exists():
         return {}
-    specs = {}
+    hint = f'expected e.g. {{"domain": "web", "text_field": "text"}} with domain one of {", ".join(DOMAINS)}'
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); fix or delete it ({hint})") from e
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: must be a JSON object, got {type(settings).__name__}; {hint}")
+    domain = settings.get("domain", "web")
+    if domain not in DOMAINS:
+        raise ValueError(f"{path}: unknown domain {domain!r}; use one of {', '.join(DOMAINS)}")
+    for field in ("text_field", "split"):
+        if not isinstance(settings.get(field, ""), str):
+            raise ValueError(f"{path}: {field!r} must be a string, got {settings[field]!r}")
+    return settings
+
+
+def landing_sources_checked(landing: Path) -> tuple[dict[str, SourceSpec], list[LandingProblem]]:
+    """Every valid subfolder of the landing directory is one source, named by the folder; a bad folder is
+    reported (with how to fix it), never raised, so one folder's mistake never hides the others."""
+    if not landing.is_dir():
+        return {}, []
+    specs: dict[str, SourceSpec] = {}
+    problems: list[LandingProblem] = []
     for folder in sorted(p for p in landing.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        settings = json.loads((folder / SOURCE_FILE).read_text()) if (folder / SOURCE_FILE).exists() else {}
+        if not SOURCE_NAME.match(folder.name):
+            problems.append(LandingProblem(folder.name, (
+                f"landing folder {folder} ignored: {folder.name!r} is not a valid source name; rename it to "
+                "letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)")))
+            continue
+        try:
+            settings = read_source_settings(folder)
+        except (OSError, ValueError) as e:
+            problems.append(LandingProblem(folder.name, f"landing folder {folder} ignored: {e}"))
+            continue
         specs[folder.name] = SourceSpec(
             name=folder.name, kind="folder", path=str(folder),
             domain=settings.get("domain", "web"), text_field=settings.get("text_field", "text"),
             hf_split=settings.get("split", "train"),
         )
-    return specs
+    return specs, problems
+
+
+def landing_sources(landing: Path) -> dict[str, SourceSpec]:
+    """The landing folders that are valid sources (see ``landing_sources_checked`` for the others)."""
+    return landing_sources_checked(landing)[0]
 
 
 def available_builtin_sources() -> dict[str, SourceSpec]:

@@ -142,7 +142,17 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
         """
         profile = settings.get()
         reads = Reads(store)
-        gates = evaluate_gates(_stage_metrics(reads, stages), lineage, overridden(profile.gates, config))
+        metrics = _stage_metrics(reads, stages)
+        gates = evaluate_gates(metrics, lineage, overridden(profile.gates, config))
+        shipped = f"models/{profile.release_stage}"
+        # A stage with no published checkpoint or no eval has passed no gate: refuse, do not crash.
+        missing = []
+        if not store.has_current(shipped):
+            missing.append(f"{shipped}: no published checkpoint")
+        if shipped not in metrics:
+            missing.append(f"{shipped}: not evaluated (materialize evals/{profile.release_stage})")
+        if missing:
+            gates = {**gates, "passed": False, "failures": [*missing, *gates["failures"]]}
         with writing(context, store) as draft:
             if gates["passed"]:
                 shutil.copytree(reads(dg.AssetKey(["models", profile.release_stage])), draft.work, dirs_exist_ok=True)
