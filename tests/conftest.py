@@ -67,11 +67,13 @@ def materialize_in_process(defs: dg.Definitions, instance: dg.DagsterInstance, s
     waves: dict[tuple[int, bool], list[dg.AssetKey]] = defaultdict(list)
     for key, lvl in level.items():
         waves[(lvl, graph.get(key).partitions_def is not None)].append(key)
+    ops = (run_config or {}).get("ops", {})
     results = []
     for (_, partitioned), keys in sorted(waves.items(), key=lambda x: (x[0][0], not x[0][1])):
+        wave_ops = {op: c for op, c in ops.items() if op in {"__".join(k.path) for k in keys}}
         for pk in partitions if partitioned else [None]:
             result = dg.materialize(list(defs.assets), selection=keys, partition_key=pk, instance=instance,
-                                    resources=defs.resources, run_config=run_config)
+                                    resources=defs.resources, run_config={"ops": wave_ops} if wave_ops else None)
             results.append(result)
     return results
 

@@ -78,8 +78,11 @@ def fixture_run(tmp_path_factory):
                          env=env, capture_output=True, text=True, timeout=900)
     assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
     print(cli.stdout)  # the backfill's runs as the CLI reported them (pytest -s shows it)
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-        yield {"root": root, "instance": instance, "cli": cli.stdout, "qa": qa}
+    # Not `with instance:` — its __enter__ sets a process-wide defs-state storage that __exit__ leaves
+    # pointing at the disposed instance (dagster 1.13.27), breaking every later Definitions load.
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    yield {"root": root, "instance": instance, "cli": cli.stdout, "qa": qa}
+    instance.dispose()
 
 
 def _ids(docs_dir: Path) -> set[str]:
