@@ -3,13 +3,15 @@
     python bench/corpus_end_to_end.py                 # default sources + two small landing folders
     python bench/corpus_end_to_end.py --no-builtin    # landing folders only (fast smoke run)
 
-1. ``backfill``: what users run: ``llmdag materialize --select +group:corpus`` on a fresh DAGSTER_HOME
+1. ``before`` (baseline): how the graph ran before the backfill change: one in-process Dagster run per
+   source per wave, in this process, with a 2-worker datatrove pool per executor run.
+2. ``in_process``: the same runner with the profile's datatrove settings (tiny: ranks in-process).
+3. ``backfill``: what users run: ``llmdag materialize --select +group:corpus`` on a fresh DAGSTER_HOME
    (one asset backfill on Dagster's daemon: a run per source for the per-source steps, in parallel, and
    one run per cross-source step).
-2. ``in_process`` (baseline): the same assets, one source at a time, one in-process Dagster run per
-   source per wave, in this process (the pre-backfill way the graph ran, and how test fixtures run it).
 
-Prints raw MB in, wall seconds and MB/s for each, and the ratio. Both start from empty artifact roots.
+Prints raw MB in, wall seconds and MB/s for each, and each one's ratio to ``before``. All start from
+empty artifact roots.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def run_backfill(work: Path, builtin: bool) -> float:
     return time.perf_counter() - t0
 
 
-def run_in_process(work: Path, builtin: bool) -> float:
+def run_in_process(work: Path, builtin: bool, workers: int | None = None) -> float:
     import dagster as dg
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -63,6 +65,11 @@ def run_in_process(work: Path, builtin: bool) -> float:
     from pipeline_assets.definitions import build_definitions
 
     defs = build_definitions(root=str(work / "root"), landing=str(work / "landing"), builtin_sources=builtin)
+    if workers is not None:
+        from resources import DatatroveExecutorResource
+
+        defs = dg.Definitions(assets=list(defs.assets), resources={
+            **defs.resources, "datatrove": DatatroveExecutorResource(kind="local", workers=workers)})
     t0 = time.perf_counter()
     with dg.instance_for_test() as instance:
         materialize_in_process(defs, instance, dg.AssetSelection.groups("corpus").upstream())
@@ -74,15 +81,18 @@ def main() -> None:
     parser.add_argument("--no-builtin", action="store_true", help="landing folders only")
     args = parser.parse_args()
     rows = []
-    for name, fn in (("backfill", run_backfill), ("in_process", run_in_process)):
+    modes = (("before", lambda w, b: run_in_process(w, b, workers=2)), ("in_process", run_in_process),
+             ("backfill", run_backfill))
+    for name, fn in modes:
         work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         make_landing(work / "landing")
         seconds = fn(work, not args.no_builtin)
         mb = raw_mb(work / "root")
         rows.append((name, mb, seconds))
         print(f"{name:11s} {mb:7.2f} MB raw  {seconds:7.1f} s  {mb / seconds:6.3f} MB/s", flush=True)
-    (_, mb_a, s_a), (_, mb_b, s_b) = rows
-    print(f"backfill / in_process throughput: {(mb_a / s_a) / (mb_b / s_b):.2f}x")
+    _, mb0, s0 = rows[0]
+    for name, mb, seconds in rows[1:]:
+        print(f"{name} / before throughput: {(mb / seconds) / (mb0 / s0):.2f}x")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ def count(value: int | dict | None) -> int:
     return int(value or 0)
 
 
+def _seconds(time_stats: dict | float | None) -> float:
+    """A step's total time: datatrove writes a plain number instead of a dict for a step that never timed."""
+    return float(time_stats.get("total", 0.0)) if isinstance(time_stats, dict) else float(time_stats or 0.0)
+
+
 def step_summary(stats: list[dict]) -> list[dict]:
     """One row per pipeline step: name, docs in/dropped, drop reasons, CPU seconds."""
     rows = []
@@ -37,6 +42,6 @@ def step_summary(stats: list[dict]) -> list[dict]:
                         if k.startswith("dropped_")},
             "counters": {k: count(v) for k, v in counters.items()
                          if not k.startswith("dropped") and k not in ("total", "forwarded")},
-            "cpu_s": round(step.get("time_stats", {}).get("total", 0.0), 2),
+            "cpu_s": round(_seconds(step.get("time_stats")), 2),
         })
     return rows
