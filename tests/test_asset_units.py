@@ -267,3 +267,16 @@ def test_report_card_and_blocked_release(evaluated):
     assert meta["published"] is False and not meta["released"]
     # A refusal is recorded against the exact eval it judged.
     assert meta["upstream_versions"]["evals/base"] == _version(evaluated, "evals/base")
+
+
+def test_a_source_emptied_by_dedup_decontaminates_to_an_empty_version(tmp_path):
+    # A landing folder that only repeats an earlier source loses every document in dedup; the rest of the
+    # chain must carry an empty source, not fail on datatrove's "No files found".
+    from pipeline_assets.corpus.config import CorpusConfig
+    from pipeline_assets.corpus.decontaminate import decontaminate_partition
+
+    (tmp_path / "dedup" / "documents").mkdir(parents=True)
+    result = decontaminate_partition(tmp_path / "dedup" / "documents", tmp_path / "no-index", tmp_path / "out",
+                                     CorpusConfig(), run=lambda *a, **k: pytest.fail("nothing to run"))
+    assert result["documents_in"] == result["documents_out"] == 0
+    assert (tmp_path / "out" / "documents").is_dir()

@@ -50,6 +50,12 @@ def make_filter(index_dir: Path, cfg: CorpusConfig, exclusion_writer=None) -> NG
 
 def decontaminate_partition(docs_dir: Path, index_dir: Path, out_dir: Path, cfg: CorpusConfig,
                             run: Runner) -> dict:
+    if not any(docs_dir.glob("*.jsonl")):
+        # Dedup can empty a source (every document a copy of an earlier source's): nothing to decontaminate,
+        # and datatrove's reader would raise on an empty folder.
+        (out_dir / "documents").mkdir(parents=True, exist_ok=True)
+        return {"documents_in": 0, "contaminated_removed": 0, "contaminated_by_task": {}, "documents_out": 0,
+                "decont_ngrams": cfg.decont_ngrams}
     run([
         JsonlReader(str(docs_dir), glob_pattern="*.jsonl", compression=None),
         make_filter(index_dir, cfg, JsonlWriter(str(out_dir / "removed" / "1_contaminated"), compression=None)),
