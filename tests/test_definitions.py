@@ -67,3 +67,18 @@ def test_cli_rejects_bad_config_without_submitting(tmp_path, monkeypatch):
     instance = dg.DagsterInstance.get()  # not `with`: see the note in test_corpus.fixture_run
     assert not instance.get_backfills() and not instance.get_runs()
     instance.dispose()
+
+
+def test_cli_reads_the_release_gate_from_its_check():
+    from pipeline_assets.cli import release_report
+    from pipeline_assets.reports.assets import GATES_CHECK, RELEASE
+
+    @dg.asset(key=RELEASE, check_specs=[dg.AssetCheckSpec(GATES_CHECK, asset=RELEASE, blocking=True)])
+    def refused_release():
+        return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
+            passed=False, description="models/grpo: target arithmetic_accuracy 0 did not improve")])
+
+    with dg.instance_for_test() as instance:
+        assert release_report(instance) == (None, "release/model was not evaluated")
+        dg.materialize([refused_release], instance=instance, raise_on_error=False)
+        assert release_report(instance) == (False, "models/grpo: target arithmetic_accuracy 0 did not improve")
