@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -82,6 +83,11 @@ def submit_backfill(defs: dg.Definitions, instance: dg.DagsterInstance, keys: li
         run_config=run_config)
     instance.add_backfill(backfill)
     return backfill.backfill_id
+
+
+def backfill_title(select: str) -> str:
+    """The Backfills tab's title; Dagster refuses % * and quotes in titles."""
+    return "llmdag materialize " + ("(all assets)" if select == "*" else re.sub(r'[%*"]', "", select))
 
 
 def daemon_running(instance: dg.DagsterInstance) -> bool:
@@ -186,8 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown source partitions {unknown}; registered: {registered}")
     t0 = time.time()
-    backfill_id = submit_backfill(defs, instance, keys, args.partition, run_config,
-                                  title=f"llmdag materialize {args.select}")
+    backfill_id = submit_backfill(defs, instance, keys, args.partition, run_config, title=backfill_title(args.select))
     print(f"submitted backfill {backfill_id}: {len(keys)} assets over {len(args.partition or registered)} sources "
           f"(see it in `dagster dev` -> Overview -> Backfills)")
     if args.no_wait:

@@ -82,3 +82,14 @@ def test_cli_reads_the_release_gate_from_its_check():
         assert release_report(instance) == (None, "release/model was not evaluated")
         dg.materialize([refused_release], instance=instance, raise_on_error=False)
         assert release_report(instance) == (False, "models/grpo: target arithmetic_accuracy 0 did not improve")
+
+
+@pytest.mark.parametrize("select", ["*", 'key:"models/*"', "+group:corpus"])
+def test_backfill_submitted_for_any_selection(select):
+    from pipeline_assets.cli import backfill_title, submit_backfill
+
+    keys = sorted(dg.AssetSelection.all().resolve(defs.resolve_asset_graph()))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("sources", ["a", "b"])
+        backfill_id = submit_backfill(defs, instance, keys, None, None, title=backfill_title(select))
+        assert instance.get_backfill(backfill_id).title.startswith("llmdag materialize")
