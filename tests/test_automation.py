@@ -400,3 +400,16 @@ def test_a_failed_check_on_one_source_holds_back_only_that_source(inst, defs):
     _report(inst, graph, K("corpus/duplicate_clusters"))
     result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
     assert _requested(result, graph)["corpus/deduplicated_documents"] == {"b"}  # a failed has_documents
+
+
+def test_a_source_in_a_pending_backfill_is_not_requested_again(inst, defs):
+    # `llmdag materialize` submits a backfill, then starts the daemon whose landing sensor would otherwise
+    # curate the same folders a second time before the backfill's first run exists.
+    from pipeline_assets.automation import ingest_in_flight
+    from pipeline_assets.cli import submit_backfill
+
+    inst.add_dynamic_partitions("sources", ["a", "b", "c"])
+    keys = sorted(dg.AssetSelection.groups("corpus").resolve(defs.resolve_asset_graph()))
+    submit_backfill(defs, inst, keys, ["a", "b"], None, title="llmdag materialize test")
+    assert ingest_in_flight(inst, "a") and ingest_in_flight(inst, "b")
+    assert not ingest_in_flight(inst, "c")
