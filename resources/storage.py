@@ -187,7 +187,9 @@ class ArtifactStore(dg.ConfigurableResource):
                 final = slot / f"{version}-{uuid.uuid4().hex[:4]}"
             os.rename(work, final)
             _fsync_dir(slot)
-        _remove(work.with_name(work.name + ".lock"))
+        if not work.name.startswith(".work-r-"):
+            # A resume dir's lock file stays: deleting it could let two later writers lock two different files.
+            _remove(work.with_name(work.name + ".lock"))
         draft.version = Version(final)
 
     def publish(self, version: Version) -> None:
