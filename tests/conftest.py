@@ -17,6 +17,17 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _no_stale_defs_state_storage():
+    """Entering a DagsterInstance sets a process-wide defs-state storage that leaving it does not reset
+    (dagster 1.13.27): a later Definitions load in this process then fails with "Attempted to resolve
+    undefined DagsterInstance weakref". Clear it after every test so tests cannot leak it to each other."""
+    yield
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+
+
 @pytest.fixture
 def instance() -> dg.DagsterInstance:
     with dg.instance_for_test() as inst:
