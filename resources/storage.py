@@ -121,10 +121,6 @@ class ArtifactStore(dg.ConfigurableResource):
             raise ValueError(f"{path} resolves outside the artifact root {root}")
         return path
 
-    def asset_root(self, key: str | Sequence[str]) -> Path:
-        """The directory holding every partition of ``key``."""
-        return self.slot(key).parent.parent
-
     def has_current(self, key: str | Sequence[str], partition: str | None = None) -> bool:
         return (self.slot(key, partition) / CURRENT).is_dir()
 
