@@ -33,6 +33,30 @@ from pipeline_assets.corpus.assets import sources_partitions
 
 DAEMON_FRESH_S = 60  # a daemon heartbeat younger than this means one is running for this instance
 
+# Written only into a DAGSTER_HOME that has no dagster.yaml, i.e. where Dagster's defaults would apply.
+# Dagster's run queue is checked every 5 s and launches queued runs one after another; the default graph's
+# backfill has ~14 runs in four phases, so that default alone adds ~20 s of queueing to a ~2 minute corpus
+# group. The same file serves `dagster dev` on this instance.
+INSTANCE_YAML = """\
+# Written by `llmdag materialize` because this DAGSTER_HOME had no dagster.yaml; edit freely.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+    dequeue_use_threads: true
+    dequeue_num_workers: 4
+"""
+
+
+def ensure_instance_config(home: Path) -> None:
+    path = home / "dagster.yaml"
+    if not path.exists():
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(INSTANCE_YAML)
+        tmp.replace(path)
+        print(f"wrote {path} (run queue checked every second)")
+
 
 def register_sources(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
     specs = defs.resources["sources"].specs()
@@ -172,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("set DAGSTER_HOME (e.g. export DAGSTER_HOME=$PWD/.dagster): backfills run on a "
                          "persistent Dagster instance, the one `dagster dev` shows")
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    ensure_instance_config(Path(os.environ["DAGSTER_HOME"]))
     from pipeline_assets.definitions import defs
 
     instance = dg.DagsterInstance.get()

@@ -1,4 +1,4 @@
-"""``python -m pipeline_assets.daemon``: Dagster's own daemon, ticking backfills every 5 s instead of 30.
+"""``python -m pipeline_assets.daemon``: Dagster's own daemon, ticking backfills every 2 s instead of 30.
 
 ``llmdag materialize`` runs this when no daemon serves the instance yet. The default graph's backfill
 has about four phases (per-source steps, cross-source clusters, per-source dedup, everything after the
@@ -17,7 +17,7 @@ def main() -> None:
     from dagster._daemon import controller
     from dagster._daemon.cli import main as daemon_cli
 
-    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = int(os.environ.get("LLMDAG_DAEMON_TICK_S", "5"))
+    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = int(os.environ.get("LLMDAG_DAEMON_TICK_S", "2"))
     sys.argv = ["dagster-daemon", "run", "-m", "pipeline_assets.definitions", *sys.argv[1:]]
     sys.exit(daemon_cli())
 
