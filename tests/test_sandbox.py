@@ -185,6 +185,12 @@ def test_loops_fork_bombs_and_memory_bombs_are_killed() -> None:
     assert not memory.passed and "allocated" not in memory.stdout and "MemoryError" in memory.stderr
 
 
+def test_no_new_user_namespaces_but_processes_work() -> None:
+    assert not run_python("import os\nos.unshare(os.CLONE_NEWUSER)\n").passed  # seccomp / --disable-userns
+    spawn = "import subprocess\nassert subprocess.run(['/bin/echo', 'hi'], capture_output=True).stdout == b'hi\\n'\n"
+    assert run_python(spawn).passed  # clone3 -> ENOSYS must fall back to clone, not break subprocess
+
+
 def test_user_namespace_variant_isolates_too(monkeypatch: pytest.MonkeyPatch) -> None:
     # What a non-root caller gets: bwrap in a user namespace, no setpriv.
     monkeypatch.setattr(sandbox, "_drops_uid", lambda: False)
@@ -195,7 +201,8 @@ def test_user_namespace_variant_isolates_too(monkeypatch: pytest.MonkeyPatch) ->
     assert not nested.passed  # --disable-userns
 
 
-def test_missing_bwrap_fails_closed(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_bwrap_fails_closed(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+                                    tmp_path: Path) -> None:
     monkeypatch.setenv(sandbox.BWRAP_ENV, "/nonexistent/bwrap")
     probe = sandbox_probe()
     assert probe.mode == UNAVAILABLE and "/nonexistent/bwrap" in probe.reason
@@ -206,6 +213,13 @@ def test_missing_bwrap_fails_closed(monkeypatch: pytest.MonkeyPatch, caplog: pyt
     assert result.mode == UNAVAILABLE and not result.passed and "/nonexistent/bwrap" in result.reason
     assert sandbox.main(["--probe"]) == 2
 
+    monkeypatch.setenv(sandbox.BWRAP_ENV, "/etc/hostname")  # not executable
+    assert sandbox_probe().mode == UNAVAILABLE
+    garbage = tmp_path / "bwrap"
+    garbage.write_bytes(b"\x00not an executable")
+    garbage.chmod(0o755)
+    monkeypatch.setenv(sandbox.BWRAP_ENV, str(garbage))  # exec fails: reported, not raised
+    assert sandbox_probe().mode == UNAVAILABLE and "could not start" in sandbox_probe().reason
     monkeypatch.setenv(sandbox.BWRAP_ENV, "/bin/false")  # present but cannot start a sandbox
     probe = sandbox_probe()
     assert probe.mode == UNAVAILABLE and "failed to start" in probe.reason

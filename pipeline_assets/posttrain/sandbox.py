@@ -12,7 +12,8 @@ Modes (`LLMDAG_SANDBOX`; `sandbox_probe()` says which one applied and why):
     size-capped tmpfs /tmp is the only writable place and the cwd/HOME. Not visible: the caller's home, the
     project checkout, the venv, LLMDAG_HOME, /etc. Own PID, network, IPC, UTS (and cgroup) namespaces, so only
     a loopback exists and the caller cannot be signalled; `--die-with-parent`, `--new-session`. A seccomp
-    filter makes socket() fail for every family but AF_UNIX (x86_64/aarch64) and blocks io_uring. When the
+    filter makes socket() fail for every family but AF_UNIX (x86_64/aarch64), blocks io_uring and new user
+    namespaces. When the
     caller is root, bwrap runs privileged and `setpriv` drops the code to a fresh random uid with no
     capabilities and no_new_privs, so RLIMIT_NPROC bounds fork bombs; otherwise bwrap uses a user namespace
     (`--disable-userns`), and fork bombs are bounded only by the wall clock (RLIMIT_NPROC would count all
@@ -169,35 +170,51 @@ def _interpreter() -> tuple[str, list[str]]:
     return exe, sorted(roots)
 
 
-_AUDIT_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # (AUDIT_ARCH_*, __NR_socket)
-_NR_IO_URING_SETUP = 425  # same number on both
-_AF_UNIX = 1
+# AUDIT_ARCH_* and the syscall numbers that differ (socket, clone, unshare); clone3 and io_uring_setup agree.
+_ARCH = {"x86_64": (0xC000003E, 41, 56, 272), "aarch64": (0xC00000B7, 198, 220, 97)}
+_NR_CLONE3, _NR_IO_URING_SETUP = 435, 425
+_AF_UNIX, _CLONE_NEWUSER = 1, 0x10000000
+_EPERM, _ENOSYS = 1, 38
 
 
 def _seccomp_program() -> bytes | None:
-    """Classic BPF for bwrap --seccomp: socket() fails with EACCES unless AF_UNIX; io_uring_setup fails
-    (IORING_OP_SOCKET would bypass the socket() check); x32 syscalls fail; any other arch is killed."""
-    arch = _AUDIT_ARCH.get(platform.machine())
+    """Classic BPF for bwrap --seccomp. socket() fails unless AF_UNIX; io_uring_setup fails (IORING_OP_SOCKET
+    would bypass the socket() check); clone/unshare with CLONE_NEWUSER fail (a user namespace would hand the
+    code capabilities over new namespaces: more kernel surface); clone3 gets ENOSYS, whose flags BPF cannot
+    read, so libc falls back to clone; x32 syscalls fail; a foreign arch is killed."""
+    arch = _ARCH.get(platform.machine())
     if arch is None:
         return None
-    audit_arch, nr_socket = arch
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-    allow, deny, kill = 0x7FFF0000, 0x00050000 | 13, 0x80000000
-    insns = [
-        (ld, 0, 0, 4),                      # 0: A = arch
-        (jeq, 1, 0, audit_arch),            # 1: -> 3
-        (ret, 0, 0, kill),                  # 2
-        (ld, 0, 0, 0),                      # 3: A = nr
-        (jge, 5, 0, 0x40000000),            # 4: x32 -> 10
-        (jeq, 2, 0, nr_socket),             # 5: -> 8
-        (jeq, 3, 0, _NR_IO_URING_SETUP),    # 6: -> 10
-        (ret, 0, 0, allow),                 # 7
-        (ld, 0, 0, 16),                     # 8: A = low 32 bits of args[0] (the family)
-        (jeq, 1, 0, _AF_UNIX),              # 9: -> 11
-        (ret, 0, 0, deny),                  # 10
-        (ret, 0, 0, allow),                 # 11
+    audit_arch, nr_socket, nr_clone, nr_unshare = arch
+    errno, allow, kill = 0x00050000, 0x7FFF0000, 0x80000000
+    # (op, k, jump-if-true label, jump-if-false label); None falls through to the next instruction
+    program: list[tuple[str, int, str | None, str | None] | str] = [
+        ("ld", 4, None, None), ("jeq", audit_arch, None, "kill"),
+        ("ld", 0, None, None), ("jge", 0x40000000, "deny", None),
+        ("jeq", nr_socket, "family", None), ("jeq", _NR_IO_URING_SETUP, "deny", None),
+        ("jeq", nr_unshare, "flags", None), ("jeq", nr_clone, "flags", None),
+        ("jeq", _NR_CLONE3, "nosys", None), ("ret", allow, None, None),
+        "family", ("ld", 16, None, None), ("jeq", _AF_UNIX, "allow", "deny"),
+        "flags", ("ld", 16, None, None), ("jset", _CLONE_NEWUSER, "deny", "allow"),
+        "nosys", ("ret", errno | _ENOSYS, None, None),
+        "deny", ("ret", errno | _EPERM, None, None),
+        "allow", ("ret", allow, None, None),
+        "kill", ("ret", kill, None, None),
     ]
-    return b"".join(struct.pack("=HBBI", *i) for i in insns)
+    labels: dict[str, int] = {}
+    for item in program:
+        if isinstance(item, str):
+            labels[item] = sum(not isinstance(x, str) for x in program[:program.index(item)])
+    codes = {"ld": 0x20, "jeq": 0x15, "jge": 0x35, "jset": 0x45, "ret": 0x06}
+    out, pc = [], 0
+    for item in program:
+        if isinstance(item, str):
+            continue
+        op, k, t, f = item
+        jt, jf = (0 if lab is None else labels[lab] - pc - 1 for lab in (t, f))
+        out.append(struct.pack("=HBBI", codes[op], jt, jf, k))
+        pc += 1
+    return b"".join(out)
 
 
 def _bwrap_argv(bwrap: str, limits: SandboxLimits, seccomp_fd: int | None, uid: int | None) -> list[str]:
@@ -289,6 +306,11 @@ def _execute(mode: str, bwrap: str | None, code: str, tests: str, limits: Sandbo
             pass_fds=pass_fds, start_new_session=True,
             preexec_fn=lambda: _set_limits(limits),  # noqa: PLW1509 - rlimits must be set before exec
         )
+    except OSError as exc:  # e.g. a bwrap that is not an executable for this machine: fail, never raise
+        os.close(result_r)
+        if host_tmp:
+            shutil.rmtree(host_tmp, ignore_errors=True)
+        return SandboxResult(False, None, False, "", "", 0.0, mode, f"could not start {argv[0]}: {exc}")
     finally:
         for fd in (nonce_r, result_w, stdin_fd, *([seccomp_fd] if seccomp_fd is not None else [])):
             os.close(fd)
