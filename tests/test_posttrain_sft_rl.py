@@ -1,4 +1,4 @@
-"""Tests for post-training: datasets, SFT (full + LoRA), GRPO, the code sandbox and distillation.
+"""Tests for post-training: datasets, SFT (full + LoRA), GRPO and distillation.
 
 Run: python -m pytest tests/test_posttrain_sft_rl.py          (default set, CPU, 1 torch thread)
      python -m pytest tests/test_posttrain_sft_rl.py -m slow  (the longer runs)
@@ -53,13 +53,6 @@ from pipeline_assets.posttrain.rl import (  # noqa: E402
     format_reward,
     get_reward_funcs,
     run_grpo,
-)
-from pipeline_assets.posttrain.sandbox import (  # noqa: E402
-    SandboxLimits,
-    code_execution_reward,
-    network_namespace_available,
-    run_python,
-    run_tests,
 )
 from pipeline_assets.posttrain.sft import SFTStageConfig, arithmetic_accuracy, run_sft  # noqa: E402
 from pipeline_assets.tokenizer.train import TokenizerConfig, train_tokenizer  # noqa: E402
@@ -270,7 +263,7 @@ def test_load_chat_dataset_formats_and_errors(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Rewards and the sandbox
+# Rewards (the code sandbox is tested in tests/test_sandbox.py)
 
 
 def test_rewards_and_registry() -> None:
@@ -285,44 +278,6 @@ def test_rewards_and_registry() -> None:
         GRPOStageConfig(batch_size=30).validate()
     with pytest.raises(ValueError, match="one weight per reward"):
         GRPOStageConfig(reward_weights=(1.0,)).validate()
-
-
-def test_sandbox_passes_correct_code_and_fails_wrong_code() -> None:
-    good = run_tests("def add(a, b):\n    return a + b", ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"])
-    assert good.passed and good.returncode == 0 and not good.timed_out
-    wrong = run_tests("def add(a, b):\n    return a - b", ["assert add(2, 3) == 5"])
-    assert not wrong.passed and "AssertionError" in wrong.stderr
-    fenced = [[{"role": "assistant", "content": "```python\ndef sq(x):\n    return x * x\n```"}], "def sq(x): return 0"]
-    assert code_execution_reward(fenced, tests=[["assert sq(3) == 9"]] * 2) == [1.0, 0.0]
-
-
-def test_sandbox_kills_infinite_loop_and_memory_bomb() -> None:
-    loop = run_python("while True:\n    pass\n", SandboxLimits(timeout_s=1.0))
-    assert loop.timed_out and not loop.passed and loop.duration_s < 5
-    forks = run_python("import os, time\nos.fork()\ntime.sleep(60)\n", SandboxLimits(timeout_s=1.0))
-    assert forks.timed_out and forks.duration_s < 5  # the whole process group is killed
-    bomb = run_python("x = bytearray(4 * 1024 ** 3)\nprint('allocated')\n", SandboxLimits(memory_mb=256))
-    assert not bomb.passed and "allocated" not in bomb.stdout and "MemoryError" in bomb.stderr
-
-
-def test_sandbox_blocks_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    code = "import socket\nsocket.create_connection(('93.184.216.34', 80), timeout=2)\nprint('connected')\n"
-    result = run_python(code)
-    assert not result.passed and "connected" not in result.stdout
-    assert result.network == ("namespace" if network_namespace_available() else "guard")
-    # The fallback for hosts without user namespaces must block too.
-    monkeypatch.setattr("pipeline_assets.posttrain.sandbox.network_namespace_available", lambda: False)
-    guarded = run_python(code)
-    assert guarded.network == "guard" and not guarded.passed and "network access is disabled" in guarded.stderr
-
-
-def test_sandbox_env_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
-    result = run_python("import os, sys\nprint(sorted(os.environ))\nprint(os.getcwd())\n")
-    assert result.passed
-    assert "HTTPS_PROXY" not in result.stdout and "SECRET_TOKEN" not in result.stdout
-    assert "llmdag-sandbox-" in result.stdout  # runs in its own temp dir
 
 
 # ---------------------------------------------------------------------------------------------------------

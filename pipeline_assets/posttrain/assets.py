@@ -237,6 +237,9 @@ def grpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings
     draft, result = _train(context, store, lambda work: rl.run_grpo(
         cfg, reads(SFT), reads(REASONING) / data.REASONING_FILE, work, heldout,
         log=context.log.info))
+    from pipeline_assets.posttrain.sandbox import sandbox_probe  # which isolation the code rewards ran under
+
+    result["sandbox_mode"] = sandbox_probe().mode if "code_execution" in cfg.reward_funcs else "unused"
     return _model_result(context, store, draft, reads, result)
 
 
