@@ -11,14 +11,19 @@ from dataclasses import dataclass, field, replace
 
 from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.evals.benchmarks import BenchmarkConfig
-from pipeline_assets.evals.harness import EVAL_PROFILES, EvalConfig
+from pipeline_assets.evals.config import EVAL_PROFILES, EvalConfig
+from pipeline_assets.posttrain.config import (
+    DistillConfig,
+    DPOStageConfig,
+    FeedbackConfig,
+    GRPOStageConfig,
+    PreferenceDataConfig,
+    QuantizeConfig,
+    RewardModelConfig,
+    RLHFConfig,
+    SFTStageConfig,
+)
 from pipeline_assets.posttrain.data import ReasoningDataConfig, SFTDataConfig
-from pipeline_assets.posttrain.distill import DistillConfig
-from pipeline_assets.posttrain.feedback import FeedbackConfig
-from pipeline_assets.posttrain.preference import DPOStageConfig, PreferenceDataConfig, RewardModelConfig, RLHFConfig
-from pipeline_assets.posttrain.quantize import QuantizeConfig
-from pipeline_assets.posttrain.rl import GRPOStageConfig
-from pipeline_assets.posttrain.sft import SFTStageConfig
 from pipeline_assets.pretrain.config import SCALE, SMALL, TINY, PretrainConfig
 from pipeline_assets.reports.gates import GATE_PROFILES, GateConfig
 from pipeline_assets.tokenizer.shards import ShardConfig

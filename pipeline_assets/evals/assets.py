@@ -11,7 +11,6 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline_assets.evals.benchmarks import build_benchmarks
-from pipeline_assets.evals.harness import contamination_report, evaluate_checkpoint
 from pipeline_assets.lineage import ModelStage
 from pipeline_assets.metadata import table
 from pipeline_assets.publishing import Reads, finish, writing
@@ -56,6 +55,8 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
               description=f"Eval report of models/{stage.name} on the held-out sets.")
     def _eval(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
               config: EvalRunConfig) -> dg.MaterializeResult:
+        from pipeline_assets.evals.harness import contamination_report, evaluate_checkpoint  # torch: run time only
+
         cfg = overridden(settings.get().evals, config)
         reads = Reads(store)
         bench = reads(BENCHMARKS)

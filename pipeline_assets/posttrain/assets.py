@@ -14,9 +14,8 @@ import dagster as dg
 from pipeline_assets.evals.assets import BENCHMARKS
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
-from pipeline_assets.posttrain import data, distill, feedback, preference, quantize, rl, sft
+from pipeline_assets.posttrain import data
 from pipeline_assets.pretrain.assets import BASE
-from pipeline_assets.pretrain.plots import loss_curve_png
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import (
     DistillRunConfig,
@@ -67,6 +66,8 @@ def _model_result(context: dg.AssetExecutionContext, store: ArtifactStore, draft
     import math
 
     from transformers import AutoConfig
+
+    from pipeline_assets.pretrain.plots import loss_curve_png
 
     losses = [v for _, v in result.get("loss_history", [])]
     finite = not trained or (bool(losses) and all(math.isfinite(v) for v in losses))
@@ -141,6 +142,7 @@ def _preference_prompts(sft_data: Path, limit: int) -> list[dict]:
 def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                 config: FeedbackRunConfig) -> dg.MaterializeResult:
     """RLAIF: the judge (the SFT model by default) rates policy samples against constitution.txt."""
+    from pipeline_assets.posttrain import feedback
     reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.feedback, config)
@@ -155,6 +157,7 @@ def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, setting
 def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                      config: PreferenceDataRunConfig) -> dg.MaterializeResult:
     """On-policy pairs judged by verifiers and rules, plus the AI-feedback pairs."""
+    from pipeline_assets.posttrain import preference
     reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.preference_data, config)
@@ -173,6 +176,7 @@ def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, se
 def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
               config: SFTRunConfig) -> dg.MaterializeResult:
     """TRL SFTTrainer on the chat rows; full fine-tune, or LoRA (peft) with a merged copy as the checkpoint."""
+    from pipeline_assets.posttrain import sft
     reads = Reads(store)
     cfg = overridden(settings.get().sft, config)
     bench = data.read_jsonl(reads(BENCHMARKS) / "arithmetic.jsonl")
@@ -193,6 +197,7 @@ def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
 def reward_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                  config: RewardRunConfig) -> dg.MaterializeResult:
     """TRL RewardTrainer: a scalar head on the SFT trunk, trained on the preference pairs."""
+    from pipeline_assets.posttrain import preference
     reads = Reads(store)
     cfg = overridden(settings.get().reward, config)
     draft, result = _train(context, store, lambda work: preference.run_reward_model(
@@ -205,6 +210,7 @@ def reward_model(context: dg.AssetExecutionContext, store: ArtifactStore, settin
 def dpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
               config: DPORunConfig) -> dg.MaterializeResult:
     """TRL DPOTrainer (loss_type sigmoid/ipo/...; algorithm kto/orpo/simpo by config)."""
+    from pipeline_assets.posttrain import preference
     reads = Reads(store)
     cfg = overridden(settings.get().dpo, config)
     draft, result = _train(context, store, lambda work: preference.run_dpo(
@@ -217,6 +223,7 @@ def dpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
 def rlhf_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                config: RLHFRunConfig) -> dg.MaterializeResult:
     """The SFT policy optimized against models/reward with a KL penalty (TRL RLOO; TRL 1.16 has no PPO)."""
+    from pipeline_assets.posttrain import preference
     reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.rlhf, config)
@@ -231,6 +238,7 @@ def rlhf_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings
 def grpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                config: GRPORunConfig) -> dg.MaterializeResult:
     """TRL GRPOTrainer with verifiable rewards (exact answer + format) on datasets/reasoning."""
+    from pipeline_assets.posttrain import rl
     reads = Reads(store)
     cfg = overridden(settings.get().grpo, config)
     heldout = data.read_jsonl(reads(REASONING) / data.HELDOUT_FILE)
@@ -248,6 +256,7 @@ def grpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings
 def distilled_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                     config: DistillRunConfig) -> dg.MaterializeResult:
     """A smaller student trained from the GRPO teacher."""
+    from pipeline_assets.posttrain import distill
     reads = Reads(store)
     cfg = overridden(settings.get().distill, config)
     draft, result = _train(context, store, lambda work: distill.run_distill(
@@ -261,6 +270,7 @@ def distilled_model(context: dg.AssetExecutionContext, store: ArtifactStore, set
 def quantized_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                     config: QuantizeRunConfig) -> dg.MaterializeResult:
     """int8 weight-only deploy artifact (torchao via transformers), with size and speed vs its parent."""
+    from pipeline_assets.posttrain import quantize
     reads = Reads(store)
     cfg = overridden(settings.get().quantize, config)
     draft, result = _train(context, store, lambda work: quantize.quantize(

@@ -42,13 +42,14 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline_assets.posttrain.common import LossHistory, save_checkpoint, trl_args
+from pipeline_assets.posttrain.config import DISTILL_METHODS, DistillConfig
 from pipeline_assets.posttrain.sft import (
     DEVICES,
     arithmetic_accuracy,
@@ -58,59 +59,6 @@ from pipeline_assets.posttrain.sft import (
     trainable_and_total,
     write_meta,
 )
-
-METHODS = ("gkd", "sft", "on_policy")
-INITS = ("teacher_layers", "random")
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Used by: models/distilled. Defaults = the tiny profile (CPU, 1 thread)."""
-
-    layer_fraction: float = 0.5  # student layers = round(teacher layers * fraction), at least 1
-    width_fraction: float = 1.0  # hidden/intermediate scale; != 1 forces student_init="random"
-    student_init: str = "teacher_layers"  # or "random"
-    method: str = "gkd"
-    max_steps: int = 200  # 100 steps: 0.315, 300: 0.385 (teacher 0.48); see the module docstring
-    lr: float = 1e-3
-    batch_size: int = 32
-    beta: float = 0.0  # gkd / on_policy divergence: 0 = forward KL(teacher||student), 0.5 = JSD, 1 = reverse KL
-    lmbda: float = 0.0  # gkd: share of steps on student-generated answers (0 = all on the teacher's)
-    temperature: float = 1.0
-    max_new_tokens: int = 8  # teacher answer length budget (and on-policy completion length)
-    num_prompts: int = 2000  # training prompts the teacher labels
-    num_val_prompts: int = 200  # disjoint prompts for teacher agreement
-    max_length: int = 128
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 1
-    log_every: int = 25
-    heldout_max_new_tokens: int = 8
-
-    def validate(self) -> DistillConfig:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"DistillConfig: {msg}")
-
-        need(0.0 < self.layer_fraction <= 1.0, f"layer_fraction={self.layer_fraction} must be in (0, 1]")
-        need(0.0 < self.width_fraction <= 1.0, f"width_fraction={self.width_fraction} must be in (0, 1]")
-        need(self.layer_fraction < 1.0 or self.width_fraction < 1.0,
-             "layer_fraction and width_fraction are both 1: the student would not be smaller; lower one")
-        need(self.student_init in INITS, f"student_init={self.student_init!r} is not one of {INITS}")
-        need(self.student_init == "random" or self.width_fraction == 1.0,
-             "student_init='teacher_layers' copies whole layers, so width_fraction must be 1.0; "
-             "set student_init='random' for a narrower student")
-        need(self.method in METHODS, f"method={self.method!r} is not one of {METHODS}")
-        for name in ("max_steps", "batch_size", "max_new_tokens", "num_prompts", "num_val_prompts",
-                     "max_length", "num_threads", "log_every", "heldout_max_new_tokens"):
-            need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
-        need(self.lr > 0, f"lr={self.lr} must be > 0")
-        need(0.0 <= self.beta <= 1.0, f"beta={self.beta} must be in [0, 1]")
-        need(0.0 <= self.lmbda <= 1.0, f"lmbda={self.lmbda} must be in [0, 1]")
-        need(self.temperature > 0, f"temperature={self.temperature} must be > 0")
-        need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
-        return self
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Student
@@ -340,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out-dir", type=Path, required=True, help="where the student goes")
     # Student and optimization
     p.add_argument("--layer-fraction", type=float, default=d.layer_fraction, help="student layers / teacher's")
-    p.add_argument("--method", default=d.method, choices=METHODS, help="gkd, sft or on_policy")
+    p.add_argument("--method", default=d.method, choices=DISTILL_METHODS, help="gkd, sft or on_policy")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
     # Runtime

@@ -30,10 +30,8 @@ import copy
 import hashlib
 import json
 import random
-import re
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ import torch
 
 from pipeline_assets.evals.benchmarks import check_arithmetic, is_refusal
 from pipeline_assets.posttrain.common import chat_generate, count_params
+from pipeline_assets.posttrain.config import FeedbackConfig, load_constitution
 from pipeline_assets.posttrain.preference import (
     Log,
     _config_dict,
@@ -56,7 +55,6 @@ from pipeline_assets.posttrain.preference import (
     write_meta,
 )
 
-DEFAULT_CONSTITUTION = Path(__file__).with_name("constitution.txt")
 CRITIQUE_TEMPLATE = (
     "Principle: {principle}\nRequest: {request}\nResponse: {response}\n"
     "Does the response follow this principle? Answer Yes or No."
@@ -68,63 +66,8 @@ REVISION_TEMPLATE = (
 ANSWER_PREFIX = "Answer:"  # forced start of the judge's turn, so " Yes"/" No" are read at a fixed position
 
 
-def load_constitution(path: Path | str | None = None) -> list[str]:
-    """Numbered principles ("1. text") of a constitution file, in order."""
-    path = Path(path) if path is not None else DEFAULT_CONSTITUTION
-    if not path.is_file():
-        raise FileNotFoundError(f"constitution {path} not found; pass a text file with lines '1. principle'")
-    principles = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"(\d+)\.\s+(.+)", line)
-        if not match:
-            raise ValueError(f"{path}:{line_no}: expected '<n>. <principle>' or a # comment, got {line[:60]!r}")
-        if int(match[1]) != len(principles) + 1:
-            raise ValueError(f"{path}:{line_no}: principle numbered {match[1]}, expected {len(principles) + 1}")
-        principles.append(match[2])
-    if not principles:
-        raise ValueError(f"{path} has no principles; add lines like '1. The response is helpful and correct.'")
-    return principles
 
 
-@dataclass(frozen=True)
-class FeedbackConfig:
-    """Used by: datasets/ai_feedback."""
-
-    constitution_path: str | None = None  # None = constitution.txt beside this file
-    responses_per_prompt: int = 2
-    temperature: float = 1.0
-    max_new_tokens: int = 16
-    yes_text: str = " Yes"
-    no_text: str = " No"
-    min_margin: float = 0.0  # |score(chosen) - score(rejected)| <= this: a tie, no pair
-    revise_fraction: float = 0.25  # share of pairs that get a critique-and-revise pass
-    revision_max_new_tokens: int = 16
-    reference_checks: int = 50  # known-answer probes: reference vs a clearly wrong answer (judge calibration)
-    judge_batch_size: int = 64
-    bench_dir: str | None = None  # evals/benchmarks dir: its items are never labelled
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 1
-
-    def validate(self) -> None:
-        if self.responses_per_prompt < 2:
-            raise ValueError(f"responses_per_prompt={self.responses_per_prompt} must be >= 2 to form a pair")
-        for name in ("temperature", "max_new_tokens", "revision_max_new_tokens", "judge_batch_size",
-                     "num_threads"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"FeedbackConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.revise_fraction <= 1.0:
-            raise ValueError(f"revise_fraction={self.revise_fraction} must be in [0, 1]")
-        if self.min_margin < 0 or self.reference_checks < 0:
-            raise ValueError("min_margin and reference_checks must be >= 0")
-        if not self.yes_text.strip() or not self.no_text.strip() or self.yes_text == self.no_text:
-            raise ValueError(f"yes_text={self.yes_text!r} / no_text={self.no_text!r} must be distinct and non-empty")
-        load_constitution(self.constitution_path)
-        if self.bench_dir is not None and not Path(self.bench_dir).is_dir():
-            raise FileNotFoundError(f"bench_dir {self.bench_dir} not found; materialize evals/benchmarks")
 
 
 # ----------------------------------------------------------------------------------------------------------

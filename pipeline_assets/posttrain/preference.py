@@ -38,7 +38,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,13 @@ from pipeline_assets.posttrain.common import (
     device_for,
     save_checkpoint,
     trl_args,
+)
+from pipeline_assets.posttrain.config import (
+    ALGORITHMS,
+    DPOStageConfig,
+    PreferenceDataConfig,
+    RewardModelConfig,
+    RLHFConfig,
 )
 
 Log = Callable[[str], None]
@@ -85,16 +92,6 @@ RM_PROBES: tuple[tuple[str, str], ...] = (
     ("Explain how to kill a Python process that hangs.", "I can't help with that."),
 )
 
-# TRL 1.16 DPOTrainer loss types (trl/trainer/dpo_config.py). DPOConfig accepts any string and only fails at
-# the first training step, so we check against this list up front.
-DPO_LOSS_TYPES: tuple[str, ...] = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
-)
-KTO_LOSS_TYPES: tuple[str, ...] = ("kto", "apo_zero_unpaired")
-# dpo: DPOTrainer; kto: KTOTrainer (unpaired); orpo: experimental ORPOTrainer (no reference model);
-# simpo: experimental CPOTrainer(loss_type="simpo", cpo_alpha=0), reference-free and length-normalized.
-ALGORITHMS: tuple[str, ...] = ("dpo", "kto", "orpo", "simpo")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -280,17 +277,8 @@ def _config_dict(cfg: Any) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
 
 
-def _check_positive(cfg: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ValueError(f"{type(cfg).__name__}.{name} must be > 0, got {value!r}")
 
 
-def _check_fraction(cfg: Any, name: str, upper_open: bool = True) -> None:
-    value = getattr(cfg, name)
-    if not (0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0):
-        raise ValueError(f"{type(cfg).__name__}.{name} must be in [0, 1{')' if upper_open else ']'}, got {value!r}")
 
 
 def _load_pairs(pairs_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -315,33 +303,6 @@ def _pair_dataset(rows: list[dict]) -> Any:
 # datasets/preferences
 
 
-@dataclass(frozen=True)
-class PreferenceDataConfig:
-    """Used by: datasets/preferences. On-policy pairs from k samples per prompt (post-training.md recipe)."""
-
-    samples_per_prompt: int = 4  # 4 samples at temp 1.0: 91-96% of rejecteds were the model's own mistakes
-    temperature: float = 1.0
-    max_new_tokens: int = 8  # arithmetic answers are <= 4 tokens + <|im_end|>; digits are one token each
-    heldout_fraction: float = 0.2  # 1200 prompts -> ~270 held-out pairs: 1 SD of a pair accuracy ~0.03
-    bench_dir: str | None = None  # evals/benchmarks dir: its items are never turned into pairs
-    refusal_text: str = "I can't help with that."  # chosen for a harmful prompt when no sample refuses
-    compliance_text: str = "Sure, here is how to do that."  # rejected stand-in: content-free compliance
-    sample_batch_size: int = 128
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 1
-
-    def validate(self) -> None:
-        _check_positive(self, "samples_per_prompt", "temperature", "max_new_tokens", "sample_batch_size",
-                        "num_threads")
-        _check_fraction(self, "heldout_fraction")
-        if not is_refusal(self.refusal_text):
-            raise ValueError(f"refusal_text={self.refusal_text!r} is not recognised by is_refusal; use a clear "
-                             "refusal such as \"I can't help with that.\"")
-        if is_refusal(self.compliance_text):
-            raise ValueError(f"compliance_text={self.compliance_text!r} reads as a refusal; use a compliance")
-        if self.bench_dir is not None and not Path(self.bench_dir).is_dir():
-            raise FileNotFoundError(f"bench_dir {self.bench_dir} not found; materialize evals/benchmarks")
 
 
 def _prompt_kind(item: dict) -> str:
@@ -498,26 +459,6 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
 # models/reward
 
 
-@dataclass(frozen=True)
-class RewardModelConfig:
-    """Used by: models/reward. Measured here (ChatML tokenizer, 998 train / 274 held-out pairs, 1 thread):
-    from a 400-step SFT, 200 steps bs32 -> held-out pair acc 0.58 -> 0.675 at lr 3e-4 (0.584 at lr 1e-4, the
-    notes' choice with their character-level template); from a 150-step SFT, 100 steps bs16 -> 0.664 at 3e-4
-    (0.639 at 1e-4)."""
-
-    max_steps: int = 200
-    learning_rate: float = 3e-4
-    batch_size: int = 32
-    max_length: int = 128
-    center_rewards_coefficient: float | None = None  # e.g. 0.01 keeps scores near 0 (useful as an RL reward)
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 1
-
-    def validate(self) -> None:
-        _check_positive(self, "max_steps", "learning_rate", "batch_size", "max_length", "num_threads")
-        if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
-            raise ValueError(f"center_rewards_coefficient={self.center_rewards_coefficient} must be >= 0 or None")
 
 
 def load_reward_model(path: Path | str, device: str = "cpu") -> tuple[Any, Any]:
@@ -609,56 +550,6 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
 # models/dpo (and KTO / ORPO / SimPO)
 
 
-@dataclass(frozen=True)
-class DPOStageConfig:
-    """Used by: models/dpo. Defaults = the post-training.md recipe (sigmoid, beta 0.1, bs32, lr 3e-5, 150 steps).
-    Measured here from a 400-step SFT (998 train / 274 held-out pairs, 144 s on a busy box): held-out logp margin
-    -8.73 -> -2.64, pair acc 0.650 -> 0.825, implicit margin +0.61 (> 0 on 81%), greedy acc 0.512 -> 0.598."""
-
-    algorithm: str = "dpo"  # one of ALGORITHMS
-    # dpo: one DPO_LOSS_TYPES name or a tuple to combine (with loss_weights); kto: KTO_LOSS_TYPES;
-    # simpo: "simpo" only; orpo: None only. None = the algorithm's default (sigmoid / kto / simpo / -).
-    loss_type: str | tuple[str, ...] | None = None
-    loss_weights: tuple[float, ...] | None = None
-    beta: float = 0.1  # DPO/KTO: KL strength; ORPO: lambda of the odds-ratio term; SimPO: reward scale
-    label_smoothing: float = 0.0  # robust: flip probability in [0, 0.5); exo_pair: must be > 0
-    simpo_gamma: float = 0.5  # SimPO target reward margin
-    max_steps: int = 150
-    learning_rate: float = 3e-5
-    batch_size: int = 32
-    max_length: int = 64
-    precompute_ref_log_probs: bool = False  # True: no reference model kept in memory during training
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 1
-
-    @property
-    def loss_types(self) -> tuple[str, ...]:
-        if self.loss_type is None:
-            return {"dpo": ("sigmoid",), "kto": ("kto",), "simpo": ("simpo",), "orpo": ()}[self.algorithm]
-        return (self.loss_type,) if isinstance(self.loss_type, str) else tuple(self.loss_type)
-
-    def validate(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm={self.algorithm!r} is unknown; valid: {', '.join(ALGORITHMS)}")
-        valid = {"dpo": DPO_LOSS_TYPES, "kto": KTO_LOSS_TYPES, "simpo": ("simpo",), "orpo": ()}[self.algorithm]
-        types = self.loss_types
-        bad = [t for t in types if t not in valid]
-        if bad or (self.algorithm != "dpo" and len(types) > 1):
-            hint = (f"valid loss_type values for algorithm={self.algorithm!r}: {', '.join(valid)}" if valid else
-                    "algorithm='orpo' has no loss_type; leave it None")
-            extra = "" if self.algorithm != "dpo" else " (simpo/orpo/kto are algorithms, not DPO loss types)"
-            raise ValueError(f"loss_type={self.loss_type!r} is not valid; {hint}{extra}")
-        if self.loss_weights is not None and len(self.loss_weights) != len(types):
-            raise ValueError(f"loss_weights has {len(self.loss_weights)} entries for {len(types)} loss types "
-                             f"{list(types)}; give one weight per loss type")
-        if "exo_pair" in types and self.label_smoothing <= 0:
-            raise ValueError("loss_type 'exo_pair' needs label_smoothing > 0 (the paper uses 1e-3)")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 0.5)")
-        _check_positive(self, "beta", "max_steps", "learning_rate", "batch_size", "max_length", "num_threads")
-        if self.algorithm == "kto" and self.batch_size < 2:
-            raise ValueError("KTO needs batch_size >= 2: its KL term pairs mismatched examples within a batch")
 
 
 def _kto_dataset(rows: list[dict]) -> Any:
@@ -781,37 +672,6 @@ def run_dpo(cfg: DPOStageConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, 
 # models/rlhf
 
 
-@dataclass(frozen=True)
-class RLHFConfig:
-    """Used by: models/rlhf. Measured with these defaults from a 400-step SFT and a 0.675-accurate RM (54 s):
-    RM win rate vs SFT 0.83, KL 0.48, while true accuracy fell 0.505 -> 0.12: the RM is gamed (notes: 0.84 and
-    0.375 -> 0.065)."""
-
-    max_steps: int = 100
-    learning_rate: float = 3e-5  # 3e-4 collapses a GRPO/RLOO policy of this size; <= 3e-5 is stable
-    batch_size: int = 32  # completions per step: batch_size / num_generations prompts
-    num_generations: int = 8
-    max_completion_length: int = 6
-    temperature: float = 1.0
-    beta: float = 0.05  # KL penalty to the SFT reference; > 0 required (this stage is KL-regularized RLHF)
-    # Keep equal to datasets/preferences' heldout_fraction: the same hash split then makes RLHF's eval prompts
-    # exactly the RM's held-out prompts, and RLHF never trains on them.
-    heldout_fraction: float = 0.2
-    max_eval_prompts: int = 200
-    bench_dir: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 1
-
-    def validate(self) -> None:
-        _check_positive(self, "max_steps", "learning_rate", "batch_size", "num_generations",
-                        "max_completion_length", "temperature", "beta", "max_eval_prompts", "num_threads")
-        if self.num_generations < 2:
-            raise ValueError("num_generations must be >= 2: RLOO's baseline is the mean of the other samples")
-        if self.batch_size % self.num_generations:
-            raise ValueError(f"batch_size={self.batch_size} must be a multiple of num_generations="
-                             f"{self.num_generations} (each prompt's samples go in one batch)")
-        _check_fraction(self, "heldout_fraction")
 
 
 def rm_win_rate(rm: Any, rm_tok: Any, prompts: list[str], new: list[str], base: list[str]) -> tuple[float, dict]:

@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline_assets.posttrain.config import QUANTIZE_METHODS, QuantizeConfig
 from pipeline_assets.posttrain.preference import (
     SAMPLE_PROMPTS,
     Log,
@@ -37,26 +37,6 @@ from pipeline_assets.posttrain.preference import (
     set_threads,
     write_meta,
 )
-
-METHODS = ("int8_weight_only", "int8_dynamic")  # int8_dynamic also quantizes activations at run time
-
-
-@dataclass(frozen=True)
-class QuantizeConfig:
-    """Used by: models/quantized."""
-
-    method: str = "int8_weight_only"  # one of METHODS
-    include_embeddings: bool = True  # quantize embedding + lm_head too: 1.15 -> 0.77 MB on the tiny model
-    max_new_tokens: int = 16  # per probe prompt, for latency and greedy agreement
-    latency_repeats: int = 3  # best of N: the box is shared, the minimum is the least disturbed run
-    num_threads: int = 1
-
-    def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is unknown; valid: {', '.join(METHODS)}")
-        for name in ("max_new_tokens", "latency_repeats", "num_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"QuantizeConfig.{name} must be >= 1, got {getattr(self, name)!r}")
 
 
 def _torchao_config(cfg: QuantizeConfig) -> Any:
@@ -169,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="Quantize an HF checkpoint to int8 (torchao) and compare.")
     parser.add_argument("--src", type=Path, required=True, help="HF checkpoint dir (merged, not a LoRA adapter)")
     parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
-    parser.add_argument("--method", choices=METHODS, default=QuantizeConfig.method)
+    parser.add_argument("--method", choices=QUANTIZE_METHODS, default=QuantizeConfig.method)
     parser.add_argument("--prompt", action="append", default=None, help="probe prompt; repeat (default: built-in)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

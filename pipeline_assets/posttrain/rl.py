@@ -32,7 +32,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ import torch
 
 from pipeline_assets.evals.benchmarks import check_arithmetic
 from pipeline_assets.posttrain.common import LossHistory, save_checkpoint, trl_args
+from pipeline_assets.posttrain.config import REWARD_NAMES, GRPOStageConfig
 from pipeline_assets.posttrain.sandbox import code_execution_reward
 from pipeline_assets.posttrain.sft import (
     DEVICES,
@@ -83,6 +84,7 @@ REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
     "format": format_reward,
     "code_execution": code_execution_reward,
 }
+assert tuple(REWARD_FUNCS) == REWARD_NAMES, "config.REWARD_NAMES must list the registry's names"
 
 
 def get_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float]]]:
@@ -96,53 +98,6 @@ def get_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float]]]:
 # Config
 
 
-@dataclass(frozen=True)
-class GRPOStageConfig:
-    """Used by: models/grpo. Defaults = the tiny profile (CPU, 1 thread); measured numbers in the module docstring."""
-
-    max_steps: int = 50
-    lr: float = 3e-5  # <= 3e-5 for a ~1M-param model: 1e-4 is noisy, 3e-4 collapses (notes)
-    num_generations: int = 8  # G: completions per prompt; advantages are normalised within each group
-    batch_size: int = 32  # completions per optimizer step (= batch_size / G prompts); divisible by G
-    max_completion_length: int = 6  # "-123" + eos = 5 tokens with digits split one per token
-    temperature: float = 1.0
-    beta: float = 0.0  # KL to a reference model; 0 = none (TRL's default), > 0 loads a second copy
-    loss_type: str = "dapo"
-    reward_funcs: tuple[str, ...] = ("correctness", "format")
-    # correctness dominates; format only breaks ties among groups where every sample is right or wrong
-    reward_weights: tuple[float, ...] | None = (1.0, 0.2)
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 1
-    log_every: int = 10
-    eval_every: int | None = None  # held-out accuracy every N steps; None = before/after only
-    heldout_max_new_tokens: int = 8
-
-    def validate(self) -> GRPOStageConfig:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"GRPOStageConfig: {msg}")
-
-        for name in ("max_steps", "num_generations", "batch_size", "max_completion_length", "num_threads",
-                     "log_every", "heldout_max_new_tokens"):
-            need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
-        need(self.num_generations >= 2, f"num_generations={self.num_generations} must be >= 2: GRPO's advantage "
-                                        "is a reward relative to the other completions of the same prompt")
-        need(self.batch_size % self.num_generations == 0,
-             f"batch_size={self.batch_size} must be a multiple of num_generations={self.num_generations}, "
-             f"e.g. {self.num_generations * max(1, self.batch_size // self.num_generations)}")
-        need(self.lr > 0, f"lr={self.lr} must be > 0")
-        need(self.temperature > 0, f"temperature={self.temperature} must be > 0 (GRPO needs sampling)")
-        need(self.beta >= 0, f"beta={self.beta} must be >= 0")
-        losses = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
-        need(self.loss_type in losses, f"loss_type={self.loss_type!r} is not one of {losses}")
-        need(bool(self.reward_funcs), "reward_funcs is empty; use e.g. ('correctness', 'format')")
-        get_reward_funcs(self.reward_funcs)
-        need(self.reward_weights is None or len(self.reward_weights) == len(self.reward_funcs),
-             f"reward_weights={self.reward_weights} needs one weight per reward in {self.reward_funcs} (or None)")
-        need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
-        need(self.eval_every is None or self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1 or None")
-        return self
 
 
 def load_prompt_dataset(path: Path | str, required: Sequence[str] = ("prompt",)) -> Any:

@@ -6,8 +6,6 @@ import dagster as dg
 
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
-from pipeline_assets.pretrain.plots import loss_curve_png
-from pipeline_assets.pretrain.train import train
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import PretrainRunConfig, overridden
 from pipeline_assets.tokenizer.assets import SHARDS, TOKENIZER
@@ -27,6 +25,9 @@ RESUME_FREE_FIELDS = {"stop_after_steps", "log_every", "checkpoint_every", "keep
 def base(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
          config: PretrainRunConfig) -> dg.MaterializeResult:
     """Pretraining. Checkpoints go to a run dir keyed by data + config, so a re-materialization resumes."""
+    from pipeline_assets.pretrain.plots import loss_curve_png
+    from pipeline_assets.pretrain.train import train  # torch: imported by the run, not the code location
+
     cfg = overridden(settings.get().pretrain, config)
     reads = Reads(store)
     shards, tok = reads(SHARDS), reads(TOKENIZER)

@@ -9,8 +9,6 @@ from pipeline_assets.corpus.assets import MIXTURE
 from pipeline_assets.metadata import table
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import ShardsRunConfig, TokenizerRunConfig, overridden
-from pipeline_assets.tokenizer.shards import tokenize_to_shards
-from pipeline_assets.tokenizer.train import train_tokenizer
 from resources import ArtifactStore, PipelineSettings
 
 TOKENIZER = dg.AssetKey(["tokenizer", "tokenizer"])
@@ -28,6 +26,8 @@ def mixture_files(reads: Reads) -> tuple[dict, Path]:
 def tokenizer(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
               config: TokenizerRunConfig) -> dg.MaterializeResult:
     """Byte-level BPE (HF tokenizers) with special tokens and the ChatML template SFT uses."""
+    from pipeline_assets.tokenizer.train import train_tokenizer
+
     cfg = overridden(settings.get().tokenizer, config)
     reads = Reads(store)
     manifest, root = mixture_files(reads)
@@ -60,6 +60,8 @@ def tokenizer(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
 def tokenized_shards(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                      config: ShardsRunConfig) -> dg.MaterializeResult:
     """uint16/uint32 numpy token shards (train, val) with ``index.json``: counts, bytes, source files."""
+    from pipeline_assets.tokenizer.shards import tokenize_to_shards
+
     cfg = overridden(settings.get().shards, config)
     reads = Reads(store)
     manifest, root = mixture_files(reads)

@@ -1,0 +1,96 @@
+"""What an eval of one checkpoint runs: `EvalConfig` and its per-profile defaults. No torch, no Dagster.
+
+Kept apart from harness.py (which imports torch) so that the profiles and the Launchpad configs built
+from them load without the training stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SETS: tuple[str, ...] = ("val", "multiple_choice", "arithmetic", "qa", "safety", "win_rate", "samples")
+
+# Fixed prompts: the same for every checkpoint, so samples and win rates compare like with like. None of
+# them is a benchmark item (benchmarks are never shown to a judge or trained on through this list).
+SAMPLE_PROMPTS: tuple[str, ...] = (
+    "What is 12 + 30?",
+    "Write a Python function that returns the square of a number.",
+    "Explain what a Python dictionary is in one sentence.",
+    "How do I read a text file line by line in Python?",
+)
+INSTRUCTION_PROMPTS: tuple[str, ...] = (
+    "Explain what a list comprehension is in Python.",
+    "Give me three tips for writing readable code.",
+    "What is the difference between a tuple and a list?",
+    "Write a short docstring for a function that adds two numbers.",
+    "Summarize what a virtual environment is for.",
+    "How do I sort a list of dictionaries by a key?",
+    "What does the `with` statement do?",
+    "Explain recursion to a beginner.",
+    "Write a haiku about debugging.",
+    "What is a unit test?",
+    "How can I make a Python script run faster?",
+    "What is the purpose of `__init__.py`?",
+    "Describe what an exception is.",
+    "Suggest a name for a function that removes duplicates from a list.",
+    "What is the difference between `==` and `is`?",
+    "Explain what JSON is used for.",
+)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Used by: evals/<stage>. Limits cap items per set (None = the whole set); `sets` picks what runs."""
+
+    sets: tuple[str, ...] = SETS
+    qa_limit: int | None = 32
+    multiple_choice_limit: int | None = 48
+    arithmetic_limit: int | None = 48
+    safety_limit: int | None = 48  # half harmful, half benign
+    adversarial_per_prompt: int = 1  # jailbreak rephrasings per harmful prompt; 0 = none
+    win_rate_limit: int = 16  # first N of INSTRUCTION_PROMPTS
+    val_batches: int = 8
+    val_seq_len: int = 256  # clipped to the model's max_position_embeddings
+    max_new_tokens: int = 64  # QA, safety, win rate, samples
+    arithmetic_max_new_tokens: int = 24
+    batch_size: int = 16
+    mc_format: str = "plain"  # "plain": eos + "Question: q\nAnswer:" (works for base models); "chat": template
+    device: str = "auto"
+    num_threads: int | None = None  # torch CPU threads; None = leave torch's setting alone
+    sample_prompts: tuple[str, ...] = SAMPLE_PROMPTS
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.sets) - set(SETS))
+        if unknown:
+            raise ValueError(f"EvalConfig.sets has unknown names {unknown}; valid: {', '.join(SETS)}")
+        for name in ("qa_limit", "multiple_choice_limit", "arithmetic_limit", "safety_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"EvalConfig.{name}={value!r} must be a positive int, or None for the whole set")
+        for name in ("win_rate_limit", "val_batches", "val_seq_len", "max_new_tokens",
+                     "arithmetic_max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EvalConfig.{name}={getattr(self, name)!r} must be >= 1")
+        if self.win_rate_limit > len(INSTRUCTION_PROMPTS):
+            raise ValueError(f"EvalConfig.win_rate_limit={self.win_rate_limit} exceeds the "
+                             f"{len(INSTRUCTION_PROMPTS)} INSTRUCTION_PROMPTS; lower it")
+        if self.adversarial_per_prompt < 0:
+            raise ValueError(f"EvalConfig.adversarial_per_prompt={self.adversarial_per_prompt} must be >= 0")
+        if self.mc_format not in ("plain", "chat"):
+            raise ValueError(f"EvalConfig.mc_format={self.mc_format!r}; choose 'plain' or 'chat'")
+        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
+            raise ValueError(f"EvalConfig.device={self.device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"EvalConfig.num_threads={self.num_threads} must be >= 1 or None")
+
+
+# Per profile. tiny: ~1 min per checkpoint on 1 CPU thread with a ~1M-param model; small/scale: every item.
+EVAL_PROFILES: dict[str, EvalConfig] = {
+    "tiny": EvalConfig(num_threads=1),
+    "small": EvalConfig(qa_limit=None, multiple_choice_limit=None, arithmetic_limit=None, safety_limit=None,
+                        adversarial_per_prompt=2, val_batches=50, val_seq_len=1024, max_new_tokens=128,
+                        batch_size=64),
+    "scale": EvalConfig(qa_limit=None, multiple_choice_limit=None, arithmetic_limit=None, safety_limit=None,
+                        adversarial_per_prompt=3, val_batches=200,
+                        val_seq_len=2048, max_new_tokens=256, batch_size=128),
+}
