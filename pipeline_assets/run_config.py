@@ -52,13 +52,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def stage_config(name: str, section: str, profile: Profile | None = None) -> type[dg.Config]:
-    """A Config class for ``Profile.<section>`` with the active profile's values as defaults."""
+def stage_config(name: str, section: str, profile: Profile | None = None,
+                 only: tuple[str, ...] | None = None) -> type[dg.Config]:
+    """A Config class for ``Profile.<section>`` (or its fields ``only``) with the active profile's values."""
     base = getattr(profile or get_profile(default_profile()), section)
     hints = typing.get_type_hints(type(base))
-    fields = {f.name: (_config_type(hints[f.name]), pydantic.Field(default=_plain(getattr(base, f.name))))
-              for f in dataclasses.fields(base)}
-    doc = (f"Run config of this stage: every field of {type(base).__name__} (pipeline_assets/profiles.py), "
+    names = [f.name for f in dataclasses.fields(base)]
+    if only is not None:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise ValueError(f"{name}: {type(base).__name__} has no fields {unknown}")
+        names = [n for n in names if n in only]
+    fields = {n: (_config_type(hints[n]), pydantic.Field(default=_plain(getattr(base, n)))) for n in names}
+    which = "every field" if only is None else f"the fields {', '.join(names)}"
+    doc = (f"Run config of this stage: {which} of {type(base).__name__} (pipeline_assets/profiles.py), "
            f"defaults from the '{(profile or get_profile(default_profile())).name}' profile.")
     cls = pydantic.create_model(name, __base__=dg.Config, __doc__=doc, **fields)
     _SECTIONS[cls] = section
@@ -92,6 +99,15 @@ def check_op_config(config_cls: type[dg.Config], values: dict, profile: Profile)
 
 
 # One per stage asset; the launchpad shows these names.
+# Corpus assets share one CorpusConfig; each gets the fields it alone decides. `tasks` is not offered: the
+# dedup stages replay the ranks the filter wrote, so it must not change between per-source steps.
+RawRunConfig = stage_config("RawRunConfig", "corpus", only=("max_bytes_per_source", "max_doc_bytes"))
+FilterRunConfig = stage_config("FilterRunConfig", "corpus", only=("languages", "language_threshold"))
+SignaturesRunConfig = stage_config("SignaturesRunConfig", "corpus",
+                                   only=("minhash_ngrams", "minhash_buckets", "minhash_hashes_per_bucket"))
+DecontRunConfig = stage_config("DecontRunConfig", "corpus", only=("decont_ngrams",))
+MixtureRunConfig = stage_config("MixtureRunConfig", "corpus",
+                                only=("val_fraction", "domain_weights", "max_repeats", "seed"))
 TokenizerRunConfig = stage_config("TokenizerRunConfig", "tokenizer")
 ShardsRunConfig = stage_config("ShardsRunConfig", "shards")
 PretrainRunConfig = stage_config("PretrainRunConfig", "pretrain")

@@ -280,3 +280,18 @@ def test_a_source_emptied_by_dedup_decontaminates_to_an_empty_version(tmp_path):
                                      CorpusConfig(), run=lambda *a, **k: pytest.fail("nothing to run"))
     assert result["documents_in"] == result["documents_out"] == 0
     assert (tmp_path / "out" / "documents").is_dir()
+
+
+def test_corpus_run_config_reaches_its_stage(corpus):
+    """Launchpad config of a corpus asset changes that stage; clusters refuse signatures of mixed shapes."""
+    run(corpus, ["corpus/training_mixture"], config={"corpus/training_mixture": {"val_fraction": 0.2}})
+    manifest = json.loads((published(corpus["root"], "corpus/training_mixture") / "manifest.json").read_text())
+    assert manifest["val_fraction"] == 0.2
+    run(corpus, ["corpus/minhash_signatures"], "docs_a", config={"corpus/minhash_signatures": {"minhash_buckets": 7}})
+    before = _version(corpus, "corpus/duplicate_clusters")
+    result = run(corpus, ["corpus/duplicate_clusters"], raise_on_error=False)
+    assert not result.success and _version(corpus, "corpus/duplicate_clusters") == before
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "different settings" in failure.step_failure_data.error.cause.message
+    run(corpus, ["corpus/minhash_signatures"], "docs_a")  # back to the profile's shape
+    run(corpus, ["corpus/duplicate_clusters"])

@@ -51,6 +51,9 @@ def test_stage_config_is_typed_with_profile_defaults():
     ({"models__base": {"config": {"dtype": 3}}}, "dtype"),
     ({"models__based": {"config": {"max_steps": 7}}}, "models__based.*valid: .*models__base"),
     ({"models__base": {"config": {"max_steps": -5}}}, "invalid run config for models/base: .*max_steps"),
+    ({"corpus__training_mixture": {"config": {"val_fraction": 0.9}}},
+     "invalid run config for corpus/training_mixture: .*val_fraction"),
+    ({"corpus__minhash_signatures": {"config": {"tasks": 4}}}, 'unexpected config entry "tasks"'),
 ])
 def test_bad_run_config_is_rejected_before_anything_runs(ops, message):
     keys = sorted(dg.AssetSelection.all().resolve(defs.resolve_asset_graph()))

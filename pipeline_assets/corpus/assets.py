@@ -25,6 +25,14 @@ from pipeline_assets.evals.benchmarks import decontamination_texts
 from pipeline_assets.metadata import path_md, table
 from pipeline_assets.pools import CORPUS_GLOBAL_POOL
 from pipeline_assets.publishing import Reads, finish, writing
+from pipeline_assets.run_config import (
+    DecontRunConfig,
+    FilterRunConfig,
+    MixtureRunConfig,
+    RawRunConfig,
+    SignaturesRunConfig,
+    overridden,
+)
 from resources import ArtifactStore, DatatroveExecutorResource, PipelineSettings, SourcesResource
 from resources.storage import fingerprint
 
@@ -55,9 +63,9 @@ PER_SOURCE = {"partitions_def": sources_partitions, "group_name": "corpus", "cod
 @dg.asset(key=RAW, **PER_SOURCE, kinds={"python"},
           check_specs=checks.specs(RAW, ["has_documents", "quarantine_below_half"], sources_partitions))
 def raw_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                  sources: SourcesResource) -> dg.MaterializeResult:
+                  sources: SourcesResource, config: RawRunConfig) -> dg.MaterializeResult:
     """Every record of one source, validated into ``{"id", "text", "metadata"}`` JSONL; bad ones quarantined."""
-    cfg = settings.get().corpus
+    cfg = overridden(settings.get().corpus, config)
     spec = sources.spec(context.partition_key)
     fingerprint_before = spec_fingerprint(spec)  # before reading: a change during the read re-curates later
     with writing(context, store) as draft:
@@ -77,9 +85,10 @@ def raw_documents(context: dg.AssetExecutionContext, store: ArtifactStore, setti
 @dg.asset(key=FILTERED, deps=[RAW], **PER_SOURCE, kinds={"datatrove"},
           check_specs=checks.specs(FILTERED, ["has_documents", "drop_ratio_sane"], sources_partitions))
 def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                       sources: SourcesResource, datatrove: DatatroveExecutorResource) -> dg.MaterializeResult:
+                       sources: SourcesResource, datatrove: DatatroveExecutorResource,
+                       config: FilterRunConfig) -> dg.MaterializeResult:
     """Language ID, quality filters per domain, PII masking; rejects kept per filter under ``removed/``."""
-    cfg = settings.get().corpus
+    cfg = overridden(settings.get().corpus, config)
     spec = sources.spec(context.partition_key)
     reads = Reads(store)
     raw = reads(RAW, context.partition_key)
@@ -100,9 +109,9 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
 
 @dg.asset(key=SIGNATURES, deps=[FILTERED], **PER_SOURCE, kinds={"datatrove"})
 def minhash_signatures(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                       datatrove: DatatroveExecutorResource) -> dg.MaterializeResult:
+                       datatrove: DatatroveExecutorResource, config: SignaturesRunConfig) -> dg.MaterializeResult:
     """MinHash and exact-dedup signatures of one source's filtered documents."""
-    cfg = settings.get().corpus
+    cfg = overridden(settings.get().corpus, config)
     reads = Reads(store)
     docs = reads(FILTERED, context.partition_key) / "documents"
     with writing(context, store, fingerprint(docs, cfg.__dict__)) as draft:
@@ -159,9 +168,9 @@ def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactSto
 @dg.asset(key=DECONT, deps=[DEDUPED, BENCHMARKS], **PER_SOURCE, kinds={"datatrove"},
           check_specs=checks.specs(DECONT, ["no_eval_ngrams_left"], sources_partitions))
 def decontaminated_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                             datatrove: DatatroveExecutorResource) -> dg.MaterializeResult:
+                             datatrove: DatatroveExecutorResource, config: DecontRunConfig) -> dg.MaterializeResult:
     """One source with every document that shares an n-gram with an eval item removed."""
-    cfg = settings.get().corpus
+    cfg = overridden(settings.get().corpus, config)
     reads = Reads(store)
     docs = reads(DEDUPED, context.partition_key) / "documents"
     bench = reads(BENCHMARKS)
@@ -182,9 +191,9 @@ def decontaminated_documents(context: dg.AssetExecutionContext, store: ArtifactS
           code_version="1", kinds={"python"}, pool=CORPUS_GLOBAL_POOL,
           check_specs=checks.specs(MIXTURE, ["weights_sum_to_one", "train_val_disjoint"]))
 def training_mixture(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                     sources: SourcesResource) -> dg.MaterializeResult:
+                     sources: SourcesResource, config: MixtureRunConfig) -> dg.MaterializeResult:
     """Domain-weighted train/val mixture of every decontaminated source, with ``manifest.json``."""
-    cfg = settings.get().corpus
+    cfg = overridden(settings.get().corpus, config)
     reads = Reads(store)
     decont = reads.many(DECONT, registered_sources(context))
     if not decont:

@@ -18,6 +18,7 @@ remains, so both filters run on aligned indices and each cluster keeps exactly o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import Counter, defaultdict
@@ -75,12 +76,29 @@ def signatures(docs_dir: Path, out_dir: Path, cfg: CorpusConfig, run: Runner) ->
     run([_reader(docs_dir), ExactDedupSignature(str(out_dir / "exact"), config=exact_config(), finder_workers=1)],
         out_dir / "logs" / "exact", cfg.tasks)
     docs = step_summary(merged_stats(out_dir / "logs" / "minhash"))[0]["counters"].get("documents", 0)
-    return {"documents": docs, "tasks": cfg.tasks, "minhash_buckets": cfg.minhash_buckets,
-            "minhash_hashes_per_bucket": cfg.minhash_hashes_per_bucket, "minhash_ngrams": cfg.minhash_ngrams}
+    result = {"documents": docs, "tasks": cfg.tasks, "minhash_buckets": cfg.minhash_buckets,
+              "minhash_hashes_per_bucket": cfg.minhash_hashes_per_bucket, "minhash_ngrams": cfg.minhash_ngrams}
+    (out_dir / "signatures.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+MINHASH_FIELDS = ("minhash_ngrams", "minhash_buckets", "minhash_hashes_per_bucket", "tasks")
+
+
+def signature_shape(partitions: dict[str, Path], cfg: CorpusConfig) -> CorpusConfig:
+    """``cfg`` with the MinHash shape every signatures dir was computed with: buckets only compare alike."""
+    shapes = {name: {k: v for k, v in json.loads((d / "signatures.json").read_text()).items() if k in MINHASH_FIELDS}
+              for name, d in partitions.items()}
+    distinct = {json.dumps(v, sort_keys=True) for v in shapes.values()}
+    if len(distinct) > 1:
+        raise ValueError(f"the sources' minhash signatures were computed with different settings {shapes}; "
+                         "re-materialize corpus/minhash_signatures for every source with the same config")
+    return dataclasses.replace(cfg, **next(iter(shapes.values()))) if shapes else cfg
 
 
 def find_duplicates(partitions: dict[str, Path], out_dir: Path, cfg: CorpusConfig, run: Runner) -> dict:
     """Global stages 2-3 over ``partitions`` (name -> signatures dir, in priority order)."""
+    cfg = signature_shape(partitions, cfg)
     files: list[dict] = []
     for name, sig_dir in partitions.items():
         for rank in range(cfg.tasks):
