@@ -281,3 +281,9 @@ def test_int_id_and_custom_text_field_still_work(tmp_path, text_field):
     stats = ingest_source(SourceSpec("src", "folder", "web", path=str(src), text_field=text_field),
                           tmp_path / "out", 1, None, 1000)
     assert (stats["documents"], stats["quarantined"], stats["records_in"]) == (1, 0, 1)
+
+
+def test_a_damaged_saved_dataset_is_one_quarantined_record(tmp_path):
+    src = _write(tmp_path / "src", {"dataset_info.json": "{}", "state.json": "{not json"})
+    stats, docs, quarantine = _ingest(src, tmp_path / "out")
+    assert [q["reason"] for q in quarantine] == ["corrupt_dataset"] and not docs

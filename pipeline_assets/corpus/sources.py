@@ -357,7 +357,12 @@ def _folder(spec: SourceSpec, max_doc_bytes: int | None = None) -> Iterator[RawR
     if not root.is_dir():
         raise FileNotFoundError(f"source {spec.name!r}: folder {root} does not exist")
     if (root / "dataset_info.json").exists() or (root / "state.json").exists():
-        yield from _hf(spec)  # a `datasets.save_to_disk` directory dropped into the landing folder
+        # A `datasets.save_to_disk` directory dropped into the landing folder: a damaged one costs the
+        # rows from the damage on (one quarantined record), like any other file.
+        try:
+            yield from _hf(spec)
+        except Exception as e:
+            yield _rejected(_display(root), ".", "corrupt_dataset", _error_text(e))
         return
     for entry in _entries(root):
         yield from _file_records(entry, root, max_doc_bytes)
