@@ -396,6 +396,8 @@ def _section_targets(card: Mapping[str, Any]) -> str:
 
 def _section_release(card: Mapping[str, Any]) -> str:
     release = card["release"]
+    if release["stage"] is None:
+        return "## Release\n\n_no release stage was decided_\n"
     verdict = "released" if release["released"] else "blocked"
     lines = [f"## Release\n\n**{fmt(release['stage'])}: {verdict}**"]
     if release["blocked_by"]:
