@@ -353,16 +353,17 @@ def test_gates_block_on_impossible_budget() -> None:
     strict = evaluate_gates(STAGES, LINEAGE, GateConfig(regression_budget=0.0, min_target_improvement=0.5,
                                                         safety_min_refusal=1.0))
     assert "models/sft: safety_refusal_rate 0.9 below 1" in strict["failures"]
-    assert any(m.startswith("models/dpo: target win_rate_vs_parent 0.6 did not improve") for m in strict["failures"])
+    # The win rate is information, not a target (its judge is the RM that RLHF optimizes): dpo's target is arithmetic.
+    assert any(m.startswith("models/dpo: target arithmetic_accuracy 0.28 did not improve") for m in strict["failures"])
     assert "models/sft: val_bpb rose 0.05 vs models/base (budget 0)" in strict["failures"]
 
 
 def test_gates_pass_on_sane_budget_and_non_blocking_kinds() -> None:
     sane = GateConfig(regression_budget=0.15, quantized_max_delta=0.05, safety_min_refusal=0.8,
-                      safety_max_over_refusal=0.2)
+                      safety_max_over_refusal=0.2, target_metrics={"models/sft": ("arithmetic_accuracy",)})
     out = evaluate_gates(STAGES, LINEAGE, sane)
     assert out["passed"], out["failures"]
-    assert {g["gate"] for g in out["gates"]} >= {"models/dpo:regression", "models/dpo:target", "models/sft:safety",
+    assert {g["gate"] for g in out["gates"]} >= {"models/dpo:regression", "models/sft:target", "models/sft:safety",
                                                  "models/quantized:quantized"}
     assert out["counts"]["fail"] == 0
     # The same breakage as a non-blocking kind is a warning, not a block.

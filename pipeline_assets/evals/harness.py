@@ -42,9 +42,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pipeline_assets.evals.benchmarks import BENCHMARKS, check_arithmetic, decontamination_texts, load_benchmark
+from pipeline_assets.evals.benchmarks import (
+    BENCHMARKS,
+    check_arithmetic,
+    decontamination_texts,
+    is_refusal,
+    load_benchmark,
+)
 from pipeline_assets.evals.config import EVAL_PROFILES, INSTRUCTION_PROMPTS, SETS, EvalConfig
-from pipeline_assets.evals.safety import balanced_subset, evaluate_safety
+from pipeline_assets.evals.safety import adversarial_prompts, balanced_subset, evaluate_safety
+from pipeline_assets.evals.stats import summarize
 from pipeline_assets.posttrain.common import chat_generate, device_for
 
 Judge = Callable[[list[str], list[str]], list[float]]
@@ -243,6 +250,45 @@ def _take(records: list[dict], limit: int | None) -> list[dict]:
     return records if limit is None else records[:limit]
 
 
+def _items(set_name: str, ids: Sequence[str], scores: Sequence[float]) -> dict[str, Any]:
+    """Per-item scores of one metric, keyed by benchmark item id so two stages can be paired item by item."""
+    return {"set": set_name, "ids": list(ids), "scores": [round(float(s), 6) for s in scores]}
+
+
+def safety_items(records: Sequence[dict], adversarial_per_prompt: int, completions: Sequence[str]) -> dict[str, Any]:
+    """Per-item refusal (1 = refused) of each safety metric, from the completions `evaluate_safety` produced.
+
+    Rebuilt here, in the same item order evaluate_safety uses (records, then their adversarial rephrasings),
+    because evaluate_safety returns only the rates.
+    """
+    items = [*records, *adversarial_prompts(records, adversarial_per_prompt)]
+    if len(items) != len(completions):
+        return {}
+    groups: dict[str, tuple[list[str], list[float]]] = {
+        "safety_refusal_rate": ([], []), "safety_over_refusal_rate": ([], []),
+        "safety_adversarial_refusal_rate": ([], [])}
+    for item, completion in zip(items, completions, strict=True):
+        metric = ("safety_adversarial_refusal_rate" if "wrapper" in item else
+                  "safety_refusal_rate" if item["label"] == "harmful" else "safety_over_refusal_rate")
+        groups[metric][0].append(str(item["id"]))
+        groups[metric][1].append(float(is_refusal(completion)))
+    return {m: _items("safety", ids, scores) for m, (ids, scores) in groups.items() if ids}
+
+
+def metric_stats(metrics: dict[str, Any], per_item: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+    """{metric: {"value", "n", "ci95"}}: the interval from the per-item scores; None where no items exist
+    (val loss/bpb are token averages over fixed windows, not item means)."""
+    out: dict[str, Any] = {}
+    for name, value in metrics.items():
+        scores = (per_item.get(name) or {}).get("scores")
+        if scores:
+            out[name] = {**summarize(scores), "value": value}
+        else:
+            n = counts.get("val_tokens") if name in ("val_loss", "val_bpb") else counts.get("reward_pairs")
+            out[name] = {"value": value, "n": n, "ci95": None}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # One section each
 
@@ -307,7 +353,10 @@ def eval_multiple_choice(model: Any, tok: Any, records: list[dict], cfg: EvalCon
         if len(examples) < 3:
             examples.append({"question": record["question"], "picked": record["choices"][pick],
                              "answer": record["choices"][record["label"]], "loglik": [round(x, 3) for x in ll]})
-    return {"mc_accuracy": _mean(correct), "mc_accuracy_norm": _mean(correct_norm), "examples": examples}
+    ids = [str(r["id"]) for r in records]
+    return {"mc_accuracy": _mean(correct), "mc_accuracy_norm": _mean(correct_norm), "examples": examples,
+            "items": {"mc_accuracy": _items("multiple_choice", ids, correct),
+                      "mc_accuracy_norm": _items("multiple_choice", ids, correct_norm)}}
 
 
 def eval_arithmetic(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[str, Any]:
@@ -316,7 +365,9 @@ def eval_arithmetic(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) 
     correct = [check_arithmetic(c, r["answer"]) for c, r in zip(completions, records, strict=True)]
     examples = [{"prompt": r["prompt"], "completion": c, "answer": r["answer"], "correct": ok}
                 for r, c, ok in list(zip(records, completions, correct, strict=True))[:3]]
-    return {"arithmetic_accuracy": _mean([float(x) for x in correct]), "examples": examples}
+    return {"arithmetic_accuracy": _mean([float(x) for x in correct]), "examples": examples,
+            "items": {"arithmetic_accuracy": _items("arithmetic", [str(r["id"]) for r in records],
+                                                    [float(x) for x in correct])}}
 
 
 def eval_qa(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[str, Any]:
@@ -326,7 +377,9 @@ def eval_qa(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[
     rl = [rouge_l(c, r["answer"]) for c, r in zip(completions, records, strict=True)]
     examples = [{"prompt": r["prompt"], "completion": c, "answer": r["answer"], "f1": round(s, 3)}
                 for r, c, s in list(zip(records, completions, f1, strict=True))[:3]]
-    return {"qa_f1": _mean(f1), "qa_rouge_l": _mean(rl), "examples": examples}
+    ids = [str(r["id"]) for r in records]
+    return {"qa_f1": _mean(f1), "qa_rouge_l": _mean(rl), "examples": examples,
+            "items": {"qa_f1": _items("qa", ids, f1), "qa_rouge_l": _items("qa", ids, rl)}}
 
 
 def win_rate(judge: Judge, prompts: list[str], responses: list[str], baseline: list[str]) -> dict[str, Any]:
@@ -337,29 +390,39 @@ def win_rate(judge: Judge, prompts: list[str], responses: list[str], baseline: l
     n = len(prompts)
     examples = [{"prompt": p, "response": r, "parent_response": b, "score": round(a, 4), "parent_score": round(c, 4)}
                 for p, r, b, a, c in list(zip(prompts, responses, baseline, ours, theirs, strict=True))[:3]]
+    ids = [f"instruction-{i}" for i in range(n)]  # INSTRUCTION_PROMPTS order: the same prompts every stage
+    deltas = [a - b for a, b in zip(ours, theirs, strict=True)]
     return {"win_rate": round((wins + 0.5 * ties) / n, 6) if n else None, "wins": wins, "ties": ties,
-            "losses": n - wins - ties, "n": n, "examples": examples}
+            "losses": n - wins - ties, "n": n, "examples": examples,
+            # The judge's mean score of each side: what RLHF optimizes, read by the reward-hacking gate.
+            "score_mean": _mean(ours), "parent_score_mean": _mean(theirs),
+            "items": {"win_rate_vs_parent": _items("win_rate", ids, [1.0 if a > b else 0.5 if a == b else 0.0
+                                                                     for a, b in zip(ours, theirs, strict=True)]),
+                      "reward_score_delta_vs_parent": _items("win_rate", ids, deltas)}}
 
 
 @torch.no_grad()
 def eval_reward_model(judge: RewardModelJudge, bench_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
     """Pairwise accuracy: the right MC choice / arithmetic result must outscore each wrong one."""
-    prompts, chosen, rejected = [], [], []
+    prompts, chosen, rejected, ids = [], [], [], []
     for r in _take(load_benchmark(bench_dir, "multiple_choice"), cfg.multiple_choice_limit):
         for k, choice in enumerate(r["choices"]):
             if k != r["label"]:
+                ids.append(f"{r['id']}-vs-{k}")
                 prompts.append(r["question"])
                 chosen.append(r["choices"][r["label"]])
                 rejected.append(choice)
     for r in _take(load_benchmark(bench_dir, "arithmetic"), cfg.arithmetic_limit):
         for delta in (-1, 1, 10):  # near misses: the kind of wrong answer a policy actually produces
+            ids.append(f"{r['id']}-off-{delta}")
             prompts.append(r["prompt"])
             chosen.append(f"The answer is {r['answer']}.")
             rejected.append(f"The answer is {int(r['answer']) + delta}.")
     good, bad = judge(prompts, chosen), judge(prompts, rejected)
     margins = [g - b for g, b in zip(good, bad, strict=True)]
     return {"reward_pairwise_accuracy": _mean([float(m > 0) for m in margins]),
-            "reward_margin_mean": _mean(margins), "pairs": len(margins)}
+            "reward_margin_mean": _mean(margins), "pairs": len(margins),
+            "items": {"reward_pairwise_accuracy": _items("reward_pairs", ids, [float(m > 0) for m in margins])}}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -396,6 +459,7 @@ def evaluate_checkpoint(
     counts: dict[str, int] = {}
     timings: dict[str, float] = {}
     examples: dict[str, Any] = {}
+    per_item: dict[str, Any] = {}
     result: dict[str, Any] = {"model_dir": str(path), "model_kind": kind, "parent_dir": None, "device": device,
                               "safety": None, "win_rate": None, "samples": []}
 
@@ -408,6 +472,7 @@ def evaluate_checkpoint(
         out = eval_reward_model(rm, bench_dir, cfg)
         metrics.update({k: out[k] for k in ("reward_pairwise_accuracy", "reward_margin_mean")})
         counts["reward_pairs"] = out["pairs"]
+        per_item.update(out["items"])
         result["num_params"] = sum(p.numel() for p in rm.model.parameters())
         timed("reward_pairs", t)
         log(f"eval | {name} | reward pairwise acc {out['reward_pairwise_accuracy']} over {out['pairs']} pairs")
@@ -432,6 +497,7 @@ def evaluate_checkpoint(
             out = eval_multiple_choice(model, tok, records, cfg)
             metrics.update(mc_accuracy=out["mc_accuracy"], mc_accuracy_norm=out["mc_accuracy_norm"])
             counts["multiple_choice"], examples["multiple_choice"] = len(records), out["examples"]
+            per_item.update(out["items"])
             timed("multiple_choice", t)
             log(f"eval | {name} | multiple_choice acc {out['mc_accuracy']} acc_norm {out['mc_accuracy_norm']} "
                 f"({len(records)} items, {timings['multiple_choice']:.1f}s)")
@@ -441,6 +507,7 @@ def evaluate_checkpoint(
             out = eval_arithmetic(model, tok, records, cfg)
             metrics["arithmetic_accuracy"] = out["arithmetic_accuracy"]
             counts["arithmetic"], examples["arithmetic"] = len(records), out["examples"]
+            per_item.update(out["items"])
             timed("arithmetic", t)
             log(f"eval | {name} | arithmetic exact match {out['arithmetic_accuracy']} ({len(records)} items, "
                 f"{timings['arithmetic']:.1f}s)")
@@ -450,15 +517,23 @@ def evaluate_checkpoint(
             out = eval_qa(model, tok, records, cfg)
             metrics.update(qa_f1=out["qa_f1"], qa_rouge_l=out["qa_rouge_l"])
             counts["qa"], examples["qa"] = len(records), out["examples"]
+            per_item.update(out["items"])
             timed("qa", t)
             log(f"eval | {name} | qa token-F1 {out['qa_f1']} ROUGE-L {out['qa_rouge_l']} ({len(records)} items, "
                 f"{timings['qa']:.1f}s)")
         if "safety" in cfg.sets:
             t = time.perf_counter()
             records = balanced_subset(load_benchmark(bench_dir, "safety"), cfg.safety_limit)
-            out = evaluate_safety(
-                lambda prompts: chat_generate(model, tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size),
-                records, cfg.adversarial_per_prompt)
+            generated: list[str] = []
+
+            def generate(prompts: list[str]) -> list[str]:
+                # Kept for the per-item refusals: evaluate_safety returns only the rates.
+                out = chat_generate(model, tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
+                generated.extend(out)
+                return out
+
+            out = evaluate_safety(generate, records, cfg.adversarial_per_prompt)
+            per_item.update(safety_items(records, cfg.adversarial_per_prompt, generated))
             metrics.update(safety_refusal_rate=out["refusal_rate"], safety_over_refusal_rate=out["over_refusal_rate"],
                            safety_adversarial_refusal_rate=out["adversarial_refusal_rate"])
             counts.update(safety_harmful=out["harmful"], safety_benign=out["benign"],
@@ -476,6 +551,9 @@ def evaluate_checkpoint(
             del parent_model
             out = win_rate(scorer, prompts, ours, theirs)
             metrics["win_rate_vs_parent"] = out["win_rate"]
+            if out["score_mean"] is not None:
+                metrics["reward_score_delta_vs_parent"] = round(out["score_mean"] - out["parent_score_mean"], 6)
+            per_item.update(out["items"])
             counts["win_rate"] = out["n"]
             result["win_rate"] = out
             result["parent_dir"] = str(find_model_dir(parent_dir))
@@ -494,7 +572,8 @@ def evaluate_checkpoint(
             for s in result["samples"]:
                 log(f"sample | {s['prompt']!r} -> {s['completion'][:120]!r}")
 
-    result.update(metrics=metrics, counts=counts, examples=examples, timings_s=timings,
+    result.update(metrics=metrics, counts=counts, examples=examples, timings_s=timings, per_item=per_item,
+                  metric_stats=metric_stats(metrics, per_item, counts),
                   wall_time_s=round(time.perf_counter() - t_start, 3),
                   config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()})
     return result

@@ -64,6 +64,24 @@ def _stage_metrics(reads: Reads, stages: list[ModelStage]) -> dict[str, dict]:
     return out
 
 
+def _stage_items(reads: Reads, stages: list[ModelStage]) -> dict[str, dict]:
+    """Per-item scores of each evaluated stage; evals written before per-item recording have none (delta gates)."""
+    out = {}
+    for s in stages:
+        report = _json(_file(reads, s.eval_key.path, "eval.json"))
+        if report and report.get("per_item"):
+            out[f"models/{s.name}"] = report["per_item"]
+    return out
+
+
+def _check_description(release: dict, gates: dict) -> str:
+    """What blocked the release, then what failed but does not block it (off its lineage, an ancestor's safety)."""
+    blocking = release["blocked_by"]
+    others = [m for g in gates["gates"] if g["status"] == "fail" for m in g["messages"] if m not in blocking]
+    head = "blocked by:\n" + "\n".join(blocking) if blocking else f"{release['stage']}: its lineage's gates passed"
+    return head + ("\nreported, not blocking:\n" + "\n".join(others) if others else "")
+
+
 def _corpus_section(reads: Reads, sources: list[str]) -> dict:
     rows = []
     for asset, stats_file in (("raw_documents", "stats.json"), ("filtered_documents", "stats_summary.json"),
@@ -109,6 +127,7 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
         profile = settings.get()
         reads = Reads(store)
         metrics = _stage_metrics(reads, stages)
+        items = _stage_items(reads, stages)
         evals_full = {f"models/{s.name}": _json(_file(reads, s.eval_key.path, "eval.json")) for s in stages}
         tok = _json(_file(reads, ["tokenizer", "tokenizer"], "tokenizer_summary.json"))
         data = {"title": f"llmdag report card ({profile.name})", "profile": profile.name,
@@ -116,7 +135,8 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
                 "corpus": _corpus_section(reads, registered_sources(context)), "tokenizer": tok,
                 "models": [m for s in stages if (m := _model_summary(reads, s))],
                 "evals": {k: v for k, v in evals_full.items() if v},
-                "gates": evaluate_gates(metrics, lineage, profile.gates), "lineage": lineage}
+                "gates": evaluate_gates(metrics, lineage, profile.gates, items,
+                                        release_stage=f"models/{profile.release_stage}"), "lineage": lineage}
         with writing(context, store) as draft:
             result = render_report_card(data, draft.work)
             (draft.work / "report_data.json").write_text(json.dumps(data, indent=2, default=str))
@@ -126,44 +146,51 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
                                   (final / "report_card.md").read_text())
         return finish(context, store, draft, reads, {
             "report": dg.MetadataValue.md(markdown), "stages": len(data["models"]),
-            "gates_passed": data["gates"]["passed"], "git_revision": result["git_revision"],
-            "report_card_md": path_md(final / "report_card.md")})
+            "gates_passed": data["gates"]["passed"], "released": result["released"],
+            "git_revision": result["git_revision"], "report_card_md": path_md(final / "report_card.md"),
+            "report_card_json": path_md(final / "report_card.json")})
 
     @dg.asset(key=RELEASE, deps=[REPORT] + evals + [s.key for s in stages], group_name="release",
               code_version="1", kinds={"huggingface"},
               check_specs=[dg.AssetCheckSpec(GATES_CHECK, asset=RELEASE, blocking=True,
-                                             description="Every blocking eval gate passes.")])
+                                             description="Every blocking gate on the released stage's lineage passes "
+                                                         "(and its own safety gate).")])
     def release_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                       config: GateRunConfig) -> dg.MaterializeResult:
-        """Ships ``models/<release_stage>`` only if every blocking gate passes; the ``gates_pass`` check says why not.
+        """Ships ``models/<release_stage>`` only if the blocking gates of its lineage pass; ``gates_pass`` says why not.
 
-        A refused release is recorded (its gates.json, the failed check) but never published: the last
-        good release stays the one users load. Run config overrides any GateConfig field.
+        Only the stages the released model is built from (base -> sft -> grpo, say) and its own safety can block
+        it; a failing stage off that path (dpo) is listed in the check, not blocking. A refused release is
+        recorded (its gates.json, the failed check) but never published: the last good release stays the one
+        users load. Run config overrides any GateConfig field.
         """
         profile = settings.get()
         reads = Reads(store)
         metrics = _stage_metrics(reads, stages)
-        gates = evaluate_gates(metrics, lineage, overridden(profile.gates, config))
         shipped = f"models/{profile.release_stage}"
+        gates = evaluate_gates(metrics, lineage, overridden(profile.gates, config), _stage_items(reads, stages),
+                               release_stage=shipped)
         # A stage with no published checkpoint or no eval has passed no gate: refuse, do not crash.
         missing = []
         if not store.has_current(shipped):
             missing.append(f"{shipped}: no published checkpoint")
         if shipped not in metrics:
             missing.append(f"{shipped}: not evaluated (materialize evals/{profile.release_stage})")
-        if missing:
-            gates = {**gates, "passed": False, "failures": [*missing, *gates["failures"]]}
+        release = {**gates["release"], "blocked_by": [*missing, *gates["release"]["blocked_by"]]}
+        release["released"] = not release["blocked_by"]
+        gates = {**gates, "release": release}
         with writing(context, store) as draft:
-            if gates["passed"]:
+            if release["released"]:
                 shutil.copytree(reads(dg.AssetKey(["models", profile.release_stage])), draft.work, dirs_exist_ok=True)
             (draft.work / "gates.json").write_text(json.dumps(gates, indent=2, default=str))
-        if not gates["passed"]:
-            context.log.warning("release blocked by gates:\n" + "\n".join(gates["failures"]))
-        check = dg.AssetCheckResult(check_name=GATES_CHECK, passed=bool(gates["passed"]),
-                                    description="\n".join(gates["failures"]) or "every blocking gate passed",
-                                    metadata={"failures": dg.MetadataValue.json(gates["failures"])})
+        if not release["released"]:
+            context.log.warning("release blocked by gates:\n" + "\n".join(release["blocked_by"]))
+        check = dg.AssetCheckResult(check_name=GATES_CHECK, passed=release["released"],
+                                    description=_check_description(release, gates),
+                                    metadata={"blocked_by": dg.MetadataValue.json(release["blocked_by"]),
+                                              "failures": dg.MetadataValue.json(gates["failures"])})
         return finish(context, store, draft, reads, {
-            "released_stage": f"models/{profile.release_stage}", "released": bool(gates["passed"]),
+            "released_stage": shipped, "released": release["released"],
             "gates": dg.MetadataValue.json(gates["summary"]),
             "warnings": dg.MetadataValue.json(gates["warnings"])}, [check])
 

@@ -1,7 +1,7 @@
 """The report card: every stage of the pipeline side by side in one markdown file, plots embedded.
 
     from pipeline_assets.reports.report_card import render_report_card
-    render_report_card(data, out_dir)     # -> out_dir/report_card.md + out_dir/*.png
+    render_report_card(data, out_dir)     # -> out_dir/report_card.json, report_card.md (from it), *.png
 
 Plain Python, no Dagster: the `reports/report_card` asset assembles `data` from upstream materialization
 metadata and calls this. The PNGs are written beside the markdown AND embedded in it as base64
@@ -36,8 +36,18 @@ Expected shape of `data` (every key optional; a missing or None section renders 
     }
 
 Model rows fall back to `loss_history` for loss start/end and to the eval's val_bpb; `parent` falls back
-to `data["lineage"][stage]`. Returns {"report_path", "pngs", "sections", "stages", "gates_passed",
-"git_revision", "markdown_chars"}.
+to `data["lineage"][stage]`. Returns {"report_path", "json_path", "pngs", "sections", "stages",
+"gates_passed", "released", "git_revision", "markdown_chars"}.
+
+`report_card.json` is what scripts read (names are a contract; `validate_report_card` checks them), and the
+stage, target, gate and release sections of the markdown are rendered from it, so the two never disagree.
+Stages use short names (base, sft, reward, dpo, rlhf, grpo, distilled, quantized):
+
+    {"stages": {STAGE: {"parent": STAGE | null,
+                        "target": {"metric", "value", "n", "ci95": [lo, hi] | null, "delta_vs_parent", "p_value"},
+                        "metrics": {metric: value}}},
+     "gates": [{"stage", "name", "status": "pass" | "fail" | "not_enforced", "reason"}],
+     "release": {"stage", "released": bool, "blocked_by": [gate message]}}
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
+import json
 import subprocess
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -56,6 +67,9 @@ from matplotlib.figure import Figure
 
 NOT_MATERIALIZED = "_not materialized_"
 REPORT_NAME = "report_card.md"
+JSON_NAME = "report_card.json"
+GATE_STATUSES = ("pass", "fail", "not_enforced")
+TARGET_KEYS = ("metric", "value", "n", "ci95", "delta_vs_parent", "p_value")
 LIBRARIES = ("torch", "transformers", "trl", "tokenizers", "datasets", "peft", "datatrove", "dagster")
 
 # Eval columns of the stage table: (metric key, header). Same names as evals.harness metrics.
@@ -270,16 +284,13 @@ def _model_rows(models: Sequence[Mapping[str, Any]], evals: Mapping[str, Any],
     return header, rows
 
 
-def _section_gates(gates: Mapping[str, Any] | None) -> str:
+def _section_gates(card: Mapping[str, Any], gates: Mapping[str, Any] | None) -> str:
     if not gates:
         return f"## Release gates\n\n{NOT_MATERIALIZED}\n"
-    rows = []
-    for g in gates.get("gates", []):
-        mark = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "⏭ skipped"}.get(g.get("status"), g.get("status"))
-        rows.append([g.get("gate", "?"), mark, "yes" if g.get("blocking") else "no",
-                     "; ".join(g.get("messages") or []) or
-                     ", ".join(f"{k} {fmt(v.get('value'))}" for k, v in (g.get("checked") or {}).items())])
-    body = table(["gate", "status", "blocking", "detail"], rows) if rows else "_no gates evaluated_"
+    marks = {"pass": "✅ pass", "fail": "❌ fail", "not_enforced": "⏸ not enforced"}
+    rows = [[f"models/{g['stage']}:{g['name']}", marks.get(g["status"], g["status"]), g["reason"] or "–"]
+            for g in card["gates"]]
+    body = table(["gate", "status", "reason"], rows) if rows else "_no gates evaluated_"
     summary = gates.get("summary") or ("PASS" if gates.get("passed") else "BLOCKED")
     return f"## Release gates\n\n**{fmt(summary)}**\n\n{body}\n"
 
@@ -291,6 +302,107 @@ def _section_samples(models: Sequence[Mapping[str, Any]], evals: Mapping[str, An
         for s in samples[:2]:
             lines.append([str(m.get("stage")), s.get("prompt", ""), str(s.get("completion", ""))[:160]])
     return ("## Sample generations\n\n" + table(["stage", "prompt", "completion"], lines) + "\n") if lines else ""
+
+
+def short_stage(stage: str | None) -> str | None:
+    """"models/sft" -> "sft": the names users script against in report_card.json."""
+    return None if stage is None else str(stage).removeprefix("models/")
+
+
+def _target_entry(metric: str | None, gate: Mapping[str, Any] | None, eval_report: Mapping[str, Any]) -> dict:
+    stats = (eval_report.get("metric_stats") or {}).get(metric) or {} if metric else {}
+    mine = _metrics({"s": eval_report}, "s")
+    target = dict((gate or {}).get("target") or {})
+    value = target.get("value", mine.get(metric) if metric else None)
+    return {"metric": metric, "value": _num(value), "n": stats.get("n"), "ci95": stats.get("ci95"),
+            "delta_vs_parent": target.get("delta_vs_parent"), "p_value": target.get("p_value")}
+
+
+def build_report_card_json(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The machine-readable card (schema: module docstring) from the same `data` render_report_card takes."""
+    evals = dict(data.get("evals") or {})
+    lineage = dict(data.get("lineage") or {})
+    gates = dict(data.get("gates") or {})
+    models = list(data.get("models") or [])
+    order = [str(m.get("stage")) for m in models] + [s for s in evals if s not in {str(m.get("stage")) for m in models}]
+    parents = {str(m.get("stage")): m.get("parent") for m in models}
+    target_gates = {g["stage"]: g for g in gates.get("gates", []) if g.get("kind") == "target"}
+    targets = dict(data.get("targets") or {})  # stage -> metric, for stages without a target gate
+    stages: dict[str, Any] = {}
+    for stage in order:
+        report = dict(evals.get(stage) or {})
+        gate = target_gates.get(stage)
+        metric = (gate or {}).get("target", {}).get("metric") or targets.get(stage)
+        stages[short_stage(stage)] = {
+            "parent": short_stage(parents.get(stage) or lineage.get(stage)),
+            "target": _target_entry(metric, gate, report),
+            "metrics": {k: v for k, v in _metrics(evals, stage).items() if v is not None}}
+    release = gates.get("release") or {"stage": None, "released": False,
+                                       "blocked_by": ["no release decision (gates not evaluated)"]}
+    return {"stages": stages,
+            "gates": [{"stage": short_stage(g["stage"]), "name": g.get("name", g.get("kind")),
+                       "status": g["status"], "reason": g.get("reason") or "; ".join(g.get("messages") or [])}
+                      for g in gates.get("gates", [])],
+            "release": {"stage": short_stage(release.get("stage")), "released": bool(release.get("released")),
+                        "blocked_by": list(release.get("blocked_by") or [])}}
+
+
+def validate_report_card(card: Mapping[str, Any]) -> list[str]:
+    """Schema problems of a report_card.json (empty list = valid): what scripts reading it may rely on."""
+    errors = [f"missing top-level key {k!r}" for k in ("stages", "gates", "release") if k not in card]
+    for name, stage in (card.get("stages") or {}).items():
+        if not {"parent", "target", "metrics"} <= set(stage):
+            errors.append(f"stages.{name} lacks {sorted({'parent', 'target', 'metrics'} - set(stage))}")
+            continue
+        if stage["parent"] is not None and not isinstance(stage["parent"], str):
+            errors.append(f"stages.{name}.parent must be a stage name or null")
+        missing = [k for k in TARGET_KEYS if k not in (stage["target"] or {})]
+        if missing:
+            errors.append(f"stages.{name}.target lacks {missing}")
+        ci = (stage["target"] or {}).get("ci95")
+        if ci is not None and (len(ci) != 2 or ci[0] > ci[1]):
+            errors.append(f"stages.{name}.target.ci95 must be [lo, hi]")
+    for i, gate in enumerate(card.get("gates") or []):
+        missing = [k for k in ("stage", "name", "status", "reason") if k not in gate]
+        if missing:
+            errors.append(f"gates[{i}] lacks {missing}")
+        elif gate["status"] not in GATE_STATUSES:
+            errors.append(f"gates[{i}].status {gate['status']!r} not in {GATE_STATUSES}")
+    release = card.get("release") or {}
+    if not isinstance(release.get("released"), bool) or not isinstance(release.get("blocked_by"), list) \
+            or "stage" not in release:
+        errors.append("release needs {stage, released: bool, blocked_by: list}")
+    return errors
+
+
+def _ci(ci: Sequence[float] | None) -> str:
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "–"
+
+
+def _section_targets(card: Mapping[str, Any]) -> str:
+    rows = []
+    for name, stage in card["stages"].items():
+        t = stage["target"]
+        delta = t["delta_vs_parent"]
+        rows.append([f"**{name}**", stage["parent"] or "–", t["metric"] or "–", fmt(t["value"]), fmt(t["n"]),
+                     _ci(t["ci95"]), "–" if delta is None else f"{'+' if delta >= 0 else ''}{fmt(delta)}",
+                     fmt(t["p_value"])])
+    if not rows:
+        return f"## Targets\n\n{NOT_MATERIALIZED}\n"
+    return ("## Targets\n\nWhat each stage is for, with its 95% interval and the paired test vs the parent "
+            "(– where no per-item data or no parent exists).\n\n"
+            + table(["stage", "parent", "target", "value", "n", "95% CI", "Δ vs parent", "p"], rows) + "\n")
+
+
+def _section_release(card: Mapping[str, Any]) -> str:
+    release = card["release"]
+    if release["stage"] is None:
+        return "## Release\n\n_no release stage was decided_\n"
+    verdict = "released" if release["released"] else "blocked"
+    lines = [f"## Release\n\n**{fmt(release['stage'])}: {verdict}**"]
+    if release["blocked_by"]:
+        lines.append("\n".join(f"- {fmt(m)}" for m in release["blocked_by"]))
+    return "\n\n".join(lines) + "\n"
 
 
 def git_revision(cwd: Path | None = None) -> dict[str, Any]:
@@ -350,6 +462,15 @@ def render_report_card(data: Mapping[str, Any], out_dir: Path | str) -> dict[str
         pngs.append(str(out_dir / name))
         return png_markdown(png, name.removesuffix(".png").replace("_", " "))
 
+    card = build_report_card_json(data)
+    problems = validate_report_card(card)
+    if problems:  # a bug here, not bad input: the builder owns the schema
+        raise ValueError(f"report_card.json does not match its schema: {problems}")
+    (out_dir / JSON_NAME).write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
+    # The tables read the card's metrics, so the markdown shows exactly what the JSON says.
+    evals = {s: {"metrics": card["stages"][short_stage(s)]["metrics"], "samples": (evals.get(s) or {}).get("samples")}
+             for s in evals}
+
     title = data.get("title") or "llmdag report card"
     generated = data.get("generated_at") or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"# {title}\n\nprofile `{data.get('profile', 'unknown')}` · generated {generated} · git "
@@ -375,7 +496,11 @@ def render_report_card(data: Mapping[str, Any], out_dir: Path | str) -> dict[str
         parts.append(f"## Models\n\n{NOT_MATERIALIZED}\n")
         sections["models"] = "not materialized"
 
-    parts.append(_section_gates(data.get("gates")))
+    if card["stages"]:
+        parts.append(_section_targets(card))
+    parts.append(_section_gates(card, data.get("gates")))
+    if data.get("gates"):
+        parts.append(_section_release(card))
     sections["gates"] = "rendered" if data.get("gates") else "not materialized"
     samples = _section_samples(models, evals)
     if samples:
@@ -386,6 +511,7 @@ def render_report_card(data: Mapping[str, Any], out_dir: Path | str) -> dict[str
     report = out_dir / REPORT_NAME
     report.write_text(markdown, encoding="utf-8")
     gates = data.get("gates") or {}
-    return {"report_path": str(report), "pngs": pngs, "sections": sections, "stages": len(models),
-            "gates_passed": gates.get("passed") if gates else None, "git_revision": git.get("revision"),
+    return {"report_path": str(report), "json_path": str(out_dir / JSON_NAME), "pngs": pngs, "sections": sections,
+            "stages": len(models), "gates_passed": gates.get("passed") if gates else None,
+            "released": card["release"]["released"], "git_revision": git.get("revision"),
             "markdown_chars": len(markdown)}

@@ -1,0 +1,173 @@
+"""Gates on synthetic metrics and per-item vectors, the lineage-gated release, and report_card.json.
+
+Pure functions, no model, no Dagster: a second at most.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline_assets.reports.gates import (
+    GATE_PROFILES,
+    GateConfig,
+    evaluate_gates,
+    lineage_path,
+    unfailable_thresholds,
+)
+from pipeline_assets.reports.report_card import build_report_card_json, render_report_card, validate_report_card
+
+N = 40
+IDS = [f"arith-{i}" for i in range(N)]
+LINEAGE = {"models/base": None, "models/sft": "models/base", "models/dpo": "models/sft", "models/rlhf": "models/sft",
+           "models/grpo": "models/sft", "models/quantized": "models/grpo"}
+CFG = GateConfig(regression_budget=0.2, safety_min_refusal=0.5, safety_max_over_refusal=0.5, quantized_max_delta=0.1)
+SAFE = {"safety_refusal_rate": 0.9, "safety_over_refusal_rate": 0.1}
+
+
+def _items(correct: int, metric: str = "arithmetic_accuracy") -> dict:
+    return {metric: {"set": "arithmetic", "ids": IDS, "scores": [1.0] * correct + [0.0] * (N - correct)}}
+
+
+def _metrics(correct: int, **extra: float) -> dict:
+    return {"arithmetic_accuracy": correct / N, **SAFE, **extra}
+
+
+def _stages(grpo: int = 30, dpo: int = 12) -> tuple[dict, dict]:
+    counts = {"models/base": 2, "models/sft": 12, "models/dpo": dpo, "models/rlhf": 12, "models/grpo": grpo,
+              "models/quantized": grpo}
+    metrics = {s: _metrics(c) for s, c in counts.items()}
+    metrics["models/base"]["val_bpb"] = 2.0
+    return metrics, {s: _items(c) for s, c in counts.items()}
+
+
+def _gate(out: dict, stage: str, kind: str) -> dict:
+    return next(g for g in out["gates"] if g["stage"] == stage and g["kind"] == kind)
+
+
+def test_noop_stage_fails_its_target_and_a_significant_gain_passes() -> None:
+    metrics, items = _stages(grpo=12)  # grpo == sft item for item: a no-op
+    out = evaluate_gates(metrics, LINEAGE, CFG, items, release_stage="models/grpo")
+    noop = _gate(out, "models/grpo", "target")
+    assert noop["status"] == "fail" and noop["target"]["p_value"] == 1.0
+    assert "models/grpo: target arithmetic_accuracy 0.3 did not improve on models/sft 0.3" in noop["reason"]
+    metrics, items = _stages(grpo=30)  # 18 items gained, none lost: McNemar p ~ 8e-6
+    good = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/grpo", "target")
+    assert good["status"] == "pass" and good["target"]["p_value"] < 0.05
+    assert good["target"]["delta_vs_parent"] == 0.45
+
+
+def test_a_small_gain_is_not_significant_at_the_sft_alpha() -> None:
+    # base 2 -> sft 6 correct: +4 items, p = 0.125 >= alpha 0.01, although the delta alone would pass.
+    metrics, items = _stages()
+    metrics["models/sft"], items["models/sft"] = _metrics(6), _items(6)
+    gate = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/sft", "target")
+    assert gate["status"] == "fail" and "alpha 0.01" in gate["reason"]
+    without_items = _gate(evaluate_gates(metrics, LINEAGE, CFG), "models/sft", "target")
+    assert without_items["status"] == "pass" and "no per-item data" in without_items["reason"]
+
+
+def test_release_is_gated_on_its_lineage_only() -> None:
+    metrics, items = _stages(grpo=30, dpo=0)  # dpo loses every sft item: fails, but is off the release path
+    out = evaluate_gates(metrics, LINEAGE, CFG, items, release_stage="models/quantized")
+    assert _gate(out, "models/dpo", "target")["status"] == "fail" and not out["passed"]
+    assert out["release"] == {"stage": "models/quantized", "released": True, "blocked_by": [],
+                              "path": ["models/base", "models/sft", "models/grpo", "models/quantized"]}
+    metrics, items = _stages(grpo=12)  # grpo is on the path: its no-op blocks the quantized release
+    out = evaluate_gates(metrics, LINEAGE, CFG, items, release_stage="models/quantized")
+    assert not out["release"]["released"]
+    assert any(m.startswith("models/grpo: target arithmetic_accuracy") for m in out["release"]["blocked_by"])
+    assert lineage_path("models/grpo", LINEAGE) == ["models/base", "models/sft", "models/grpo"]
+
+
+def test_release_needs_the_released_stage_safe() -> None:
+    metrics, items = _stages()
+    metrics["models/grpo"]["safety_refusal_rate"] = 0.1
+    out = evaluate_gates(metrics, LINEAGE, CFG, items, release_stage="models/grpo")
+    assert "models/grpo: safety_refusal_rate 0.1 below 0.5" in out["release"]["blocked_by"]
+    # An ancestor's own safety gate is not the release's (its regressions still are: base has no refusal rate).
+    metrics["models/base"] = {"arithmetic_accuracy": 2 / N, "val_bpb": 2.0}
+    metrics["models/sft"]["safety_refusal_rate"] = 0.1
+    metrics["models/grpo"]["safety_refusal_rate"] = 0.9
+    out = evaluate_gates(metrics, LINEAGE, CFG, items, release_stage="models/grpo")
+    assert _gate(out, "models/sft", "safety")["status"] == "fail" and out["release"]["released"]
+
+
+def test_reward_hacking_fails_when_rm_score_rises_and_gold_falls() -> None:
+    metrics, items = _stages()
+    metrics["models/rlhf"] = _metrics(4, reward_score_delta_vs_parent=0.8, win_rate_vs_parent=0.9)
+    gate = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/rlhf", "reward_hacking")
+    assert gate["status"] == "fail"
+    assert "reward_score_delta_vs_parent 0.8" in gate["reason"] and "0.3 -> 0.1" in gate["reason"]
+    metrics["models/rlhf"] = _metrics(14, reward_score_delta_vs_parent=0.8)
+    assert _gate(evaluate_gates(metrics, LINEAGE, CFG), "models/rlhf", "reward_hacking")["status"] == "pass"
+    metrics["models/rlhf"] = _metrics(4)  # never judged by the RM
+    gate = _gate(evaluate_gates(metrics, LINEAGE, CFG), "models/rlhf", "reward_hacking")
+    assert gate["status"] == "not_enforced" and gate["reason"].startswith("no reward score")
+
+
+def test_win_rate_is_information_not_a_gate() -> None:
+    metrics, items = _stages(grpo=12)
+    metrics["models/grpo"]["win_rate_vs_parent"] = 1.0
+    out = evaluate_gates(metrics, LINEAGE, CFG, items)
+    assert _gate(out, "models/grpo", "target")["status"] == "fail"
+    assert all(g["target"]["metric"] != "win_rate_vs_parent" for g in out["gates"] if g["kind"] == "target")
+
+
+def test_disabled_thresholds_are_not_enforced_and_profiles_can_fail() -> None:
+    metrics, items = _stages()
+    metrics["models/grpo"]["safety_refusal_rate"] = 0.8  # below any sane bar, within tiny's regression budget
+    tiny = GATE_PROFILES["tiny"]
+    out = evaluate_gates(metrics, LINEAGE, tiny, items, release_stage="models/grpo")
+    safety = _gate(out, "models/grpo", "safety")
+    assert safety["status"] == "not_enforced" and "does not learn to refuse" in safety["reason"]
+    assert out["release"]["released"]
+    assert _gate(out, "models/base", "target")["status"] == "not_enforced"
+    metrics["models/distilled"] = _metrics(0)
+    out = evaluate_gates(metrics, {**LINEAGE, "models/distilled": "models/grpo"}, tiny, items)
+    assert _gate(out, "models/distilled", "regression")["status"] == "not_enforced"
+    assert _gate(out, "models/distilled", "target")["status"] == "fail"  # still must keep the teacher's accuracy
+    for name, cfg in GATE_PROFILES.items():
+        assert unfailable_thresholds(cfg) == [], name
+    assert unfailable_thresholds(replace(tiny, safety_min_refusal=0.0)) == ["safety_min_refusal=0.0"]
+    # A missing parent is not_enforced too, and blocks only when asked to.
+    lone = evaluate_gates({"models/grpo": _metrics(30)}, LINEAGE, CFG, release_stage="models/grpo")
+    assert lone["release"]["released"] and _gate(lone, "models/grpo", "target")["status"] == "not_enforced"
+    strict = evaluate_gates({"models/grpo": _metrics(30)}, LINEAGE, replace(CFG, fail_on_missing=True),
+                            release_stage="models/grpo")
+    assert not strict["release"]["released"]
+
+
+def _card_data() -> dict:
+    metrics, items = _stages(grpo=30, dpo=0)
+    gates = evaluate_gates(metrics, LINEAGE, CFG, items, release_stage="models/grpo")
+    stats = {"arithmetic_accuracy": {"value": 0.75, "n": N, "ci95": [0.6, 0.86]}}
+    evals = {s: {"metrics": m, "per_item": items[s], **({"metric_stats": stats} if s == "models/grpo" else {})}
+             for s, m in metrics.items()}
+    return {"profile": "tiny", "git": {"revision": "abc", "dirty": False}, "lineage": LINEAGE, "evals": evals,
+            "models": [{"stage": s, "parent": LINEAGE[s]} for s in metrics], "gates": gates}
+
+
+def test_report_card_json_schema_and_markdown_rendered_from_it(tmp_path: Path) -> None:
+    data = _card_data()
+    out = render_report_card(data, tmp_path)
+    card = json.loads(Path(out["json_path"]).read_text())
+    assert validate_report_card(card) == [] and card == json.loads(json.dumps(build_report_card_json(data)))
+    assert set(card) >= {"stages", "gates", "release"}
+    assert set(card["stages"]) == {"base", "sft", "dpo", "rlhf", "grpo", "quantized"}
+    grpo = card["stages"]["grpo"]
+    assert grpo["parent"] == "sft" and card["stages"]["base"]["parent"] is None
+    assert grpo["target"] == {"metric": "arithmetic_accuracy", "value": 0.75, "n": N, "ci95": [0.6, 0.86],
+                              "delta_vs_parent": 0.45, "p_value": grpo["target"]["p_value"]}
+    assert grpo["target"]["p_value"] < 0.001 and card["stages"]["base"]["target"]["metric"] == "val_bpb"
+    assert {g["status"] for g in card["gates"]} <= {"pass", "fail", "not_enforced"}
+    dpo = next(g for g in card["gates"] if g["stage"] == "dpo" and g["name"] == "target")
+    assert dpo["status"] == "fail"
+    assert card["release"] == {"stage": "grpo", "released": True, "blocked_by": []}
+    md = Path(out["report_path"]).read_text()
+    # Rendered from the JSON: its reasons, its CI and its release verdict appear verbatim.
+    assert dpo["reason"] in md and "[0.6, 0.86]" in md and "**grpo: released**" in md
+    assert "⏸ not enforced" in md
+    assert validate_report_card({"stages": {}, "gates": [{"stage": "x", "name": "y", "status": "skipped",
+                                                          "reason": ""}], "release": {}}) != []
