@@ -72,8 +72,9 @@ def test_release_blocked_by_impossible_budget_and_allowed_by_sane_one(pipeline):
     assert "models/grpo: target arithmetic_accuracy" in gate.description and "(needs > 10 gain" in gate.description
     assert not published(pipeline["root"], "release/model").exists()
     assert latest_metadata(pipeline["instance"], ["release", "model"])["published"] is False
-    lenient = {"regression_budget": 100.0, "metric_budgets": {}, "stage_budgets": {},
-               "min_target_improvement": -1.0, "quantized_max_delta": 100.0}
+    # Only the quantized gate blocks, at a budget nothing breaks: target gates need significance, which a
+    # reduced-step fixture need not reach.
+    lenient = {"blocking": ["quantized"], "quantized_max_delta": 100.0}
     released = run_assets(pipeline, 'key:"release/model"', {"release/model": lenient})
     assert released.success and released.get_asset_check_evaluations()[0].passed
     assert (published(pipeline["root"], "release/model") / "config.json").exists()
