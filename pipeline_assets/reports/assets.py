@@ -12,7 +12,6 @@ from pipeline_assets.lineage import ModelStage
 from pipeline_assets.metadata import path_md
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.reports.gates import evaluate_gates
-from pipeline_assets.reports.report_card import render_report_card
 from pipeline_assets.run_config import GateRunConfig, overridden
 from resources import ArtifactStore, PipelineSettings
 
@@ -124,6 +123,8 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
     def report_card(context: dg.AssetExecutionContext, store: ArtifactStore,
                     settings: PipelineSettings) -> dg.MaterializeResult:
         """One markdown page: data, tokenizer, every checkpoint's metrics and deltas, loss curves, gates."""
+        from pipeline_assets.reports.report_card import render_report_card  # matplotlib: run time only
+
         profile = settings.get()
         reads = Reads(store)
         metrics = _stage_metrics(reads, stages)
