@@ -199,10 +199,14 @@ def test_arithmetic_answers_are_correct_and_heldout(sets: dict[str, list[dict]])
     assert any(int(r["answer"]) < 0 for r in records), "negative answers exercise the sign parsing"
 
 
-def test_heldout_split_is_about_ten_percent() -> None:
+def test_heldout_split_is_ten_percent_test_and_ten_percent_dev() -> None:
+    from pipeline_assets.evals.benchmarks import arithmetic_split
+
     space = [(a, op, b) for op in "+-" for a in range(100) for b in range(100)]
     share = sum(is_heldout_arithmetic(*p) for p in space) / len(space)
-    assert 0.08 < share < 0.12
+    assert 0.18 < share < 0.22
+    test = sum(arithmetic_split(*p) == "test" for p in space) / len(space)
+    assert 0.08 < test < 0.12
     with pytest.raises(ValueError, match="valid: \\+, -"):
         is_heldout_arithmetic(2, "*", 3)
 
@@ -306,3 +310,17 @@ def test_heldout_keys_lookups(bench: tuple[Path, dict], sets: dict[str, list[dic
     assert normalize_prompt(sets["safety"][0]["prompt"] + "  ") in keys["safety"]
     assert normalize_prompt("What does `json.dumps` mean for cats?") not in keys["qa"]
     assert all(len(keys[name]) == len(sets[name]) for name in BENCHMARKS)
+
+
+def test_plain_few_shot_examples_are_training_problems_and_splits_are_disjoint():
+    from pipeline_assets.evals.benchmarks import BenchmarkConfig, arithmetic_split, build_arithmetic_split
+    from pipeline_assets.evals.harness import ARITHMETIC_SHOTS
+
+    for question, answer in ARITHMETIC_SHOTS:
+        a, op, b = question.removeprefix("What is ").rstrip("?").split()
+        assert arithmetic_split(int(a), op, int(b)) == "train" and str(int(a) + int(b)) == answer
+    cfg = BenchmarkConfig(arithmetic_size=240, word_problem_fraction=0.0, operand_max=49, operators=("+",))
+    test, dev = build_arithmetic_split(cfg, "test"), build_arithmetic_split(cfg, "dev")
+    assert len(test) == 240 and not {r["id"] for r in test} & {r["id"] for r in dev}
+    assert all(arithmetic_split(*map(lambda x: int(x) if x.isdigit() else x, r["expression"].split())) == "test"
+               for r in test)

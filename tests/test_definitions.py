@@ -96,3 +96,11 @@ def test_backfill_submitted_for_any_selection(select):
         instance.add_dynamic_partitions("sources", ["a", "b"])
         backfill_id = submit_backfill(defs, instance, keys, None, None, title=backfill_title(select))
         assert instance.get_backfill(backfill_id).title.startswith("llmdag materialize")
+
+
+def test_each_profile_reports_arithmetic_on_the_space_it_trains_on():
+    for profile in PROFILES.values():
+        task = {(b.operand_max, tuple(b.operators)) for b in (profile.benchmarks, profile.sft_data,
+                                                              profile.reasoning_data)}
+        assert len(task) == 1, (profile.name, task)
+        profile.benchmarks.validate()

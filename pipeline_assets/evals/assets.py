@@ -5,6 +5,7 @@ log-likelihoods (pipeline_assets/evals/harness.py); stages after SFT are also ju
 by the reward model.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -58,6 +59,8 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
         from pipeline_assets.evals.harness import contamination_report, evaluate_checkpoint  # torch: run time only
 
         cfg = overridden(settings.get().evals, config)
+        if stage.parent is None:  # the base model never saw the chat template: score it the way it was trained
+            cfg = dataclasses.replace(cfg, arithmetic_format="plain")
         reads = Reads(store)
         bench = reads(BENCHMARKS)
         result = evaluate_checkpoint(

@@ -99,6 +99,10 @@ class BenchmarkConfig:
     arithmetic_size: int = 200
     # Share of arithmetic items that are two-step word problems (the rest are "What is a + b?").
     word_problem_fraction: float = 0.2
+    # The problem space: operands 0..operand_max with these operators. A profile sets it to the space its
+    # SFT and GRPO data train on, so each stage's target is measured on the distribution it learns.
+    operand_max: int = 99
+    operators: tuple[str, ...] = ("+", "-")
     # Harmful + benign look-alikes, split half and half.
     safety_size: int = 100
 
@@ -123,16 +127,21 @@ class BenchmarkConfig:
                 f"safety_size={self.safety_size} needs {half} prompts per label but the templates give "
                 f"{capacity}; set safety_size <= {2 * capacity} or add topics to _HARMFUL/_BENIGN_TOPICS"
             )
+        if self.operand_max < 1 or not self.operators or set(self.operators) - set(_OPS):
+            raise ValueError(f"BenchmarkConfig: operand_max={self.operand_max} must be >= 1 and operators="
+                             f"{self.operators} a non-empty subset of {_OPS}")
         n_word = round(self.arithmetic_size * self.word_problem_fraction)
         n_single = self.arithmetic_size - n_word
         # Templates take turns, each drawing first steps with its own operator without replacement.
-        word_capacity = len(_WORD_TEMPLATES) * min(sum(p[1] == op for p in _word_pairs()) for op in _OPS)
-        if n_single > len(_heldout_pairs()) or n_word > word_capacity:
+        pairs = _heldout_pairs(self.operand_max, self.operators)
+        usable = [t for t in _WORD_TEMPLATES if t[2] in self.operators and t[3] in self.operators]
+        words = _word_pairs(self.operand_max, self.operators)
+        word_capacity = len(usable) * min((sum(p[1] == t[2] for p in words) for t in usable), default=0)
+        if n_single > len(pairs) or n_word > word_capacity:
             raise ValueError(
-                f"arithmetic_size={self.arithmetic_size} exceeds the held-out split "
-                f"({len(_heldout_pairs())} single problems, {word_capacity} word problems); "
-                "lower arithmetic_size or word_problem_fraction"
-            )
+                f"arithmetic_size={self.arithmetic_size} exceeds the held-out test split "
+                f"({len(pairs)} single problems, {word_capacity} word problems with operands 0..{self.operand_max}"
+                f" and {self.operators}); lower arithmetic_size or word_problem_fraction")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -292,36 +301,53 @@ def _build_multiple_choice(items: list[_DocItem], cfg: BenchmarkConfig) -> list[
 # Arithmetic
 
 
-ARITH_OPERAND_MAX = 99
-ARITH_HELDOUT_PERCENT = 10
+ARITH_OPERAND_MAX = 99  # the default problem space; a profile may use a smaller one (BenchmarkConfig)
+# Hash bands of every (a, op, b): [0, 10) is the test split the benchmark reports on, [10, 20) the dev split
+# for tuning recipes (SFT's and GRPO's in-training curves), the rest is for training. Widening the held-out
+# share from 10% to 20% only moved training problems into dev; the test split is what it always was.
+ARITH_TEST_PERCENT = 10
+ARITH_HELDOUT_PERCENT = 20
 # Changing the salt moves the held-out boundary and silently leaks old eval items into training: don't.
 _ARITH_SALT = "llmdag-arithmetic-heldout-v1"
 _OPS = ("+", "-")
 
 
+def _band(a: int, op: str, b: int) -> int:
+    if op not in _OPS:
+        raise ValueError(f"unknown operator {op!r}; valid: {', '.join(_OPS)}")
+    digest = hashlib.sha256(f"{_ARITH_SALT}:{a}{op}{b}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100
+
+
 def is_heldout_arithmetic(a: int, op: str, b: int) -> bool:
-    """True for the ~10% of (a, op, b) problems reserved for evaluation; builders must skip them.
+    """True for the ~20% of (a, op, b) problems reserved for evaluation (test + dev); builders skip them.
 
     A fixed hash of the problem itself, independent of any seed or of the built files, so any builder
     (and any phrasing of the problem) agrees on the split. Works for any ints, not just 0-99. For a word
     problem, test its first step.
     """
-    if op not in _OPS:
-        raise ValueError(f"unknown operator {op!r}; valid: {', '.join(_OPS)}")
-    digest = hashlib.sha256(f"{_ARITH_SALT}:{a}{op}{b}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") % 100 < ARITH_HELDOUT_PERCENT
+    return _band(a, op, b) < ARITH_HELDOUT_PERCENT
 
 
-@lru_cache(maxsize=1)
-def _heldout_pairs() -> tuple[tuple[int, str, int], ...]:
-    span = range(ARITH_OPERAND_MAX + 1)
-    return tuple((a, op, b) for op in _OPS for a in span for b in span if is_heldout_arithmetic(a, op, b))
+def arithmetic_split(a: int, op: str, b: int) -> str:
+    """"test" (reported), "dev" (recipe tuning, in-training curves) or "train"."""
+    band = _band(a, op, b)
+    return "test" if band < ARITH_TEST_PERCENT else "dev" if band < ARITH_HELDOUT_PERCENT else "train"
 
 
-@lru_cache(maxsize=1)
-def _word_pairs() -> tuple[tuple[int, str, int], ...]:
+@lru_cache(maxsize=8)
+def _heldout_pairs(operand_max: int = ARITH_OPERAND_MAX, operators: tuple[str, ...] = _OPS,
+                   split: str = "test") -> tuple[tuple[int, str, int], ...]:
+    span = range(operand_max + 1)
+    return tuple((a, op, b) for op in operators for a in span for b in span if arithmetic_split(a, op, b) == split)
+
+
+@lru_cache(maxsize=8)
+def _word_pairs(operand_max: int = ARITH_OPERAND_MAX, operators: tuple[str, ...] = _OPS,
+                split: str = "test") -> tuple[tuple[int, str, int], ...]:
     # Word problems count objects: at least 2 to start with, and a first step that never goes negative.
-    return tuple((a, op, b) for a, op, b in _heldout_pairs() if a >= 2 and b >= 1 and (op == "+" or b < a))
+    return tuple((a, op, b) for a, op, b in _heldout_pairs(operand_max, operators, split)
+                 if a >= 2 and b >= 1 and (op == "+" or b < a))
 
 
 # (key, template, op1, op2): the first step is a held-out pair, the second keeps the result >= 0.
@@ -343,28 +369,38 @@ def _apply(x: int, op: str, y: int) -> int:
     return x + y if op == "+" else x - y
 
 
-def _build_arithmetic(cfg: BenchmarkConfig) -> list[dict]:
-    rng = random.Random(f"{cfg.seed}:arithmetic")
+def build_arithmetic_split(cfg: BenchmarkConfig, split: str) -> list[dict]:
+    """``arithmetic_size`` items of one held-out split ("test" or "dev") of the config's problem space."""
+    rng = random.Random(f"{cfg.seed}:arithmetic" + ("" if split == "test" else f":{split}"))
     n_word = round(cfg.arithmetic_size * cfg.word_problem_fraction)
+    pairs = _heldout_pairs(cfg.operand_max, tuple(cfg.operators), split)
     records = []
-    for a, op, b in rng.sample(_heldout_pairs(), cfg.arithmetic_size - n_word):
+    for a, op, b in rng.sample(pairs, min(cfg.arithmetic_size - n_word, len(pairs))):
         # Negative answers (37 - 52) are kept on purpose: check_arithmetic must read the sign.
         records.append({"id": f"arith-{a}{op}{b}", "prompt": f"What is {a} {op} {b}?",
                         "answer": str(_apply(a, op, b)), "expression": f"{a} {op} {b}", "kind": "single"})
     # Templates take turns; each draws its first step without replacement from the pairs with its operator.
-    per_template = {key: [p for p in _word_pairs() if p[1] == op1] for key, _, op1, _ in _WORD_TEMPLATES}
-    for i in range(n_word):
-        key, template, op1, op2 = _WORD_TEMPLATES[i % len(_WORD_TEMPLATES)]
+    templates = [t for t in _WORD_TEMPLATES if t[2] in cfg.operators and t[3] in cfg.operators]
+    words = _word_pairs(cfg.operand_max, tuple(cfg.operators), split)
+    per_template = {key: [p for p in words if p[1] == op1] for key, _, op1, _ in templates}
+    for i in range(n_word if templates else 0):
+        key, template, op1, op2 = templates[i % len(templates)]
+        if not per_template[key]:
+            break
         a, _, b = per_template[key].pop(rng.randrange(len(per_template[key])))
         first = _apply(a, op1, b)
         # Subtracting in the second step must keep the count >= 0; _word_pairs guarantees first >= 1.
-        c = rng.randint(1, min(first, ARITH_OPERAND_MAX) if op2 == "-" else ARITH_OPERAND_MAX)
+        c = rng.randint(1, min(first, cfg.operand_max) if op2 == "-" else cfg.operand_max)
         prompt = template.format(name=rng.choice(_NAMES), item=rng.choice(_THINGS), a=a, b=b, c=c)
         records.append({"id": f"arith-word-{key}-{a}{op1}{b}{op2}{c}", "prompt": prompt,
                         "answer": str(_apply(first, op2, c)), "expression": f"{a} {op1} {b} {op2} {c}",
                         "kind": "word"})
     rng.shuffle(records)
     return records
+
+
+def _build_arithmetic(cfg: BenchmarkConfig) -> list[dict]:
+    return build_arithmetic_split(cfg, "test")
 
 
 # Last integer in the text (optionally signed, with thousands commas or a decimal part). The lookbehind
@@ -545,7 +581,8 @@ def build_benchmarks(out_dir: Path, cfg: BenchmarkConfig) -> dict:
         "descriptions": DESCRIPTIONS,
         "heldout_modules": list(HELDOUT_MODULES),
         "arithmetic_heldout": {"salt": _ARITH_SALT, "percent": ARITH_HELDOUT_PERCENT,
-                               "operand_max": ARITH_OPERAND_MAX},
+                               "test_percent": ARITH_TEST_PERCENT, "operand_max": cfg.operand_max,
+                               "operators": list(cfg.operators)},
         "decontamination": {"texts": ngram_texts, "note": NGRAM_NOTE},
     }
     # Written last: a directory without manifest.json is an interrupted build and load_benchmark refuses it.

@@ -55,6 +55,9 @@ class EvalConfig:
     arithmetic_max_new_tokens: int = 24
     batch_size: int = 16
     mc_format: str = "plain"  # "plain": eos + "Question: q\nAnswer:" (works for base models); "chat": template
+    # "chat": the question through the chat template (chat models); "plain": few-shot "question answer" lines
+    # (the base model, which never saw the template). evals/base uses "plain" whatever is set here.
+    arithmetic_format: str = "chat"
     device: str = "auto"
     num_threads: int | None = None  # torch CPU threads; None = leave torch's setting alone
     sample_prompts: tuple[str, ...] = SAMPLE_PROMPTS
@@ -76,6 +79,8 @@ class EvalConfig:
                              f"{len(INSTRUCTION_PROMPTS)} INSTRUCTION_PROMPTS; lower it")
         if self.adversarial_per_prompt < 0:
             raise ValueError(f"EvalConfig.adversarial_per_prompt={self.adversarial_per_prompt} must be >= 0")
+        if self.arithmetic_format not in ("plain", "chat"):
+            raise ValueError(f"EvalConfig.arithmetic_format={self.arithmetic_format!r}; choose 'plain' or 'chat'")
         if self.mc_format not in ("plain", "chat"):
             raise ValueError(f"EvalConfig.mc_format={self.mc_format!r}; choose 'plain' or 'chat'")
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
@@ -86,7 +91,8 @@ class EvalConfig:
 
 # Per profile. tiny: ~1 min per checkpoint on 1 CPU thread with a ~1M-param model; small/scale: every item.
 EVAL_PROFILES: dict[str, EvalConfig] = {
-    "tiny": EvalConfig(num_threads=1),
+    # tiny: every arithmetic item (the gated target; ~1 s per 100 on one thread), the rest capped.
+    "tiny": EvalConfig(num_threads=1, arithmetic_limit=None, arithmetic_max_new_tokens=8),
     "small": EvalConfig(qa_limit=None, multiple_choice_limit=None, arithmetic_limit=None, safety_limit=None,
                         adversarial_per_prompt=2, val_batches=50, val_seq_len=1024, max_new_tokens=128,
                         batch_size=64),

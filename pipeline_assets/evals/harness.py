@@ -52,7 +52,7 @@ from pipeline_assets.evals.benchmarks import (
 from pipeline_assets.evals.config import EVAL_PROFILES, INSTRUCTION_PROMPTS, SETS, EvalConfig
 from pipeline_assets.evals.safety import adversarial_prompts, balanced_subset, evaluate_safety
 from pipeline_assets.evals.stats import summarize
-from pipeline_assets.posttrain.common import chat_generate, device_for
+from pipeline_assets.posttrain.common import chat_generate, device_for, generate_texts
 
 Judge = Callable[[list[str], list[str]], list[float]]
 
@@ -359,9 +359,26 @@ def eval_multiple_choice(model: Any, tok: Any, records: list[dict], cfg: EvalCon
                       "mc_accuracy_norm": _items("multiple_choice", ids, correct_norm)}}
 
 
+# Plain few-shot shots for a model that never saw the chat template (the base model): training-split
+# problems only (checked in tests/test_benchmarks.py), one "question answer" pair per line.
+ARITHMETIC_SHOTS: tuple[tuple[str, str], ...] = (("What is 3 + 4?", "7"), ("What is 12 + 30?", "42"),
+                                                 ("What is 25 + 14?", "39"))
+
+
+def _plain_arithmetic(model: Any, tok: Any, prompts: list[str], cfg: EvalConfig) -> list[str]:
+    shots = "".join(f"{q} {a}\n" for q, a in ARITHMETIC_SHOTS)
+    # eos first: every pretraining document follows an eos; the answer is what comes before the newline.
+    completions = generate_texts(model, tok, [shots + p for p in prompts], cfg.arithmetic_max_new_tokens,
+                                 batch_size=cfg.batch_size, prefix_ids=[tok.eos_token_id])
+    return [c.split("\n")[0] for c in completions]
+
+
 def eval_arithmetic(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[str, Any]:
-    completions = chat_generate(model, tok, [r["prompt"] for r in records], cfg.arithmetic_max_new_tokens,
-                                batch_size=cfg.batch_size)
+    prompts = [r["prompt"] for r in records]
+    if cfg.arithmetic_format == "plain":
+        completions = _plain_arithmetic(model, tok, prompts, cfg)
+    else:
+        completions = chat_generate(model, tok, prompts, cfg.arithmetic_max_new_tokens, batch_size=cfg.batch_size)
     correct = [check_arithmetic(c, r["answer"]) for c, r in zip(completions, records, strict=True)]
     examples = [{"prompt": r["prompt"], "completion": c, "answer": r["answer"], "correct": ok}
                 for r, c, ok in list(zip(records, completions, correct, strict=True))[:3]]

@@ -67,22 +67,30 @@ class LossHistory(TrainerCallback):
 
 
 @torch.no_grad()
-def chat_generate(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str],
-                  max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0,
-                  batch_size: int = 32) -> list[str]:
-    """Completions of single-turn user prompts through the chat template (left-padded batches)."""
+def generate_texts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: list[str],
+                   max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0,
+                   batch_size: int = 32, prefix_ids: list[int] | None = None) -> list[str]:
+    """Completions of raw ``texts`` (left-padded batches); ``prefix_ids`` go before each text's tokens."""
     model.eval()
     tok.padding_side = "left"
     out: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                         add_generation_prompt=True) for p in prompts[i:i + batch_size]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    for i in range(0, len(texts), batch_size):
+        ids = [list(prefix_ids or []) + tok(t, add_special_tokens=False)["input_ids"] for t in texts[i:i + batch_size]]
+        enc = tok.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
                              temperature=temperature if do_sample else None, top_p=None, top_k=None,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return [o.strip() for o in out]
+
+
+def chat_generate(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str],
+                  max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0,
+                  batch_size: int = 32) -> list[str]:
+    """Completions of single-turn user prompts through the chat template (left-padded batches)."""
+    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    return generate_texts(model, tok, texts, max_new_tokens, do_sample, temperature, batch_size)
 
 
 def save_checkpoint(model: PreTrainedModel, tok: PreTrainedTokenizerBase, out_dir: Path) -> None:

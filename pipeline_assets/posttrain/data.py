@@ -45,6 +45,7 @@ from typing import Any
 
 from pipeline_assets.evals.benchmarks import (
     HELDOUT_MODULES,
+    arithmetic_split,
     heldout_keys,
     is_heldout_arithmetic,
     is_refusal,
@@ -136,6 +137,7 @@ class ReasoningDataConfig:
     word_problem_fraction: float = 0.0  # share of two-step word problems; the rest are "What is a op b?"
     operand_max: int = 99
     operators: tuple[str, ...] = ("+", "-")
+    heldout_size: int = 200  # dev-split problems for the in-training accuracy curves
     seed: int = 0
 
     def validate(self) -> None:
@@ -481,14 +483,15 @@ def build_sft_dataset(out_dir: Path, cfg: SFTDataConfig, bench_dir: Path | None)
     }
 
 
-def heldout_arithmetic(operand_max: int = 99, n: int = 200, operators: tuple[str, ...] = OPERATORS) -> list[dict]:
-    """n "What is a op b?" records from the benchmark's held-out hash split with operands <= operand_max.
+def heldout_arithmetic(operand_max: int = 99, n: int = 200, operators: tuple[str, ...] = OPERATORS,
+                       split: str = "test") -> list[dict]:
+    """n "What is a op b?" records of one held-out hash split ("test" or "dev") with operands <= operand_max.
 
-    Used when there is no bench dir, and by tests that measure a smaller problem space than the benchmark's
-    0..99: the items are held out by the same `is_heldout_arithmetic` rule every builder skips.
+    The dev split is what recipes are tuned and in-training curves are drawn on; the test split is what
+    evals/benchmarks reports. Both are skipped by every training builder (`is_heldout_arithmetic`).
     """
     span = range(operand_max + 1)
-    pairs = [(a, op, b) for op in operators for a in span for b in span if is_heldout_arithmetic(a, op, b)]
+    pairs = [(a, op, b) for op in operators for a in span for b in span if arithmetic_split(a, op, b) == split]
     random.Random("llmdag-heldout-arithmetic").shuffle(pairs)
     return [{"id": f"arith-{a}{op}{b}", "prompt": arithmetic_prompt(a, op, b), "answer": str(_apply(a, op, b)),
              "kind": "single"} for a, op, b in pairs[:n]]
@@ -497,8 +500,7 @@ def heldout_arithmetic(operand_max: int = 99, n: int = 200, operators: tuple[str
 def build_reasoning_dataset(out_dir: Path, cfg: ReasoningDataConfig, bench_dir: Path | None) -> dict[str, Any]:
     """Write reasoning.jsonl (GRPO prompts + integer answers) and heldout_arithmetic.jsonl into `out_dir`.
 
-    The held-out list is the benchmark's arithmetic set; with `bench_dir=None` (tests) it is 200 problems
-    drawn from the same held-out hash split.
+    The held-out list is the dev split of the same problem space (the benchmark reports the test split).
     """
     cfg.validate()
     out_dir = Path(out_dir)
@@ -512,16 +514,13 @@ def build_reasoning_dataset(out_dir: Path, cfg: ReasoningDataConfig, bench_dir: 
     items += [(p, a, "word_problem") for p, a in _word_items(n_word, cfg.operand_max, cfg.operators, rng, held)]
     rng.shuffle(items)
     rows = [{"prompt": [{"role": "user", "content": p}], "answer": a, "kind": k} for p, a, k in items]
-    if bench_dir is None:
-        heldout = heldout_arithmetic(cfg.operand_max, operators=cfg.operators)
-    else:
-        heldout = [{"id": r["id"], "prompt": r["prompt"], "answer": r["answer"], "kind": r["kind"]}
-                   for r in load_benchmark(bench_dir, "arithmetic")]
+    # GRPO's and distillation's in-training curves: the dev split, so nothing is tuned on the reported items.
+    heldout = heldout_arithmetic(cfg.operand_max, cfg.heldout_size, cfg.operators, split="dev")
     sha = {REASONING_FILE: _write_jsonl(out_dir / REASONING_FILE, rows),
            HELDOUT_FILE: _write_jsonl(out_dir / HELDOUT_FILE, heldout)}
     return {
         "rows": len(rows), "counts": dict(Counter(k for _, _, k in items)), "heldout_rows": len(heldout),
-        "heldout_source": "evals/benchmarks arithmetic" if bench_dir is not None else "hash split (no bench_dir)",
+        "heldout_source": "dev split of the arithmetic hash split (evals/benchmarks reports the test split)",
         "files": {REASONING_FILE: str(out_dir / REASONING_FILE), HELDOUT_FILE: str(out_dir / HELDOUT_FILE)},
         "sha256": sha, "config": asdict(cfg),
     }
