@@ -51,7 +51,8 @@ def build_resources(root: str | None = None, profile: str | None = None, landing
         "store": ArtifactStore(root=root, profile=profile_name),
         "settings": PipelineSettings(profile=profile_name),
         "sources": SourcesResource(landing=landing or os.environ.get("LLMDAG_LANDING") or str(Path(root) / "landing"),
-                                   builtin=builtin_sources),
+                                   builtin=builtin_sources, task_operand_max=prof.benchmarks.operand_max,
+                                   task_operators=list(prof.benchmarks.operators)),
         "datatrove": DatatroveExecutorResource(kind=prof.datatrove_executor, workers=prof.datatrove_workers),
     }
 

@@ -17,7 +17,7 @@ class UserSource(dg.Config):
     path: str | None = Field(default=None, description="Local folder (JSONL/parquet/text) or datasets dir.")
     hf_dataset: str | None = Field(default=None, description="HF hub dataset id (needs network).")
     hf_split: str = "train"
-    domain: str = Field(default="web", description="prose | code | legal | web: picks the filter recipe.")
+    domain: str = Field(default="web", description="prose | code | legal | web | math: picks the filter recipe.")
     text_field: str = "text"
 
 
@@ -25,9 +25,13 @@ class SourcesResource(dg.ConfigurableResource):
     landing: str = Field(description="Landing directory (LLMDAG_LANDING): each subfolder is one source.")
     builtin: bool = Field(default=True, description="Include the built-in local sources.")
     extra: list[UserSource] = Field(default_factory=list, description="Sources added through config.")
+    # The profile's arithmetic task space: what the built-in synthetic_arithmetic stream draws from.
+    task_operand_max: int = 99
+    task_operators: list[str] = Field(default_factory=lambda: ["+", "-"])
 
     def specs(self) -> dict[str, SourceSpec]:
-        specs = dict(available_builtin_sources()) if self.builtin else {}
+        specs = (dict(available_builtin_sources(self.task_operand_max, tuple(self.task_operators)))
+                 if self.builtin else {})
         specs.update(landing_sources(Path(self.landing)))
         for s in self.extra:
             specs[s.name] = SourceSpec(name=s.name, kind="hf" if s.hf_dataset else "folder", domain=s.domain,

@@ -36,13 +36,15 @@ from pipeline_assets.evals.benchmarks import (  # noqa: E402
     load_benchmark,
     normalize_prompt,
 )
-from pipeline_assets.posttrain.feedback import FeedbackConfig, label_with_judge, load_constitution  # noqa: E402
-from pipeline_assets.posttrain.preference import (  # noqa: E402
+from pipeline_assets.posttrain.config import (  # noqa: E402
     DPO_LOSS_TYPES,
     DPOStageConfig,
     PreferenceDataConfig,
     RewardModelConfig,
     RLHFConfig,
+)
+from pipeline_assets.posttrain.feedback import FeedbackConfig, label_with_judge, load_constitution  # noqa: E402
+from pipeline_assets.posttrain.preference import (  # noqa: E402
     build_preference_pairs,
     read_jsonl,
     run_dpo,

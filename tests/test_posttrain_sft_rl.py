@@ -27,9 +27,10 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
 
-from pipeline_assets.evals.benchmarks import (  # noqa: E402
+from pipeline_assets.evals.benchmarks import (
     HELDOUT_MODULES,
     BenchmarkConfig,
+    arithmetic_split,  # noqa: E402
     build_benchmarks,
     heldout_keys,
     is_heldout_arithmetic,
@@ -64,9 +65,9 @@ torch.set_num_threads(1)
 # only 0.035-0.055 there after the same 400 steps (see test_tiny_defaults_on_benchmark, marked slow).
 OPS = ("+",)
 OPERAND_MAX = 49
-SFT_DATA = SFTDataConfig(arithmetic=2000, operand_max=OPERAND_MAX, operators=OPS, docstring_qa=60, refusals=60,
+SFT_DATA = SFTDataConfig(arithmetic=1900, operand_max=OPERAND_MAX, operators=OPS, docstring_qa=60, refusals=60,
                          benign=60, identity=12)
-REASONING_DATA = ReasoningDataConfig(size=2000, operand_max=OPERAND_MAX, operators=OPS)
+REASONING_DATA = ReasoningDataConfig(size=1900, operand_max=OPERAND_MAX, operators=OPS)
 SFT_CFG = SFTStageConfig()  # the tiny defaults: 400 steps x 64, lr 1e-3
 GRPO_CFG = GRPOStageConfig()  # the tiny defaults: 50 steps, G=8, 32 completions/step, lr 3e-5
 _ARITH = re.compile(r"^What is (\d+) ([+-]) (\d+)\?$")
@@ -210,9 +211,12 @@ def test_reasoning_dataset_excludes_heldout(reasoning: dict, heldout: list[dict]
     assert not [p for p in problems if is_heldout_arithmetic(*p)]
     assert all(r["answer"] == str(a + b if op == "+" else a - b) for r, (a, op, b) in zip(rows, problems, strict=True))
     assert not {r["prompt"][0]["content"] for r in rows} & {r["prompt"] for r in heldout}
-    # With a bench dir the held-out list written beside the data is the benchmark's arithmetic set.
-    assert read_jsonl(Path(reasoning["files"]["heldout_arithmetic.jsonl"])) == [
-        {k: r[k] for k in ("id", "prompt", "answer", "kind")} for r in load_benchmark(bench, "arithmetic")]
+    # The held-out list written beside the data (GRPO's in-training curve) is the dev split, never the
+    # benchmark's test items.
+    dev = read_jsonl(Path(reasoning["files"]["heldout_arithmetic.jsonl"]))
+    dev_problems = [(int(m[1]), m[2], int(m[3])) for m in (_ARITH.match(r["prompt"]) for r in dev)]
+    assert len(dev_problems) == len(dev) > 0 and all(arithmetic_split(*p) == "dev" for p in dev_problems)
+    assert not {r["prompt"] for r in dev} & {r["prompt"] for r in load_benchmark(bench, "arithmetic")}
     words = build_reasoning_dataset(root / "reasoning_words", ReasoningDataConfig(size=200, word_problem_fraction=0.5),
                                     bench)
     assert words["counts"] == {"arithmetic": 100, "word_problem": 100}

@@ -114,6 +114,34 @@ class CodeQualityFilter(BaseFilter):
         return True
 
 
+class ArithmeticVerifier(BaseFilter):
+    """Keeps a ``math`` document only if every line is a correct ``What is a op b? c`` from the training split.
+
+    No library checks arithmetic answers or our held-out split; a wrong answer or an eval problem in the
+    pretraining data would teach the error or leak the test, so each line is verified, not trusted.
+    """
+
+    name = "🧮 Arithmetic verifier"
+    LINE = re.compile(r"What is (-?\d+) ([+-]) (-?\d+)\? (-?\d+)")
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        from pipeline_assets.evals.benchmarks import arithmetic_split
+
+        lines = [line for line in doc.text.splitlines() if line.strip()]
+        if not lines:
+            return False, "empty"
+        for line in lines:
+            m = self.LINE.fullmatch(line.strip())
+            if not m:
+                return False, "not_a_problem_line"
+            a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+            if (a + b if op == "+" else a - b) != c:
+                return False, "wrong_answer"
+            if arithmetic_split(a, op, b) != "train":
+                return False, "heldout_problem"
+        return True
+
+
 class CountingPIIFormatter(PIIFormatter):
     """datatrove's PII masking (emails, public IPs), plus a count of the documents it changed."""
 

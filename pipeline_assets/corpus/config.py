@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DOMAINS = ("prose", "code", "legal", "web")
+DOMAINS = ("prose", "code", "legal", "web", "math")
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,9 @@ class CorpusConfig:
     decont_ngrams: int = 8
     # Mixture
     val_fraction: float = 0.05
+    # math: the synthetic verified arithmetic stream (corpus/synthetic.py), the task SFT and GRPO then train on.
     domain_weights: dict[str, float] = field(
-        default_factory=lambda: {"prose": 0.4, "code": 0.3, "legal": 0.1, "web": 0.2}
+        default_factory=lambda: {"prose": 0.35, "code": 0.3, "legal": 0.05, "web": 0.2, "math": 0.1}
     )
     max_repeats: float = 4.0  # up to ~4 epochs of repeated data costs little (Muennighoff et al. 2023)
     seed: int = 1234

@@ -21,6 +21,7 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
 from pipeline_assets.corpus.blocks import (
+    ArithmeticVerifier,
     CodeQualityFilter,
     CountingPIIFormatter,
     OfflineLanguageFilter,
@@ -47,6 +48,10 @@ def _recipe(domain: str, cfg: CorpusConfig) -> list[tuple[str, object]]:
                 top_n_grams=((2, 0.4), (3, 0.36), (4, 0.32)), dup_n_grams=((5, 0.6), (10, 0.5)),
                 exclusion_writer=w, language=words)),
         ]
+    if domain == "math":
+        # Generated problem lines: prose quality and repetition filters would drop every one of them; the
+        # verifier checks what matters for this data (correct answers, no eval problem).
+        return [("arithmetic_verifier", lambda w: ArithmeticVerifier(exclusion_writer=w))]
     if domain == "legal":
         # Licence texts are clean English but list-like: quality filters would drop them on bullets.
         return [lid, repetition]

@@ -171,8 +171,11 @@ def spec_fingerprint(spec: SourceSpec) -> str:
 
 def _settings(spec: SourceSpec) -> dict:
     """The spec without name and path: the same bytes under another mount point are the same source."""
-    return {"kind": spec.kind, "domain": spec.domain, "text_field": spec.text_field, "split": spec.hf_split,
-            "hf_dataset": spec.hf_dataset}
+    settings = {"kind": spec.kind, "domain": spec.domain, "text_field": spec.text_field, "split": spec.hf_split,
+                "hf_dataset": spec.hf_dataset}
+    if spec.kind == "synthetic_arithmetic":  # its content is a function of the task space
+        settings |= {"operand_max": spec.operand_max, "operators": list(spec.operators)}
+    return settings
 
 
 def _sha256_json(payload: dict) -> str:

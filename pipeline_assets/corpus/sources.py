@@ -10,6 +10,8 @@ default graph runs offline:
   with boilerplate and near-duplicates (badges, install snippets, the same README in two packages).
 - ``licenses``: licence texts (``/usr/share/common-licenses``, Debian copyright files, dist-info
   licence files), highly duplicated legal English.
+- ``synthetic_arithmetic``: verified "What is a + b? c" lines from the training split of the profile's
+  arithmetic task (corpus/synthetic.py), domain ``math``.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ import re
 import sysconfig
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple
 
 from pipeline_assets.corpus.config import DOMAINS
 
-SourceKind = Literal["python_docs", "python_stdlib", "package_readmes", "licenses", "folder", "hf"]
+SourceKind = Literal["python_docs", "python_stdlib", "package_readmes", "licenses", "synthetic_arithmetic",
+                     "folder", "hf"]
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SOURCE_FILE = "llmdag_source.json"  # optional per-folder settings: {"domain": ..., "text_field": ...}
 READY_MARKER = "_READY"  # an empty file a user (or a copy script) writes last: "this folder is complete"
@@ -54,6 +57,9 @@ class SourceSpec:
     hf_dataset: str | None = None  # hub id, loaded with datasets.load_dataset
     hf_split: str = "train"
     text_field: str = "text"
+    # synthetic_arithmetic only: the task space the problems are drawn from (the profile's).
+    operand_max: int = 99
+    operators: tuple[str, ...] = ("+", "-")
 
     def validate(self) -> None:
         if not SOURCE_NAME.match(self.name):
@@ -89,6 +95,7 @@ BUILTIN_SOURCES: dict[str, SourceSpec] = {
     "python_stdlib": SourceSpec("python_stdlib", "python_stdlib", "code"),
     "package_readmes": SourceSpec("package_readmes", "package_readmes", "web"),
     "licenses": SourceSpec("licenses", "licenses", "legal"),
+    "synthetic_arithmetic": SourceSpec("synthetic_arithmetic", "synthetic_arithmetic", "math"),
 }
 
 
@@ -156,6 +163,17 @@ def _package_readmes(max_bytes: int | None) -> Iterator[RawRecord]:
         if max_bytes is not None and total > max_bytes:
             break
         yield RawRecord(origin=f"{name} METADATA", payload=body, default_id=name)
+
+
+def _synthetic_arithmetic(spec: SourceSpec, max_bytes: int | None) -> Iterator[RawRecord]:
+    from pipeline_assets.corpus.synthetic import arithmetic_documents
+
+    total = 0
+    for doc_id, text in arithmetic_documents(spec.operand_max, tuple(spec.operators)):
+        total += len(text.encode())
+        if max_bytes is not None and total > max_bytes:
+            break
+        yield RawRecord(origin=f"synthetic_arithmetic[{doc_id}]", payload=text, default_id=doc_id)
 
 
 def _licenses(max_bytes: int | None) -> Iterator[RawRecord]:
@@ -399,6 +417,8 @@ def iter_records(spec: SourceSpec, max_bytes: int | None,
     }
     if spec.kind in builtin:
         yield from builtin[spec.kind](max_bytes)
+    elif spec.kind == "synthetic_arithmetic":
+        yield from _synthetic_arithmetic(spec, max_bytes)
     elif spec.kind == "folder":
         yield from _folder(spec, max_doc_bytes)
     elif spec.kind == "hf":
@@ -481,6 +501,10 @@ def landing_sources(landing: Path) -> dict[str, SourceSpec]:
     return landing_sources_checked(landing)[0]
 
 
-def available_builtin_sources() -> dict[str, SourceSpec]:
-    """Built-in sources that have material on this machine (a slim image may lack /usr/share/doc)."""
-    return {name: spec for name, spec in BUILTIN_SOURCES.items() if next(iter_records(spec, None), None)}
+def available_builtin_sources(operand_max: int = 99, operators: tuple[str, ...] = ("+", "-")
+                              ) -> dict[str, SourceSpec]:
+    """Built-in sources that have material on this machine (a slim image may lack /usr/share/doc); the
+    synthetic arithmetic stream is drawn from the given task space (the profile's)."""
+    specs = {name: replace(spec, operand_max=operand_max, operators=tuple(operators))
+             if spec.kind == "synthetic_arithmetic" else spec for name, spec in BUILTIN_SOURCES.items()}
+    return {name: spec for name, spec in specs.items() if next(iter_records(spec, None), None)}
