@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -273,3 +274,107 @@ def test_pretrain_kill_9_then_rerun_is_bit_identical(token_dirs: tuple[Path, Pat
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after kill at {fault} + rerun"
     assert latest_checkpoint(run_dir).name == "step_000024"
+
+
+# --- Slurm / Ray / local: a failed task fails the asset with its log, within a deadline --------------------
+def _fake_logging_dir(root: Path, done: list[int], failed: dict[int, str] | None = None) -> Path:
+    (root / "completions").mkdir(parents=True)
+    (root / "logs").mkdir()
+    for r in done:
+        (root / "completions" / f"{r:05d}").touch()
+    for r, msg in (failed or {}).items():
+        (root / "logs" / f"task_{r:05d}.log").write_text(
+            f"2026-01-01 00:00:00.000 | INFO     | datatrove.executor.base:_run_for_rank:123 - start\n"
+            f"2026-01-01 00:00:01.000 | ERROR    | datatrove.executor.base:_run_for_rank:150 - {msg}\n"
+            f"Traceback (most recent call last):\n  ...\nValueError: {msg}\n")
+    return root
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.t, self.sleeps = 0.0, 0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+        self.sleeps += 1
+
+
+def test_slurm_wait_returns_when_all_ranks_complete(tmp_path: Path) -> None:
+    from resources.datatrove import wait_for_ranks
+
+    d = _fake_logging_dir(tmp_path / "logs", done=[0])
+    clock = _FakeClock()
+
+    def sleep(s: float) -> None:  # rank 1 finishes during the second poll
+        clock.sleep(s)
+        if clock.sleeps == 2:
+            (d / "completions" / "00001").touch()
+
+    wait_for_ranks(d, 2, poll_s=30, deadline_s=3600, clock=clock, sleep=sleep, since=0)
+    assert clock.sleeps == 2
+
+
+def test_slurm_failed_task_fails_with_its_log(tmp_path: Path) -> None:
+    from resources.datatrove import TaskFailed, wait_for_ranks
+
+    d = _fake_logging_dir(tmp_path / "logs", done=[0], failed={1: "boom in rank one"})
+    clock = _FakeClock()
+    with pytest.raises(TaskFailed, match=r"(?s)task 1 failed.*task_00001\.log.*boom in rank one"):
+        wait_for_ranks(d, 3, poll_s=30, deadline_s=3600, clock=clock, sleep=clock.sleep, since=0)
+    assert clock.sleeps == 0  # at the first poll, not after the deadline
+    # a log left by an earlier (failed) attempt of a resumed work dir does not count until rewritten
+    os.utime(d / "logs" / "task_00001.log", (1_000, 1_000))
+    (d / "completions" / "00001").touch()
+    (d / "completions" / "00002").touch()
+    wait_for_ranks(d, 3, poll_s=30, deadline_s=3600, clock=clock, sleep=clock.sleep)
+
+
+def test_slurm_job_state_and_slurm_log_failures(tmp_path: Path) -> None:
+    from resources.datatrove import TaskFailed, wait_for_ranks
+
+    d = _fake_logging_dir(tmp_path / "logs", done=[0])
+    clock = _FakeClock()
+    with pytest.raises(TaskFailed, match="OUT_OF_MEMORY"):
+        wait_for_ranks(d, 2, poll_s=30, deadline_s=3600, clock=clock, sleep=clock.sleep, since=0,
+                       job_states=lambda: {"0": "COMPLETED", "1": "OUT_OF_MEMORY"})
+    slurm_logs = tmp_path / "slurm_logs"
+    slurm_logs.mkdir()
+    (slurm_logs / "123_1.out").write_text("slurmstepd: error: *** JOB 124 ON n1 CANCELLED AT 2026-01-01 "
+                                          "DUE TO TIME LIMIT ***\n")
+    with pytest.raises(TaskFailed, match=r"(?s)123_1\.out.*DUE TO TIME LIMIT"):
+        wait_for_ranks(d, 2, poll_s=30, deadline_s=3600, clock=clock, sleep=clock.sleep, since=0,
+                       slurm_logs_dir=slurm_logs, job_states=lambda: {"0": "COMPLETED", "1": "RUNNING"})
+
+
+def test_slurm_wait_has_a_deadline(tmp_path: Path) -> None:
+    from resources.datatrove import TaskFailed, wait_for_ranks
+
+    d = _fake_logging_dir(tmp_path / "logs", done=[0])
+    clock = _FakeClock()
+    with pytest.raises(TaskFailed, match=r"not finished after 300 s.*ranks \[1\]"):
+        wait_for_ranks(d, 2, poll_s=30, deadline_s=300, clock=clock, sleep=clock.sleep, since=0,
+                       job_states=lambda: {"1": "PENDING"})
+    assert clock.t <= 330
+
+
+def test_executor_run_fails_when_a_task_fails(tmp_path: Path) -> None:
+    """The local path (and Ray's, which only warns) end with every rank's marker or raise with its log."""
+    from datatrove.pipeline.base import PipelineStep
+
+    from resources.datatrove import DatatroveExecutorResource, TaskFailed, raise_if_incomplete
+
+    class Boom(PipelineStep):
+        name = "boom"
+
+        def run(self, data, rank: int = 0, world_size: int = 1):
+            if rank == 1:
+                raise ValueError("rank one exploded")
+            yield from data or []
+
+    with pytest.raises(ValueError, match="rank one exploded"):
+        DatatroveExecutorResource(kind="local", workers=1).run([Boom()], tmp_path / "logs", tasks=2)
+    with pytest.raises(TaskFailed, match=r"(?s)1/2 tasks incomplete.*rank one exploded"):
+        raise_if_incomplete(tmp_path / "logs", 2, "ray")
