@@ -9,12 +9,14 @@ faults.py), which SIGKILLs it exactly there; the rerun (without the variable) mu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -53,8 +55,8 @@ def _publish_dir(store: ArtifactStore, key: list[str], src: Path | None = None) 
     return store.current(key)
 
 
-def _slot_entries(store: ArtifactStore, key: list[str]) -> list[str]:
-    return sorted(p.name for p in store.slot(key).iterdir() if not p.name.endswith(".lock"))
+def _slot_entries(store: ArtifactStore, key: list[str], partition: str | None = None) -> list[str]:
+    return sorted(p.name for p in store.slot(key, partition).iterdir() if not p.name.endswith(".lock"))
 
 
 # --- faults module --------------------------------------------------------------------------------------
@@ -378,3 +380,116 @@ def test_executor_run_fails_when_a_task_fails(tmp_path: Path) -> None:
         DatatroveExecutorResource(kind="local", workers=1).run([Boom()], tmp_path / "logs", tasks=2)
     with pytest.raises(TaskFailed, match=r"(?s)1/2 tasks incomplete.*rank one exploded"):
         raise_if_incomplete(tmp_path / "logs", 2, "ray")
+
+
+# --- curation: kill -9 mid-ingest / mid-filter / after filter, rerun, identical documents ------------------
+CURATE = textwrap.dedent('''
+    import sys
+    from pipeline_assets.corpus.config import CorpusConfig
+    from pipeline_assets.corpus.filters import filter_partition
+    from pipeline_assets.corpus.ingest import ingest_source
+    from pipeline_assets.corpus.sources import SourceSpec
+    from resources.datatrove import DatatroveExecutorResource
+    from resources.storage import ArtifactStore, fingerprint
+
+    root, src = sys.argv[1:3]
+    store, cfg = ArtifactStore(root=root), CorpusConfig(tasks=2)
+    spec = SourceSpec("src", "folder", "prose", path=src)
+    RAW, FILTERED = ["corpus", "raw_documents"], ["corpus", "filtered_documents"]
+    if not store.has_current(RAW, "src"):  # as the raw_documents asset: a fresh work dir per attempt
+        with store.writing(RAW, "src") as draft:
+            ingest_source(spec, draft.work, cfg.tasks, None, cfg.max_doc_bytes)
+        store.publish(draft.version)
+    raw = store.current(RAW, "src")
+    # as filtered_documents: a resumable work dir keyed by inputs + config; completed ranks are skipped
+    with store.writing(FILTERED, "src", resume_key=fingerprint(raw, spec.domain, cfg.__dict__)) as draft:
+        filter_partition(raw, draft.work, spec.domain, cfg, DatatroveExecutorResource(kind="local", workers=1).run)
+    store.publish(draft.version)
+''')
+RAW_KEY, FILTERED_KEY = ["corpus", "raw_documents"], ["corpus", "filtered_documents"]
+
+
+@pytest.fixture(scope="module")
+def curation_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pydoc_data.topics import topics
+
+    src = tmp_path_factory.mktemp("source")
+    keys = sorted(topics)[:14]
+    with (src / "docs.jsonl").open("w") as f:
+        for k in keys:
+            f.write(json.dumps({"id": k, "text": topics[k][:3000]}) + "\n")
+        f.write(json.dumps({"id": "junk", "text": "$$ ## 12 34 ;; " * 20}) + "\n")
+        f.write("not json\n")  # quarantined
+    return src
+
+
+def _curate(root: Path, src: Path, fault: str | None = None) -> SimpleNamespace:
+    """Run CURATE in its own session; output goes to a file, not a pipe: datatrove's multiprocess Manager
+    (a child process) outlives a SIGKILLed parent and would hold a pipe open. The group is killed after."""
+    env = {k: v for k, v in _env().items() if k != faults.ENV}
+    if fault:
+        env[faults.ENV] = fault
+    log = root.parent / f"{root.name}-curate-{fault or 'clean'}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", CURATE, str(root), str(src)], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # orphans of this run only (its own session)
+    return SimpleNamespace(returncode=rc, stderr=log.read_text())
+
+
+def _normalized(line: str) -> dict:
+    """A document as published, minus the absolute path datatrove's reader records (another root/version)."""
+    doc = json.loads(line)
+    meta = doc.get("metadata") or {}
+    if "file_path" in meta:
+        meta["file_path"] = meta["file_path"].rpartition("/documents/")[2]
+    return doc
+
+
+def _published_files(store: ArtifactStore, key: list[str]) -> dict[str, list[dict]]:
+    cur = store.current(key, "src")
+    return {str(p.relative_to(cur)): [_normalized(line) for line in p.read_text().splitlines()]
+            for p in sorted(cur.rglob("*.jsonl")) if "logs" not in p.relative_to(cur).parts}
+
+
+@pytest.fixture(scope="module")
+def straight_curation(curation_source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("curated")
+    proc = _curate(root, curation_source)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = _store(root)
+    out = {"raw": _published_files(store, RAW_KEY), "filtered": _published_files(store, FILTERED_KEY)}
+    assert any(k.startswith("documents/") and v for k, v in out["filtered"].items())
+    assert any(k.startswith("removed/") for k in out["filtered"])  # the junk doc was rejected by a filter
+    return out
+
+
+@pytest.mark.parametrize("fault, killed_key", [
+    ("curation.mid_ingest:5", RAW_KEY),
+    ("curation.mid_filter:2", FILTERED_KEY),
+    ("curation.after_filter", FILTERED_KEY),
+])
+def test_curation_kill_9_then_rerun_gives_identical_documents(
+        curation_source: Path, straight_curation: dict[str, Any], tmp_path: Path, fault: str,
+        killed_key: list[str]) -> None:
+    store = _store(tmp_path)
+    killed = _curate(tmp_path, curation_source, fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    # nothing half-written is visible: no `current`, no version dir, only the dead writer's work dir
+    assert not store.has_current(killed_key, "src")
+    entries = _slot_entries(store, killed_key, "src")
+    assert entries and all(e.startswith(".work-") for e in entries), entries
+    if killed_key == FILTERED_KEY:
+        assert store.has_current(RAW_KEY, "src")
+        assert [e for e in entries if e.startswith(".work-r-")]  # resumable: the rerun reuses it
+    proc = _curate(tmp_path, curation_source)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _published_files(store, RAW_KEY) == straight_curation["raw"]
+    assert _published_files(store, FILTERED_KEY) == straight_curation["filtered"]
+    leftovers = [e for e in _slot_entries(store, killed_key, "src") if e.startswith(".work-")
+                 and not e.startswith(".work-r-")]
+    assert not leftovers, leftovers  # the dead writer's work dir was pruned at publish

@@ -15,6 +15,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from pipeline_assets import faults
 from pipeline_assets.corpus.sources import RawRecord, SourceSpec, iter_records
 
 PREVIEW_CHARS = 500
@@ -91,6 +92,7 @@ def ingest_source(spec: SourceSpec, out_dir: Path, tasks: int, max_bytes: int | 
             # Round-robin keeps the shards balanced so each datatrove task gets equal work.
             shards[kept % tasks].write(json.dumps(doc, ensure_ascii=False) + "\n")
             kept += 1
+            faults.at("curation.mid_ingest", kept)  # kill-test hook (LLMDAG_FAULT_AT); no-op when unset
             kept_bytes += len(doc["text"].encode("utf-8"))
     for f in shards:
         f.close()
