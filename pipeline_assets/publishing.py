@@ -3,7 +3,8 @@
 ``Reads`` resolves each upstream's published version (``current``) and remembers which one it read:
 that is the lineage a materialization records (``upstream_versions``). ``finish`` publishes the new
 version only when every blocking check passed, so a failed gate leaves the previous good version in
-place for downstream, and records ``dagster/uri`` (the version dir) on the materialization.
+place for downstream, and records ``dagster/uri`` (the version dir) on the materialization. Weights
+(any ``*.safetensors`` in the version) are checked finite first: a NaN model is never published.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipeline_assets.finite import assert_finite_weights
 from resources.storage import ArtifactStore, Draft
 
 
@@ -62,6 +64,8 @@ def finish(context: dg.AssetExecutionContext, store: ArtifactStore, draft: Draft
         context.log.error(f"blocking checks failed {failed}: {draft.version.name} is kept unpublished; "
                           f"downstream keeps reading {kept or 'nothing (no version passed yet)'}")
     else:
+        assert_finite_weights(draft.version.path, where=f"{context.asset_key.to_user_string()} "
+                                                        f"{draft.version.name} (kept unpublished)")
         store.publish(draft.version)
     return dg.MaterializeResult(
         metadata={**metadata, "dagster/uri": dg.MetadataValue.path(str(draft.version.path)),

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -462,7 +461,7 @@ def test_torchrun_ddp_two_processes_cpu(fixture_dirs: tuple[Path, Path], tmp_pat
 
 @pytest.mark.slow
 def test_kill_9_then_resume_matches_straight_run(fixture_dirs: tuple[Path, Path], tmp_path: Path) -> None:
-    """SIGKILL the CLI after its first checkpoint (maybe mid-save); re-running must end bit-identical."""
+    """SIGKILL the CLI mid-save of a checkpoint (LLMDAG_FAULT_AT); re-running must end bit-identical."""
     from safetensors.torch import load_file
 
     tok_dir, shards_dir = fixture_dirs
@@ -480,20 +479,16 @@ def test_kill_9_then_resume_matches_straight_run(fixture_dirs: tuple[Path, Path]
     )
     base = [sys.executable, "-m", "pipeline_assets.pretrain.train"]
     run_b = tmp_path / "b"
-    proc = subprocess.Popen(
+    # Deterministic kill (pipeline_assets/faults.py): SIGKILL mid-save of step 20 (weights written, no
+    # meta.json); tests/test_faults.py covers more points on a shorter run.
+    proc = subprocess.run(
         [*base, *_cli_args(tok_dir, shards_dir, run_b, tmp_path / "b_out", *common)],
         cwd=REPO,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env={**_env(), "LLMDAG_FAULT_AT": "checkpoint.mid_write:20"},
+        capture_output=True,
+        timeout=300,
     )
-    deadline = time.time() + 120
-    while latest_checkpoint(run_b) is None and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.7)  # land somewhere after the first checkpoint: mid-step or mid-save, it must not matter
-    assert proc.poll() is None, "the run ended before the kill; raise --max-steps so the kill lands mid-run"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     killed_at = latest_checkpoint(run_b)
     assert killed_at is not None, "no checkpoint before the kill; the run died early"
     subprocess.run(

@@ -22,6 +22,8 @@ from datatrove.pipeline.formatters import PIIFormatter
 from datatrove.utils.lid import FT176LID
 from datatrove.utils.word_tokenizers import WordTokenizer
 
+from pipeline_assets import faults
+
 # Punctuation runs stay one token ("```", "->"), as spaCy keeps them, so Gopher's word ratios hold.
 _WORD = re.compile(r"\w+|[^\w\s]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n{2,}")
@@ -145,7 +147,11 @@ class ArithmeticVerifier(BaseFilter):
 class CountingPIIFormatter(PIIFormatter):
     """datatrove's PII masking (emails, public IPs), plus a count of the documents it changed."""
 
+    _formatted = 0
+
     def format(self, text: str) -> str:
+        self._formatted += 1
+        faults.at("curation.mid_filter", self._formatted)  # kill-test hook: a rank's writers are half-written
         masked = super().format(text)
         if masked != text:
             self.stat_update("documents_masked")

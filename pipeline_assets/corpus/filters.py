@@ -20,6 +20,7 @@ from datatrove.pipeline.filters import (
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
+from pipeline_assets import faults
 from pipeline_assets.corpus.blocks import (
     ArithmeticVerifier,
     CodeQualityFilter,
@@ -81,6 +82,7 @@ def filter_partition(in_dir: Path, out_dir: Path, domain: str, cfg: CorpusConfig
         pipeline.append(make(JsonlWriter(str(out_dir / "removed" / f"{i}_{name}"), compression=None)))
     pipeline += [CountingPIIFormatter(), JsonlWriter(str(out_dir / "documents"), compression=None)]
     run(pipeline, out_dir / "logs", cfg.tasks)
+    faults.at("curation.after_filter")  # kill-test hook: every rank done, the version not yet renamed
     steps = step_summary(merged_stats(out_dir / "logs"))
     filters = [s for s in steps if "FILTER" in s["step"]]
     pii = next(s for s in steps if "PII" in s["step"])

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from pipeline_assets import faults
 from pipeline_assets.corpus.sources import RawRecord, SourceSpec, iter_records
 
 PREVIEW_CHARS = 500
@@ -191,6 +192,7 @@ def ingest_source(spec: SourceSpec, out_dir: Path, tasks: int, max_bytes: int | 
             # Round-robin keeps the shards balanced so each datatrove task gets equal work.
             shards[kept % tasks].write(line)
             kept += 1
+            faults.at("curation.mid_ingest", kept)  # kill-test hook (LLMDAG_FAULT_AT); no-op when unset
             kept_bytes += len(doc["text"].encode("utf-8"))
             nulled += decoded.values_nulled
     for f in shards:

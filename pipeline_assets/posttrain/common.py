@@ -39,12 +39,17 @@ def trl_args(output_dir: Path, *, max_steps: int, learning_rate: float, batch_si
         per_device_train_batch_size=batch_size, seed=seed, data_seed=seed,
         bf16=dev == "cuda" and torch.cuda.is_bf16_supported(), use_cpu=dev == "cpu",
         activation_checkpointing=False, report_to="none", dataloader_pin_memory=False,
-        save_strategy="no", logging_steps=1, disable_tqdm=True, weight_decay=0.0, **extra,
+        save_strategy="no", logging_steps=1, disable_tqdm=True, weight_decay=0.0,
+        logging_nan_inf_filter=False, **extra,
     )
 
 
 class LossHistory(TrainerCallback):
-    """Collects ``[step, loss]`` (and any reward/margin logs) and forwards a progress line to ``log``."""
+    """Collects ``[step, loss]`` (and any reward/margin logs) and forwards a progress line to ``log``.
+
+    Every stage uses it, so it is also the stages' finite guard: a NaN/inf loss or grad_norm raises
+    ``NonFiniteError`` naming the step (``guards.check_logs``) before it is recorded.
+    """
 
     def __init__(self, log: Callable[[str], None] = print, every: int = 10, keys: tuple[str, ...] = ()) -> None:
         self.log, self.every, self.keys = log, every, keys
@@ -53,7 +58,10 @@ class LossHistory(TrainerCallback):
         self.start = time.time()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        from pipeline_assets.posttrain.guards import check_logs
+
         logs = logs or {}
+        check_logs(state.global_step, logs)
         if "loss" in logs:
             self.loss.append([state.global_step, float(logs["loss"])])
         for k in self.keys:
@@ -94,7 +102,10 @@ def chat_generate(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts:
 
 
 def save_checkpoint(model: PreTrainedModel, tok: PreTrainedTokenizerBase, out_dir: Path) -> None:
-    """HF format (safetensors) + tokenizer, loadable with plain ``from_pretrained``."""
+    """HF format (safetensors) + tokenizer, loadable with plain ``from_pretrained``; NaN/inf weights refused."""
+    from pipeline_assets.finite import assert_finite_weights
+
+    assert_finite_weights(model.state_dict(), where=f"the model about to be saved to {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline_assets import faults
+
 CHECKPOINT_FORMAT = "llmdag-pretrain-checkpoint/1"
 META_FILE = "meta.json"
 _STEP_RE = re.compile(r"^step_(\d{6,})$")
@@ -162,6 +164,7 @@ def save_checkpoint(
     sync()
     if rank == 0:
         model.save_pretrained(tmp)  # safetensors, fp32 master weights
+        faults.at("checkpoint.mid_write", step)  # kill-test hook: a -tmp dir without meta.json is left
         tokenizer.save_pretrained(tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         _fsync_tree(tmp)

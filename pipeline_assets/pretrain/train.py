@@ -45,6 +45,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from pipeline_assets import faults
+from pipeline_assets.finite import assert_finite_weights, check_scalar
 from pipeline_assets.pretrain.checkpoint import (
     latest_checkpoint,
     load_optimizer_state,
@@ -348,7 +350,10 @@ def _train_step(
     device: torch.device,
     d: DistInfo,
 ) -> torch.Tensor:
-    """One optimizer step over cfg.grad_accum micro-batches; the mean loss stays on device (no host sync)."""
+    """One optimizer step over cfg.grad_accum micro-batches: ``[mean loss, pre-clip grad norm]`` on device.
+
+    Both stay on device (no host sync); the flush checks them finite before any checkpoint is written.
+    """
     loss_sum = torch.zeros((), device=device)
     for micro in range(cfg.grad_accum):
         batch = loader.next_batch()
@@ -364,10 +369,12 @@ def _train_step(
             (loss / cfg.grad_accum).backward()
         loss_sum += loss.detach()
     if cfg.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum / cfg.grad_accum
+    return torch.stack([loss_sum / cfg.grad_accum, grad_norm.to(loss_sum.device, loss_sum.dtype)])
 
 
 # --- Training ---------------------------------------------------------------------------------------------
@@ -518,6 +525,7 @@ def _train(
                 group["lr"] = lr
             pending.append((step + 1, _train_step(train_model, model, optimizer, loader, cfg, device, d)))
             step += 1
+            faults.at("pretrain.after_step", step)  # kill-test hook; a no-op unless LLMDAG_FAULT_AT is set
             is_last = step == stop_at
             do_log = step % cfg.log_every == 0 or is_last
             do_eval = (cfg.eval_every is not None and step % cfg.eval_every == 0) or is_last
@@ -526,7 +534,12 @@ def _train(
                 continue
 
             # --- flush: one host sync for all losses since the last one
-            values = (_all_reduce_sum(torch.stack([v for _, v in pending]), d) / d.world_size).tolist()
+            pairs = (_all_reduce_sum(torch.stack([v for _, v in pending]), d) / d.world_size).tolist()
+            for (s, _), (v, g) in zip(pending, pairs, strict=True):
+                check_scalar("train loss", v, s, f"lower lr (now {cfg.lr}), raise warmup_steps, or check "
+                                                 f"the shards for garbage tokens")
+                check_scalar("grad norm", g, s, f"lower lr (now {cfg.lr}) or set grad_clip")
+            values = [v for v, _ in pairs]
             _sync(device)
             dt, n_steps = time.perf_counter() - t_mark, len(pending)
             loop["train_time_s"] += dt
@@ -537,11 +550,6 @@ def _train(
                 loop["tokens_per_s"] = steady_tokens / steady_time
             first_flush = False
             for (s, _), v in zip(pending, values, strict=True):
-                if not math.isfinite(v):
-                    raise FloatingPointError(
-                        f"train loss is {v} at step {s}; lower lr (now {cfg.lr}), raise warmup_steps, "
-                        f"or check the shards for garbage tokens"
-                    )
                 loop["loss_history"].append([s, round(v, 6)])
                 if writer:
                     writer.add_scalar("train/loss", v, s)
@@ -561,6 +569,8 @@ def _train(
                     writer.add_scalar("train/tokens_per_s", tok_s, step)
             if do_eval:
                 val_loss = evaluate(model, data.val_local, device, cfg, d)
+                check_scalar("val loss", val_loss, step, "the weights are broken; no checkpoint of this step "
+                                                         "is written, the last one stays the resume point")
                 bpb = data.bpb(val_loss)
                 loop["val_history"].append([step, round(val_loss, 6), None if bpb is None else round(bpb, 6)])
                 log0(
@@ -572,6 +582,7 @@ def _train(
                     if bpb is not None:
                         writer.add_scalar("val/bpb", bpb, step)
             if do_ckpt:
+                assert_finite_weights(model.state_dict(), where=f"the model at step {step}")
                 last_ckpt = save_checkpoint(
                     run_dir,
                     step,
@@ -592,6 +603,7 @@ def _train(
             val_loss = loop["val_history"][-1][1]
         else:
             val_loss = evaluate(model, data.val_local, device, cfg, d)
+        check_scalar("val loss", val_loss, step, "the weights are broken; nothing is exported")
         samples = generate_samples(model, data.tokenizer, cfg, device, data.eos_id) if d.rank == 0 else []
     finally:
         if writer:
@@ -643,6 +655,7 @@ def _train(
             log0(f"sample | {s['prompt']!r} -> {s['completion']!r}")
         out_dir.mkdir(parents=True, exist_ok=True)
         model.generation_config.pad_token_id = data.pad_id
+        assert_finite_weights(model.state_dict(), where=f"the model at step {step}")
         model.save_pretrained(out_dir)
         data.tokenizer.save_pretrained(out_dir)
         (out_dir / "pretrain_summary.json").write_text(json.dumps(result, indent=1))

@@ -1,0 +1,495 @@
+"""Faults: NaN/inf stops every trainer naming the step, kill -9 at chosen points resumes to the same result,
+and a failed Slurm/Ray task fails the asset with its log. CPU only, tiny configs.
+
+    pytest tests/test_faults.py -q
+
+Kills are deterministic: the stage runs in a subprocess with ``LLMDAG_FAULT_AT=<point>`` (pipeline_assets/
+faults.py), which SIGKILLs it exactly there; the rerun (without the variable) must match a straight run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import dagster as dg
+import pytest
+import torch
+
+from pipeline_assets import faults
+from pipeline_assets.finite import NonFiniteError, assert_finite_weights
+from pipeline_assets.pretrain.checkpoint import latest_checkpoint, list_checkpoints
+from resources.storage import ArtifactStore
+from tests.test_pretrain_stage import TEST_CFG, _cli_args, _env, make_token_fixture
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def token_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_token_fixture(tmp_path_factory.mktemp("tokens"))
+
+
+def _store(root: Path) -> ArtifactStore:
+    return ArtifactStore(root=str(root), profile="tiny", keep=2)
+
+
+def _publish_dir(store: ArtifactStore, key: list[str], src: Path | None = None) -> Path:
+    """Publish a version of ``key`` (a copy of ``src``, or a marker file): the 'previous good version'."""
+    import shutil
+
+    with store.writing(key) as draft:
+        if src is not None:
+            shutil.copytree(src, draft.work, dirs_exist_ok=True)
+        (draft.work / "good.txt").write_text("previous version")
+    store.publish(draft.version)
+    return store.current(key)
+
+
+def _slot_entries(store: ArtifactStore, key: list[str], partition: str | None = None) -> list[str]:
+    return sorted(p.name for p in store.slot(key, partition).iterdir() if not p.name.endswith(".lock"))
+
+
+# --- faults module --------------------------------------------------------------------------------------
+def test_fault_points_parse_and_are_inert_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(faults.ENV, "pretrain.after_step:3,pretrain.after_step:7,curation.after_filter")
+    faults.reload()
+    try:
+        assert faults._POINTS == {"pretrain.after_step": {3, 7}, "curation.after_filter": None}
+        faults.at("pretrain.after_step", 4)  # not armed for 4: returns
+        faults.at("checkpoint.mid_write", 3)  # not armed at all
+    finally:
+        monkeypatch.delenv(faults.ENV)
+        faults.reload()
+    assert faults._POINTS == {}
+    faults.at("curation.after_filter")  # unset: a no-op
+
+
+# --- finite weights ---------------------------------------------------------------------------------------
+def test_assert_finite_weights_dir_and_state_dict(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    good = {"a.weight": torch.ones(3, 3), "b.int8": torch.ones(4, dtype=torch.int8)}
+    assert assert_finite_weights(good) == 2
+    save_file(good, str(tmp_path / "model.safetensors"))
+    assert assert_finite_weights(tmp_path) == 2
+    bad = {**good, "c.weight": torch.tensor([1.0, float("nan"), float("inf")])}
+    with pytest.raises(NonFiniteError, match=r"c\.weight \(2/3 non-finite\)"):
+        assert_finite_weights(bad, where="x")
+    (tmp_path / "sub").mkdir()
+    save_file(bad, str(tmp_path / "sub" / "adapter_model.safetensors"))
+    with pytest.raises(NonFiniteError, match="adapter_model.safetensors:c.weight"):
+        assert_finite_weights(tmp_path)
+
+
+def _fake_context(key: list[str]) -> Any:
+    return SimpleNamespace(assets_def=SimpleNamespace(check_specs=[]), asset_key=dg.AssetKey(key),
+                           log=SimpleNamespace(error=print, info=print), partition_key=None)
+
+
+def test_finish_refuses_non_finite_weights_and_keeps_previous(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from pipeline_assets.publishing import finish
+
+    store, key = _store(tmp_path), ["models", "sft"]
+    before = _publish_dir(store, key)
+    with store.writing(key) as draft:
+        save_file({"w": torch.tensor([float("nan")])}, str(draft.work / "model.safetensors"))
+    with pytest.raises(NonFiniteError, match="models/sft .*kept unpublished"):
+        finish(_fake_context(key), store, draft, None, {})
+    assert store.current(key) == before
+    with store.writing(key) as draft:  # a finite one publishes
+        save_file({"w": torch.ones(2)}, str(draft.work / "model.safetensors"))
+    finish(_fake_context(key), store, draft, None, {})
+    assert store.current(key) == draft.version.path
+
+
+# --- TRL stage: NaN loss ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sft_inputs(token_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("sft")
+    tok = AutoTokenizer.from_pretrained(token_dirs[0])
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                         tie_word_embeddings=True, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    with (root / "sft.jsonl").open("w") as f:
+        for i in range(16):
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + 1?"},
+                                             {"role": "assistant", "content": str(i + 1)}]}) + "\n")
+    return {"base": root / "base", "data": root / "sft.jsonl"}
+
+
+def _sft_cfg() -> Any:
+    from pipeline_assets.posttrain.sft import SFTStageConfig
+
+    return SFTStageConfig(max_steps=3, batch_size=4, max_length=32, warmup_steps=0, assistant_only_loss=False,
+                          batching="random", device="cpu", log_every=1, eval_prompts=("Hi",),
+                          eval_max_new_tokens=2)
+
+
+@pytest.mark.parametrize("poison_at", [0, 1], ids=["nan_every_step", "nan_from_step_2"])
+def test_sft_nan_loss_raises_naming_step_and_keeps_published(
+        sft_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, poison_at: int) -> None:
+    """Weights poisoned before step poison_at+1: the loss is NaN from there; HF's nan filter would log 0.0."""
+    from pipeline_assets.posttrain.common import LossHistory
+    from pipeline_assets.posttrain.sft import run_sft
+
+    def poison(self, args, state, control, model=None, **kwargs):
+        if state.global_step == poison_at:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+    monkeypatch.setattr(LossHistory, "on_step_begin", poison, raising=False)
+    store, key = _store(tmp_path), ["models", "sft"]
+    before = _publish_dir(store, key, sft_inputs["base"])
+    lines: list[str] = []
+    with pytest.raises(NonFiniteError, match=rf"training (loss|grad_norm) is nan at step {poison_at + 1}\b"):
+        with store.writing(key) as draft:
+            run_sft(_sft_cfg(), sft_inputs["base"], sft_inputs["data"], draft.work, log=lines.append)
+    assert store.current(key) == before and (before / "good.txt").is_file()
+    assert _slot_entries(store, key) == sorted([before.name, "current"])  # the draft is gone
+
+
+def test_sft_finite_run_still_publishes(sft_inputs: dict[str, Path], tmp_path: Path) -> None:
+    from pipeline_assets.posttrain.sft import run_sft
+
+    store, key = _store(tmp_path), ["models", "sft"]
+    with store.writing(key) as draft:
+        result = run_sft(_sft_cfg(), sft_inputs["base"], sft_inputs["data"], draft.work, log=lambda _: None)
+    store.publish(draft.version)
+    losses = [v for _, v in result["loss_history"]]
+    assert len(losses) == 3 and all(math.isfinite(v) and v > 0 for v in losses)
+    assert assert_finite_weights(store.current(key)) > 0
+
+
+# --- pretraining: NaN val / train loss --------------------------------------------------------------------
+PRE_CFG = TEST_CFG.replace(max_steps=6, checkpoint_every=3, eval_every=3, log_every=3, keep_last=None,
+                           eval_batches=1, sample_max_new_tokens=2, sample_prompts=("def ",))
+
+
+def test_pretrain_nan_val_loss_stops_before_checkpoint_and_publish(
+        token_dirs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline_assets.pretrain.train as train_mod
+
+    real_evaluate = train_mod.evaluate
+    calls = []
+
+    def evaluate(*args: Any, **kwargs: Any) -> float:
+        calls.append(1)
+        return float("nan") if len(calls) == 2 else real_evaluate(*args, **kwargs)  # the eval at step 6
+
+    monkeypatch.setattr(train_mod, "evaluate", evaluate)
+    store, key = _store(tmp_path), ["models", "base"]
+    before = _publish_dir(store, key)
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteError, match=r"val loss is nan at step 6\b"):
+        with store.writing(key) as draft:
+            train_mod.train(PRE_CFG, token_dirs[1], token_dirs[0], run_dir, draft.work, log=lambda _: None)
+    assert store.current(key) == before
+    assert _slot_entries(store, key) == sorted([before.name, "current"])
+    # the NaN step never became a resume point: the newest checkpoint is the last good one
+    assert [s for s, _ in list_checkpoints(run_dir)] == [3]
+
+
+def test_pretrain_nan_grad_norm_names_step(token_dirs: tuple[Path, Path], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline_assets.pretrain.train as train_mod
+
+    real_step = train_mod._train_step
+    steps = []
+
+    def train_step(*args: Any, **kwargs: Any) -> torch.Tensor:
+        steps.append(1)
+        out = real_step(*args, **kwargs)
+        return torch.stack([out[0], torch.tensor(float("inf"))]) if len(steps) == 2 else out
+
+    monkeypatch.setattr(train_mod, "_train_step", train_step)
+    with pytest.raises(NonFiniteError, match=r"grad norm is inf at step 2\b"):
+        train_mod.train(PRE_CFG, token_dirs[1], token_dirs[0], tmp_path / "run", tmp_path / "out",
+                        log=lambda _: None)
+    assert list_checkpoints(tmp_path / "run") == [] and not (tmp_path / "out").exists()
+
+
+# --- pretraining: kill -9 at chosen points, rerun, bit-identical ------------------------------------------
+KILL_ARGS = ("--max-steps", "24", "--checkpoint-every", "8", "--keep-last", "none", "--eval-every", "none",
+             "--dropout", "0.1")
+
+
+def _pretrain_cli(token_dirs: tuple[Path, Path], run_dir: Path, out: Path, fault: str | None = None,
+                  check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in _env().items() if k != faults.ENV}
+    if fault:
+        env[faults.ENV] = fault
+    cmd = [sys.executable, "-m", "pipeline_assets.pretrain.train",
+           *_cli_args(token_dirs[0], token_dirs[1], run_dir, out, *KILL_ARGS)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def straight_pretrain(token_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "out"
+    _pretrain_cli(token_dirs, out.parent / "run", out)
+    return out
+
+
+@pytest.mark.parametrize("fault, resume_step, leftover", [
+    ("pretrain.after_step:12", 8, None),  # mid-run between checkpoints
+    ("checkpoint.mid_write:16", 8, "step_000016-tmp"),  # weights written, no meta.json yet
+], ids=["after_step_12", "mid_checkpoint_16"])
+def test_pretrain_kill_9_then_rerun_is_bit_identical(token_dirs: tuple[Path, Path], straight_pretrain: Path,
+                                                     tmp_path: Path, fault: str, resume_step: int,
+                                                     leftover: str | None) -> None:
+    from safetensors.torch import load_file
+
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    killed = _pretrain_cli(token_dirs, run_dir, out, fault, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [s for s, _ in list_checkpoints(run_dir)][-1] == resume_step
+    if leftover:
+        assert (run_dir / leftover).is_dir() and not (run_dir / leftover / "meta.json").exists()
+    assert not (out / "model.safetensors").exists()
+    _pretrain_cli(token_dirs, run_dir, out)
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert summary["resumed_from_step"] == resume_step and summary["steps"] == 24
+    assert not list(run_dir.glob("*-tmp"))
+    a, b = load_file(straight_pretrain / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after kill at {fault} + rerun"
+    assert latest_checkpoint(run_dir).name == "step_000024"
+
+
+# --- Slurm / Ray / local: a failed task fails the asset with its log, within a deadline --------------------
+def _fake_logging_dir(root: Path, done: list[int], failed: dict[int, str] | None = None) -> Path:
+    (root / "completions").mkdir(parents=True)
+    (root / "logs").mkdir()
+    for r in done:
+        (root / "completions" / f"{r:05d}").touch()
+    for r, msg in (failed or {}).items():
+        (root / "logs" / f"task_{r:05d}.log").write_text(
+            f"2026-01-01 00:00:00.000 | INFO     | datatrove.executor.base:_run_for_rank:123 - start\n"
+            f"2026-01-01 00:00:01.000 | ERROR    | datatrove.executor.base:_run_for_rank:150 - {msg}\n"
+            f"Traceback (most recent call last):\n  ...\nValueError: {msg}\n")
+    return root
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.t, self.sleeps = 0.0, 0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+        self.sleeps += 1
+
+
+def test_slurm_wait_returns_when_all_ranks_complete(tmp_path: Path) -> None:
+    from resources.datatrove import wait_for_ranks
+
+    d = _fake_logging_dir(tmp_path / "logs", done=[0])
+    clock = _FakeClock()
+
+    def sleep(s: float) -> None:  # rank 1 finishes during the second poll
+        clock.sleep(s)
+        if clock.sleeps == 2:
+            (d / "completions" / "00001").touch()
+
+    wait_for_ranks(d, 2, poll_s=30, deadline_s=3600, clock=clock, sleep=sleep, since=0)
+    assert clock.sleeps == 2
+
+
+def test_slurm_failed_task_fails_with_its_log(tmp_path: Path) -> None:
+    from resources.datatrove import TaskFailed, wait_for_ranks
+
+    d = _fake_logging_dir(tmp_path / "logs", done=[0], failed={1: "boom in rank one"})
+    clock = _FakeClock()
+    with pytest.raises(TaskFailed, match=r"(?s)task 1 failed.*task_00001\.log.*boom in rank one"):
+        wait_for_ranks(d, 3, poll_s=30, deadline_s=3600, clock=clock, sleep=clock.sleep, since=0)
+    assert clock.sleeps == 0  # at the first poll, not after the deadline
+    # a log left by an earlier (failed) attempt of a resumed work dir does not count until rewritten
+    os.utime(d / "logs" / "task_00001.log", (1_000, 1_000))
+    (d / "completions" / "00001").touch()
+    (d / "completions" / "00002").touch()
+    wait_for_ranks(d, 3, poll_s=30, deadline_s=3600, clock=clock, sleep=clock.sleep)
+
+
+def test_slurm_job_state_and_slurm_log_failures(tmp_path: Path) -> None:
+    from resources.datatrove import TaskFailed, wait_for_ranks
+
+    d = _fake_logging_dir(tmp_path / "logs", done=[0])
+    clock = _FakeClock()
+    with pytest.raises(TaskFailed, match="OUT_OF_MEMORY"):
+        wait_for_ranks(d, 2, poll_s=30, deadline_s=3600, clock=clock, sleep=clock.sleep, since=0,
+                       job_states=lambda: {"0": "COMPLETED", "1": "OUT_OF_MEMORY"})
+    slurm_logs = tmp_path / "slurm_logs"
+    slurm_logs.mkdir()
+    (slurm_logs / "123_1.out").write_text("slurmstepd: error: *** JOB 124 ON n1 CANCELLED AT 2026-01-01 "
+                                          "DUE TO TIME LIMIT ***\n")
+    with pytest.raises(TaskFailed, match=r"(?s)123_1\.out.*DUE TO TIME LIMIT"):
+        wait_for_ranks(d, 2, poll_s=30, deadline_s=3600, clock=clock, sleep=clock.sleep, since=0,
+                       slurm_logs_dir=slurm_logs, job_states=lambda: {"0": "COMPLETED", "1": "RUNNING"})
+
+
+def test_slurm_wait_has_a_deadline(tmp_path: Path) -> None:
+    from resources.datatrove import TaskFailed, wait_for_ranks
+
+    d = _fake_logging_dir(tmp_path / "logs", done=[0])
+    clock = _FakeClock()
+    with pytest.raises(TaskFailed, match=r"not finished after 300 s.*ranks \[1\]"):
+        wait_for_ranks(d, 2, poll_s=30, deadline_s=300, clock=clock, sleep=clock.sleep, since=0,
+                       job_states=lambda: {"1": "PENDING"})
+    assert clock.t <= 330
+
+
+def test_executor_run_fails_when_a_task_fails(tmp_path: Path) -> None:
+    """The local path (and Ray's, which only warns) end with every rank's marker or raise with its log."""
+    from datatrove.pipeline.base import PipelineStep
+
+    from resources.datatrove import DatatroveExecutorResource, TaskFailed, raise_if_incomplete
+
+    class Boom(PipelineStep):
+        name = "boom"
+
+        def run(self, data, rank: int = 0, world_size: int = 1):
+            if rank == 1:
+                raise ValueError("rank one exploded")
+            yield from data or []
+
+    with pytest.raises(ValueError, match="rank one exploded"):
+        DatatroveExecutorResource(kind="local", workers=1).run([Boom()], tmp_path / "logs", tasks=2)
+    with pytest.raises(TaskFailed, match=r"(?s)1/2 tasks incomplete.*rank one exploded"):
+        raise_if_incomplete(tmp_path / "logs", 2, "ray")
+
+
+# --- curation: kill -9 mid-ingest / mid-filter / after filter, rerun, identical documents ------------------
+CURATE = textwrap.dedent('''
+    import sys
+    from pipeline_assets.corpus.config import CorpusConfig
+    from pipeline_assets.corpus.filters import filter_partition
+    from pipeline_assets.corpus.ingest import ingest_source
+    from pipeline_assets.corpus.sources import SourceSpec
+    from resources.datatrove import DatatroveExecutorResource
+    from resources.storage import ArtifactStore, fingerprint
+
+    root, src = sys.argv[1:3]
+    store, cfg = ArtifactStore(root=root), CorpusConfig(tasks=2)
+    spec = SourceSpec("src", "folder", "prose", path=src)
+    RAW, FILTERED = ["corpus", "raw_documents"], ["corpus", "filtered_documents"]
+    if not store.has_current(RAW, "src"):  # as the raw_documents asset: a fresh work dir per attempt
+        with store.writing(RAW, "src") as draft:
+            ingest_source(spec, draft.work, cfg.tasks, None, cfg.max_doc_bytes)
+        store.publish(draft.version)
+    raw = store.current(RAW, "src")
+    # as filtered_documents: a resumable work dir keyed by inputs + config; completed ranks are skipped
+    with store.writing(FILTERED, "src", resume_key=fingerprint(raw, spec.domain, cfg.__dict__)) as draft:
+        filter_partition(raw, draft.work, spec.domain, cfg, DatatroveExecutorResource(kind="local", workers=1).run)
+    store.publish(draft.version)
+''')
+RAW_KEY, FILTERED_KEY = ["corpus", "raw_documents"], ["corpus", "filtered_documents"]
+
+
+@pytest.fixture(scope="module")
+def curation_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pydoc_data.topics import topics
+
+    src = tmp_path_factory.mktemp("source")
+    keys = sorted(topics)[:14]
+    with (src / "docs.jsonl").open("w") as f:
+        for k in keys:
+            f.write(json.dumps({"id": k, "text": topics[k][:3000]}) + "\n")
+        f.write(json.dumps({"id": "junk", "text": "$$ ## 12 34 ;; " * 20}) + "\n")
+        f.write("not json\n")  # quarantined
+    return src
+
+
+def _curate(root: Path, src: Path, fault: str | None = None) -> SimpleNamespace:
+    """Run CURATE in its own session; output goes to a file, not a pipe: datatrove's multiprocess Manager
+    (a child process) outlives a SIGKILLed parent and would hold a pipe open. The group is killed after."""
+    env = {k: v for k, v in _env().items() if k != faults.ENV}
+    if fault:
+        env[faults.ENV] = fault
+    log = root.parent / f"{root.name}-curate-{fault or 'clean'}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", CURATE, str(root), str(src)], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # orphans of this run only (its own session)
+    return SimpleNamespace(returncode=rc, stderr=log.read_text())
+
+
+def _normalized(line: str) -> dict:
+    """A document as published, minus the absolute path datatrove's reader records (another root/version)."""
+    doc = json.loads(line)
+    meta = doc.get("metadata") or {}
+    if "file_path" in meta:
+        meta["file_path"] = meta["file_path"].rpartition("/documents/")[2]
+    return doc
+
+
+def _published_files(store: ArtifactStore, key: list[str]) -> dict[str, list[dict]]:
+    cur = store.current(key, "src")
+    return {str(p.relative_to(cur)): [_normalized(line) for line in p.read_text().splitlines()]
+            for p in sorted(cur.rglob("*.jsonl")) if "logs" not in p.relative_to(cur).parts}
+
+
+@pytest.fixture(scope="module")
+def straight_curation(curation_source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("curated")
+    proc = _curate(root, curation_source)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = _store(root)
+    out = {"raw": _published_files(store, RAW_KEY), "filtered": _published_files(store, FILTERED_KEY)}
+    assert any(k.startswith("documents/") and v for k, v in out["filtered"].items())
+    assert any(k.startswith("removed/") for k in out["filtered"])  # the junk doc was rejected by a filter
+    return out
+
+
+@pytest.mark.parametrize("fault, killed_key", [
+    ("curation.mid_ingest:5", RAW_KEY),
+    ("curation.mid_filter:2", FILTERED_KEY),
+    ("curation.after_filter", FILTERED_KEY),
+])
+def test_curation_kill_9_then_rerun_gives_identical_documents(
+        curation_source: Path, straight_curation: dict[str, Any], tmp_path: Path, fault: str,
+        killed_key: list[str]) -> None:
+    store = _store(tmp_path)
+    killed = _curate(tmp_path, curation_source, fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    # nothing half-written is visible: no `current`, no version dir, only the dead writer's work dir
+    assert not store.has_current(killed_key, "src")
+    entries = _slot_entries(store, killed_key, "src")
+    assert entries and all(e.startswith(".work-") for e in entries), entries
+    if killed_key == FILTERED_KEY:
+        assert store.has_current(RAW_KEY, "src")
+        assert [e for e in entries if e.startswith(".work-r-")]  # resumable: the rerun reuses it
+    proc = _curate(tmp_path, curation_source)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _published_files(store, RAW_KEY) == straight_curation["raw"]
+    assert _published_files(store, FILTERED_KEY) == straight_curation["filtered"]
+    leftovers = [e for e in _slot_entries(store, killed_key, "src") if e.startswith(".work-")
+                 and not e.startswith(".work-r-")]
+    assert not leftovers, leftovers  # the dead writer's work dir was pruned at publish
