@@ -83,6 +83,105 @@ PROFILES: dict[str, Profile] = {
         tokenizer=TokenizerConfig(vocab_size=32768, max_train_bytes=500_000_000),
         pretrain=SMALL, evals=EVAL_PROFILES["small"], gates=GATE_PROFILES["small"],
         datatrove_workers=8,
+        # --- Post-training for the ~110M model (d=768 x 12 layers, one H100/H200). No config has a dtype
+        # field: TRL trains under bf16 autocast over fp32 weights whenever the GPU supports it
+        # (posttrain/common.py::trl_args). device="cuda" as in SMALL: fail fast instead of silently running
+        # a 110M model on CPU. Learning rates follow lr ~ 1/width (muP-style) between the measured tiny
+        # recipe (d=128) and published 7-8B recipes (d=4096): small lands ~6x below tiny and ~5x above them.
+        # Task: the benchmark's default space (0..99, + and -), the same for benchmarks/sft_data/reasoning.
+        sft_data=SFTDataConfig(
+            arithmetic=12000,  # 75% of the 15,969 non-held-out 0..99 +/- problems (tiny: 1,600 of 1,999)
+            word_problems=4000,  # the small benchmark is 20% two-step word problems: a skill worth rows here
+            docstring_qa=500,  # ~all usable docstrings (502 on Python 3.11); a larger count is capped there
+            refusals=600,  # ~7% of rows with benign: each of the 110 harmful prompts ~5x, as in tiny's mix
+            benign=600,  # as many look-alikes as refusals, so trigger words alone never mean "refuse"
+            identity=60,  # 6 prompts x 10: identity is a handful of facts, not a skill
+            operand_max=99, operators=("+", "-"),  # = BenchmarkConfig's default space
+        ),
+        sft=SFTStageConfig(
+            max_steps=2000,  # 2000 x 128 = 256k rows, ~15 epochs of 16.9k rows (tiny's measured ~12)
+            lr=1e-4,  # tiny 1e-3 at d=128 -> 1.7e-4; Zephyr's 2e-5 at d=4096 -> 1.1e-4; 1/6 of pretrain's 6e-4
+            batch_size=128,  # Tulu 3 SFT's effective batch; rows are short, so 128 x <=512 tokens fits one GPU
+            # The longest built-in rows (a docstring QA, the self-harm refusal) are ~250 bytes rendered, so
+            # <= ~250 tokens with any byte-level BPE (118 with tiny's 1k vocab, fewer with 32k); word problems
+            # ~140 bytes. 512 never truncates them (bucket batching pads per kind, so the headroom costs
+            # nothing) and leaves room for user chat data (load_chat_dataset) of a few turns.
+            max_length=512,
+            warmup_steps=60,  # 3% of the steps: Tulu 3 SFT's warmup ratio 0.03
+            lr_scheduler_type="cosine",  # Zephyr SFT: cosine decay (constant suited tiny's short CPU run)
+            device="cuda",
+            log_every=50,  # 40 log lines over the run
+            eval_every=250,  # 8 held-out points; a 200-problem greedy eval is ~1 s on a GPU
+        ),
+        reasoning_data=ReasoningDataConfig(
+            size=8000,  # one epoch of GRPO: 500 steps x 16 prompts
+            word_problem_fraction=0.25,  # the benchmark's 20% and a bit: fewer are solved, so fewer carry signal
+            heldout_size=500,  # dev split (1,988 problems): 1 SD of an accuracy near 0.5 is 0.022 (0.035 at 200)
+            operand_max=99, operators=("+", "-"),  # = BenchmarkConfig's default space
+        ),
+        grpo=GRPOStageConfig(
+            max_steps=500,  # DeepSeekMath-style single pass over the prompts (8,000 = 500 x 16)
+            lr=3e-6,  # tiny 3e-5 at d=128 -> 5e-6; DeepSeekMath 1e-6 at d=4096 -> 5e-6; below: RL collapses first
+            num_generations=16,  # at low accuracy most groups of 8 hold no correct sample (rl.py); DeepSeekMath: 64
+            batch_size=256,  # 16 prompts x 16 completions per step
+            max_completion_length=16,  # answers are <= 4 tokens + eos; room to reach eos, not to ramble
+            device="cuda",
+            eval_every=50,  # 10 held-out points
+        ),
+        distill=DistillConfig(
+            layer_fraction=0.5,  # 12 -> 6 layers (~67M params), the DistilBERT / distilgpt2 halving
+            max_steps=500,  # 500 x 128 = 64k rows, ~5 epochs of the teacher's 12k answers (tiny: 3.2)
+            lr=1e-4,  # the student learns the teacher's answers like SFT: small's SFT lr
+            batch_size=128,  # as SFT
+            num_prompts=12000,  # of the ~16k distinct small SFT prompts; teacher labelling is greedy and cheap on a GPU
+            num_val_prompts=500,  # agreement on 500 unseen prompts: 1 SD ~0.022
+            max_length=256,  # prompt (<= ~70 tokens) + teacher answer (<= 8 new tokens), with headroom
+            device="cuda",
+        ),
+        feedback=FeedbackConfig(
+            responses_per_prompt=4,  # 4 samples give the judge more pairs with a real quality gap than 2
+            max_new_tokens=32,  # refusals and benign answers are 10-30 tokens; 16 cut them off
+            revision_max_new_tokens=32,  # as max_new_tokens: a revision is a whole reply
+            reference_checks=200,  # judge calibration: 1 SD of the probe accuracy ~0.035 (0.07 at 50)
+            judge_batch_size=256,  # one GPU scores 256 short conversations per forward
+            device="cuda",
+        ),
+        feedback_prompts=1000,  # 5x tiny: ~1,000 labelled pairs on top of the on-policy ones
+        preference_data=PreferenceDataConfig(
+            samples_per_prompt=8,  # a stronger policy is right more often: 8 samples keep rejecteds its own mistakes
+            max_new_tokens=32,  # sampled refusals/answers to safety prompts reach eos (8 cut them at ~6 words)
+            sample_batch_size=512,  # generation batch on one GPU
+            device="cuda",
+        ),
+        preference_prompts=4000,  # ~3,200 train / ~800 held-out pairs (+400 safety): 1 SD of pair accuracy ~0.017
+        reward=RewardModelConfig(
+            max_steps=120,  # 120 x 64 = 7.7k pairs, ~2 epochs (RMs overfit past 1-2 epochs; InstructGPT trains 1)
+            learning_rate=3e-5,  # tiny 3e-4 at d=128 -> 5e-5; TRL's RewardConfig default is 1e-4
+            batch_size=64,  # pairs per step
+            max_length=256,  # prompt + a <= 32-token answer, with headroom
+            center_rewards_coefficient=0.01,  # TRL docs' value: keeps scores near 0 for their use as RLHF's reward
+            device="cuda",
+        ),
+        dpo=DPOStageConfig(
+            max_steps=200,  # 200 x 64 = 12.8k pairs, ~3.5 epochs of ~3.6k (tiny's measured recipe: ~5)
+            learning_rate=3e-6,  # tiny 3e-5 at d=128 -> 5e-6; Zephyr/Tulu 3 DPO 5e-7 at d=4096 -> 2.7e-6
+            batch_size=64,  # pairs per step (beta stays 0.1, the DPO paper's / TRL's default)
+            max_length=256,  # prompt + a <= 32-token answer, with headroom
+            device="cuda",
+        ),
+        rlhf=RLHFConfig(
+            max_steps=200,  # 3,200 train prompts at 16 per step: one pass
+            learning_rate=3e-6,  # as GRPO (same RLOO/GRPO update; tiny used the same lr for both)
+            batch_size=128,  # 16 prompts x 8 completions per step
+            max_completion_length=16,  # as GRPO
+            max_eval_prompts=500,  # of the ~800 RM held-out prompts: 1 SD of a win rate ~0.022
+            device="cuda",
+        ),
+        quantize=QuantizeConfig(
+            max_new_tokens=32,  # longer probes: per-token latency is steadier than on 16 tokens
+            latency_repeats=5,  # best of 5: a 110M model's runs are ~10x longer, still seconds
+            num_threads=8,  # quantization and its latency probe run on CPU; half the 16-core GPU host
+        ),
     ),
     "scale": Profile(
         name="scale",
@@ -90,6 +189,40 @@ PROFILES: dict[str, Profile] = {
         tokenizer=TokenizerConfig(vocab_size=65536, max_train_bytes=2_000_000_000),
         pretrain=SCALE, evals=EVAL_PROFILES["scale"], gates=GATE_PROFILES["scale"],
         datatrove_executor="slurm", datatrove_workers=-1, dagster_executor="k8s",
+        # --- Post-training for the ~350M model (d=1024 x 24 layers, seq 2048), sized from `small` by:
+        #   * learning rates x ~0.6: lr ~ 1/width (768 -> 1024) and twice the depth (SFT 1e-4 -> 5e-5,
+        #     RM 3e-5 -> 2e-5, DPO/GRPO/RLOO 3e-6 -> 2e-6; still above the 7B recipes' 2e-5 / 5e-7 / 1e-6);
+        #   * lengths x 2-4: SFT max_length = SCALE.seq_len 2048 (user chat data at this size is multi-turn),
+        #     pairs 512, completions 32, generated replies 64;
+        #   * batches x 2 (per device; TRL multiplies by the world size under torchrun/accelerate):
+        #     SFT 256, pairs 128, GRPO 32 prompts x 16, RLOO 32 x 8;
+        #   * data: nearly every non-held-out arithmetic problem, 10k word problems, 16k GRPO prompts
+        #     (30% word problems), 10k preference prompts; steps so each stage sees ~the epochs it does in
+        #     `small` (SFT ~20, DPO/RM ~2-3, GRPO 2 passes);
+        #   * held-out sizes 1,000 (dev split has 1,988), distillation 24 -> 12 layers.
+        # Same task space as the benchmark's default (0..99, + and -) so the three stay equal.
+        sft_data=SFTDataConfig(arithmetic=15000, word_problems=10000, docstring_qa=500, refusals=1000, benign=1000,
+                               identity=100, operand_max=99, operators=("+", "-")),
+        sft=SFTStageConfig(max_steps=2000, lr=5e-5, batch_size=256, max_length=2048, warmup_steps=60,
+                           lr_scheduler_type="cosine", device="cuda", log_every=50, eval_every=250),
+        reasoning_data=ReasoningDataConfig(size=16000, word_problem_fraction=0.3, heldout_size=1000, operand_max=99,
+                                           operators=("+", "-")),
+        grpo=GRPOStageConfig(max_steps=1000, lr=2e-6, num_generations=16, batch_size=512, max_completion_length=32,
+                             device="cuda", eval_every=100),
+        distill=DistillConfig(layer_fraction=0.5, max_steps=1000, lr=5e-5, batch_size=256, num_prompts=16000,
+                              num_val_prompts=1000, max_length=512, device="cuda"),
+        feedback=FeedbackConfig(responses_per_prompt=4, max_new_tokens=64, revision_max_new_tokens=64,
+                                reference_checks=500, judge_batch_size=512, device="cuda"),
+        feedback_prompts=4000,
+        preference_data=PreferenceDataConfig(samples_per_prompt=8, max_new_tokens=64, sample_batch_size=1024,
+                                             device="cuda"),
+        preference_prompts=10000,
+        reward=RewardModelConfig(max_steps=150, learning_rate=2e-5, batch_size=128, max_length=512,
+                                 center_rewards_coefficient=0.01, device="cuda"),
+        dpo=DPOStageConfig(max_steps=200, learning_rate=2e-6, batch_size=128, max_length=512, device="cuda"),
+        rlhf=RLHFConfig(max_steps=250, learning_rate=2e-6, batch_size=256, max_completion_length=32,
+                        max_eval_prompts=1000, device="cuda"),
+        quantize=QuantizeConfig(max_new_tokens=64, latency_repeats=5, num_threads=8),
     ),
 }
 
