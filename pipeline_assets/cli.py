@@ -30,6 +30,7 @@ import dagster as dg
 import yaml
 
 from pipeline_assets.corpus.assets import sources_partitions
+from pipeline_assets.names import source_name_problem, validate_source_name
 
 DAEMON_FRESH_S = 60  # a daemon heartbeat younger than this means one is running for this instance
 
@@ -58,13 +59,31 @@ def ensure_instance_config(home: Path) -> None:
         print(f"wrote {path} (run queue checked every second)")
 
 
-def register_sources(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
+def register_sources(defs: dg.Definitions, instance: dg.DagsterInstance, log=print) -> list[str]:
+    """Register every known source as a partition (only valid names); returns the valid registered ones.
+
+    A registered key that is not a valid source name (added through the UI or GraphQL) is warned about and
+    left out, so an all-partitions backfill never plans a run that could only fail.
+    """
     specs = defs.resources["sources"].specs()
     known = instance.get_dynamic_partitions(sources_partitions.name)
-    new = [name for name in specs if name not in known]
+    new = [name for name in specs if name not in known and not source_name_problem(name)]
     if new:
         instance.add_dynamic_partitions(sources_partitions.name, new)
-    return instance.get_dynamic_partitions(sources_partitions.name)
+    registered = instance.get_dynamic_partitions(sources_partitions.name)
+    for name in registered:
+        if problem := source_name_problem(name):
+            log(f"warning: registered 'sources' partition {name!r} left out: {problem}; delete it in the UI "
+                "(or instance.delete_dynamic_partition('sources', key))")
+    return [name for name in registered if not source_name_problem(name)]
+
+
+def check_partitions(partitions: list[str] | None) -> list[str] | None:
+    """``--partition`` values, each a valid source name, else SystemExit naming the bad one and the rule."""
+    try:
+        return None if partitions is None else [validate_source_name(p, "--partition") for p in partitions]
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def validate_run_config(defs: dg.Definitions, keys: list[dg.AssetKey], run_config: dict) -> None:
@@ -190,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     mat.add_argument("--no-wait", action="store_true", help="submit only (a running `dagster dev` executes it)")
     sub.add_parser("sources", help="list the sources this configuration knows")
     args = parser.parse_args(argv)
+    if args.command == "materialize":
+        args.partition = check_partitions(args.partition)  # before any instance or artifact dir is made
     warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")  # Dagster's own API notes
 
     if not os.environ.get("DAGSTER_HOME"):
@@ -201,9 +222,17 @@ def main(argv: list[str] | None = None) -> None:
 
     instance = dg.DagsterInstance.get()
     if args.command == "sources":
+        from pipeline_assets.corpus.sources import landing_sources_checked
+
         registered = set(instance.get_dynamic_partitions(sources_partitions.name))
         for name, spec in defs.resources["sources"].specs().items():
             print(f"{name:24s} {spec.kind:16s} {spec.domain:6s} {'registered' if name in registered else 'new'}")
+        for problem in landing_sources_checked(Path(defs.resources["sources"].landing))[1]:
+            print(f"ignored: {problem.message}", file=sys.stderr)
+        for name in sorted(registered):
+            if problem := source_name_problem(name):
+                print(f"ignored: registered partition {name!r} is not a valid source name ({problem}); delete "
+                      "it in the UI", file=sys.stderr)
         return
     selection = dg.AssetSelection.all() if args.select == "*" else dg.AssetSelection.from_string(args.select)
     keys = sorted(selection.resolve(defs.resolve_asset_graph()))

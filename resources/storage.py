@@ -12,6 +12,11 @@ asset flips ``current`` only after its blocking checks passed (``publish``): an 
 a reader sees the old version or the new one, never half of one. Two runs of the same asset write two
 versions; the later publish wins and neither deletes the other's files. Retention: ``publish`` keeps
 the current version and the ``keep`` newest others, and removes work dirs whose writer is gone.
+
+Paths: every method that builds or takes a path re-validates its segments (``pipeline_assets/names.py``:
+partition keys are source names) and refuses a path that resolves outside the artifact root once
+symlinks are followed: a symlinked asset, slot, version or work dir leading elsewhere is an error,
+raised before anything is created or written through it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 import uuid
@@ -32,10 +36,12 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from pipeline_assets.names import SEGMENT, check_segment, is_source_name, validate_source_name
+
 UNPARTITIONED = "_"
 CURRENT = "current"
 # Asset key parts, partition keys and profile names all become path segments: nothing else is allowed.
-SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+__all__ = ["SEGMENT", "ArtifactStore", "Draft", "Version", "check_segment", "default_root", "fingerprint"]
 
 
 def default_root() -> str:
@@ -45,13 +51,6 @@ def default_root() -> str:
     if os.environ.get("DAGSTER_HOME"):
         return str(Path(os.environ["DAGSTER_HOME"]) / "llmdag")
     return str(Path.cwd() / ".llmdag")
-
-
-def check_segment(value: str, what: str) -> str:
-    if not SEGMENT.match(value) or set(value) == {"."}:
-        raise ValueError(f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (at most 128, "
-                         f"not starting with '.' or '-'); it becomes a directory name under the artifact root")
-    return value
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,14 @@ class Draft:
 def _locked(lock_path: Path, blocking: bool) -> Iterator[bool]:
     """An flock held for the block; released by the kernel when its process dies (kill -9 included)."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as f:
+    try:  # O_NOFOLLOW: a lock file that is a symbolic link must not create or touch its target
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if lock_path.is_symlink():
+            raise ValueError(f"lock file {lock_path} is a symbolic link (to {lock_path.resolve()}): refusing "
+                             "to open it; remove it") from e
+        raise
+    with os.fdopen(fd, "r+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -108,17 +114,25 @@ class ArtifactStore(dg.ConfigurableResource):
     def _root(self) -> Path:
         return Path(self.root).expanduser().resolve()
 
+    def _inside(self, path: Path, what: str = "path") -> Path:
+        """``path`` if it resolves (symlinks followed) inside the artifact root, else ValueError."""
+        root = self._root()
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(root):
+            raise ValueError(f"{what} {path} resolves outside the artifact root {root} (to {resolved}): a "
+                             "symbolic link leads elsewhere; remove it, artifacts are written only under the root")
+        return resolved
+
     def slot(self, key: str | Sequence[str], partition: str | None = None) -> Path:
         """``<root>/<key>/<partition>/<profile>``: every version of one asset partition for this profile."""
         parts = key.split("/") if isinstance(key, str) else list(key)
         for p in parts:
             check_segment(p, "asset key part")
-        partition = UNPARTITIONED if partition is None else check_segment(partition, "partition key")
+        # A partition key is a source name: Dagster accepts any dynamic partition key (the UI, GraphQL).
+        partition = UNPARTITIONED if partition is None else validate_source_name(partition, "partition key")
         check_segment(self.profile, "profile")
-        root = self._root()
-        path = root.joinpath(*parts, partition, self.profile)
-        if not path.resolve().is_relative_to(root):  # a symlinked key dir must not lead elsewhere
-            raise ValueError(f"{path} resolves outside the artifact root {root}")
+        path = self._root().joinpath(*parts, partition, self.profile)
+        self._inside(path, "artifact dir")  # a symlinked key or partition dir must not lead elsewhere
         return path
 
     def has_current(self, key: str | Sequence[str], partition: str | None = None) -> bool:
@@ -126,19 +140,26 @@ class ArtifactStore(dg.ConfigurableResource):
 
     def current(self, key: str | Sequence[str], partition: str | None = None) -> Path:
         """The published version of ``key`` (resolved: a reader keeps its version if ``current`` moves)."""
-        link = self.slot(key, partition) / CURRENT
+        slot = self.slot(key, partition)
+        link = slot / CURRENT
         if not link.is_dir():
             label = "/".join(key) if not isinstance(key, str) else key
             raise FileNotFoundError(f"{label}{f' [{partition}]' if partition else ''} has no published version "
                                     f"for profile {self.profile!r} under {link.parent}: materialize it first")
-        return link.resolve()
+        version = self._inside(link, "published version")
+        if version.parent != slot.resolve() or version.name.startswith("."):
+            raise ValueError(f"{link} points at {version}, not at a version dir of {slot}: refusing to read it")
+        return version
 
     def partitions_with_current(self, key: str | Sequence[str], partitions: Sequence[str]) -> list[str]:
-        return [p for p in partitions if self.has_current(key, p)]
+        """The ``partitions`` that have a published version; a key that is not a valid source name has none
+        (nothing can be written for it), so a hostile key registered through the UI is left out here."""
+        return [p for p in partitions if is_source_name(p) and self.has_current(key, p)]
 
     @contextlib.contextmanager
     def exclusive(self, directory: Path) -> Iterator[None]:
         """Hold ``directory`` for this run alone (e.g. a training run dir two runs would both resume into)."""
+        self._inside(directory.parent, "locked dir")
         with _locked(directory.with_name(directory.name + ".lock"), blocking=False) as got:
             if not got:
                 raise RuntimeError(f"another live run holds {directory}; wait for it or cancel it (its lock "
@@ -156,8 +177,11 @@ class ArtifactStore(dg.ConfigurableResource):
         the next attempt with the same key, so datatrove skips the ranks it completed. Its lock makes
         sure two live runs never share it: the second one gets a fresh dir instead.
         """
+        if resume_key is not None:
+            check_segment(resume_key, "resume key")
         slot = self.slot(key, partition)
         slot.mkdir(parents=True, exist_ok=True)
+        self._inside(slot, "artifact dir")  # a link made between the check and the mkdir
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         version = f"{stamp}-{(run_id or uuid.uuid4().hex)[:8]}"
         candidates = [slot / f".work-r-{resume_key}"] if resume_key else []
@@ -170,6 +194,9 @@ class ArtifactStore(dg.ConfigurableResource):
                 for stale in slot.glob(".work-r-*"):
                     if stale.is_dir() and stale != work and not _is_locked(stale.with_name(stale.name + ".lock")):
                         _remove(stale)
+            if work.is_symlink():
+                raise ValueError(f"work dir {work} is a symbolic link (to {work.resolve()}): refusing to write "
+                                 "through it; remove it")
             work.mkdir(exist_ok=True)
             draft = Draft(work)
             try:
@@ -190,6 +217,7 @@ class ArtifactStore(dg.ConfigurableResource):
 
     def publish(self, version: Version) -> None:
         """Make ``version`` what downstream reads (atomic symlink swap), then apply the retention rule."""
+        self._check_version(version)
         slot = version.path.parent
         tmp = slot / f".current-{uuid.uuid4().hex[:8]}"
         os.symlink(version.name, tmp)
@@ -197,8 +225,16 @@ class ArtifactStore(dg.ConfigurableResource):
         _fsync_dir(slot)
         self.prune(slot)
 
+    def _check_version(self, version: Version) -> None:
+        """A version dir this store wrote: a real directory in a slot inside the root (not a link, not hidden)."""
+        path = version.path
+        if path.is_symlink() or not path.is_dir() or path.name.startswith(".") or path.name == CURRENT:
+            raise ValueError(f"{path} is not a version dir (a real directory written by ArtifactStore.writing)")
+        self._inside(path, "version dir")
+
     def prune(self, slot: Path) -> list[str]:
         """Keep the current version and the ``keep`` newest others; drop work dirs whose writer died."""
+        self._inside(slot, "artifact dir")
         link = slot / CURRENT
         current = os.readlink(link) if link.is_symlink() else None
         versions = sorted(p.name for p in slot.iterdir() if p.is_dir() and not p.name.startswith(".")

@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import sysconfig
 import zlib
 from collections.abc import Iterator
@@ -31,10 +30,10 @@ from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple
 
 from pipeline_assets.corpus.config import DOMAINS
+from pipeline_assets.names import SOURCE_NAME  # the one rule for source names / partition keys
 
 SourceKind = Literal["python_docs", "python_stdlib", "package_readmes", "licenses", "synthetic_arithmetic",
                      "folder", "hf"]
-SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SOURCE_FILE = "llmdag_source.json"  # optional per-folder settings: {"domain": ..., "text_field": ...}
 READY_MARKER = "_READY"  # an empty file a user (or a copy script) writes last: "this folder is complete"
 TEXT_SUFFIXES = (".txt", ".md", ".rst")  # matched case-insensitively, as every suffix below
