@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 
+from pipeline_assets.finite import NonFiniteError
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.publishing import Reads, finish, writing
@@ -35,7 +36,11 @@ def base(context: dg.AssetExecutionContext, store: ArtifactStore, settings: Pipe
     run_key = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_FIELDS}
     run_dir = store.slot(["_runs", *BASE.path], fingerprint(shards / "index.json", run_key))
     with store.exclusive(run_dir), writing(context, store) as draft:
-        result = train(cfg, shards, tok, run_dir, draft.work, log=context.log.info)
+        try:
+            result = train(cfg, shards, tok, run_dir, draft.work, log=context.log.info)
+        except NonFiniteError as e:
+            # Deterministic on a resume from the same checkpoint: a retry would only fail again.
+            raise dg.Failure(f"{e}; the last published models/base stays current", allow_retries=False) from e
         if not result["complete"]:
             # Not retried: the stop was asked for; re-materializing resumes from the checkpoint.
             raise dg.Failure(f"training stopped at step {result['steps']} of {cfg.max_steps} (stop_after_steps); "
