@@ -109,13 +109,15 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
 
 @dg.asset(key=SIGNATURES, deps=[FILTERED], **PER_SOURCE, kinds={"datatrove"})
 def minhash_signatures(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                       datatrove: DatatroveExecutorResource, config: SignaturesRunConfig) -> dg.MaterializeResult:
+                       sources: SourcesResource, datatrove: DatatroveExecutorResource,
+                       config: SignaturesRunConfig) -> dg.MaterializeResult:
     """MinHash and exact-dedup signatures of one source's filtered documents."""
     cfg = overridden(settings.get().corpus, config)
     reads = Reads(store)
     docs = reads(FILTERED, context.partition_key) / "documents"
-    with writing(context, store, fingerprint(docs, cfg.__dict__)) as draft:
-        result = signatures(docs, draft.work, cfg, datatrove.run)
+    keep_numbers = sources.spec(context.partition_key).domain == "math"
+    with writing(context, store, fingerprint(docs, cfg.__dict__, {"keep_numbers": keep_numbers})) as draft:
+        result = signatures(docs, draft.work, cfg, datatrove.run, keep_numbers=keep_numbers)
         _inputs_file(draft.work, documents=docs)  # dedup must read exactly the documents hashed here
     return finish(context, store, draft, reads, result)
 

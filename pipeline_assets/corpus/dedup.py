@@ -39,6 +39,7 @@ from datatrove.pipeline.dedup import (
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.hashing import HashConfig
+from datatrove.utils.text import TextNormConfig
 
 from pipeline_assets.corpus.blocks import RegexWordTokenizer
 from pipeline_assets.corpus.config import CorpusConfig
@@ -54,9 +55,13 @@ def normalized_text(doc) -> str:
     return " ".join(doc.text.split())
 
 
-def minhash_config(cfg: CorpusConfig) -> MinhashConfig:
+def minhash_config(cfg: CorpusConfig, keep_numbers: bool = False) -> MinhashConfig:
+    # datatrove rewrites every digit run to "0" before shingling (so dates and versions don't hide a copy).
+    # For math documents the numbers ARE the content: normalized, all 400 generated arithmetic documents
+    # looked like one. The setting only shapes the shingles; buckets compare the hashes of any sources.
     return MinhashConfig(hash_config=HashConfig(precision=64), n_grams=cfg.minhash_ngrams,
-                         num_buckets=cfg.minhash_buckets, hashes_per_bucket=cfg.minhash_hashes_per_bucket)
+                         num_buckets=cfg.minhash_buckets, hashes_per_bucket=cfg.minhash_hashes_per_bucket,
+                         norm_config=TextNormConfig(norm_numbers=not keep_numbers))
 
 
 def exact_config() -> ExactDedupConfig:
@@ -68,16 +73,20 @@ def _reader(docs_dir: Path) -> JsonlReader:
     return JsonlReader(str(docs_dir), glob_pattern="*.jsonl", compression=None)
 
 
-def signatures(docs_dir: Path, out_dir: Path, cfg: CorpusConfig, run: Runner) -> dict:
-    """Per-partition stage 1: ``out_dir/minhash/bucket_*/<rank>.minhash.sig``, ``out_dir/exact/0000/<rank>.c4_sig``."""
+def signatures(docs_dir: Path, out_dir: Path, cfg: CorpusConfig, run: Runner, keep_numbers: bool = False) -> dict:
+    """Per-partition stage 1: ``out_dir/minhash/bucket_*/<rank>.minhash.sig``, ``out_dir/exact/0000/<rank>.c4_sig``.
+
+    ``keep_numbers``: shingle digits as written (the ``math`` domain), not datatrove's digit normalization.
+    """
     words = RegexWordTokenizer()
-    run([_reader(docs_dir), MinhashDedupSignature(str(out_dir / "minhash"), config=minhash_config(cfg),
+    run([_reader(docs_dir), MinhashDedupSignature(str(out_dir / "minhash"), config=minhash_config(cfg, keep_numbers),
                                                    language=words)], out_dir / "logs" / "minhash", cfg.tasks)
     run([_reader(docs_dir), ExactDedupSignature(str(out_dir / "exact"), config=exact_config(), finder_workers=1)],
         out_dir / "logs" / "exact", cfg.tasks)
     docs = step_summary(merged_stats(out_dir / "logs" / "minhash"))[0]["counters"].get("documents", 0)
     result = {"documents": docs, "tasks": cfg.tasks, "minhash_buckets": cfg.minhash_buckets,
-              "minhash_hashes_per_bucket": cfg.minhash_hashes_per_bucket, "minhash_ngrams": cfg.minhash_ngrams}
+              "minhash_hashes_per_bucket": cfg.minhash_hashes_per_bucket, "minhash_ngrams": cfg.minhash_ngrams,
+              "numbers_normalized": not keep_numbers}
     (out_dir / "signatures.json").write_text(json.dumps(result, indent=1))
     return result
 
