@@ -120,21 +120,27 @@ def reasoning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore, s
     return finish(context, store, draft, reads, _scalars(result))
 
 
-def _preference_prompts(sft_data: Path, limit: int) -> list[dict]:
-    """Prompt records for pair building, from datasets/sft: arithmetic with answers, harmful and benign."""
-    rows = data.read_jsonl(sft_data / data.SFT_FILE)
+def _preference_prompts(sft_data: Path, limit: int, task: data.SFTDataConfig,
+                        unseen: bool = True) -> list[dict]:
+    """Prompt records for pair building and RLHF: the SFT rows' prompts to train on (arithmetic with answers,
+    harmful, benign), and as the held-out prompts the training-split problems no SFT row used, so held-out
+    pair accuracy and RLHF's held-out numbers are measured on prompts the policy never trained on."""
+    rows = data.read_jsonl(sft_data / data.SFT_FILE) + data.read_jsonl(sft_data / data.SFT_VAL_FILE)
     out: list[dict] = []
     for r in rows:
         user, reply = r["messages"][0]["content"], r["messages"][-1]["content"]
         if r["kind"] == "arithmetic":
-            out.append({"prompt": user, "answer": reply})
+            out.append({"prompt": user, "answer": reply, "heldout": False})
         elif r["kind"] == "refusal":
-            out.append({"prompt": user, "label": "harmful"})
+            out.append({"prompt": user, "label": "harmful", "heldout": False})
         elif r["kind"] == "benign":
-            out.append({"prompt": user, "label": "benign", "response": reply})
+            out.append({"prompt": user, "label": "benign", "response": reply, "heldout": False})
     arithmetic = [p for p in out if "answer" in p][:limit]
     safety = [p for p in out if "label" in p][: max(limit // 10, 8)]
-    return arithmetic + safety
+    if not unseen:
+        return arithmetic + safety
+    held = data.unseen_arithmetic({r["messages"][0]["content"] for r in rows}, task.operand_max, task.operators)
+    return arithmetic + safety + [{**p, "heldout": True} for p in held]
 
 
 @dg.asset(key=AI_FEEDBACK, deps=[SFT, SFT_DATA, BENCHMARKS], group_name="datasets", code_version="1",
@@ -146,7 +152,8 @@ def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, setting
     reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.feedback, config)
-    prompts = _preference_prompts(reads(SFT_DATA), profile.feedback_prompts)
+    prompts = _preference_prompts(reads(SFT_DATA), profile.feedback_prompts, profile.sft_data,
+                                  unseen=False)  # its pairs join the preference TRAIN split
     draft, result = _train(context, store, lambda work: feedback.label_with_judge(
         None, prompts, reads(SFT), work, cfg, log=context.log.info))
     return finish(context, store, draft, reads, _scalars(result))
@@ -161,8 +168,9 @@ def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, se
     reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.preference_data, config)
-    prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts)
-    extra = data.read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")
+    prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts, profile.sft_data)
+    # AI-feedback pairs come from SFT prompts: training pairs only, the held-out ones are prompts SFT never saw.
+    extra = [{**pair, "heldout": False} for pair in data.read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")]
     draft, result = _train(context, store, lambda work: preference.build_preference_pairs(
         reads(SFT), prompts, work, cfg, extra_pairs=extra, log=context.log.info))
     return finish(context, store, draft, reads, _scalars(result))
@@ -227,7 +235,7 @@ def rlhf_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings
     reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.rlhf, config)
-    prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts)
+    prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts, profile.sft_data)
     draft, result = _train(context, store, lambda work: preference.run_rlhf(
         cfg, reads(SFT), reads(REWARD), prompts, work, log=context.log.info))
     return _model_result(context, store, draft, reads, result)

@@ -497,6 +497,15 @@ def heldout_arithmetic(operand_max: int = 99, n: int = 200, operators: tuple[str
              "kind": "single"} for a, op, b in pairs[:n]]
 
 
+def unseen_arithmetic(seen_prompts: set[str], operand_max: int, operators: tuple[str, ...]) -> list[dict]:
+    """Training-split problems of the space whose prompt is not in ``seen_prompts`` (e.g. every SFT row's),
+    in a fixed order: held-out prompts for the preference stages that are neither eval items nor SFT data."""
+    seen = {normalize_prompt(p) for p in seen_prompts}
+    rows = [{"prompt": arithmetic_prompt(a, op, b), "answer": str(_apply(a, op, b))}
+            for a, op, b in _train_pairs(operand_max, tuple(operators))]
+    return [r for r in rows if normalize_prompt(r["prompt"]) not in seen]
+
+
 def build_reasoning_dataset(out_dir: Path, cfg: ReasoningDataConfig, bench_dir: Path | None) -> dict[str, Any]:
     """Write reasoning.jsonl (GRPO prompts + integer answers) and heldout_arithmetic.jsonl into `out_dir`.
 

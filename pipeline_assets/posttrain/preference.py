@@ -119,6 +119,13 @@ def is_heldout_prompt(prompt: str, fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
+def heldout_record(item: dict, fraction: float) -> bool:
+    """A prompt record's own ``heldout`` flag when it has one (e.g. "SFT never saw it"), else the hash split."""
+    if "heldout" in item:
+        return bool(item["heldout"])
+    return is_heldout_prompt(item["prompt"], fraction)
+
+
 _EXPR = re.compile(r"(-?\d+)\s*([+\-])\s*(-?\d+)")
 
 
@@ -404,7 +411,7 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
             "source": source, "chosen_origin": c_origin, "rejected_origin": r_origin, "kind": kind,
             "answer": str(item["answer"]) if kind == "arithmetic" else None,
         }
-        (heldout if is_heldout_prompt(item["prompt"], cfg.heldout_fraction) else train).append(record)
+        (heldout if heldout_record(item, cfg.heldout_fraction) else train).append(record)
 
     extra_used = extra_skipped = 0
     for pair in extra_pairs or []:
@@ -418,7 +425,7 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
         record = {"source": "extra", "chosen_origin": None, "rejected_origin": None, "kind": "extra",
                   "answer": None, **pair}
         record.setdefault("id", f"extra-{hashlib.sha256(text.encode()).hexdigest()[:12]}")
-        (heldout if is_heldout_prompt(text, cfg.heldout_fraction) else train).append(record)
+        (heldout if heldout_record({"prompt": text, **pair}, cfg.heldout_fraction) else train).append(record)
         extra_used += 1
     rng.shuffle(train)
     write_jsonl(out_dir / "train.jsonl", train)
@@ -715,8 +722,8 @@ def run_rlhf(cfg: RLHFConfig, sft_dir: Path, reward_dir: Path, prompts: list[dic
             raise ValueError(f"prompt record {item!r} needs a non-empty string 'prompt'")
     bench_keys = load_bench_keys(cfg.bench_dir)
     usable = [p for p in prompts if not is_benchmark_item(p["prompt"], bench_keys)]
-    train = [p for p in usable if not is_heldout_prompt(p["prompt"], cfg.heldout_fraction)]
-    evals = [p for p in usable if is_heldout_prompt(p["prompt"], cfg.heldout_fraction)][:cfg.max_eval_prompts]
+    train = [p for p in usable if not heldout_record(p, cfg.heldout_fraction)]
+    evals = [p for p in usable if heldout_record(p, cfg.heldout_fraction)][:cfg.max_eval_prompts]
     if not train or not evals:
         raise ValueError(f"{len(train)} train / {len(evals)} held-out prompts after the split; pass more prompts "
                          "or change heldout_fraction")
