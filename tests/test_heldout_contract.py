@@ -1,0 +1,52 @@
+"""The held-out contract across stages on the default (tiny) profile: which prompts each stage may see.
+
+test split  -> evals/benchmarks only (reported);  dev split -> in-training curves (datasets/reasoning);
+training split -> SFT, GRPO, the synthetic pretraining stream; the training-split problems SFT never
+used -> the preference stages' held-out pairs and RLHF's held-out prompts.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pipeline_assets.evals.benchmarks import arithmetic_split, build_benchmarks, load_benchmark
+from pipeline_assets.posttrain import data
+from pipeline_assets.posttrain.assets import _preference_prompts
+from pipeline_assets.profiles import get_profile
+
+ARITH = re.compile(r"What is (\d+) ([+-]) (\d+)\?")
+
+
+def _problem(prompt: str) -> tuple[int, str, int] | None:
+    m = ARITH.fullmatch(prompt)
+    return (int(m[1]), m[2], int(m[3])) if m else None
+
+
+def test_each_stage_sees_only_its_split(tmp_path):
+    profile = get_profile("tiny")
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    build_benchmarks(bench, profile.benchmarks)
+    test = load_benchmark(bench, "arithmetic")
+    assert len(test) >= 200 and all(arithmetic_split(*_problem(r["prompt"])) == "test" for r in test)
+
+    for name in ("sft", "reasoning"):
+        (tmp_path / name).mkdir()
+    data.build_sft_dataset(tmp_path / "sft", profile.sft_data, bench)
+    sft_rows = data.read_jsonl(tmp_path / "sft" / data.SFT_FILE) + data.read_jsonl(tmp_path / "sft" / data.SFT_VAL_FILE)
+    sft_prompts = {r["messages"][0]["content"] for r in sft_rows}
+    sft_problems = {p for p in map(_problem, sft_prompts) if p}
+    assert sft_problems and all(arithmetic_split(*p) == "train" for p in sft_problems)
+
+    data.build_reasoning_dataset(tmp_path / "reasoning", profile.reasoning_data, bench)
+    dev = data.read_jsonl(tmp_path / "reasoning" / data.HELDOUT_FILE)
+    assert dev and all(arithmetic_split(*_problem(r["prompt"])) == "dev" for r in dev)
+
+    prompts = _preference_prompts(tmp_path / "sft", profile.preference_prompts, profile.sft_data)
+    held = [p for p in prompts if p["heldout"]]
+    assert len(held) >= 200, len(held)  # n for the reward's held-out pair accuracy
+    assert not {p["prompt"] for p in held} & sft_prompts
+    assert all(arithmetic_split(*_problem(p["prompt"])) == "train" for p in held)
+    assert {p["prompt"] for p in prompts if not p["heldout"]} <= sft_prompts
+    feedback = _preference_prompts(tmp_path / "sft", profile.feedback_prompts, profile.sft_data, unseen=False)
+    assert not any(p["heldout"] for p in feedback)
