@@ -480,3 +480,19 @@ def test_lm_eval_bench_without_lm_eval(env: dict[str, Any], tmp_path: Path) -> N
                            "--bench-dir", str(env["bench"])], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "pip install lm-eval==0.4.13" in proc.stderr
 
+
+
+def test_preference_pair_accuracy_follows_what_the_model_learnt(env: dict[str, Any], tmp_path: Path) -> None:
+    # The good model learnt the right answers, the bad one answer + 7: the same pairs rank oppositely.
+    pairs = [{"id": f"p{i}", "prompt": [{"role": "user", "content": r["prompt"]}],
+              "chosen": [{"role": "assistant", "content": r["answer"]}],
+              "rejected": [{"role": "assistant", "content": str(int(r["answer"]) + 7)}]}
+             for i, r in enumerate(load_benchmark(env["bench"], "arithmetic"))]
+    (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    cfg = replace(EVAL_CFG, sets=("preference",))
+    acc = {name: evaluate_checkpoint(env[name], env["bench"], cfg, pairs_dir=tmp_path, log=lambda _: None)
+           for name in ("good", "bad")}
+    assert acc["good"]["metrics"]["preference_pair_accuracy"] >= 0.75
+    assert acc["bad"]["metrics"]["preference_pair_accuracy"] <= 0.25
+    assert acc["good"]["per_item"]["preference_pair_accuracy"]["ids"] == [p["id"] for p in pairs]
+    assert acc["good"]["metric_stats"]["preference_pair_accuracy"]["n"] == len(pairs)

@@ -23,6 +23,7 @@ SHARDS = dg.AssetKey(["tokenizer", "tokenized_shards"])
 MIXTURE = dg.AssetKey(["corpus", "training_mixture"])
 DEDUPED = dg.AssetKey(["corpus", "deduplicated_documents"])
 REWARD = dg.AssetKey(["models", "reward"])
+PREFERENCES = dg.AssetKey(["datasets", "preferences"])
 
 
 @dg.asset(key=BENCHMARKS, group_name="evals", code_version="1", kinds={"python"})
@@ -51,6 +52,10 @@ def _raw_files(reads: Reads) -> list[Path]:
 def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
     parent = dg.AssetKey(["models", stage.parent]) if stage.parent else None
     deps = [stage.key, BENCHMARKS, SHARDS, MIXTURE] + ([parent] if parent else []) + ([REWARD] if judged else [])
+    # Held-out preference pairs (prompts no SFT row used) score every post-trained stage, sft included, so
+    # dpo's pair accuracy is paired against its parent's on the same pairs.
+    paired = stage.parent is not None
+    deps += [PREFERENCES] if paired else []
 
     @dg.asset(key=stage.eval_key, deps=deps, group_name="evals", code_version="1", kinds={"pytorch"},
               description=f"Eval report of models/{stage.name} on the held-out sets.")
@@ -66,7 +71,8 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
         result = evaluate_checkpoint(
             reads(stage.key), bench, cfg, shards_dir=reads(SHARDS),
             parent_dir=reads(parent) if parent and judged else None,
-            judge=reads(REWARD) if judged else None, log=context.log.info)
+            judge=reads(REWARD) if judged else None, log=context.log.info,
+            pairs_dir=reads(PREFERENCES) if paired else None)
         # Contamination of each eval set with the training data, before vs after decontamination.
         contamination = {"before_decontamination": contamination_report(_raw_files(reads), bench),
                          "after_decontamination": contamination_report(_mixture_train_files(reads), bench)}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SETS: tuple[str, ...] = ("val", "multiple_choice", "arithmetic", "qa", "safety", "win_rate", "samples")
+SETS: tuple[str, ...] = ("val", "multiple_choice", "arithmetic", "qa", "safety", "preference", "win_rate",
+                         "samples")
 
 # Fixed prompts: the same for every checkpoint, so samples and win rates compare like with like. None of
 # them is a benchmark item (benchmarks are never shown to a judge or trained on through this list).
@@ -48,6 +49,7 @@ class EvalConfig:
     arithmetic_limit: int | None = 48
     safety_limit: int | None = 48  # half harmful, half benign
     adversarial_per_prompt: int = 1  # jailbreak rephrasings per harmful prompt; 0 = none
+    preference_limit: int | None = None  # held-out preference pairs (datasets/preferences heldout.jsonl)
     win_rate_limit: int = 16  # first N of INSTRUCTION_PROMPTS
     val_batches: int = 8
     val_seq_len: int = 256  # clipped to the model's max_position_embeddings
@@ -66,7 +68,7 @@ class EvalConfig:
         unknown = sorted(set(self.sets) - set(SETS))
         if unknown:
             raise ValueError(f"EvalConfig.sets has unknown names {unknown}; valid: {', '.join(SETS)}")
-        for name in ("qa_limit", "multiple_choice_limit", "arithmetic_limit", "safety_limit"):
+        for name in ("qa_limit", "multiple_choice_limit", "arithmetic_limit", "safety_limit", "preference_limit"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 1):
                 raise ValueError(f"EvalConfig.{name}={value!r} must be a positive int, or None for the whole set")

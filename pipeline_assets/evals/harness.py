@@ -53,6 +53,7 @@ from pipeline_assets.evals.config import EVAL_PROFILES, INSTRUCTION_PROMPTS, SET
 from pipeline_assets.evals.safety import adversarial_prompts, balanced_subset, evaluate_safety
 from pipeline_assets.evals.stats import summarize
 from pipeline_assets.posttrain.common import chat_generate, device_for, generate_texts
+from pipeline_assets.posttrain.data import read_jsonl
 
 Judge = Callable[[list[str], list[str]], list[float]]
 
@@ -387,6 +388,23 @@ def eval_arithmetic(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) 
                                                     [float(x) for x in correct])}}
 
 
+def eval_preference_pairs(model: Any, tok: Any, pairs: list[dict], cfg: EvalConfig) -> dict[str, Any]:
+    """Share of held-out pairs whose chosen reply the model finds likelier than the rejected one, through
+    the chat template (what DPO optimizes: chosen + end-of-turn vs rejected + end-of-turn)."""
+    requests = []
+    for pair in pairs:
+        ctx = tok.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True)
+        ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
+        for side in ("chosen", "rejected"):
+            requests.append((ctx_ids, tok(pair[side][-1]["content"] + tok.eos_token,
+                                          add_special_tokens=False)["input_ids"]))
+    ll = loglikelihoods(model, requests, tok.pad_token_id, cfg.batch_size)
+    correct = [float(ll[2 * i] > ll[2 * i + 1]) for i in range(len(pairs))]
+    margins = [ll[2 * i] - ll[2 * i + 1] for i in range(len(pairs))]
+    return {"preference_pair_accuracy": _mean(correct), "preference_logp_margin": _mean(margins),
+            "items": {"preference_pair_accuracy": _items("preference", [str(p["id"]) for p in pairs], correct)}}
+
+
 def eval_qa(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[str, Any]:
     completions = chat_generate(model, tok, [r["prompt"] for r in records], cfg.max_new_tokens,
                                 batch_size=cfg.batch_size)
@@ -454,11 +472,13 @@ def evaluate_checkpoint(
     parent_dir: Path | str | None = None,
     judge: Judge | Path | str | None = None,
     log: Callable[[str], None] = print,
+    pairs_dir: Path | str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model_dir` on `bench_dir` (evals/benchmarks); see the module docstring for each metric.
 
     `shards_dir` (tokenizer/tokenized_shards) enables val loss/bpb; `parent_dir` + `judge` (a reward-model
-    dir or a callable `(prompts, responses) -> scores`) enable the win rate. Returns {"metrics": flat
+    dir or a callable `(prompts, responses) -> scores`) enable the win rate; `pairs_dir` (datasets/preferences)
+    enables the held-out preference pair accuracy (policies and reward models). Returns {"metrics": flat
     {name: number|None}, "counts", "safety", "win_rate", "samples", "examples", "timings_s", ...}.
     """
     cfg.validate()
@@ -493,6 +513,17 @@ def evaluate_checkpoint(
         result["num_params"] = sum(p.numel() for p in rm.model.parameters())
         timed("reward_pairs", t)
         log(f"eval | {name} | reward pairwise acc {out['reward_pairwise_accuracy']} over {out['pairs']} pairs")
+        if "preference" in cfg.sets and pairs_dir is not None:
+            pairs = _take(read_jsonl(Path(pairs_dir) / "heldout.jsonl"), cfg.preference_limit)
+            texts = [pair["prompt"][-1]["content"] for pair in pairs]
+            good = rm(texts, [pair["chosen"][-1]["content"] for pair in pairs])
+            bad = rm(texts, [pair["rejected"][-1]["content"] for pair in pairs])
+            correct = [float(g > b) for g, b in zip(good, bad, strict=True)]
+            metrics["preference_pair_accuracy"] = _mean(correct)
+            counts["preference"] = len(pairs)
+            per_item["preference_pair_accuracy"] = _items("preference", [str(p["id"]) for p in pairs], correct)
+            log(f"eval | {name} | held-out preference pair accuracy {metrics['preference_pair_accuracy']} "
+                f"({len(pairs)} pairs from prompts no SFT row used)")
     else:
         # Load the judge first: a wrong judge dir should fail before minutes of generation, not after.
         scorer = as_judge(judge, device, cfg.batch_size) if "win_rate" in cfg.sets and parent_dir else None
@@ -559,6 +590,17 @@ def evaluate_checkpoint(
             timed("safety", t)
             log(f"eval | {name} | safety refusal {out['refusal_rate']} | over-refusal {out['over_refusal_rate']} | "
                 f"adversarial refusal {out['adversarial_refusal_rate']} | {timings['safety']:.1f}s")
+        if "preference" in cfg.sets and pairs_dir is not None:
+            t = time.perf_counter()
+            pairs = _take(read_jsonl(Path(pairs_dir) / "heldout.jsonl"), cfg.preference_limit)
+            out = eval_preference_pairs(model, tok, pairs, cfg)
+            metrics.update(preference_pair_accuracy=out["preference_pair_accuracy"],
+                           preference_logp_margin=out["preference_logp_margin"])
+            counts["preference"] = len(pairs)
+            per_item.update(out["items"])
+            timed("preference", t)
+            log(f"eval | {name} | held-out preference pair accuracy {out['preference_pair_accuracy']} "
+                f"({len(pairs)} pairs, {timings['preference']:.1f}s)")
         prompts = list(INSTRUCTION_PROMPTS[:cfg.win_rate_limit])
         if scorer is not None:
             t = time.perf_counter()

@@ -53,10 +53,11 @@ def _default_tracked() -> tuple[str, ...]:
 
 def _default_targets() -> dict[str, tuple[str, ...]]:
     # What each stage is FOR, as measured by the harness today; the first metric the stage has is used.
-    # dpo: the harness scores no DPO pair accuracy yet, so its target is the verifier-graded arithmetic;
+    # reward, dpo: accuracy on held-out preference pairs from prompts no SFT row used (datasets/preferences);
     # rlhf: "gold" accuracy = arithmetic graded by check_arithmetic, not the reward model it was trained on.
     return {"models/base": ("val_bpb",), "models/sft": ("arithmetic_accuracy",),
-            "models/reward": ("reward_pairwise_accuracy",), "models/dpo": ("arithmetic_accuracy",),
+            "models/reward": ("preference_pair_accuracy", "reward_pairwise_accuracy"),
+            "models/dpo": ("preference_pair_accuracy", "arithmetic_accuracy"),
             "models/rlhf": ("arithmetic_accuracy",), "models/grpo": ("arithmetic_accuracy",),
             "models/distilled": ("arithmetic_accuracy",), "models/quantized": ("arithmetic_accuracy",)}
 

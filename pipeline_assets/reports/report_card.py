@@ -81,6 +81,7 @@ EVAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("safety_over_refusal_rate", "over-refusal"),
     ("win_rate_vs_parent", "win vs parent"),
     ("reward_pairwise_accuracy", "RM pair acc"),
+    ("preference_pair_accuracy", "held-out pair acc"),
 )
 
 
