@@ -168,3 +168,18 @@ def test_lm_eval_agrees_item_by_item(env: dict[str, Path], tmp_path: Path) -> No
             assert item["lm_eval_completion"] == item["completion"], (task, item)
             assert item["lm_eval_correct"] == item["correct"], (task, item)
     assert report["llmdag_multiple_choice"]["disagreements"] == 0
+
+
+def test_compare_counts_disagreements() -> None:
+    spec = importlib.util.spec_from_file_location("lm_eval_local", REPO / "bench" / "lm_eval_local.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ours = {"llmdag_arithmetic": [{"id": "a", "completion": "42", "correct": True},
+                                  {"id": "b", "completion": "7", "correct": False}]}
+    theirs = {"llmdag_arithmetic": [{"doc": {"id": "a"}, "resps": [[" 42\nWhat is"]], "filtered_resps": ["42"],
+                                     "exact_match": 1.0},
+                                    {"doc": {"id": "b"}, "resps": [["9"]], "filtered_resps": ["9"],
+                                     "exact_match": 1.0}]}
+    r = bench.compare(ours, theirs)["llmdag_arithmetic"]
+    assert (r["n"], r["llmdag_accuracy"], r["lm_eval_accuracy"]) == (2, 0.5, 1.0)
+    assert r["disagreements"] == 1 and r["completion_mismatches"] == 1
