@@ -1,4 +1,4 @@
-"""Tests for evals (harness, safety, lm-eval export), reports (gates, report card) and the chat CLI. CPU only,
+"""Tests for evals (harness, safety), reports (gates, report card) and the chat CLI. CPU only,
 hermetic: no hub, no shared state, every artifact built in tmp.
 
     pytest tests/test_evals_reports.py          # ~1-2 min on 2 shared cores
@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -48,7 +47,6 @@ from pipeline_assets.evals.harness import (  # noqa: E402
     rouge_l,
     token_f1,
 )
-from pipeline_assets.evals.lm_eval_tasks import write_lm_eval_tasks  # noqa: E402
 from pipeline_assets.evals.safety import ADVERSARIAL_WRAPPERS, adversarial_prompts, evaluate_safety  # noqa: E402
 from pipeline_assets.reports.gates import GateConfig, evaluate_gates  # noqa: E402
 from pipeline_assets.reports.report_card import fmt, render_report_card  # noqa: E402
@@ -447,39 +445,6 @@ def test_chat_loop_multi_turn_reset_exit(env: dict[str, Any]) -> None:
     text = out.getvalue()
     assert text.count("assistant> ") == 2 and "(conversation cleared)" in text and "never read" not in text
     assert text.count("can't help") == 2
-
-
-# --- lm-eval export ---------------------------------------------------------------------------------------
-def test_lm_eval_task_files(env: dict[str, Any], tmp_path: Path) -> None:
-    import re
-
-    out = write_lm_eval_tasks(env["bench"], tmp_path / "tasks", limit=5)
-    assert out["tasks"] == ["llmdag_multiple_choice", "llmdag_arithmetic"] and set(out["counts"].values()) == {5}
-    for task, files in out["files"].items():
-        spec = yaml.safe_load(Path(files["yaml"]).read_text())
-        data = Path(spec["dataset_kwargs"]["data_files"]["test"])
-        assert spec["task"] == task and data.is_absolute() and data.is_file() and str(data) == files["data"]
-        rows = [json.loads(line) for line in data.read_text().splitlines()]
-        assert len(rows) == 5
-        if spec["output_type"] == "multiple_choice":
-            assert all(0 <= r["label"] < len(r["choices"]) for r in rows) and spec["doc_to_target"] == "label"
-            assert {m["metric"] for m in spec["metric_list"]} == {"acc", "acc_norm"}
-        else:
-            assert spec["output_type"] == "generate_until"
-            regex = spec["filter_list"][0]["filter"][0]
-            picked = re.findall(regex["regex_pattern"], "37 - 52 = -15")[regex["group_select"]]
-            assert picked == "-15" and "<|im_end|>" in spec["generation_kwargs"]["until"]
-
-
-def test_lm_eval_bench_without_lm_eval(env: dict[str, Any], tmp_path: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("lm_eval") is not None:
-        pytest.skip("lm-eval is installed here; the exit-2 path only runs without it")
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "lm_eval_local.py"), "--model-dir", str(env["good"]),
-                           "--bench-dir", str(env["bench"])], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "pip install lm-eval==0.4.13" in proc.stderr
-
 
 
 def test_preference_pair_accuracy_follows_what_the_model_learnt(env: dict[str, Any], tmp_path: Path) -> None:

@@ -406,6 +406,7 @@ def _build_arithmetic(cfg: BenchmarkConfig) -> list[dict]:
 # Last integer in the text (optionally signed, with thousands commas or a decimal part). The lookbehind
 # keeps the hyphen in "5-3" and digits glued to words ("step2") from being read as part of a number.
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?")
+NUMBER_PATTERN = _NUMBER.pattern  # lm_eval_tasks.py's regex filter grades with the same pattern
 
 
 def check_arithmetic(completion: str, answer: str) -> bool:

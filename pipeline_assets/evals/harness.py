@@ -374,12 +374,16 @@ def _plain_arithmetic(model: Any, tok: Any, prompts: list[str], cfg: EvalConfig)
     return [c.split("\n")[0] for c in completions]
 
 
-def eval_arithmetic(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[str, Any]:
+def arithmetic_completions(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> list[str]:
+    """The graded text of each item in cfg.arithmetic_format; bench/lm_eval_local.py compares it to lm-eval's."""
     prompts = [r["prompt"] for r in records]
     if cfg.arithmetic_format == "plain":
-        completions = _plain_arithmetic(model, tok, prompts, cfg)
-    else:
-        completions = chat_generate(model, tok, prompts, cfg.arithmetic_max_new_tokens, batch_size=cfg.batch_size)
+        return _plain_arithmetic(model, tok, prompts, cfg)
+    return chat_generate(model, tok, prompts, cfg.arithmetic_max_new_tokens, batch_size=cfg.batch_size)
+
+
+def eval_arithmetic(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[str, Any]:
+    completions = arithmetic_completions(model, tok, records, cfg)
     correct = [check_arithmetic(c, r["answer"]) for c, r in zip(completions, records, strict=True)]
     examples = [{"prompt": r["prompt"], "completion": c, "answer": r["answer"], "correct": ok}
                 for r, c, ok in list(zip(records, completions, correct, strict=True))[:3]]
