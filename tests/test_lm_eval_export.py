@@ -142,11 +142,14 @@ def test_chat_variant_for_apply_chat_template(env: dict[str, Path], tmp_path: Pa
     assert spec["doc_to_text"] == "{{prompt}}"
 
 
-def test_bench_without_lm_eval(env: dict[str, Path]) -> None:
-    if importlib.util.find_spec("lm_eval") is not None:
-        pytest.skip("lm-eval is installed here; the exit-2 path only runs without it")
+def test_bench_without_lm_eval(env: dict[str, Path], tmp_path: Path) -> None:
+    # An interpreter without site-packages stands in for a venv that lacks lm-eval.
+    bare = tmp_path / "python-without-lm-eval"
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.chmod(0o755)
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "lm_eval_local.py"), "--model-dir", str(env["ckpt"]),
-                           "--bench-dir", str(env["bench"])], capture_output=True, text=True, timeout=60)
+                           "--bench-dir", str(env["bench"]), "--lm-eval-python", str(bare)],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "pip install lm-eval==0.4.13" in proc.stderr
 
 
