@@ -216,7 +216,7 @@ def label_with_judge(judge_dir: Path | None, prompts: list[dict], policy_dir: Pa
             "judge": str(judge_dir),
             "principle_scores": [{"principle": n + 1, "chosen": per[best][n], "rejected": per[worst][n]}
                                  for n in range(len(principles))],
-            "judge_margin": round(totals[best] - totals[worst], 4),
+            "judge_margin": totals[best] - totals[worst],  # unrounded: a real margin of 3e-5 is not a tie
             "rule_agrees": None if rule is None else rule == 0,
             "revised": False,
             "kind": kind,
@@ -246,8 +246,7 @@ def label_with_judge(judge_dir: Path | None, prompts: list[dict], policy_dir: Pa
                 pair["revised"] = True
                 for entry, s in zip(pair["principle_scores"], sc, strict=True):
                     entry["chosen"] = s
-                pair["judge_margin"] = round(aggregate(sc) - aggregate([s["rejected"] for s in
-                                                                         pair["principle_scores"]]), 4)
+                pair["judge_margin"] = aggregate(sc) - aggregate([s["rejected"] for s in pair["principle_scores"]])
                 revised += 1
 
     # Calibration on known answers: the reference vs a clearly wrong answer, judged the same way.
