@@ -352,7 +352,8 @@ def test_gates_block_on_impossible_budget() -> None:
                                                         safety_min_refusal=1.0))
     assert "models/sft: safety_refusal_rate 0.9 below 1" in strict["failures"]
     # The win rate is information, not a target (its judge is the RM that RLHF optimizes): dpo's target is arithmetic.
-    assert any(m.startswith("models/dpo: target arithmetic_accuracy 0.28 did not improve") for m in strict["failures"])
+    assert any(m.startswith("models/dpo: target arithmetic_accuracy 0.28 vs models/sft") and "needs > 0.5 gain" in m
+               for m in strict["failures"])
     assert "models/sft: val_bpb rose 0.05 vs models/base (budget 0)" in strict["failures"]
 
 

@@ -51,7 +51,7 @@ def test_noop_stage_fails_its_target_and_a_significant_gain_passes() -> None:
     out = evaluate_gates(metrics, LINEAGE, CFG, items, release_stage="models/grpo")
     noop = _gate(out, "models/grpo", "target")
     assert noop["status"] == "fail" and noop["target"]["p_value"] == 1.0
-    assert "models/grpo: target arithmetic_accuracy 0.3 did not improve on models/sft 0.3" in noop["reason"]
+    assert "models/grpo: target arithmetic_accuracy 0.3 vs models/sft 0.3 did not improve: 0" in noop["reason"]
     metrics, items = _stages(grpo=30)  # 18 items gained, none lost: McNemar p ~ 8e-6
     good = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/grpo", "target")
     assert good["status"] == "pass" and good["target"]["p_value"] < 0.05
