@@ -401,8 +401,8 @@ def test_distilled_student_is_smaller_and_beats_random_init(root: Path, grpo_run
                                                             heldout: list[dict]) -> None:
     from transformers import AutoTokenizer
 
+    from pipeline_assets.posttrain.common import load_causal_lm
     from pipeline_assets.posttrain.distill import DistillConfig, build_student, run_distill
-    from pipeline_assets.posttrain.sft import load_causal_lm
 
     cfg = DistillConfig(max_steps=100)
     teacher_dir = Path(grpo_run["checkpoint_dir"])

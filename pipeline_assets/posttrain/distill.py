@@ -48,13 +48,11 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.posttrain.common import LossHistory, save_checkpoint, trl_args
+from pipeline_assets.posttrain.common import LossHistory, generate_replies, load_causal_lm, save_checkpoint, trl_args
 from pipeline_assets.posttrain.config import DISTILL_METHODS, DistillConfig
 from pipeline_assets.posttrain.sft import (
     DEVICES,
     arithmetic_accuracy,
-    generate_replies,
-    load_causal_lm,
     load_tokenizer,
     trainable_and_total,
     write_meta,

@@ -39,14 +39,13 @@ from typing import Any
 import torch
 
 from pipeline_assets.evals.benchmarks import check_arithmetic
-from pipeline_assets.posttrain.common import LossHistory, save_checkpoint, trl_args
+from pipeline_assets.posttrain.common import LossHistory, load_causal_lm, save_checkpoint, trl_args
 from pipeline_assets.posttrain.config import REWARD_NAMES, GRPOStageConfig
 from pipeline_assets.posttrain.sandbox import code_execution_reward
 from pipeline_assets.posttrain.sft import (
     DEVICES,
     HeldoutCurve,
     arithmetic_accuracy,
-    load_causal_lm,
     load_tokenizer,
     write_meta,
 )

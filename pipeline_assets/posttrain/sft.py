@@ -35,7 +35,13 @@ import torch
 from transformers import TrainerCallback
 
 from pipeline_assets.evals.benchmarks import check_arithmetic
-from pipeline_assets.posttrain.common import LossHistory, device_for, save_checkpoint, trl_args
+from pipeline_assets.posttrain.common import (
+    LossHistory,
+    generate_replies,
+    load_causal_lm,
+    save_checkpoint,
+    trl_args,
+)
 from pipeline_assets.posttrain.config import DEVICES, SFTStageConfig
 
 META_FILE = "train_meta.json"
@@ -43,32 +49,7 @@ META_FILE = "train_meta.json"
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Generation and scoring (shared by rl.py and distill.py)
-
-
-@torch.no_grad()
-def generate_replies(model: Any, tok: Any, prompts: Sequence[str], max_new_tokens: int,
-                     batch_size: int = 64) -> list[tuple[str, bool]]:
-    """Greedy single-turn chat replies as (text, stopped_on_eos); text is cut at the first eos.
-
-    Unlike common.chat_generate this keeps whether the reply ended with eos within the budget, which is
-    what `chat_format_ok` measures.
-    """
-    model.eval()
-    tok.padding_side = "left"
-    eos = tok.eos_token_id
-    out: list[tuple[str, bool]] = []
-    for i in range(0, len(prompts), batch_size):
-        texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                         add_generation_prompt=True) for p in prompts[i:i + batch_size]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                             top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=eos)
-        for row in gen[:, enc["input_ids"].shape[1]:].tolist():
-            stopped = eos in row
-            ids = row[:row.index(eos)] if stopped else row
-            out.append((tok.decode(ids, skip_special_tokens=True).strip(), stopped))
-    return out
+# Scoring (shared by rl.py and distill.py); generation and loading live in common.py
 
 
 def arithmetic_accuracy(model: Any, tok: Any, heldout: Sequence[dict], max_new_tokens: int = 8,
@@ -112,16 +93,6 @@ def load_tokenizer(model_dir: Path, need_generation_markers: bool) -> Any:
     if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
         raise ValueError(f"{model_dir}: the tokenizer needs its own pad token (pad == eos teaches 'never stop')")
     return tok
-
-
-def load_causal_lm(model_dir: Path, device: str) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    if not (Path(model_dir) / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} has no config.json; pass an HF checkpoint dir (models/base or a "
-                                "post-training stage's out_dir)")
-    # fp32 master weights on CPU and GPU alike; TRL applies bf16 autocast on GPUs that support it.
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device_for(device))
 
 
 class HeldoutCurve(TrainerCallback):
