@@ -216,7 +216,7 @@ def test_pairs_are_trl_conversational_and_exclude_benchmarks(env: dict[str, Any]
     # On-policy: most rejecteds are the SFT model's own mistakes (measured 1.00 at 250 SFT steps).
     assert result["own_rejected_fraction"] > 0.8
     assert set(result["pairs_by_source"]) == {"arithmetic_verifier", "refusal_rule"}
-    assert (out / "meta.json").is_file()
+    assert (out / "summary.json").is_file()
 
 
 def test_rule_judge_picks_chosen_and_rejected() -> None:

@@ -46,6 +46,7 @@ GRPO = dg.AssetKey(["models", "grpo"])
 DISTILLED = dg.AssetKey(["models", "distilled"])
 QUANTIZED = dg.AssetKey(["models", "quantized"])
 TRAINING_CHECK = "loss_finite_and_reloads"
+SUMMARY_FILE = "summary.json"  # = posttrain.common.SUMMARY_FILE (not imported: common needs torch)
 
 
 def _scalars(result: dict) -> dict:
@@ -89,7 +90,7 @@ def _check(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
 def _train(context: dg.AssetExecutionContext, store: ArtifactStore, fn) -> tuple[Draft, dict]:
     with writing(context, store) as draft:
         result = fn(draft.work)
-        (draft.work / "summary.json").write_text(json.dumps(result, indent=2, default=str))
+        (draft.work / SUMMARY_FILE).write_text(json.dumps(result, indent=2, default=str))
     return draft, result
 
 

@@ -26,7 +26,9 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 Log = Callable[[str], None]
 Messages = list[dict[str, str]]
 
-META = "meta.json"  # written last into every output dir: its presence marks a complete stage
+# The one summary file of a post-training stage: the stage function writes its result dict there last (its
+# presence marks a complete stage), and posttrain/assets.py `_train` rewrites it in the asset dir.
+SUMMARY_FILE = "summary.json"
 
 # Shown in every stage's metadata so runs can be compared side by side. Display only, never trained on.
 SAMPLE_PROMPTS: tuple[str, ...] = (
@@ -297,8 +299,11 @@ def config_dict(cfg: Any) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
 
 
-def write_meta(out_dir: Path, result: dict) -> None:
-    (Path(out_dir) / META).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+def write_summary(out_dir: Path, result: dict[str, Any]) -> None:
+    """`out_dir/summary.json` (SUMMARY_FILE), written atomically: never half a file under the final name."""
+    tmp = Path(out_dir) / (SUMMARY_FILE + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(Path(out_dir) / SUMMARY_FILE)
 
 
 

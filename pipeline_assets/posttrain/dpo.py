@@ -29,7 +29,7 @@ from pipeline_assets.posttrain.common import (
     set_threads,
     train_quietly,
     trl_args,
-    write_meta,
+    write_summary,
 )
 from pipeline_assets.posttrain.config import ALGORITHMS, DPOStageConfig
 from pipeline_assets.posttrain.preference_data import load_pairs, pair_dataset
@@ -180,7 +180,7 @@ def run_dpo(cfg: DPOStageConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, 
     log(f"{cfg.algorithm} | held-out logp margin {before['logp_margin']:.3f} -> {after['logp_margin']:.3f} | "
         f"pair acc {before['pair_accuracy']:.3f} -> {after['pair_accuracy']:.3f} | implicit margin "
         f"{after['implicit_margin']:+.3f} | acc {acc_before:.3f} -> {acc_after:.3f} | {train_time_s:.0f}s")
-    write_meta(out_dir, result)
+    write_summary(out_dir, result)
     return result
 
 

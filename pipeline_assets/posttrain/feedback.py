@@ -48,7 +48,7 @@ from pipeline_assets.posttrain.common import (
     quiet_progress,
     set_threads,
     user,
-    write_meta,
+    write_summary,
 )
 from pipeline_assets.posttrain.config import FeedbackConfig, load_constitution
 from pipeline_assets.posttrain.data import read_jsonl, write_jsonl
@@ -153,7 +153,7 @@ def _clearly_wrong(answer: str, rng: random.Random) -> str:
 
 def label_with_judge(judge_dir: Path | None, prompts: list[dict], policy_dir: Path, out_dir: Path,
                      cfg: FeedbackConfig, log: Log = print) -> dict[str, Any]:
-    """Label policy samples with a constitution-following judge; write pairs.jsonl + meta.json into `out_dir`.
+    """Label policy samples with a constitution-following judge; write pairs.jsonl + summary.json into `out_dir`.
 
     `judge_dir` None uses the policy checkpoint itself as the judge (self-critique, as in Constitutional AI).
     Prompt records are the ones build_preference_pairs takes ({"prompt", "answer"} or {"prompt", "label"}, or
@@ -290,7 +290,7 @@ def label_with_judge(judge_dir: Path | None, prompts: list[dict], policy_dir: Pa
     }
     log(f"ai_feedback | {len(pairs)} pairs ({ties} ties) | revisions {revised}/{len(to_revise)} | rule agreement "
         f"{result['rule_agreement']} on {n_comp} | reference check {reference_accuracy} | {result['wall_time_s']:.0f}s")
-    write_meta(out_dir, result)
+    write_summary(out_dir, result)
     return result
 
 

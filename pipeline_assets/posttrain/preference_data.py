@@ -3,7 +3,7 @@
     python -m pipeline_assets.posttrain.preference_data --policy SFT_DIR --prompts prompts.jsonl --out PAIRS_DIR
 
 Plain Python, no Dagster: the `datasets/preferences` asset calls `build_preference_pairs` and records the
-returned dict; it writes train.jsonl + heldout.jsonl (TRL conversational pairs) and meta.json.
+returned dict; it writes train.jsonl + heldout.jsonl (TRL conversational pairs) and summary.json.
 
 Prompt records (one dict each; JSONL on the CLI):
     {"prompt": "What is 12 + 7?", "answer": "19"}                 verifiable: judged by check_arithmetic
@@ -52,7 +52,7 @@ from pipeline_assets.posttrain.common import (
     quiet_progress,
     set_threads,
     user,
-    write_meta,
+    write_summary,
 )
 from pipeline_assets.posttrain.config import PreferenceDataConfig
 from pipeline_assets.posttrain.data import read_jsonl, write_jsonl
@@ -154,7 +154,7 @@ def _judge(kind: str, item: dict, samples: list[str], cfg: PreferenceDataConfig,
 def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path, cfg: PreferenceDataConfig,
                            extra_pairs: list[dict] | None = None, log: Log = print) -> dict[str, Any]:
     """Sample the policy `cfg.samples_per_prompt` times per prompt, judge the samples by rule, and write
-    train.jsonl / heldout.jsonl / meta.json into the existing `out_dir`.
+    train.jsonl / heldout.jsonl / summary.json into the existing `out_dir`.
 
     Arithmetic: chosen = a verified-correct sample (the reference answer if none), rejected = the policy's
     own wrong sample (a +-1..9 perturbation if every sample was right). Harmful: a refusal beats a compliance;
@@ -254,7 +254,7 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
     log(f"preferences | {len(train)} train + {len(heldout)} held-out pairs {result['pairs_by_source']} | "
         f"own rejected {result['own_rejected_fraction']:.2f} | sample acc {result['policy_sample_accuracy']:.3f} | "
         f"{result['wall_time_s']:.0f}s")
-    write_meta(out_dir, result)
+    write_summary(out_dir, result)
     return result
 
 

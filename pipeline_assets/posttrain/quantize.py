@@ -34,7 +34,7 @@ from pipeline_assets.posttrain.common import (
     config_dict,
     quiet_progress,
     set_threads,
-    write_meta,
+    write_summary,
 )
 from pipeline_assets.posttrain.config import QUANTIZE_METHODS, QuantizeConfig
 
@@ -141,7 +141,7 @@ def quantize(cfg: QuantizeConfig, src_dir: Path, out_dir: Path, probe_prompts: l
     log(f"quantize | {cfg.method} | {size_before / 1e6:.2f} MB -> {size_after / 1e6:.2f} MB | tok/s "
         f"{result['tokens_per_s_before']} -> {result['tokens_per_s_after']} | max logit diff {max_diff:.4f} | "
         f"greedy agreement {result['greedy_agreement']:.2f}")
-    write_meta(out_dir, result)
+    write_summary(out_dir, result)
     return result
 
 

@@ -30,7 +30,7 @@ from pipeline_assets.posttrain.common import (
     train_quietly,
     trl_args,
     user,
-    write_meta,
+    write_summary,
 )
 from pipeline_assets.posttrain.config import RewardModelConfig
 from pipeline_assets.posttrain.preference_data import load_pairs, pair_dataset
@@ -143,7 +143,7 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
     }
     log(f"reward | held-out pair acc {before['pair_accuracy']:.3f} -> {after['pair_accuracy']:.3f} | "
         f"{result['steps']} steps in {train_time_s:.0f}s")
-    write_meta(Path(out_dir), result)
+    write_summary(Path(out_dir), result)
     return result
 
 

@@ -31,7 +31,7 @@ from pipeline_assets.posttrain.common import (
     train_quietly,
     trl_args,
     user,
-    write_meta,
+    write_summary,
 )
 from pipeline_assets.posttrain.config import RLHFConfig
 from pipeline_assets.posttrain.data import read_jsonl
@@ -152,7 +152,7 @@ def run_rlhf(cfg: RLHFConfig, sft_dir: Path, reward_dir: Path, prompts: list[dic
     }
     log(f"rlhf | RM win rate {win_rate:.3f} | KL {result['kl_mean']} | true acc {acc_before} -> {acc_after} "
         f"(not a target) | {train_time_s:.0f}s")
-    write_meta(out_dir, result)
+    write_summary(out_dir, result)
     return result
 
 

@@ -5,7 +5,7 @@
     python -m pipeline_assets.posttrain.sft ... --lora --merged-dir OUT_MERGED --lr 3e-3
 
 `run_sft(cfg, base_dir, dataset_path, out_dir, merged_dir)` is what the asset calls; it returns JSON-able
-metadata and also writes it to `out_dir/train_meta.json` (last, as a completion marker).
+metadata and also writes it to `out_dir/summary.json (common.SUMMARY_FILE)` (last, as a completion marker).
 
 Loss is on assistant tokens only (`assistant_only_loss`): our ChatML template wraps each reply AND its
 <|im_end|> in `{% generation %}`, so the model learns to answer and then stop on eos (the tokenizer's
@@ -21,7 +21,6 @@ Measured numbers for the tiny profile (CPU, one thread) are in SFTStageConfig's 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import tempfile
@@ -41,12 +40,9 @@ from pipeline_assets.posttrain.common import (
     load_causal_lm,
     save_checkpoint,
     trl_args,
+    write_summary,
 )
 from pipeline_assets.posttrain.config import DEVICES, SFTStageConfig
-
-META_FILE = "train_meta.json"
-
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Scoring (shared by rl.py and distill.py); generation and loading live in common.py
@@ -152,12 +148,6 @@ class BucketSampler(torch.utils.data.Sampler[int]):
 def length_band(n_tokens: int) -> int:
     """Length bands 1.5x wide (..., 23-34, 35-51, 52-77, ... tokens) for data without a `kind` column."""
     return round(math.log(max(2, n_tokens)) / math.log(1.5))
-
-
-def write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
-    tmp = Path(out_dir) / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(Path(out_dir) / META_FILE)
 
 
 def trainable_and_total(model: torch.nn.Module) -> tuple[int, int]:
@@ -317,9 +307,9 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "config": asdict(cfg),
     }
     meta["wall_time_s"] = round(time.perf_counter() - t_start, 2)
-    write_meta(out_dir, meta)
+    write_summary(out_dir, meta)
     if merged_dir is not None:  # the merged model is what later stages load; its dir carries the lineage too
-        write_meta(Path(merged_dir), meta)
+        write_summary(Path(merged_dir), meta)
     log(f"sft | done in {meta['wall_time_s']:.0f}s | loss {meta['train_loss_first']} -> {meta['train_loss_final']}"
         f" | held-out arithmetic {meta['heldout_arithmetic_accuracy_before']} -> "
         f"{meta['heldout_arithmetic_accuracy']} | chat_format_ok {meta['chat_format_ok']}")
