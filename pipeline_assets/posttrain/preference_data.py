@@ -221,7 +221,7 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
         record = {"source": "extra", "chosen_origin": None, "rejected_origin": None, "kind": "extra",
                   "answer": None, **pair}
         record.setdefault("id", f"extra-{hashlib.sha256(text.encode()).hexdigest()[:12]}")
-        (heldout if heldout_record({"prompt": text, **pair}, cfg.heldout_fraction) else train).append(record)
+        (heldout if heldout_record({**pair, "prompt": text}, cfg.heldout_fraction) else train).append(record)
         extra_used += 1
     rng.shuffle(train)
     write_jsonl(out_dir / "train.jsonl", train)
