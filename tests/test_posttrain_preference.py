@@ -36,6 +36,7 @@ from pipeline_assets.evals.benchmarks import (  # noqa: E402
     load_benchmark,
     normalize_prompt,
 )
+from pipeline_assets.posttrain.common import train_quietly  # noqa: E402
 from pipeline_assets.posttrain.config import (  # noqa: E402
     DPO_LOSS_TYPES,
     DPOStageConfig,
@@ -43,15 +44,12 @@ from pipeline_assets.posttrain.config import (  # noqa: E402
     RewardModelConfig,
     RLHFConfig,
 )
+from pipeline_assets.posttrain.data import read_jsonl  # noqa: E402
+from pipeline_assets.posttrain.dpo import run_dpo  # noqa: E402
 from pipeline_assets.posttrain.feedback import FeedbackConfig, label_with_judge, load_constitution  # noqa: E402
-from pipeline_assets.posttrain.preference import (  # noqa: E402
-    build_preference_pairs,
-    read_jsonl,
-    run_dpo,
-    run_reward_model,
-    run_rlhf,
-    train_quietly,
-)
+from pipeline_assets.posttrain.preference_data import build_preference_pairs  # noqa: E402
+from pipeline_assets.posttrain.reward import run_reward_model  # noqa: E402
+from pipeline_assets.posttrain.rlhf import run_rlhf  # noqa: E402
 from pipeline_assets.tokenizer.train import TokenizerConfig, train_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)  # 10-40x steadier than 2 threads on the shared 2-core box (notes/trl.md)
@@ -218,11 +216,11 @@ def test_pairs_are_trl_conversational_and_exclude_benchmarks(env: dict[str, Any]
     # On-policy: most rejecteds are the SFT model's own mistakes (measured 1.00 at 250 SFT steps).
     assert result["own_rejected_fraction"] > 0.8
     assert set(result["pairs_by_source"]) == {"arithmetic_verifier", "refusal_rule"}
-    assert (out / "meta.json").is_file()
+    assert (out / "summary.json").is_file()
 
 
 def test_rule_judge_picks_chosen_and_rejected() -> None:
-    from pipeline_assets.posttrain.preference import _judge
+    from pipeline_assets.posttrain.preference_data import _judge
 
     cfg, rng = PreferenceDataConfig(), random.Random(0)
     item = {"prompt": "What is 2 + 3?", "answer": "5"}

@@ -335,7 +335,7 @@ def test_sft_learns_chat_format_and_heldout_arithmetic(sft_run: dict) -> None:
     assert sft_run["tokens_seen"] > SFT_CFG.max_steps * SFT_CFG.batch_size * 10  # ~30 tokens a row
     assert sft_run["trainable_params"] == sft_run["total_params"]  # full fine-tune
     out = Path(sft_run["checkpoint_dir"])
-    assert json.loads((out / "train_meta.json").read_text())["steps"] == SFT_CFG.max_steps
+    assert json.loads((out / "summary.json").read_text())["steps"] == SFT_CFG.max_steps
     reloaded = AutoModelForCausalLM.from_pretrained(out)  # plain transformers, no llmdag code
     assert sum(p.numel() for p in reloaded.parameters()) == sft_run["total_params"]
 
@@ -350,7 +350,7 @@ def test_lora_sft_trains_only_adapters_and_merges(root: Path, base_dir: Path, sf
     meta = run_sft(cfg, base_dir, sft_data["files"]["sft.jsonl"], out, merged, log=lambda _: None)
     assert meta["mode"] == "lora" and 0 < meta["trainable_params"] < 0.1 * meta["total_params"]
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
-    assert json.loads((merged / "train_meta.json").read_text())["merged_dir"] == str(merged)
+    assert json.loads((merged / "summary.json").read_text())["merged_dir"] == str(merged)
 
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
@@ -401,8 +401,8 @@ def test_distilled_student_is_smaller_and_beats_random_init(root: Path, grpo_run
                                                             heldout: list[dict]) -> None:
     from transformers import AutoTokenizer
 
+    from pipeline_assets.posttrain.common import load_causal_lm
     from pipeline_assets.posttrain.distill import DistillConfig, build_student, run_distill
-    from pipeline_assets.posttrain.sft import load_causal_lm
 
     cfg = DistillConfig(max_steps=100)
     teacher_dir = Path(grpo_run["checkpoint_dir"])

@@ -52,7 +52,14 @@ from pipeline_assets.evals.benchmarks import (
 from pipeline_assets.evals.config import EVAL_PROFILES, INSTRUCTION_PROMPTS, SETS, EvalConfig
 from pipeline_assets.evals.safety import adversarial_prompts, balanced_subset, evaluate_safety
 from pipeline_assets.evals.stats import summarize
-from pipeline_assets.posttrain.common import chat_generate, device_for, generate_texts
+from pipeline_assets.posttrain.common import (
+    chat_generate,
+    device_for,
+    generate_texts,
+    loglikelihoods,
+    max_context_len,
+)
+from pipeline_assets.posttrain.common import load_causal_lm as _load_weights
 from pipeline_assets.posttrain.data import read_jsonl
 
 Judge = Callable[[list[str], list[str]], list[float]]
@@ -93,18 +100,17 @@ def model_kind(model_dir: Path) -> str:
 
 def load_causal_lm(model_dir: Path | str, device: str = "cpu") -> tuple[Any, Any]:
     """Model (fp32, eval mode) + tokenizer. A LoRA adapter dir is loaded onto the base model its
-    adapter_config.json names and merged, so it is scored exactly like the merged checkpoint."""
-    from transformers import AutoModelForCausalLM
-
+    adapter_config.json names and merged, so it is scored exactly like the merged checkpoint. A full
+    checkpoint goes through posttrain.common.load_causal_lm (fp32)."""
     path = find_model_dir(model_dir)
     tok = _load_tokenizer(path)
     if _is_adapter(path):
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch.float32).merge_and_unload()
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch.float32).merge_and_unload().to(device)
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return model.to(device).eval(), tok
+        model = _load_weights(path, device, dtype=torch.float32)
+    return model.eval(), tok
 
 
 def _load_tokenizer(path: Path) -> Any:
@@ -172,40 +178,6 @@ def as_judge(judge: Judge | Path | str | None, device: str, batch_size: int) -> 
 
 # ---------------------------------------------------------------------------------------------------------
 # Scoring primitives
-
-
-def _max_len(model: Any, default: int = 2048) -> int:
-    return int(getattr(model.config, "max_position_embeddings", None) or default)
-
-
-@torch.no_grad()
-def loglikelihoods(model: Any, requests: Sequence[tuple[list[int], list[int]]], pad_id: int,
-                   batch_size: int = 16) -> list[float]:
-    """Sum of log p(continuation | context) per (context_ids, continuation_ids), in nats.
-
-    Context is cut from the left when the pair exceeds the model's max_position_embeddings. Requests are
-    run longest-first so each batch pads little.
-    """
-    max_len = _max_len(model)
-    out = [0.0] * len(requests)
-    order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        seqs = [(requests[i][0] + requests[i][1])[-(max_len + 1):] for i in chunk]
-        width = max(len(s) for s in seqs) - 1
-        inp = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            inp[row, :len(s) - 1] = torch.tensor(s[:-1])
-            mask[row, :len(s) - 1] = 1
-        logp = F.log_softmax(model(input_ids=inp.to(device), attention_mask=mask.to(device)).logits.float(), -1)
-        for row, (i, s) in enumerate(zip(chunk, seqs, strict=True)):
-            n = min(len(requests[i][1]), len(s) - 1)
-            positions = torch.arange(len(s) - 1 - n, len(s) - 1, device=device)
-            targets = torch.tensor(s[-n:], device=device)
-            out[i] = float(logp[row, positions, targets].sum())
-    return out
 
 
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
@@ -303,7 +275,7 @@ def eval_val(model: Any, shards_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
         raise ValueError(f"shards in {shards_dir} use vocab_size {index['vocab_size']} but the model has "
                          f"{model.config.vocab_size} rows: they come from another tokenizer; pass the shards "
                          "this model's tokenizer produced")
-    seq_len = min(cfg.val_seq_len, _max_len(model))
+    seq_len = min(cfg.val_seq_len, max_context_len(model))
     windows = TokenWindows(shards_dir, index, "val", seq_len)
     device = next(model.parameters()).device
     total, count = 0.0, 0

@@ -46,6 +46,7 @@ GRPO = dg.AssetKey(["models", "grpo"])
 DISTILLED = dg.AssetKey(["models", "distilled"])
 QUANTIZED = dg.AssetKey(["models", "quantized"])
 TRAINING_CHECK = "loss_finite_and_reloads"
+SUMMARY_FILE = "summary.json"  # = posttrain.common.SUMMARY_FILE (not imported: common needs torch)
 
 
 def _scalars(result: dict) -> dict:
@@ -89,7 +90,7 @@ def _check(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
 def _train(context: dg.AssetExecutionContext, store: ArtifactStore, fn) -> tuple[Draft, dict]:
     with writing(context, store) as draft:
         result = fn(draft.work)
-        (draft.work / "summary.json").write_text(json.dumps(result, indent=2, default=str))
+        (draft.work / SUMMARY_FILE).write_text(json.dumps(result, indent=2, default=str))
     return draft, result
 
 
@@ -164,14 +165,14 @@ def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, setting
 def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                      config: PreferenceDataRunConfig) -> dg.MaterializeResult:
     """On-policy pairs judged by verifiers and rules, plus the AI-feedback pairs."""
-    from pipeline_assets.posttrain import preference
+    from pipeline_assets.posttrain import preference_data
     reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.preference_data, config)
     prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts, profile.sft_data)
     # AI-feedback pairs come from SFT prompts: training pairs only, the held-out ones are prompts SFT never saw.
     extra = [{**pair, "heldout": False} for pair in data.read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")]
-    draft, result = _train(context, store, lambda work: preference.build_preference_pairs(
+    draft, result = _train(context, store, lambda work: preference_data.build_preference_pairs(
         reads(SFT), prompts, work, cfg, extra_pairs=extra, log=context.log.info))
     return finish(context, store, draft, reads, _scalars(result))
 
@@ -205,10 +206,10 @@ def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
 def reward_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                  config: RewardRunConfig) -> dg.MaterializeResult:
     """TRL RewardTrainer: a scalar head on the SFT trunk, trained on the preference pairs."""
-    from pipeline_assets.posttrain import preference
+    from pipeline_assets.posttrain import reward
     reads = Reads(store)
     cfg = overridden(settings.get().reward, config)
-    draft, result = _train(context, store, lambda work: preference.run_reward_model(
+    draft, result = _train(context, store, lambda work: reward.run_reward_model(
         cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info))
     return _model_result(context, store, draft, reads, result)
 
@@ -218,10 +219,10 @@ def reward_model(context: dg.AssetExecutionContext, store: ArtifactStore, settin
 def dpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
               config: DPORunConfig) -> dg.MaterializeResult:
     """TRL DPOTrainer (loss_type sigmoid/ipo/...; algorithm kto/orpo/simpo by config)."""
-    from pipeline_assets.posttrain import preference
+    from pipeline_assets.posttrain import dpo
     reads = Reads(store)
     cfg = overridden(settings.get().dpo, config)
-    draft, result = _train(context, store, lambda work: preference.run_dpo(
+    draft, result = _train(context, store, lambda work: dpo.run_dpo(
         cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info))
     return _model_result(context, store, draft, reads, result)
 
@@ -231,12 +232,12 @@ def dpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
 def rlhf_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                config: RLHFRunConfig) -> dg.MaterializeResult:
     """The SFT policy optimized against models/reward with a KL penalty (TRL RLOO; TRL 1.16 has no PPO)."""
-    from pipeline_assets.posttrain import preference
+    from pipeline_assets.posttrain import rlhf
     reads = Reads(store)
     profile = settings.get()
     cfg = overridden(profile.rlhf, config)
     prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts, profile.sft_data)
-    draft, result = _train(context, store, lambda work: preference.run_rlhf(
+    draft, result = _train(context, store, lambda work: rlhf.run_rlhf(
         cfg, reads(SFT), reads(REWARD), prompts, work, log=context.log.info))
     return _model_result(context, store, draft, reads, result)
 

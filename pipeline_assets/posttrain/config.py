@@ -3,7 +3,7 @@
 The profiles (pipeline_assets/profiles.py) and the typed Launchpad configs (run_config.py) are built from
 these at import time; keeping them apart from the trainers keeps the code location's import torch-free, so
 each Dagster run process starts in about a second instead of ~5 (a corpus backfill has ~14 of them).
-The stage modules (sft.py, rl.py, preference.py, ...) import their config from here.
+The stage modules (sft.py, rl.py, dpo.py, ...) import their config from here.
 """
 
 from __future__ import annotations

@@ -419,7 +419,8 @@ def _held(bench_dir: Path | None) -> tuple[dict[str, set[str]], set[str]]:
     return heldout_keys(bench_dir), qa_answers
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> str:
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    """Write `rows` as JSON lines atomically (tmp file, then rename); return the bytes' sha256."""
     data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
@@ -470,7 +471,7 @@ def build_sft_dataset(out_dir: Path, cfg: SFTDataConfig, bench_dir: Path | None)
         train += rows[n_val:]
     rng.shuffle(train)
     rng.shuffle(val)
-    sha = {SFT_FILE: _write_jsonl(out_dir / SFT_FILE, train), SFT_VAL_FILE: _write_jsonl(out_dir / SFT_VAL_FILE, val)}
+    sha = {SFT_FILE: write_jsonl(out_dir / SFT_FILE, train), SFT_VAL_FILE: write_jsonl(out_dir / SFT_VAL_FILE, val)}
     return {
         "rows": len(train), "val_rows": len(val),
         "counts": dict(Counter(r["kind"] for r in train)), "val_counts": dict(Counter(r["kind"] for r in val)),
@@ -525,8 +526,8 @@ def build_reasoning_dataset(out_dir: Path, cfg: ReasoningDataConfig, bench_dir: 
     rows = [{"prompt": [{"role": "user", "content": p}], "answer": a, "kind": k} for p, a, k in items]
     # GRPO's and distillation's in-training curves: the dev split, so nothing is tuned on the reported items.
     heldout = heldout_arithmetic(cfg.operand_max, cfg.heldout_size, cfg.operators, split="dev")
-    sha = {REASONING_FILE: _write_jsonl(out_dir / REASONING_FILE, rows),
-           HELDOUT_FILE: _write_jsonl(out_dir / HELDOUT_FILE, heldout)}
+    sha = {REASONING_FILE: write_jsonl(out_dir / REASONING_FILE, rows),
+           HELDOUT_FILE: write_jsonl(out_dir / HELDOUT_FILE, heldout)}
     return {
         "rows": len(rows), "counts": dict(Counter(k for _, _, k in items)), "heldout_rows": len(heldout),
         "heldout_source": "dev split of the arithmetic hash split (evals/benchmarks reports the test split)",

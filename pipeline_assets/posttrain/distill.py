@@ -4,7 +4,7 @@
         --heldout REASONING/heldout_arithmetic.jsonl --out-dir OUT
 
 `run_distill(cfg, teacher_dir, prompts_dataset_path, out_dir)` is what the asset calls; it returns JSON-able
-metadata and writes it to out_dir/train_meta.json. The student shares the teacher's tokenizer and vocab.
+metadata and writes it to out_dir/summary.json. The student shares the teacher's tokenizer and vocab.
 
 How (the default, method="gkd"):
   1. the teacher answers `num_prompts` training prompts greedily (its outputs ARE the training data), plus
@@ -48,16 +48,20 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.posttrain.common import LossHistory, save_checkpoint, trl_args
+from pipeline_assets.posttrain.common import (
+    LossHistory,
+    generate_replies,
+    load_causal_lm,
+    save_checkpoint,
+    trl_args,
+    write_summary,
+)
 from pipeline_assets.posttrain.config import DISTILL_METHODS, DistillConfig
 from pipeline_assets.posttrain.sft import (
     DEVICES,
     arithmetic_accuracy,
-    generate_replies,
-    load_causal_lm,
     load_tokenizer,
     trainable_and_total,
-    write_meta,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -265,7 +269,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
         "config": asdict(cfg),
     }
     meta["wall_time_s"] = round(time.perf_counter() - t_start, 2)
-    write_meta(out_dir, meta)
+    write_summary(out_dir, meta)
     log(f"distill | done in {meta['wall_time_s']:.0f}s | agreement {before_agree:.3f} -> {after_agree:.3f} | "
         f"held-out arithmetic {meta['heldout_arithmetic_accuracy_before']} -> {meta['heldout_arithmetic_accuracy']} "
         f"(teacher {meta['teacher_heldout_arithmetic_accuracy']})")

@@ -38,22 +38,21 @@ from typing import Any
 import torch
 
 from pipeline_assets.evals.benchmarks import check_arithmetic, is_refusal
-from pipeline_assets.posttrain.common import chat_generate, count_params
-from pipeline_assets.posttrain.config import FeedbackConfig, load_constitution
-from pipeline_assets.posttrain.preference import (
+from pipeline_assets.posttrain.common import (
     Log,
-    _config_dict,
     assistant,
-    is_benchmark_item,
-    load_bench_keys,
+    chat_generate,
+    config_dict,
+    count_params,
     load_policy,
     quiet_progress,
-    read_jsonl,
     set_threads,
     user,
-    write_jsonl,
-    write_meta,
+    write_summary,
 )
+from pipeline_assets.posttrain.config import FeedbackConfig, load_constitution
+from pipeline_assets.posttrain.data import read_jsonl, write_jsonl
+from pipeline_assets.posttrain.preference_data import is_benchmark_item, load_bench_keys
 
 CRITIQUE_TEMPLATE = (
     "Principle: {principle}\nRequest: {request}\nResponse: {response}\n"
@@ -154,7 +153,7 @@ def _clearly_wrong(answer: str, rng: random.Random) -> str:
 
 def label_with_judge(judge_dir: Path | None, prompts: list[dict], policy_dir: Path, out_dir: Path,
                      cfg: FeedbackConfig, log: Log = print) -> dict[str, Any]:
-    """Label policy samples with a constitution-following judge; write pairs.jsonl + meta.json into `out_dir`.
+    """Label policy samples with a constitution-following judge; write pairs.jsonl + summary.json into `out_dir`.
 
     `judge_dir` None uses the policy checkpoint itself as the judge (self-critique, as in Constitutional AI).
     Prompt records are the ones build_preference_pairs takes ({"prompt", "answer"} or {"prompt", "label"}, or
@@ -287,11 +286,11 @@ def label_with_judge(judge_dir: Path | None, prompts: list[dict], policy_dir: Pa
         "judge_time_s": round(judge_time_s, 3),
         "wall_time_s": round(time.perf_counter() - t0, 3),
         "examples": [{k: p[k] for k in ("prompt", "chosen", "rejected", "judge_margin")} for p in pairs[:3]],
-        "config": _config_dict(cfg),
+        "config": config_dict(cfg),
     }
     log(f"ai_feedback | {len(pairs)} pairs ({ties} ties) | revisions {revised}/{len(to_revise)} | rule agreement "
         f"{result['rule_agreement']} on {n_comp} | reference check {reference_accuracy} | {result['wall_time_s']:.0f}s")
-    write_meta(out_dir, result)
+    write_summary(out_dir, result)
     return result
 
 

@@ -28,15 +28,15 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.posttrain.config import QUANTIZE_METHODS, QuantizeConfig
-from pipeline_assets.posttrain.preference import (
+from pipeline_assets.posttrain.common import (
     SAMPLE_PROMPTS,
     Log,
-    _config_dict,
+    config_dict,
     quiet_progress,
     set_threads,
-    write_meta,
+    write_summary,
 )
+from pipeline_assets.posttrain.config import QUANTIZE_METHODS, QuantizeConfig
 
 
 def _torchao_config(cfg: QuantizeConfig) -> Any:
@@ -136,12 +136,12 @@ def quantize(cfg: QuantizeConfig, src_dir: Path, out_dir: Path, probe_prompts: l
         "samples": [{"prompt": p, "parent": tok.decode(a, skip_special_tokens=True),
                      "quantized": tok.decode(b, skip_special_tokens=True)}
                     for p, a, b in zip(prompts, base["completions"], quant["completions"], strict=True)],
-        "config": _config_dict(cfg),
+        "config": config_dict(cfg),
     }
     log(f"quantize | {cfg.method} | {size_before / 1e6:.2f} MB -> {size_after / 1e6:.2f} MB | tok/s "
         f"{result['tokens_per_s_before']} -> {result['tokens_per_s_after']} | max logit diff {max_diff:.4f} | "
         f"greedy agreement {result['greedy_agreement']:.2f}")
-    write_meta(out_dir, result)
+    write_summary(out_dir, result)
     return result
 
 

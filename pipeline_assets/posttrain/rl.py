@@ -4,7 +4,7 @@
         --heldout REASONING/heldout_arithmetic.jsonl --out-dir OUT
 
 `run_grpo(cfg, policy_dir, dataset_path, out_dir, heldout)` is what the asset calls; it returns JSON-able
-metadata (held-out accuracy before/after, reward and loss history) and writes it to out_dir/train_meta.json.
+metadata (held-out accuracy before/after, reward and loss history) and writes it to out_dir/summary.json.
 
 Rewards are plain functions `f(completions, **dataset_columns) -> list[float]` looked up in REWARD_FUNCS
 (unknown names raise and list the valid ones, like TRL's own registry):
@@ -39,16 +39,14 @@ from typing import Any
 import torch
 
 from pipeline_assets.evals.benchmarks import check_arithmetic
-from pipeline_assets.posttrain.common import LossHistory, save_checkpoint, trl_args
+from pipeline_assets.posttrain.common import LossHistory, load_causal_lm, save_checkpoint, trl_args, write_summary
 from pipeline_assets.posttrain.config import REWARD_NAMES, GRPOStageConfig
 from pipeline_assets.posttrain.sandbox import code_execution_reward
 from pipeline_assets.posttrain.sft import (
     DEVICES,
     HeldoutCurve,
     arithmetic_accuracy,
-    load_causal_lm,
     load_tokenizer,
-    write_meta,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -200,7 +198,7 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
         "config": asdict(cfg),
     }
     meta["wall_time_s"] = round(time.perf_counter() - t_start, 2)
-    write_meta(out_dir, meta)
+    write_summary(out_dir, meta)
     log(f"grpo | done in {meta['wall_time_s']:.0f}s | reward {meta['reward_first']} -> {meta['reward_final']} | "
         f"held-out arithmetic {before['accuracy']:.3f} -> {after['accuracy']:.3f}")
     return meta

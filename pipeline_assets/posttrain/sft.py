@@ -5,7 +5,7 @@
     python -m pipeline_assets.posttrain.sft ... --lora --merged-dir OUT_MERGED --lr 3e-3
 
 `run_sft(cfg, base_dir, dataset_path, out_dir, merged_dir)` is what the asset calls; it returns JSON-able
-metadata and also writes it to `out_dir/train_meta.json` (last, as a completion marker).
+metadata and also writes it to `out_dir/summary.json (common.SUMMARY_FILE)` (last, as a completion marker).
 
 Loss is on assistant tokens only (`assistant_only_loss`): our ChatML template wraps each reply AND its
 <|im_end|> in `{% generation %}`, so the model learns to answer and then stop on eos (the tokenizer's
@@ -21,7 +21,6 @@ Measured numbers for the tiny profile (CPU, one thread) are in SFTStageConfig's 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import tempfile
@@ -35,40 +34,18 @@ import torch
 from transformers import TrainerCallback
 
 from pipeline_assets.evals.benchmarks import check_arithmetic
-from pipeline_assets.posttrain.common import LossHistory, device_for, save_checkpoint, trl_args
+from pipeline_assets.posttrain.common import (
+    LossHistory,
+    generate_replies,
+    load_causal_lm,
+    save_checkpoint,
+    trl_args,
+    write_summary,
+)
 from pipeline_assets.posttrain.config import DEVICES, SFTStageConfig
 
-META_FILE = "train_meta.json"
-
-
-
 # ---------------------------------------------------------------------------------------------------------
-# Generation and scoring (shared by rl.py and distill.py)
-
-
-@torch.no_grad()
-def generate_replies(model: Any, tok: Any, prompts: Sequence[str], max_new_tokens: int,
-                     batch_size: int = 64) -> list[tuple[str, bool]]:
-    """Greedy single-turn chat replies as (text, stopped_on_eos); text is cut at the first eos.
-
-    Unlike common.chat_generate this keeps whether the reply ended with eos within the budget, which is
-    what `chat_format_ok` measures.
-    """
-    model.eval()
-    tok.padding_side = "left"
-    eos = tok.eos_token_id
-    out: list[tuple[str, bool]] = []
-    for i in range(0, len(prompts), batch_size):
-        texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                         add_generation_prompt=True) for p in prompts[i:i + batch_size]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                             top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=eos)
-        for row in gen[:, enc["input_ids"].shape[1]:].tolist():
-            stopped = eos in row
-            ids = row[:row.index(eos)] if stopped else row
-            out.append((tok.decode(ids, skip_special_tokens=True).strip(), stopped))
-    return out
+# Scoring (shared by rl.py and distill.py); generation and loading live in common.py
 
 
 def arithmetic_accuracy(model: Any, tok: Any, heldout: Sequence[dict], max_new_tokens: int = 8,
@@ -112,16 +89,6 @@ def load_tokenizer(model_dir: Path, need_generation_markers: bool) -> Any:
     if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
         raise ValueError(f"{model_dir}: the tokenizer needs its own pad token (pad == eos teaches 'never stop')")
     return tok
-
-
-def load_causal_lm(model_dir: Path, device: str) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    if not (Path(model_dir) / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} has no config.json; pass an HF checkpoint dir (models/base or a "
-                                "post-training stage's out_dir)")
-    # fp32 master weights on CPU and GPU alike; TRL applies bf16 autocast on GPUs that support it.
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device_for(device))
 
 
 class HeldoutCurve(TrainerCallback):
@@ -181,12 +148,6 @@ class BucketSampler(torch.utils.data.Sampler[int]):
 def length_band(n_tokens: int) -> int:
     """Length bands 1.5x wide (..., 23-34, 35-51, 52-77, ... tokens) for data without a `kind` column."""
     return round(math.log(max(2, n_tokens)) / math.log(1.5))
-
-
-def write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
-    tmp = Path(out_dir) / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(Path(out_dir) / META_FILE)
 
 
 def trainable_and_total(model: torch.nn.Module) -> tuple[int, int]:
@@ -346,9 +307,9 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "config": asdict(cfg),
     }
     meta["wall_time_s"] = round(time.perf_counter() - t_start, 2)
-    write_meta(out_dir, meta)
+    write_summary(out_dir, meta)
     if merged_dir is not None:  # the merged model is what later stages load; its dir carries the lineage too
-        write_meta(Path(merged_dir), meta)
+        write_summary(Path(merged_dir), meta)
     log(f"sft | done in {meta['wall_time_s']:.0f}s | loss {meta['train_loss_first']} -> {meta['train_loss_final']}"
         f" | held-out arithmetic {meta['heldout_arithmetic_accuracy_before']} -> "
         f"{meta['heldout_arithmetic_accuracy']} | chat_format_ok {meta['chat_format_ok']}")
