@@ -1,0 +1,169 @@
+"""Slow: does the chain's claimed value hold? A pretraining control and a 3-seed rerun of post-training.
+
+Run: python -m pytest -q -m slow tests/test_slow_chain.py -s     (tens of minutes on 2 busy cores)
+
+One module fixture builds a pretrained base exactly as the default graph does: the real default sources
+(synthetic_arithmetic included), the tiny profile, ``models/base`` and the SFT / reasoning datasets
+materialized in process through Dagster. Then:
+
+- test_pretraining_matters: the tiny SFT recipe from that base vs from a random init of the same architecture
+  and tokenizer (same data, steps, seed), both scored on the benchmark's test split through the chat template,
+  compared item by item (exact McNemar). Numbers: test-artifacts/pretraining_control.json.
+- test_post_training_gains_hold_for_every_seed: for seeds 0, 1, 2, base (plain few-shot) -> SFT -> GRPO on
+  the same test split; each gain must hold for every seed. Numbers: test-artifacts/seed_chain.json.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import torch
+from conftest import materialize_in_process, published
+
+# Stage functions and their configs: kept in one place (posttrain modules may be split and renamed).
+from pipeline_assets.definitions import build_definitions
+from pipeline_assets.evals.config import EVAL_PROFILES
+from pipeline_assets.evals.harness import eval_arithmetic, load_causal_lm
+from pipeline_assets.evals.stats import discordant, paired_test, wilson_ci
+from pipeline_assets.posttrain.data import HELDOUT_FILE, REASONING_FILE, SFT_FILE, SFT_VAL_FILE, read_jsonl
+from pipeline_assets.posttrain.rl import run_grpo
+from pipeline_assets.posttrain.sft import run_sft
+from pipeline_assets.profiles import PROFILES
+from pipeline_assets.reports.gates import GATE_PROFILES
+
+pytestmark = pytest.mark.slow
+
+PROFILE = PROFILES["tiny"]
+GATES = GATE_PROFILES["tiny"]
+EVAL = EVAL_PROFILES["tiny"]  # arithmetic_limit=None: every test-split item
+SEEDS = (0, 1, 2)
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# The honest target of the control: pretraining is worth at least 5 points of SFT accuracy, significantly.
+# Measured (2 busy cores, one run): SFT from the base 0.200 (48/240) vs from a random init 0.096 (23/240),
+# +10.4 points, 95% CI [+4.2, +16.7], exact McNemar p=0.0022 (44 vs 19 discordant items). Passes.
+# Seeds 0/1/2: base (plain) 0.025 -> SFT 0.200/0.163/0.117 (all p<0.001: passes the sft gate) -> GRPO
+# 0.233/0.163/0.108 (+3.3 p=0.20, +0.0 p=1.0, -0.8 p=0.77): the GRPO assertion FAILS for every seed with the
+# tiny 50-step GRPO recipe. Left failing on purpose: it is the target, not a measured-to-pass threshold.
+CONTROL_MIN_GAIN, CONTROL_ALPHA = 0.05, 0.05
+GRPO_ALPHA = GATES.alpha
+
+
+def _write(name: str, data: dict) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / name).write_text(json.dumps(data, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """models/base, datasets/sft, datasets/reasoning and evals/benchmarks as the default graph builds them."""
+    root = tmp_path_factory.mktemp("slow_chain")
+    defs = build_definitions(root=str(root), landing=str(root / "landing"), builtin_sources=True)
+    keys = [dg.AssetKey(["models", "base"]), dg.AssetKey(["datasets", "sft"]), dg.AssetKey(["datasets", "reasoning"])]
+    with dg.instance_for_test() as inst:
+        results = materialize_in_process(defs, inst, dg.AssetSelection.assets(*keys).upstream())
+        assert all(r.success for r in results)
+        yield {"root": root, "work": root / "runs",
+               "base": published(root, "models/base").resolve(),
+               "sft_data": published(root, "datasets/sft").resolve(),
+               "reasoning": published(root, "datasets/reasoning").resolve(),
+               "test": read_jsonl(published(root, "evals/benchmarks").resolve() / "arithmetic.jsonl"),
+               "sft_runs": {}, "scores": {}}
+
+
+def _score(chain: dict, model_dir: Path, fmt: str = "chat") -> list[float]:
+    """0/1 per test-split item (the benchmark's reported split), cached per (model, format)."""
+    key = (str(model_dir), fmt)
+    if key not in chain["scores"]:
+        model, tok = load_causal_lm(model_dir)
+        out = eval_arithmetic(model, tok, chain["test"], replace(EVAL, arithmetic_format=fmt))
+        chain["scores"][key] = out["items"]["arithmetic_accuracy"]["scores"]
+    return chain["scores"][key]
+
+
+def _sft(chain: dict, base: Path, name: str, seed: int) -> tuple[Path, dict]:
+    """The tiny profile's SFT recipe (seed overridden) from ``base``; cached so both tests share seed 0."""
+    if name not in chain["sft_runs"]:
+        out = chain["work"] / name
+        meta = run_sft(replace(PROFILE.sft, seed=seed), base, chain["sft_data"] / SFT_FILE, out,
+                       val_dataset_path=chain["sft_data"] / SFT_VAL_FILE)
+        chain["sft_runs"][name] = (out, meta)
+    return chain["sft_runs"][name]
+
+
+def _random_init(chain: dict, seed: int = 0) -> Path:
+    """The base's architecture and tokenizer with fresh weights: the control for what pretraining adds."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out = chain["work"] / "random_init"
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(chain["base"])).save_pretrained(out)
+    AutoTokenizer.from_pretrained(chain["base"]).save_pretrained(out)
+    return out
+
+
+def _summary(scores: list[float]) -> dict:
+    k, n = int(sum(scores)), len(scores)
+    lo, hi = wilson_ci(k, n)
+    return {"accuracy": round(k / n, 4), "correct": k, "n": n, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def _compare(a: list[float], b: list[float]) -> dict:
+    """a vs b on the same items: delta, bootstrap CI, exact McNemar p and the discordant counts."""
+    only_a, only_b = discordant(a, b)
+    return {**paired_test(a, b), "only_a": only_a, "only_b": only_b}
+
+
+def test_pretraining_matters(chain):
+    random_dir = _random_init(chain)
+    pre_dir, pre_meta = _sft(chain, chain["base"], "sft_pretrained_s0", 0)
+    rnd_dir, rnd_meta = _sft(chain, random_dir, "sft_random_s0", 0)
+    pre, rnd = _score(chain, pre_dir), _score(chain, rnd_dir)
+    result = {
+        "task": "tiny arithmetic test split (chat template, greedy)", "sft_config": pre_meta["config"],
+        "base_plain": _summary(_score(chain, chain["base"], "plain")),
+        "random_init_plain": _summary(_score(chain, random_dir, "plain")),
+        "sft_from_pretrained": {**_summary(pre), "val_loss": pre_meta["val_loss"],
+                                "train_loss_final": pre_meta["train_loss_final"],
+                                "train_time_s": pre_meta["train_time_s"]},
+        "sft_from_random_init": {**_summary(rnd), "val_loss": rnd_meta["val_loss"],
+                                 "train_loss_final": rnd_meta["train_loss_final"],
+                                 "train_time_s": rnd_meta["train_time_s"]},
+        "pretrained_minus_random": _compare(pre, rnd),
+        "target": {"min_gain": CONTROL_MIN_GAIN, "alpha": CONTROL_ALPHA},
+    }
+    _write("pretraining_control.json", result)
+    print("\npretraining control:", json.dumps(result, indent=2))
+    diff = result["pretrained_minus_random"]
+    assert diff["delta"] >= CONTROL_MIN_GAIN and diff["p_value"] < CONTROL_ALPHA, diff
+
+
+def test_post_training_gains_hold_for_every_seed(chain):
+    base = _score(chain, chain["base"], "plain")
+    heldout = read_jsonl(chain["reasoning"] / HELDOUT_FILE)  # dev split: GRPO's own before/after curve
+    per_seed = {}
+    for seed in SEEDS:
+        sft_dir, sft_meta = _sft(chain, chain["base"], f"sft_pretrained_s{seed}", seed)
+        grpo_dir = chain["work"] / f"grpo_s{seed}"
+        grpo_meta = run_grpo(replace(PROFILE.grpo, seed=seed), sft_dir, chain["reasoning"] / REASONING_FILE,
+                             grpo_dir, heldout)
+        sft, grpo = _score(chain, sft_dir), _score(chain, grpo_dir)
+        per_seed[seed] = {"base_plain": _summary(base), "sft": _summary(sft), "grpo": _summary(grpo),
+                          "sft_minus_base": _compare(sft, base), "grpo_minus_sft": _compare(grpo, sft),
+                          "sft_train_time_s": sft_meta["train_time_s"], "grpo_train_time_s": grpo_meta["train_time_s"]}
+        print(f"\nseed {seed}:", json.dumps(per_seed[seed], indent=2))
+    sft_alpha = GATES.stage_alpha("models/sft")
+    result = {"seeds": per_seed, "targets": {"sft_min_gain": GATES.min_target_improvement, "sft_alpha": sft_alpha,
+                                             "grpo_min_gain": 0.0, "grpo_alpha": GRPO_ALPHA}}
+    _write("seed_chain.json", result)
+    failures = []
+    for seed, r in per_seed.items():
+        s, g = r["sft_minus_base"], r["grpo_minus_sft"]
+        if not (s["delta"] > GATES.min_target_improvement and s["p_value"] < sft_alpha):
+            failures.append(f"seed {seed}: sft - base {s['delta']:+.4f} p={s['p_value']}")
+        if not (g["delta"] > 0 and g["p_value"] < GRPO_ALPHA):
+            failures.append(f"seed {seed}: grpo - sft {g['delta']:+.4f} p={g['p_value']}")
+    assert not failures, failures
