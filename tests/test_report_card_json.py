@@ -169,5 +169,7 @@ def test_report_card_json_schema_and_markdown_rendered_from_it(tmp_path: Path) -
     # Rendered from the JSON: its reasons, its CI and its release verdict appear verbatim.
     assert dpo["reason"] in md and "[0.6, 0.86]" in md and "**grpo: released**" in md
     assert "⏸ not enforced" in md
+    control = card["controls"]["pretraining"]  # measured by tests/test_slow_chain.py, quoted in the card
+    assert control["from_pretrained"] > control["from_random_init"] and "## Does pretraining matter" in md
     assert validate_report_card({"stages": {}, "gates": [{"stage": "x", "name": "y", "status": "skipped",
                                                           "reason": ""}], "release": {}}) != []

@@ -68,6 +68,15 @@ from matplotlib.figure import Figure
 NOT_MATERIALIZED = "_not materialized_"
 REPORT_NAME = "report_card.md"
 JSON_NAME = "report_card.json"
+
+# Too slow for the default graph (a second SFT from a random init): measured by tests/test_slow_chain.py
+# (`python -m pytest -m slow tests/test_slow_chain.py`), quoted here and in the README with its commit.
+PRETRAINING_CONTROL: dict[str, Any] = {
+    "question": "does pretraining matter: the same SFT (tiny recipe, seed 0, same data) from the pretrained base "
+                "vs from a random init of the same model and tokenizer",
+    "metric": "arithmetic_accuracy", "n": 240, "from_pretrained": 0.200, "from_random_init": 0.096,
+    "delta": 0.104, "ci95": [0.042, 0.167], "p_value": 0.0022, "test": "mcnemar_exact",
+    "measured_by": "tests/test_slow_chain.py::test_pretraining_matters", "commit": "b0b5635"}
 GATE_STATUSES = ("pass", "fail", "not_enforced")
 TARGET_KEYS = ("metric", "value", "n", "ci95", "delta_vs_parent", "p_value")
 LIBRARIES = ("torch", "transformers", "trl", "tokenizers", "datasets", "peft", "datatrove", "dagster")
@@ -345,7 +354,8 @@ def build_report_card_json(data: Mapping[str, Any]) -> dict[str, Any]:
                        "status": g["status"], "reason": g.get("reason") or "; ".join(g.get("messages") or [])}
                       for g in gates.get("gates", [])],
             "release": {"stage": short_stage(release.get("stage")), "released": bool(release.get("released")),
-                        "blocked_by": list(release.get("blocked_by") or [])}}
+                        "blocked_by": list(release.get("blocked_by") or [])},
+            "controls": {"pretraining": PRETRAINING_CONTROL}}
 
 
 def validate_report_card(card: Mapping[str, Any]) -> list[str]:
@@ -393,6 +403,14 @@ def _section_targets(card: Mapping[str, Any]) -> str:
     return ("## Targets\n\nWhat each stage is for, with its 95% interval and the paired test vs the parent "
             "(– where no per-item data or no parent exists).\n\n"
             + table(["stage", "parent", "target", "value", "n", "95% CI", "Δ vs parent", "p"], rows) + "\n")
+
+
+def _section_control(c: Mapping[str, Any]) -> str:
+    sign = "+" if c["delta"] >= 0 else ""
+    return (f"## Does pretraining matter\n\nThe same SFT from the pretrained base reaches {fmt(c['from_pretrained'])} "
+            f"{c['metric']} (n={c['n']}), from a random init {fmt(c['from_random_init'])}: {sign}{fmt(c['delta'])}, "
+            f"95% CI {_ci(c['ci95'])}, p={fmt(c['p_value'])} ({c['test']}; measured by `{c['measured_by']}` "
+            f"at {c['commit']}).\n")
 
 
 def _section_release(card: Mapping[str, Any]) -> str:
@@ -499,6 +517,7 @@ def render_report_card(data: Mapping[str, Any], out_dir: Path | str) -> dict[str
 
     if card["stages"]:
         parts.append(_section_targets(card))
+        parts.append(_section_control(card["controls"]["pretraining"]))
     parts.append(_section_gates(card, data.get("gates")))
     if data.get("gates"):
         parts.append(_section_release(card))
