@@ -69,7 +69,7 @@ SFT_DATA = SFTDataConfig(arithmetic=1900, operand_max=OPERAND_MAX, operators=OPS
                          benign=60, identity=12)
 REASONING_DATA = ReasoningDataConfig(size=1900, operand_max=OPERAND_MAX, operators=OPS)
 SFT_CFG = SFTStageConfig()  # the tiny defaults: 400 steps x 64, lr 1e-3
-GRPO_CFG = GRPOStageConfig()  # the tiny defaults: 50 steps, G=8, 32 completions/step, lr 3e-5
+GRPO_CFG = GRPOStageConfig(max_steps=50)  # tiny defaults but 50 steps: G=8, 32 completions/step, lr 3e-5
 _ARITH = re.compile(r"^What is (\d+) ([+-]) (\d+)\?$")
 
 
