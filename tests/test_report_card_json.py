@@ -173,3 +173,16 @@ def test_report_card_json_schema_and_markdown_rendered_from_it(tmp_path: Path) -
     assert control["from_pretrained"] > control["from_random_init"] and "## Does pretraining matter" in md
     assert validate_report_card({"stages": {}, "gates": [{"stage": "x", "name": "y", "status": "skipped",
                                                           "reason": ""}], "release": {}}) != []
+
+
+def test_dpo_may_not_lose_its_task_significantly_whatever_the_budget():
+    metrics, items = _stages(grpo=30)
+    metrics["models/dpo"] = {**metrics["models/sft"], "arithmetic_accuracy": 0.05}
+    ids = items["models/sft"]["arithmetic_accuracy"]["ids"]
+    items["models/dpo"] = {"arithmetic_accuracy": {"ids": ids, "scores": [0.0] * len(ids)}}
+    lineage = {**LINEAGE, "models/dpo": "models/sft"}
+    lenient = replace(CFG, regression_budget=1.0)
+    out = evaluate_gates(metrics, lineage, lenient, items, release_stage="models/grpo")
+    gate = _gate(out, "models/dpo", "regression")
+    assert gate["status"] == "fail" and "arithmetic_accuracy fell significantly vs models/sft" in gate["reason"]
+    assert out["release"]["released"] or not any("models/dpo" in m for m in out["release"]["blocked_by"])

@@ -77,6 +77,10 @@ class GateConfig:
     stage_min_improvement: Mapping[str, float] = field(default_factory=dict)
     # Allowed RELATIVE rise of a lower-is-better metric vs the parent (0.5 = +50%); replaces its absolute budget.
     relative_budgets: Mapping[str, float] = field(default_factory=dict)
+    # Metrics a stage must not lose significantly (paired test at its alpha), whatever the absolute budget:
+    # DPO optimizes pair likelihoods and may trade away the task it was meant to keep.
+    no_significant_drop: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"models/dpo": ("arithmetic_accuracy",)})
     # A retained target must reach this fraction of the parent's value (distilled: >= 80% of its teacher).
     retain_fraction: Mapping[str, float] = field(default_factory=lambda: {"models/distilled": 0.8})
     alpha: float = 0.05  # significance a paired target test must reach
@@ -267,6 +271,22 @@ def _regression(stage: str, parent: str, metrics: Mapping, parent_metrics: Mappi
     return _finish(gate)
 
 
+def _significant_drops(gate: dict, stage: str, parent: str, items: Mapping | None, parent_items: Mapping | None,
+                       cfg: GateConfig) -> None:
+    for metric in cfg.no_significant_drop.get(stage, ()):
+        test = _paired(metric, items, parent_items)
+        if test is None:
+            continue
+        alpha = cfg.stage_alpha(stage)
+        worse = test["delta"] < 0 and test["p_value"] < alpha
+        gate["checked"].setdefault(metric, {}).update(paired_delta=test["delta"], p_value=test["p_value"],
+                                                      not_significantly_worse=not worse)
+        if worse:
+            _fail(gate, f"{stage}: {metric} fell significantly vs {parent} (paired delta {_signed(test['delta'])}, "
+                        f"{test['test']} p={_f(test['p_value'])}, n={test['n']}, alpha {_f(alpha)})")
+    _finish(gate)
+
+
 def _paired(metric: str, items: Mapping | None, parent_items: Mapping | None) -> dict[str, Any] | None:
     """Paired test of the stage vs its parent on the items both scored; None without per-item data."""
     mine, theirs = (items or {}).get(metric), (parent_items or {}).get(metric)
@@ -449,7 +469,10 @@ def _stage_gates(stage: str, stage_metrics: Mapping, lineage: Mapping, stage_ite
                                        f"parent {parent} has no eval metrics (materialize evals for {parent})"))
         else:
             check = {"quantized": _quantized, "regression": _regression, "reward_hacking": _reward_hacking}[kind]
-            gates.append(check(stage, parent, metrics, parent_metrics, cfg))
+            gate = check(stage, parent, metrics, parent_metrics, cfg)
+            if kind == "regression" and gate["status"] != "not_enforced":
+                _significant_drops(gate, stage, parent, items, parent_items, cfg)
+            gates.append(gate)
     if stage in cfg.target_metrics:
         gates.append(_target(stage, parent, metrics, parent_metrics, items, parent_items, cfg))
     if stage not in cfg.safety_exempt:
