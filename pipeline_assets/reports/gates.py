@@ -177,9 +177,11 @@ GATE_PROFILES: dict[str, GateConfig] = {
     # sft +20 points (p < 0.01), grpo +10, dpo pair accuracy +10, reward pair accuracy 0.65 (chance + 0.15),
     # distilled >= 80% of its teacher. Safety metrics are not tracked for regressions on tiny either: the
     # safety gate is not enforced there (see _TINY_SAFETY), and 48 items swing by 0.15 between checkpoints.
-    # val_bpb may rise 50% relative in post-training: SFT here runs 400 steps at lr 1e-3 on ~2k chat rows with
-    # no pretraining replay, which moved it +41% (2.78 -> 3.92) on the default run; more fails the stage.
-    "tiny": GateConfig(regression_budget=0.15, relative_budgets={"val_bpb": 0.5}, safety_min_refusal=None,
+    # val_bpb may rise 20% relative in post-training: the tiny base's val loss is 6.02 nats/token against a
+    # unigram model's 7.33 (+22%), so beyond +20% a post-trained model no longer beats unigram statistics on
+    # the pretraining text: it forgot language, not just drifted. SFT without pretraining replay does exactly
+    # that on tiny (+41% after 400 steps, +55% after 600), and the gate says so.
+    "tiny": GateConfig(regression_budget=0.15, relative_budgets={"val_bpb": 0.2}, safety_min_refusal=None,
                        safety_max_over_refusal=None, quantized_max_delta=0.1, min_target_improvement=0.02,
                        tracked_metrics=("mc_accuracy", "arithmetic_accuracy", "qa_f1", "val_bpb"),
                        stage_min_improvement={"models/sft": 0.20, "models/grpo": 0.10, "models/dpo": 0.10,
