@@ -7,6 +7,7 @@ Every stage takes an HF checkpoint dir (model + tokenizer with the ChatML templa
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -305,6 +306,19 @@ def write_summary(out_dir: Path, result: dict[str, Any]) -> None:
     tmp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(Path(out_dir) / SUMMARY_FILE)
 
+
+
+def stage_cli(parser: argparse.ArgumentParser, config_cls: type, run: Callable[[Any, argparse.Namespace], dict],
+              argv: list[str] | None, overrides: Callable[[argparse.Namespace], list[str]] = lambda _: []) -> dict:
+    """The shared tail of every stage's command line: --out and --set, build the config, run, print the result."""
+    parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="config override")
+    args = parser.parse_args(argv)
+    cfg = cli_config(config_cls, [*args.set, *overrides(args)])
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = run(cfg, args)
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("history")}, indent=2, default=str))
+    return result
 
 
 def cli_config(cls: type, overrides: list[str]) -> Any:

@@ -9,7 +9,6 @@ Plain Python, no Dagster: the `models/dpo` asset calls `run_dpo` and records the
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from pipeline_assets.posttrain.common import (
     Log,
     LossHistory,
     chat_generate,
-    cli_config,
     completion_logps,
     config_dict,
     fixed_samples,
@@ -27,6 +25,7 @@ from pipeline_assets.posttrain.common import (
     quiet_progress,
     save_checkpoint,
     set_threads,
+    stage_cli,
     train_quietly,
     trl_args,
     write_summary,
@@ -189,14 +188,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sft", type=Path, required=True, help="SFT checkpoint dir")
     parser.add_argument("--pairs", type=Path, required=True, help="datasets/preferences dir")
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="dpo")
-    parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="config override")
-    args = parser.parse_args(argv)
-    cfg = cli_config(DPOStageConfig, [*args.set, f"algorithm={args.algorithm}"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = run_dpo(cfg, args.sft, args.pairs, args.out)
-    print(json.dumps({k: v for k, v in result.items() if not k.endswith("history")}, indent=2))
-    return result
+
+    def run(cfg: DPOStageConfig, args: argparse.Namespace) -> dict[str, Any]:
+        return run_dpo(cfg, args.sft, args.pairs, args.out)
+
+    return stage_cli(parser, DPOStageConfig, run, argv, overrides=lambda args: [f"algorithm={args.algorithm}"])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import random
 import re
 import time
@@ -45,12 +44,12 @@ from pipeline_assets.posttrain.common import (
     Log,
     assistant,
     chat_generate,
-    cli_config,
     config_dict,
     fixed_samples,
     load_policy,
     quiet_progress,
     set_threads,
+    stage_cli,
     user,
     write_summary,
 )
@@ -262,14 +261,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="llmdag datasets/preferences: on-policy pairs judged by rule.")
     parser.add_argument("--policy", type=Path, required=True, help="SFT checkpoint dir to sample from")
     parser.add_argument("--prompts", type=Path, required=True, help="prompt records, JSONL")
-    parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="config override")
-    args = parser.parse_args(argv)
-    cfg = cli_config(PreferenceDataConfig, args.set)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = build_preference_pairs(args.policy, read_jsonl(args.prompts), args.out, cfg)
-    print(json.dumps({k: v for k, v in result.items() if not k.endswith("history")}, indent=2))
-    return result
+
+    def run(cfg: PreferenceDataConfig, args: argparse.Namespace) -> dict[str, Any]:
+        return build_preference_pairs(args.policy, read_jsonl(args.prompts), args.out, cfg)
+
+    return stage_cli(parser, PreferenceDataConfig, run, argv)
 
 
 if __name__ == "__main__":

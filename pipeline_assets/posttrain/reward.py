@@ -10,7 +10,6 @@ Plain Python, no Dagster: the `models/reward` asset calls `run_reward_model` and
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,11 @@ from pipeline_assets.posttrain.common import (
     LossHistory,
     Messages,
     assistant,
-    cli_config,
     config_dict,
     encode_right_padded,
     quiet_progress,
     save_checkpoint,
+    stage_cli,
     train_quietly,
     trl_args,
     user,
@@ -151,14 +150,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="llmdag models/reward: TRL RewardTrainer on the preference pairs.")
     parser.add_argument("--sft", type=Path, required=True, help="SFT checkpoint dir")
     parser.add_argument("--pairs", type=Path, required=True, help="datasets/preferences dir")
-    parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="config override")
-    args = parser.parse_args(argv)
-    cfg = cli_config(RewardModelConfig, args.set)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = run_reward_model(cfg, args.sft, args.pairs, args.out)
-    print(json.dumps({k: v for k, v in result.items() if not k.endswith("history")}, indent=2))
-    return result
+
+    def run(cfg: RewardModelConfig, args: argparse.Namespace) -> dict[str, Any]:
+        return run_reward_model(cfg, args.sft, args.pairs, args.out)
+
+    return stage_cli(parser, RewardModelConfig, run, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ are those of preference_data.py; the train/held-out split and the benchmark filt
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,13 @@ from pipeline_assets.posttrain.common import (
     LossHistory,
     assistant,
     chat_generate,
-    cli_config,
     config_dict,
     fixed_samples,
     load_policy,
     quiet_progress,
     save_checkpoint,
     set_threads,
+    stage_cli,
     train_quietly,
     trl_args,
     user,
@@ -161,14 +160,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sft", type=Path, required=True, help="SFT checkpoint dir")
     parser.add_argument("--reward", type=Path, required=True, help="models/reward dir")
     parser.add_argument("--prompts", type=Path, required=True, help="prompt records, JSONL")
-    parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="config override")
-    args = parser.parse_args(argv)
-    cfg = cli_config(RLHFConfig, args.set)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = run_rlhf(cfg, args.sft, args.reward, read_jsonl(args.prompts), args.out)
-    print(json.dumps({k: v for k, v in result.items() if not k.endswith("history")}, indent=2))
-    return result
+
+    def run(cfg: RLHFConfig, args: argparse.Namespace) -> dict[str, Any]:
+        return run_rlhf(cfg, args.sft, args.reward, read_jsonl(args.prompts), args.out)
+
+    return stage_cli(parser, RLHFConfig, run, argv)
 
 
 if __name__ == "__main__":
