@@ -104,3 +104,17 @@ def test_each_profile_reports_arithmetic_on_the_space_it_trains_on():
                                                               profile.reasoning_data)}
         assert len(task) == 1, (profile.name, task)
         profile.benchmarks.validate()
+
+
+def test_cli_writes_an_instance_config_only_where_none_exists(tmp_path):
+    from pipeline_assets.cli import ensure_instance_config
+
+    ensure_instance_config(tmp_path)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1  # Dagster's default is 5
+    finally:
+        instance.dispose()
+    (tmp_path / "dagster.yaml").write_text("# the user's own\n")
+    ensure_instance_config(tmp_path)
+    assert (tmp_path / "dagster.yaml").read_text() == "# the user's own\n"
