@@ -83,21 +83,30 @@ def test_symlinked_asset_dir_leading_outside_the_root_is_refused(tmp_path):
         ArtifactStore(root=str(root)).slot("a/b", "p1")
 
 
-def _concurrent_writer(root: str, n: int, barrier) -> str:
+def _concurrent_writer(root: str, n: int, barrier, names) -> None:
     store = ArtifactStore(root=root)
     with store.writing("corpus/x", "src", run_id=f"writer{n}") as draft:
-        barrier.wait()  # both writers are mid-write at once
+        barrier.wait(timeout=60)  # both writers are mid-write at once
         for i in range(200):
             (draft.work / f"part_{i:03d}.txt").write_text(f"{n}\n" * 100)
     store.publish(draft.version)
-    return draft.version.name
+    names.put(draft.version.name)
 
 
 def test_two_processes_writing_the_same_partition_leave_complete_versions(tmp_path):
+    # Two plain processes, not a Pool: a Pool whose worker dies loses its task and waits forever (seen once
+    # on a loaded machine); here a dead or stuck writer is a failure with its exit code, within a deadline.
     ctx = mp.get_context("spawn")
-    barrier = ctx.Manager().Barrier(2)
-    with ctx.Pool(2) as pool:
-        names = pool.starmap(_concurrent_writer, [(str(tmp_path), n, barrier) for n in (1, 2)])
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    writers = [ctx.Process(target=_concurrent_writer, args=(str(tmp_path), n, barrier, queue)) for n in (1, 2)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=180)
+        if w.is_alive():
+            w.kill()
+    assert [w.exitcode for w in writers] == [0, 0], [w.exitcode for w in writers]
+    names = [queue.get(timeout=10) for _ in writers]
     store = ArtifactStore(root=str(tmp_path))
     current = store.current("corpus/x", "src")
     assert current.name in names and len(set(names)) == 2
