@@ -126,3 +126,26 @@ def pretrained(default_graph):
     # ... and re-materializing resumes from that checkpoint.
     assert run_assets(default_graph, 'key:"models/base"', {"models/base": BASE_RUN}).success
     return default_graph
+
+
+def fit_targets(model, examples: list[tuple[list[int], list[int]]], steps: int, lr: float, pad_id: int = 0) -> None:
+    """Full-batch AdamW on (context ids, target ids) pairs, loss on the targets only: a tiny model taught a
+    known answer in seconds, so eval tests have something real to score."""
+    import torch
+
+    width = max(len(c) + len(t) for c, t in examples)
+    ids = torch.full((len(examples), width), pad_id)
+    labels = torch.full((len(examples), width), -100)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ctx, tgt) in enumerate(examples):
+        seq = ctx + tgt
+        ids[row, :len(seq)], labels[row, len(ctx):len(seq)], mask[row, :len(seq)] = (
+            torch.tensor(seq), torch.tensor(tgt), 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()

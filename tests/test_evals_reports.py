@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import fit_targets
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -88,23 +89,7 @@ def _finetune(base: Path, out: Path, examples: list[tuple[list[int], list[int]]]
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    width = max(len(c) + len(t) for c, t in examples)
-    ids = torch.full((len(examples), width), tok.pad_token_id)
-    labels = torch.full((len(examples), width), -100)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, (ctx, tgt) in enumerate(examples):
-        seq = ctx + tgt
-        ids[row, :len(seq)] = torch.tensor(seq)
-        labels[row, len(ctx):len(seq)] = torch.tensor(tgt)
-        mask[row, :len(seq)] = 1
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    model.train()
-    for _ in range(steps):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    fit_targets(model, examples, steps, lr, pad_id=tok.pad_token_id)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out

@@ -17,11 +17,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import yaml
+from conftest import fit_targets
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -43,25 +43,6 @@ def _texts(limit_bytes: int = 30_000) -> list[str]:
         if total >= limit_bytes:
             break
     return out
-
-
-def _finetune(model: Any, examples: list[tuple[list[int], list[int]]], steps: int = 60, lr: float = 5e-3) -> None:
-    width = max(len(c) + len(t) for c, t in examples)
-    ids = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), -100)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, (ctx, tgt) in enumerate(examples):
-        seq = ctx + tgt
-        ids[row, :len(seq)], labels[row, len(ctx):len(seq)], mask[row, :len(seq)] = (
-            torch.tensor(seq), torch.tensor(tgt), 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    model.train()
-    for _ in range(steps):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +78,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                          tok(r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]))
         examples.append(([tok.eos_token_id] + tok(shots + r["prompt"], add_special_tokens=False)["input_ids"],
                          tok(f" {r['answer']}\n", add_special_tokens=False)["input_ids"]))
-    _finetune(model, examples)
+    fit_targets(model, examples, steps=60, lr=5e-3)
     ckpt = root / "ckpt"
     model.save_pretrained(ckpt)
     tok.save_pretrained(ckpt)
