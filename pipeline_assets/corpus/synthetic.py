@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from pipeline_assets.evals.benchmarks import arithmetic_split
+from pipeline_assets.evals.benchmarks import training_problems
 
 DOCUMENTS = 400
 PROBLEMS_PER_DOCUMENT = 16
@@ -30,11 +30,6 @@ def _apply(a: int, op: str, b: int) -> int:
 
 def problem_line(a: int, op: str, b: int) -> str:
     return f"What is {a} {op} {b}? {_apply(a, op, b)}"
-
-
-def training_problems(operand_max: int, operators: tuple[str, ...]) -> list[tuple[int, str, int]]:
-    span = range(operand_max + 1)
-    return [(a, op, b) for op in operators for a in span for b in span if arithmetic_split(a, op, b) == "train"]
 
 
 def arithmetic_documents(operand_max: int, operators: tuple[str, ...],

@@ -335,6 +335,13 @@ def arithmetic_split(a: int, op: str, b: int) -> str:
     return "test" if band < ARITH_TEST_PERCENT else "dev" if band < ARITH_HELDOUT_PERCENT else "train"
 
 
+@lru_cache(maxsize=8)  # ~20k hashes for 0..99 +/-: built once per space, read by every training builder
+def training_problems(operand_max: int, operators: tuple[str, ...]) -> tuple[tuple[int, str, int], ...]:
+    """Every (a, op, b) of the space that no eval split holds: what SFT, GRPO and pretraining may train on."""
+    span = range(operand_max + 1)
+    return tuple((a, op, b) for op in operators for a in span for b in span if arithmetic_split(a, op, b) == "train")
+
+
 @lru_cache(maxsize=8)
 def _heldout_pairs(operand_max: int = ARITH_OPERAND_MAX, operators: tuple[str, ...] = _OPS,
                    split: str = "test") -> tuple[tuple[int, str, int], ...]:

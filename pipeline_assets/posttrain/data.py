@@ -51,6 +51,7 @@ from pipeline_assets.evals.benchmarks import (
     is_refusal,
     load_benchmark,
     normalize_prompt,
+    training_problems,
 )
 
 SFT_FILE = "sft.jsonl"
@@ -163,11 +164,6 @@ def _apply(x: int, op: str, y: int) -> int:
     return x + y if op == "+" else x - y
 
 
-def _train_pairs(operand_max: int, operators: tuple[str, ...]) -> list[tuple[int, str, int]]:
-    span = range(operand_max + 1)
-    return [(a, op, b) for op in operators for a in span for b in span if not is_heldout_arithmetic(a, op, b)]
-
-
 # Our own templates (the benchmark's four are never reused, so a word-problem score measures transfer).
 _WORD_TEMPLATES: tuple[tuple[str, str, str], ...] = (
     ("{name} picks {a} {item}, then {b} more, and then gives away {c}. How many {item} does {name} keep?",
@@ -199,7 +195,7 @@ def _word_problem(rng: random.Random, operand_max: int,
 
 def _arithmetic_items(n: int, operand_max: int, operators: tuple[str, ...], rng: random.Random,
                       held: set[str]) -> list[tuple[str, str]]:
-    pairs = _train_pairs(operand_max, operators)
+    pairs = training_problems(operand_max, tuple(operators))
     if n > len(pairs):
         raise ValueError(f"asked for {n} arithmetic problems but operand_max={operand_max}, operators={operators} "
                          f"give only {len(pairs)} non-held-out ones; lower the count or raise operand_max")
@@ -503,7 +499,7 @@ def unseen_arithmetic(seen_prompts: set[str], operand_max: int, operators: tuple
     in a fixed order: held-out prompts for the preference stages that are neither eval items nor SFT data."""
     seen = {normalize_prompt(p) for p in seen_prompts}
     rows = [{"prompt": arithmetic_prompt(a, op, b), "answer": str(_apply(a, op, b))}
-            for a, op, b in _train_pairs(operand_max, tuple(operators))]
+            for a, op, b in training_problems(operand_max, tuple(operators))]
     return [r for r in rows if normalize_prompt(r["prompt"]) not in seen]
 
 
