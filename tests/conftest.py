@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -149,3 +150,26 @@ def fit_targets(model, examples: list[tuple[list[int], list[int]]], steps: int, 
         loss.backward()
         opt.step()
     model.eval()
+
+
+class LogRecords(logging.Handler):
+    """Everything a Dagster sensor / schedule context logged: their logger is not one pytest's caplog sees."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def warnings(self) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= logging.WARNING]
+
+    def warning_text(self) -> str:
+        return "\n".join(self.warnings())
+
+
+def capture_logs(context) -> LogRecords:
+    handler = LogRecords()
+    context.log.addHandler(handler)
+    return handler

@@ -7,7 +7,6 @@ check results, so the whole module runs in seconds.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from conftest import capture_logs
 
 # Not exported by dagster: a runless check result must name the materialization it checked, or a
 # partitioned check never counts as current (asset_check_state.py: is_current).
@@ -44,25 +44,6 @@ from resources.sources import SourcesResource, UserSource
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 K = dg.AssetKey.from_user_string
 RAW = K("corpus/raw_documents")
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def warnings(self) -> str:
-        return "\n".join(r.getMessage() for r in self.records if r.levelno >= logging.WARNING)
-
-
-def _capture(context) -> _Records:
-    """Sensor and schedule contexts log to a logger of their own that pytest's caplog does not see."""
-    handler = _Records()
-    context.log.addHandler(handler)
-    return handler
 
 
 def _folder(landing: Path, name: str, files: dict[str, str], settings: str | None = None) -> Path:
@@ -169,7 +150,7 @@ def test_sources_sensor_registers_every_source_without_runs_and_sets_pool_limits
     storage.set_concurrency_slots(TRAINING_POOL, 3)  # the user's own limit
 
     context = dg.build_sensor_context(instance=inst, resources={"sources": resource})
-    log = _capture(context)
+    log = capture_logs(context)
     result = sources_sensor(context)
     assert not result.run_requests
     [request] = result.dynamic_partitions_requests
@@ -177,7 +158,7 @@ def test_sources_sensor_registers_every_source_without_runs_and_sets_pool_limits
     assert "dropped" in request.partition_keys and "extra_docs" in request.partition_keys
     assert {"python_docs", "python_stdlib"} <= set(request.partition_keys)  # built-ins present on any machine
     assert "broken" not in request.partition_keys
-    assert "broken" in log.warnings() and SOURCE_FILE in log.warnings()
+    assert "broken" in log.warning_text() and SOURCE_FILE in log.warning_text()
     assert storage.get_concurrency_info(TRAINING_POOL).limit == 3  # kept
     assert storage.get_concurrency_info(CORPUS_GLOBAL_POOL).limit == 1  # set
 
@@ -208,7 +189,7 @@ def test_landing_sensor_waits_until_a_folder_settles_or_is_marked_ready(inst, tm
     settle(0.3)
     time.sleep(0.4)
     context = dg.build_sensor_context(instance=inst)
-    log = _capture(context)
+    log = capture_logs(context)
     result = sensor(context)
     assert sorted(_run_keys(result)) == ["copying", "marked"]  # "just_made" stays out while empty
     assert "just_made: empty" in "\n".join(r.getMessage() for r in log.records)
@@ -237,11 +218,11 @@ def test_landing_sensor_skips_bad_folders_with_a_warning_and_takes_the_others(in
     _folder(landing, "bad_domain", {"a.txt": "a"}, json.dumps({"domain": "news"}))
     inst.add_dynamic_partitions("sources", ["good_b"])
     context = dg.build_sensor_context(instance=inst)
-    log = _capture(context)
+    log = capture_logs(context)
     result = landing_sensor_factory(str(landing))(context)
     assert sorted(_run_keys(result)) == ["good_a", "good_b"]
     assert result.dynamic_partitions_requests[0].partition_keys == ["good_a"]  # good_b is registered already
-    warnings = log.warnings()
+    warnings = log.warning_text()
     assert "'has space' is not a valid source name" in warnings
     assert str(landing / "bad_json" / SOURCE_FILE) in warnings and "not valid JSON" in warnings
     assert "unknown domain 'news'" in warnings

@@ -8,12 +8,12 @@ Each test snapshots the tree around a tmp artifact root before and after: a refu
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from conftest import capture_logs
 from pydantic import ValidationError
 
 from pipeline_assets.automation import landing_sensor_factory, sources_sensor
@@ -39,18 +39,6 @@ def area(tmp_path: Path) -> dict[str, Path]:
     root.mkdir()
     outside.mkdir()
     return {"top": tmp_path, "root": root, "outside": outside}
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def warnings(self) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= logging.WARNING]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -218,8 +206,7 @@ def test_landing_and_sources_sensors_skip_hostile_folders_with_a_warning(area, i
     before = _tree(area["top"])
 
     context = dg.build_sensor_context(instance=instance)
-    log = _Records()
-    context.log.addHandler(log)
+    log = capture_logs(context)
     result = landing_sensor_factory(str(landing))(context)
     assert [r.partition_key for r in result.run_requests] == ["good"]
     assert [k for req in result.dynamic_partitions_requests for k in req.partition_keys] == ["good"]
@@ -229,8 +216,7 @@ def test_landing_and_sources_sensors_skip_hostile_folders_with_a_warning(area, i
 
     resource = SourcesResource(landing=str(landing), builtin=False)
     context = dg.build_sensor_context(instance=instance, resources={"sources": resource})
-    log = _Records()
-    context.log.addHandler(log)
+    log = capture_logs(context)
     result = sources_sensor(context)
     assert [k for req in result.dynamic_partitions_requests for k in req.partition_keys] == ["good"]
     assert len(log.warnings()) == len(warned)
