@@ -188,6 +188,8 @@ def release_report(instance: dg.DagsterInstance) -> tuple[bool | None, str]:
     if not records or records[0].event is None:
         return None, "release/model was not evaluated"
     evaluation = records[0].event.dagster_event.event_specific_data
+    if not isinstance(evaluation, dg.AssetCheckEvaluation):  # planned, but its run failed before the check ran
+        return None, "release/model was not evaluated (its run failed before the gates check)"
     return evaluation.passed, evaluation.description or ""
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from conftest import fit_targets
@@ -201,7 +203,44 @@ def results(env: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 # --- harness ----------------------------------------------------------------------------------------------
-def test_metrics_come_from_the_model(results: dict[str, dict[str, Any]]) -> None:
+def test_val_bpb_per_domain_counts_exactly_the_scored_bytes(env: dict[str, Any], tmp_path: Path) -> None:
+    """Two val files of two domains: each domain's bpb is its own NLL over its own exact UTF-8 bytes, the total
+    is the byte-weighted combination, and a capped segment counts the bytes of exactly the tokens it scored."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline_assets.evals.harness import eval_val
+    from pipeline_assets.tokenizer.shards import ShardConfig, tokenize_to_shards
+
+    texts = _local_texts()
+    # code first: the stream's very first token has no context, so the capped prose span scores all 64.
+    files = {"code": _write_docs(tmp_path / "code.jsonl", ["def f(x):\n    return x + 1  # é\n" * 3] * 2),
+             "prose": _write_docs(tmp_path / "prose.jsonl", texts[-6:-3])}
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    index = tokenize_to_shards(env["tok_dir"], {"train": [env["root"] / "train.jsonl"], "val": list(files.values())},
+                               shards, ShardConfig(), log=lambda _: None, domains={str(p): d for d, p in files.items()})
+    segs = {seg["domain"]: seg for seg in index["splits"]["val"]["segments"]}
+    assert {d: segs[d]["bytes"] for d in files} == {
+        d: sum(len(json.loads(line)["text"].encode()) for line in p.read_text().splitlines()) for d, p in files.items()}
+    model, tok = AutoModelForCausalLM.from_pretrained(env["lm"]), AutoTokenizer.from_pretrained(env["lm"])
+    whole = eval_val(model, shards, replace(EVAL_CFG, val_batches=64), tok)
+    assert whole["val_whole_split"] and whole["val_bytes"] == index["splits"]["val"]["bytes"]
+    rows = whole["val_by_domain"]
+    assert {d: r["bytes"] for d, r in rows.items()} == {d: segs[d]["bytes"] for d in files}
+    nats = sum(r["val_loss"] * r["tokens"] for r in rows.values())
+    assert whole["val_bpb"] == pytest.approx(nats / (whole["val_bytes"] * math.log(2)), rel=1e-4)
+    assert rows["code"]["val_bpb"] != rows["prose"]["val_bpb"]
+    # Capped: 64 tokens per segment; the bytes are those of the 64 tokens scored (eos has none).
+    capped = eval_val(model, shards, replace(EVAL_CFG, val_batches=1, batch_size=2, val_seq_len=64), tok)
+    stream = np.concatenate([np.load(p) for p in sorted(shards.glob("val_*.npy"))])
+    start = segs["prose"]["stream_range"][0]
+    prose_ids = [t for t in stream[start:start + 64].tolist() if t != tok.eos_token_id]
+    assert not capped["val_whole_split"]
+    assert capped["val_by_domain"]["prose"]["bytes"] == len(tok.decode(prose_ids).encode())
+    assert capped["val_by_domain"]["prose"]["tokens"] == 64
+
+
+def test_metrics_come_from_the_model(results: dict[str, dict[str, Any]], env: dict[str, Any]) -> None:
     good, bad, base = (results[k]["metrics"] for k in ("good", "bad", "base"))
     assert good["mc_accuracy"] >= 0.75 and bad["mc_accuracy"] <= 0.25, (good, bad)
     assert good["mc_accuracy"] > bad["mc_accuracy"]
@@ -209,7 +248,12 @@ def test_metrics_come_from_the_model(results: dict[str, dict[str, Any]]) -> None
     assert good["qa_f1"] > bad["qa_f1"] and good["qa_rouge_l"] > bad["qa_rouge_l"], (good, bad)
     lm, noised = results["lm"]["metrics"], results["lm_noised"]["metrics"]
     assert lm["val_bpb"] < base["val_bpb"] - 0.2 and noised["val_bpb"] > lm["val_bpb"], (lm, noised, base)
-    assert set(lm) == {"val_loss", "val_bpb"} and results["lm"]["counts"]["val_tokens"] == 2 * 16 * 64
+    assert {k for k in lm if "/" not in k} == {"val_loss", "val_bpb", "unigram_val_bpb", "checkpoint_bytes"}
+    # One val file, no domain: one stratum named for its source; the cap (val_batches*batch*seq_len) holds.
+    assert lm["val_bpb/val"] == lm["val_bpb"] and lm["unigram_val_bpb/val"] == lm["unigram_val_bpb"]
+    assert results["lm"]["counts"]["val_tokens"] == 2 * 16 * 64 - 1  # the stream's first token has no context
+    assert lm["val_bpb"] < lm["unigram_val_bpb"] < base["val_bpb"], (lm, base)
+    assert lm["checkpoint_bytes"] == sum(f.stat().st_size for f in env["lm"].glob("*.safetensors"))
     counts = results["good"]["counts"]
     assert counts["multiple_choice"] == 12 and counts["arithmetic"] == 12 and counts["qa"] == 8
     assert counts["safety_harmful"] == 6 and counts["safety_benign"] == 6 and counts["safety_adversarial"] == 6
@@ -267,6 +311,7 @@ def test_lora_adapter_dir_scores_like_its_merged_model(env: dict[str, Any], tmp_
     cfg = replace(EVAL_CFG, sets=("multiple_choice", "val"))
     adapter, merged = (evaluate_checkpoint(tmp_path / d, env["bench"], cfg, shards_dir=env["shards"],
                                            log=lambda _: None)["metrics"] for d in ("adapter", "merged"))
+    assert adapter.pop("checkpoint_bytes") < merged.pop("checkpoint_bytes")  # the adapter ships only its deltas
     assert adapter == pytest.approx(merged, abs=1e-5)
 
 

@@ -141,6 +141,7 @@ def test_disabled_thresholds_are_not_enforced_and_profiles_can_fail() -> None:
 
 def _card_data() -> dict:
     metrics, items = _stages(grpo=30, dpo=0)
+    metrics["models/base"].update({"unigram_val_bpb": 3.3, "val_bpb/code": 2.3, "unigram_val_bpb/code": 2.9})
     gates = evaluate_gates(metrics, LINEAGE, CFG, items, release_stage="models/grpo")
     stats = {"arithmetic_accuracy": {"value": 0.75, "n": N, "ci95": [0.6, 0.86]}}
     evals = {s: {"metrics": m, "per_item": items[s], **({"metric_stats": stats} if s == "models/grpo" else {})}
@@ -169,6 +170,7 @@ def test_report_card_json_schema_and_markdown_rendered_from_it(tmp_path: Path) -
     # Rendered from the JSON: its reasons, its CI and its release verdict appear verbatim.
     assert dpo["reason"] in md and "[0.6, 0.86]" in md and "**grpo: released**" in md
     assert "⏸ not enforced" in md
+    assert "## Val bits per byte by domain" in md and "| unigram | 2.9 | 3.3 |" in md and "| **base** | 2.3 | 2 |" in md
     control = card["controls"]["pretraining"]  # measured by tests/test_slow_chain.py, quoted in the card
     assert control["from_pretrained"] > control["from_random_init"] and "## Does pretraining matter" in md
     assert validate_report_card({"stages": {}, "gates": [{"stage": "x", "name": "y", "status": "skipped",
@@ -186,3 +188,28 @@ def test_dpo_may_not_lose_its_task_significantly_whatever_the_budget():
     gate = _gate(out, "models/dpo", "regression")
     assert gate["status"] == "fail" and "arithmetic_accuracy fell significantly vs models/sft" in gate["reason"]
     assert out["release"]["released"] or not any("models/dpo" in m for m in out["release"]["blocked_by"])
+
+
+def test_base_target_is_below_unigram_overall_and_in_every_domain() -> None:
+    metrics, items = _stages()
+    below = {"val_bpb": 2.4, "unigram_val_bpb": 3.3, "val_bpb/code": 2.3, "unigram_val_bpb/code": 2.9,
+             "val_bpb/math": 0.9, "unigram_val_bpb/math": 3.8}
+    metrics["models/base"].update(below)
+    gate = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/base", "target")
+    assert gate["status"] == "pass", gate
+    assert gate["reason"] == "val_bpb 2.4 < unigram_val_bpb 3.3; per domain: code 2.3 < 2.9, math 0.9 < 3.8"
+    metrics["models/base"]["val_bpb/code"] = 3.0  # overall still below, one domain not: the gate names it
+    gate = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/base", "target")
+    assert gate["status"] == "fail"
+    assert gate["messages"] == ["models/base: target val_bpb not below unigram_val_bpb in: code 3 vs 2.9"]
+
+
+def test_quantized_must_be_smaller_on_disk_by_the_profile_factor() -> None:
+    metrics, items = _stages()
+    metrics["models/grpo"]["checkpoint_bytes"] = 5_513_688
+    metrics["models/quantized"]["checkpoint_bytes"] = 3_002_960  # embedding left fp32: 1.84x
+    gate = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/quantized", "quantized")
+    assert gate["status"] == "fail" and "1.84x smaller than models/grpo (needs 2.0x)" in gate["messages"][0]
+    metrics["models/quantized"]["checkpoint_bytes"] = 1_996_192  # embedding and lm_head int8: 2.76x
+    gate = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/quantized", "quantized")
+    assert gate["status"] == "pass" and gate["checked"]["checkpoint_bytes"]["compression"] == 2.762

@@ -6,8 +6,9 @@
 `evaluate_checkpoint(model_dir, bench_dir, cfg, shards_dir, parent_dir, judge)` computes every number from
 real forward passes and greedy generations of the checkpoint (nothing is read from its training metadata):
 
-    val_loss, val_bpb               cross-entropy on the fixed val windows of tokenizer/tokenized_shards, and
-                                    bits per byte = loss * val_tokens / (val_bytes * ln 2) from its index.json
+    val_loss, val_bpb               cross-entropy on the val split of tokenizer/tokenized_shards and bits per
+                                    byte over the exact UTF-8 bytes scored, overall and per domain
+                                    (`val_by_domain`), each beside a unigram baseline (`eval_val`)
     mc_accuracy, mc_accuracy_norm   multiple choice by summed log-likelihood of each choice given the question
                                     (acc) and divided by the choice's UTF-8 bytes (acc_norm), as lm-eval does
     arithmetic_accuracy             greedy completion through the chat template, graded by check_arithmetic
@@ -39,6 +40,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -266,9 +268,57 @@ def metric_stats(metrics: dict[str, Any], per_item: dict[str, Any], counts: dict
 # One section each
 
 
+def _val_spans(index: dict[str, Any], cap_tokens: int) -> list[dict[str, Any]]:
+    """Each val segment (one mixture file: a source of one domain) with the token span to score.
+
+    The cap is shared equally, so every domain is scored even when one source dominates the split; a
+    segment under its share is scored whole. Shards written before segments existed are one segment.
+    """
+    info = index["splits"]["val"]
+    segments = info.get("segments") or [{"source": "val", "domain": None, "bytes": info.get("bytes", 0),
+                                         "tokens": info["tokens"], "stream_range": [0, info["tokens"]]}]
+    share = max(1, cap_tokens // len(segments))
+    return [{**seg, "span": [seg["stream_range"][0], min(seg["stream_range"][1], seg["stream_range"][0] + share)]}
+            for seg in segments]
+
+
 @torch.no_grad()
-def eval_val(model: Any, shards_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
-    from pipeline_assets.pretrain.data import TokenWindows, read_index, val_batches
+def _span_nll(model: Any, stream: np.ndarray, start: int, stop: int, seq_len: int, batch_size: int,
+              device: Any) -> torch.Tensor:
+    """Per-token NLL (nats, float64) of stream[start:stop], each token given up to seq_len tokens before it.
+
+    Windows begin one token early so the span's first token is predicted too (from the token before it);
+    only the stream's very first token has no context and is left out.
+    """
+    first = max(start, 1)
+    targets = np.arange(first, stop)
+    chunks = [targets[i:i + seq_len] for i in range(0, len(targets), seq_len)]
+    out = []
+    for b in range(0, len(chunks), batch_size):
+        group = chunks[b:b + batch_size]
+        width = max(len(c) for c in group)
+        ids = torch.zeros((len(group), width + 1), dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.bool)
+        for row, c in enumerate(group):
+            ids[row, :len(c) + 1] = torch.from_numpy(stream[c[0] - 1:c[-1] + 1].astype(np.int64))
+            mask[row, :len(c)] = True
+        ids = ids.to(device)
+        logits = model(input_ids=ids[:, :-1], use_cache=False).logits.float()
+        nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").double().cpu()
+        out.append(nll[mask])
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+@torch.no_grad()
+def eval_val(model: Any, shards_dir: Path, cfg: EvalConfig, tok: Any = None) -> dict[str, Any]:
+    """Val loss and bits-per-byte over every val segment, overall and per domain, with a unigram baseline.
+
+    bpb = summed NLL / (ln 2 * UTF-8 bytes of exactly the scored tokens): a segment scored whole uses the
+    bytes tokenized_shards counted; a capped one decodes its scored tokens (byte-level BPE round-trips), so
+    no split-wide tokens/bytes ratio is ever applied to a subset. Cap: val_batches * batch_size * seq_len
+    tokens, shared equally by the segments. The eos after each document counts as a target with no bytes.
+    """
+    from pipeline_assets.pretrain.data import TokenWindows, read_index, unigram_log_probs
 
     index = read_index(shards_dir)
     if int(index["vocab_size"]) > model.config.vocab_size:
@@ -276,22 +326,45 @@ def eval_val(model: Any, shards_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
                          f"{model.config.vocab_size} rows: they come from another tokenizer; pass the shards "
                          "this model's tokenizer produced")
     seq_len = min(cfg.val_seq_len, max_context_len(model))
-    windows = TokenWindows(shards_dir, index, "val", seq_len)
+    val = TokenWindows(shards_dir, index, "val", seq_len)
+    stream = np.concatenate([np.asarray(a) for a in val.arrays])
+    train = TokenWindows(shards_dir, index, "train", seq_len)
+    unigram_logp = torch.from_numpy(unigram_log_probs(train, int(index["vocab_size"])))
     device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for batch in val_batches(windows, cfg.batch_size, cfg.val_batches):
-        batch = batch.to(device)
-        logits = model(input_ids=batch[:, :-1], use_cache=False).logits.float()
-        total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1),
-                                       reduction="sum"))
-        count += batch[:, 1:].numel()
-    loss = total / count
-    info = index["splits"]["val"]
-    n_bytes = int(info.get("bytes", 0))
-    # The split's tokens/bytes ratio converts nats/token to bits/byte, exactly as pretrain/train.py does.
-    bpb = loss * int(info["tokens"]) / (n_bytes * math.log(2)) if n_bytes else None
-    return {"val_loss": round(loss, 6), "val_bpb": None if bpb is None else round(bpb, 6), "val_tokens": count,
-            "val_seq_len": seq_len}
+    eos = int(index["eos_id"])
+    by_domain: dict[str, dict[str, float]] = {}
+    total = {"nats": 0.0, "unigram_nats": 0.0, "tokens": 0, "bytes": 0}
+    whole = True
+    for seg in _val_spans(index, cfg.val_batches * cfg.batch_size * seq_len):
+        start, stop = seg["span"]
+        nll = _span_nll(model, stream, start, stop, seq_len, cfg.batch_size, device)
+        scored = stream[max(start, 1):stop].astype(np.int64)
+        if stop == seg["stream_range"][1] and start == seg["stream_range"][0]:
+            n_bytes = int(seg["bytes"])
+        else:
+            if tok is None:
+                raise ValueError("a capped val segment needs the tokenizer to count its bytes; pass tok")
+            whole = False
+            n_bytes = len(tok.decode([t for t in scored.tolist() if t != eos]).encode("utf-8"))
+        row = by_domain.setdefault(seg["domain"] or seg["source"],
+                                   {"nats": 0.0, "unigram_nats": 0.0, "tokens": 0, "bytes": 0})
+        for acc in (row, total):
+            acc["nats"] += float(nll.sum())
+            acc["unigram_nats"] += float(-unigram_logp[torch.from_numpy(scored)].sum())
+            acc["tokens"] += len(scored)
+            acc["bytes"] += n_bytes
+
+    def bpb(nats: float, n_bytes: int) -> float | None:
+        return round(nats / (n_bytes * math.log(2)), 6) if n_bytes else None
+
+    domains = {d: {"val_bpb": bpb(r["nats"], r["bytes"]), "unigram_bpb": bpb(r["unigram_nats"], r["bytes"]),
+                   "val_loss": round(r["nats"] / max(r["tokens"], 1), 6), "tokens": r["tokens"],
+                   "bytes": r["bytes"]} for d, r in sorted(by_domain.items())}
+    return {"val_loss": round(total["nats"] / max(total["tokens"], 1), 6),
+            "val_bpb": bpb(total["nats"], total["bytes"]),
+            "unigram_val_bpb": bpb(total["unigram_nats"], total["bytes"]),
+            "val_tokens": total["tokens"], "val_bytes": total["bytes"], "val_seq_len": seq_len,
+            "val_whole_split": whole, "val_by_domain": domains}
 
 
 def _mc_requests(tok: Any, record: dict, fmt: str) -> tuple[list[int], list[list[int]]]:
@@ -505,16 +578,24 @@ def evaluate_checkpoint(
         scorer = as_judge(judge, device, cfg.batch_size) if "win_rate" in cfg.sets and parent_dir else None
         model, tok = load_causal_lm(path, device)
         result["num_params"] = sum(p.numel() for p in model.parameters())
+        # Size on disk of the weights a deployer ships (the quantized gate compares it with the parent's).
+        metrics["checkpoint_bytes"] = sum(f.stat().st_size for f in path.glob("*.safetensors")) or None
         log(f"eval | {name} | {result['num_params']:,} params on {device} | sets {', '.join(cfg.sets)}")
 
         if "val" in cfg.sets and shards_dir is not None:
             t = time.perf_counter()
-            out = eval_val(model, Path(shards_dir), cfg)
-            metrics.update(val_loss=out["val_loss"], val_bpb=out["val_bpb"])
+            out = eval_val(model, Path(shards_dir), cfg, tok)
+            metrics.update(val_loss=out["val_loss"], val_bpb=out["val_bpb"], unigram_val_bpb=out["unigram_val_bpb"])
             counts["val_tokens"] = out["val_tokens"]
+            result["val_by_domain"] = out["val_by_domain"]
+            for domain, row in out["val_by_domain"].items():  # the base's target gate reads each domain
+                metrics[f"val_bpb/{domain}"] = row["val_bpb"]
+                metrics[f"unigram_val_bpb/{domain}"] = row["unigram_bpb"]
             timed("val", t)
-            log(f"eval | {name} | val loss {out['val_loss']:.4f} | val bpb {out['val_bpb']} | "
-                f"{out['val_tokens']:,} tokens | {timings['val']:.1f}s")
+            log(f"eval | {name} | val loss {out['val_loss']:.4f} | val bpb {out['val_bpb']} (unigram "
+                f"{out['unigram_val_bpb']}) | {out['val_tokens']:,} tokens, {out['val_bytes']:,} bytes | "
+                + " | ".join(f"{d} {r['val_bpb']}" for d, r in out["val_by_domain"].items())
+                + f" | {timings['val']:.1f}s")
         if "multiple_choice" in cfg.sets:
             t = time.perf_counter()
             records = _take(load_benchmark(bench_dir, "multiple_choice"), cfg.multiple_choice_limit)

@@ -16,6 +16,7 @@ from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.posttrain import data
 from pipeline_assets.pretrain.assets import BASE
+from pipeline_assets.tokenizer.assets import SHARDS
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import (
     DistillRunConfig,
@@ -180,11 +181,12 @@ def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, se
 # --- models --------------------------------------------------------------------------------------------------
 
 
-@dg.asset(key=SFT, deps=[BASE, SFT_DATA], group_name="models", code_version="1", kinds={"pytorch"},
+@dg.asset(key=SFT, deps=[BASE, SFT_DATA, SHARDS], group_name="models", code_version="1", kinds={"pytorch"},
           pool=TRAINING_POOL, check_specs=_check(SFT))
 def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
               config: SFTRunConfig) -> dg.MaterializeResult:
-    """TRL SFTTrainer on the chat rows; full fine-tune, or LoRA (peft) with a merged copy as the checkpoint."""
+    """TRL SFTTrainer on the chat rows (plus pretraining replay from the shards); full fine-tune, or LoRA (peft)
+    with a merged copy as the checkpoint."""
     from pipeline_assets.posttrain import sft
     reads = Reads(store)
     cfg = overridden(settings.get().sft, config)
@@ -195,7 +197,8 @@ def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
         out = work / "adapter" if cfg.use_lora else work
         return sft.run_sft(cfg, reads(BASE), reads(SFT_DATA) / data.SFT_FILE, out,
                            merged_dir=work if cfg.use_lora else None, log=context.log.info, heldout=bench,
-                           val_dataset_path=reads(SFT_DATA) / data.SFT_VAL_FILE)
+                           val_dataset_path=reads(SFT_DATA) / data.SFT_VAL_FILE,
+                           replay_shards=reads(SHARDS) if cfg.replay_fraction else None)
 
     draft, result = _train(context, store, run)
     return _model_result(context, store, draft, reads, result)

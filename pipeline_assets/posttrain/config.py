@@ -78,6 +78,10 @@ class SFTStageConfig:
     # "all-linear" = every Linear except the LM head (peft's shorthand); or explicit names like ("q_proj", "v_proj").
     lora_target_modules: tuple[str, ...] = ("all-linear",)
     assistant_only_loss: bool = True
+    # Pretraining replay: this share of the training rows are max_length-token windows of the pretraining
+    # train split (tokenizer/tokenized_shards), trained with a plain LM loss beside the chat rows, so SFT does
+    # not erase what pretraining learnt (val bpb). 0 = none; the rows come in their own batches (`bucket`).
+    replay_fraction: float = 0.0
     seed: int = 0
     device: str = "auto"
     num_threads: int = 1
@@ -107,6 +111,7 @@ class SFTStageConfig:
         need(0 <= self.warmup_steps <= self.max_steps,
              f"warmup_steps={self.warmup_steps} must be in [0, max_steps={self.max_steps}]")
         need(0.0 <= self.lora_dropout < 1.0, f"lora_dropout={self.lora_dropout} must be in [0, 1)")
+        need(0.0 <= self.replay_fraction < 1.0, f"replay_fraction={self.replay_fraction} must be in [0, 1)")
         need(bool(self.lora_target_modules), "lora_target_modules is empty; use ('all-linear',) or module names")
         need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
         need(self.batching in BATCHING, f"batching={self.batching!r} is not one of {BATCHING}")

@@ -177,6 +177,43 @@ def _lora_config(cfg: SFTStageConfig) -> Any:
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
+def replay_rows(shards_dir: Path, n_rows: int, length: int, seed: int) -> Any:
+    """`n_rows` random `length`-token windows of the pretraining train split as trainer-ready rows.
+
+    Rows carry `input_ids` and `labels` (every token counts: plain LM loss), the columns SFTTrainer's
+    prepared chat rows have, so they join the same dataset; windows are distinct while the split has enough.
+    """
+    import numpy as np
+    from datasets import Dataset
+
+    from pipeline_assets.pretrain.data import TokenWindows, read_index
+
+    windows = TokenWindows(shards_dir, read_index(shards_dir), "train", length - 1)  # gather gives length tokens
+    if len(windows) == 0:
+        raise ValueError(f"{shards_dir}: the train split has no {length}-token window; lower max_length or "
+                         "replay_fraction=0")
+    rng = np.random.default_rng([seed, 0x5F7])
+    ids = rng.choice(len(windows), size=n_rows, replace=n_rows > len(windows))
+    rows = windows.gather(ids).tolist()
+    return Dataset.from_dict({"input_ids": rows, "labels": rows})
+
+
+def _add_replay(trainer: Any, cfg: SFTStageConfig, shards_dir: Path, kinds: list[str] | None,
+                log: Callable[[str], None]) -> tuple[int, list[str] | None]:
+    """Append replay rows to the trainer's prepared train set; returns their number and the new kinds."""
+    from datasets import concatenate_datasets
+
+    chat = trainer.train_dataset
+    n = round(len(chat) * cfg.replay_fraction / (1 - cfg.replay_fraction))
+    replay = replay_rows(shards_dir, n, cfg.max_length, cfg.seed)
+    # Any other column TRL kept (e.g. messages) is dropped: the collator reads input_ids and labels only.
+    chat = chat.select_columns(["input_ids", "labels"])
+    trainer.train_dataset = concatenate_datasets([chat, replay.cast(chat.features)])
+    log(f"sft | pretraining replay: {n:,} windows of {cfg.max_length} tokens from {shards_dir} "
+        f"({cfg.replay_fraction:.0%} of {len(trainer.train_dataset):,} rows)")
+    return n, (kinds + ["replay"] * n) if kinds is not None and len(kinds) == len(chat) else None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Stage
 
@@ -184,9 +221,11 @@ def _lora_config(cfg: SFTStageConfig) -> Any:
 def _with_bucket_sampler(trainer_cls: type, kinds: list[str] | None, seed: int,
                          log: Callable[[str], None]) -> type:
     class _Bucketed(trainer_cls):  # type: ignore[misc, valid-type]
+        row_kinds = kinds  # replay rows, appended after construction, extend it
+
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             ds = self.train_dataset
-            keys: list[Any] | None = kinds
+            keys: list[Any] | None = self.row_kinds
             # SFTTrainer drops rows whose every label is masked (e.g. a reply truncated away); then the kinds
             # no longer line up with the rows and the token-length bands of the prepared rows are used.
             if keys is None or len(keys) != len(ds):
@@ -200,14 +239,16 @@ def _with_bucket_sampler(trainer_cls: type, kinds: list[str] | None, seed: int,
 
 def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_dir: Path,
             merged_dir: Path | None = None, log: Callable[[str], None] = print, *,
-            heldout: Sequence[dict] | None = None, val_dataset_path: Path | str | None = None) -> dict[str, Any]:
+            heldout: Sequence[dict] | None = None, val_dataset_path: Path | str | None = None,
+            replay_shards: Path | None = None) -> dict[str, Any]:
     """Fine-tune `base_dir` on the chat dataset; write out_dir (and merged_dir for LoRA); return metadata.
 
     `dataset_path`: anything `load_chat_dataset` reads (sft.jsonl, parquet, save_to_disk dir, hub id).
     `heldout`: arithmetic records {"prompt", "answer"} (the benchmark's set) for before/after accuracy; None
     skips that metric. `val_dataset_path`: sft_val.jsonl for a final val loss; None skips it.
     `merged_dir`: required with LoRA; with a full fine-tune out_dir is already a plain model and
-    merged_dir must be None.
+    merged_dir must be None. `replay_shards`: the tokenized_shards dir that `cfg.replay_fraction` > 0 draws
+    pretraining windows from.
     """
     from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
@@ -215,6 +256,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     from pipeline_assets.posttrain.data import load_chat_dataset
 
     cfg.validate()
+    if cfg.replay_fraction and replay_shards is None:
+        raise ValueError(f"replay_fraction={cfg.replay_fraction} needs replay_shards (the tokenized_shards dir)")
     if cfg.use_lora and merged_dir is None:
         raise ValueError("use_lora=True writes the adapter to out_dir and the merged model to merged_dir; "
                          "pass merged_dir")
@@ -257,9 +300,14 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
                               processing_class=tok, callbacks=callbacks,
                               peft_config=_lora_config(cfg) if cfg.use_lora else None)
         trainer.remove_callback(PrinterCallback)  # LossHistory logs one line every log_every steps instead
+        n_replay = 0
+        if cfg.replay_fraction:
+            n_replay, replay_kinds = _add_replay(trainer, cfg, Path(replay_shards), kinds, log)  # type: ignore[arg-type]
+            if hasattr(trainer, "row_kinds"):
+                trainer.row_kinds = replay_kinds
         trainable, total = trainable_and_total(trainer.model)
         log(f"sft | {'LoRA' if cfg.use_lora else 'full'} fine-tune | {trainable:,} trainable of {total:,} params | "
-            f"{len(train_ds):,} rows | {cfg.max_steps} steps x {cfg.batch_size}")
+            f"{len(trainer.train_dataset):,} rows | {cfg.max_steps} steps x {cfg.batch_size}")
         t_train = time.perf_counter()
         trainer.train()
         train_time = time.perf_counter() - t_train
@@ -291,6 +339,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "train_loss_final": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None,
         "val_loss": round(val_loss, 4) if val_loss is not None else None,
         "tokens_seen": tokens_seen,
+        "replay_rows": n_replay,
+        "chat_rows": len(trainer.train_dataset) - n_replay,
         "tokens_per_s": round(tokens_seen / train_time, 1) if train_time > 0 else None,
         "train_time_s": round(train_time, 2),
         "trainable_params": trainable,
@@ -339,16 +389,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per conversation (truncated)")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of every weight")
     p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
+    p.add_argument("--replay-shards", type=Path, default=None, help="tokenized_shards dir for pretraining replay")
+    p.add_argument("--replay-fraction", type=float, default=d.replay_fraction,
+                   help="share of training rows that are pretraining windows (needs --replay-shards)")
     # Runtime
     p.add_argument("--device", default=d.device, choices=DEVICES, help="auto = cuda when available")
     p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=d.seed, help="init, data order and dropout")
     a = p.parse_args(argv)
     cfg = SFTStageConfig(max_steps=a.max_steps, lr=a.lr, batch_size=a.batch_size, max_length=a.max_length,
-                         use_lora=a.lora, lora_r=a.lora_r, device=a.device, num_threads=a.num_threads, seed=a.seed)
+                         use_lora=a.lora, lora_r=a.lora_r, device=a.device, num_threads=a.num_threads, seed=a.seed,
+                         replay_fraction=a.replay_fraction)
     heldout = load_benchmark(a.bench_dir, "arithmetic") if a.bench_dir else None
     return run_sft(cfg, a.base_dir, a.dataset, a.out_dir, a.merged_dir, heldout=heldout,
-                   val_dataset_path=a.val_dataset)
+                   val_dataset_path=a.val_dataset, replay_shards=a.replay_shards)
 
 
 if __name__ == "__main__":

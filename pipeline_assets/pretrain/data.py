@@ -206,8 +206,15 @@ def unigram_val_loss(train: TokenWindows, val: list[torch.Tensor], vocab_size: i
     """Cross-entropy (nats/token) of the train unigram distribution on the val targets.
 
     A model that learnt nothing beyond token frequencies scores this; a trained LM must be clearly below it.
-    Add-one smoothing keeps unseen val tokens finite. Counts at most UNIGRAM_MAX_TOKENS train tokens.
     """
+    logp = unigram_log_probs(train, vocab_size)
+    targets = np.concatenate([b[:, 1:].reshape(-1).numpy() for b in val]) if val else np.zeros(0, np.int64)
+    return float(-logp[targets].mean()) if len(targets) else float("nan")
+
+
+def unigram_log_probs(train: TokenWindows, vocab_size: int) -> np.ndarray:
+    """log P(token) of the train split's unigram distribution, add-one smoothed (unseen val tokens stay
+    finite), from at most UNIGRAM_MAX_TOKENS train tokens."""
     counts = np.zeros(vocab_size, dtype=np.float64)
     budget = UNIGRAM_MAX_TOKENS
     for arr in train.arrays:
@@ -216,6 +223,4 @@ def unigram_val_loss(train: TokenWindows, val: list[torch.Tensor], vocab_size: i
         budget -= len(take)
         if budget <= 0:
             break
-    logp = np.log(counts + 1.0) - math.log(counts.sum() + vocab_size)
-    targets = np.concatenate([b[:, 1:].reshape(-1).numpy() for b in val]) if val else np.zeros(0, np.int64)
-    return float(-logp[targets].mean()) if len(targets) else float("nan")
+    return np.log(counts + 1.0) - math.log(counts.sum() + vocab_size)

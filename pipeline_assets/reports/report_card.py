@@ -405,6 +405,22 @@ def _section_targets(card: Mapping[str, Any]) -> str:
             + table(["stage", "parent", "target", "value", "n", "95% CI", "Δ vs parent", "p"], rows) + "\n")
 
 
+def _section_bpb_by_domain(card: Mapping[str, Any]) -> str:
+    """Val bits-per-byte per domain for every stage, beside the unigram model's on the same bytes."""
+    stages = {name: st["metrics"] for name, st in card["stages"].items()
+              if any(k.startswith("val_bpb/") for k in st["metrics"])}
+    if not stages:
+        return ""
+    domains = sorted({k.split("/", 1)[1] for m in stages.values() for k in m if k.startswith("val_bpb/")})
+    first = next(iter(stages.values()))
+    rows = [["unigram", *(fmt(first.get(f"unigram_val_bpb/{d}")) for d in domains), fmt(first.get("unigram_val_bpb"))]]
+    rows += [[f"**{name}**", *(fmt(m.get(f"val_bpb/{d}")) for d in domains), fmt(m.get("val_bpb"))]
+             for name, m in stages.items()]
+    return ("## Val bits per byte by domain\n\nEach domain's NLL over exactly its own UTF-8 bytes (lower is better); "
+            "the unigram row is the train split's token frequencies on the same bytes.\n\n"
+            + table(["model", *domains, "all"], rows) + "\n")
+
+
 def _section_control(c: Mapping[str, Any]) -> str:
     sign = "+" if c["delta"] >= 0 else ""
     return (f"## Does pretraining matter\n\nThe same SFT from the pretrained base reaches {fmt(c['from_pretrained'])} "
@@ -517,6 +533,9 @@ def render_report_card(data: Mapping[str, Any], out_dir: Path | str) -> dict[str
 
     if card["stages"]:
         parts.append(_section_targets(card))
+        by_domain = _section_bpb_by_domain(card)
+        if by_domain:
+            parts.append(by_domain)
         parts.append(_section_control(card["controls"]["pretraining"]))
     parts.append(_section_gates(card, data.get("gates")))
     if data.get("gates"):

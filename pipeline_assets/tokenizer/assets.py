@@ -67,7 +67,9 @@ def tokenized_shards(context: dg.AssetExecutionContext, store: ArtifactStore, se
     manifest, root = mixture_files(reads)
     split_files = {s: [root / e["file"] for e in manifest[s] if e["documents"]] for s in ("train", "val")}
     with writing(context, store) as draft:
-        result = tokenize_to_shards(reads(TOKENIZER), split_files, draft.work, cfg, log=context.log.info)
+        domains = {str(root / e["file"]): e["domain"] for s in ("train", "val") for e in manifest[s]}
+        result = tokenize_to_shards(reads(TOKENIZER), split_files, draft.work, cfg, log=context.log.info,
+                                    domains=domains)
     shards_tokens = sum(s["tokens"] for split in result["splits"].values() for s in split["shards"])
     total = sum(split["tokens"] for split in result["splits"].values())
     rows = [{"split": k, "tokens": v["tokens"], "documents": v["documents"], "bytes": v["bytes"],
