@@ -178,6 +178,91 @@ def test_sft_finite_run_still_publishes(sft_inputs: dict[str, Path], tmp_path: P
     assert assert_finite_weights(store.current(key)) > 0
 
 
+# --- TRL stage: kill -9 at chosen points, rerun resumes, bit-identical ------------------------------------
+# 16 rows / batch 4 = 4 steps an epoch, so 8 steps cross an epoch and the resume from step 3 replays the
+# second epoch's order (BucketSampler.set_epoch); dropout makes the restored RNG state matter too.
+SFT_KILL = dict(max_steps=8, save_every=3, batching="bucket")
+SFT_RUN = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+    from pipeline_assets.posttrain.sft import SFTStageConfig, run_sft
+
+    base, data, out, ckpt, cfg = sys.argv[1:6]
+    cfg = SFTStageConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(cfg).items()})
+    run_sft(cfg, Path(base), Path(data), Path(out), log=print, checkpoint_dir=Path(ckpt))
+''')
+
+
+@pytest.fixture(scope="module")
+def sft_dropout_base(sft_inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("sft-dropout") / "base"
+    config = LlamaConfig.from_pretrained(sft_inputs["base"], attention_dropout=0.2)
+    torch.manual_seed(1)
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(sft_inputs["base"]).save_pretrained(out)
+    return out
+
+
+def _sft_kill_cfg() -> Any:
+    import dataclasses
+
+    return dataclasses.replace(_sft_cfg(), **SFT_KILL)
+
+
+@pytest.fixture(scope="module")
+def straight_sft(sft_dropout_base: Path, sft_inputs: dict[str, Path],
+                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Uninterrupted, in this process; without checkpoints: saving resume points must not change the run."""
+    from safetensors.torch import load_file
+
+    from pipeline_assets.posttrain.sft import run_sft
+
+    out = tmp_path_factory.mktemp("sft-straight")
+    result = run_sft(_sft_kill_cfg(), sft_dropout_base, sft_inputs["data"], out, log=lambda _: None)
+    assert result["resumed_from_step"] is None and result["steps"] == 8
+    return {"weights": load_file(out / "model.safetensors"), "loss": result["loss_history"]}
+
+
+@pytest.mark.parametrize("fault, resume_step, broken", [
+    ("posttrain.after_step:5", 3, None),  # between checkpoints 3 and 6
+    ("posttrain.mid_checkpoint:6", 3, "checkpoint-6"),  # weights + optimizer + RNG of step 6, no trainer_state
+], ids=["after_step_5", "mid_checkpoint_6"])
+def test_sft_kill_9_then_rerun_resumes_bit_identical(sft_dropout_base: Path, sft_inputs: dict[str, Path],
+                                                     straight_sft: dict[str, Any], tmp_path: Path, fault: str,
+                                                     resume_step: int, broken: str | None) -> None:
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from pipeline_assets.posttrain.sft import run_sft
+
+    out, ckpt = tmp_path / "out", tmp_path / "out" / ".trainer"
+    env = {**{k: v for k, v in _env().items() if k != faults.ENV}, faults.ENV: fault}
+    cfg = json.dumps(dataclasses.asdict(_sft_kill_cfg()))
+    killed = subprocess.run([sys.executable, "-c", SFT_RUN, str(sft_dropout_base), str(sft_inputs["data"]),
+                             str(out), str(ckpt), cfg], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    assert not (out / "model.safetensors").exists() and not (out / "summary.json").exists()
+    if broken:  # the kill landed inside the save: a checkpoint dir without its completion marker
+        assert (ckpt / broken).is_dir() and not (ckpt / broken / "trainer_state.json").exists()
+    lines: list[str] = []
+    result = run_sft(_sft_kill_cfg(), sft_dropout_base, sft_inputs["data"], out, log=lines.append,
+                     checkpoint_dir=ckpt)
+    assert result["resumed_from_step"] == resume_step and result["steps"] == 8
+    assert any(f"resuming from {ckpt / f'checkpoint-{resume_step}'}" in line for line in lines), lines
+    # HF restores optimizer, scheduler, RNG and the data position (skip_first_batches over the same seeded
+    # order), and with one CPU thread every op is deterministic, so the resumed run IS the straight run.
+    weights = load_file(out / "model.safetensors")
+    assert weights.keys() == straight_sft["weights"].keys()
+    for k, v in weights.items():
+        assert torch.equal(v, straight_sft["weights"][k]), f"{k} differs after kill at {fault} + rerun"
+    assert result["loss_history"] == straight_sft["loss"]  # the curve spans the kill (from trainer_state)
+    assert sorted(p.name for p in ckpt.glob("checkpoint-*")) == ["checkpoint-8"]  # the broken one is gone
+
+
 # --- pretraining: NaN val / train loss --------------------------------------------------------------------
 PRE_CFG = TEST_CFG.replace(max_steps=6, checkpoint_every=3, eval_every=3, log_every=3, keep_last=None,
                            eval_batches=1, sample_max_new_tokens=2, sample_prompts=("def ",))
