@@ -263,6 +263,80 @@ def test_sft_kill_9_then_rerun_resumes_bit_identical(sft_dropout_base: Path, sft
     assert sorted(p.name for p in ckpt.glob("checkpoint-*")) == ["checkpoint-8"]  # the broken one is gone
 
 
+class _StopBeforeTraining(Exception):
+    pass
+
+
+def _stage_calls(inputs: dict[str, Path], root: Path) -> dict[str, Any]:
+    """One call per TRL stage, on the tiny base, with just enough input to build its trainer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pipeline_assets.posttrain import config as pc
+    from pipeline_assets.posttrain import distill, dpo, reward, rl, rlhf
+
+    base = inputs["base"]
+    q = [{"role": "user", "content": "What is 1 + 1?"}]
+    pair = {"prompt": q, "chosen": [{"role": "assistant", "content": "2"}],
+            "rejected": [{"role": "assistant", "content": "3"}], "source": "rule", "kind": "arithmetic",
+            "answer": "2"}
+    pairs = root / "pairs"
+    pairs.mkdir()
+    for name in ("train", "heldout"):
+        (pairs / f"{name}.jsonl").write_text(json.dumps(pair) + "\n")
+    AutoModelForSequenceClassification.from_pretrained(base, num_labels=1).save_pretrained(root / "rm")
+    AutoTokenizer.from_pretrained(base).save_pretrained(root / "rm")
+    reasoning = root / "reasoning.jsonl"
+    reasoning.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                                 for i in range(4)))
+    prompts = [{"prompt": f"What is {i} + 2?", "heldout": i % 2 == 1} for i in range(4)]
+    heldout = [{"prompt": "What is 1 + 1?", "answer": "2"}]
+    small = dict(max_steps=2, batch_size=2, device="cpu")
+    return {
+        "reward": lambda out, ck: reward.run_reward_model(pc.RewardModelConfig(**small, max_length=32), base, pairs,
+                                                          out, checkpoint_dir=ck),
+        "dpo": lambda out, ck: dpo.run_dpo(pc.DPOStageConfig(**small, max_length=32), base, pairs, out,
+                                           checkpoint_dir=ck),
+        "rlhf": lambda out, ck: rlhf.run_rlhf(pc.RLHFConfig(**small, num_generations=2, max_completion_length=2),
+                                              base, root / "rm", prompts, out, checkpoint_dir=ck),
+        "grpo": lambda out, ck: rl.run_grpo(pc.GRPOStageConfig(**small, num_generations=2, max_completion_length=2,
+                                                               heldout_max_new_tokens=2),
+                                            base, reasoning, out, heldout, checkpoint_dir=ck),
+        "distill": lambda out, ck: distill.run_distill(
+            pc.DistillConfig(**small, num_prompts=8, num_val_prompts=2, max_new_tokens=2, max_length=32), base,
+            inputs["data"], out, checkpoint_dir=ck),
+    }
+
+
+@pytest.mark.parametrize("stage", ["reward", "dpo", "rlhf", "grpo", "distill"])
+def test_every_trl_stage_trains_through_train_resumable(sft_inputs: dict[str, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    """The kill matrix runs on SFT; every other stage must build its trainer with resume points in the
+    checkpoint_dir it was given (full state) and train through the same helper, or none without one."""
+    import importlib
+
+    from pipeline_assets.posttrain import distill
+
+    module = importlib.import_module(f"pipeline_assets.posttrain.{ {'grpo': 'rl'}.get(stage, stage)}")
+    seen: list[tuple[Any, Any]] = []
+
+    def spy(trainer: Any, checkpoint_dir: Path | None = None, log: Any = print) -> int | None:
+        seen.append((trainer.args, checkpoint_dir))
+        raise _StopBeforeTraining
+
+    monkeypatch.setattr(module, "train_resumable", spy)
+    # A random-init teacher never ends an answer with eos; distillation would refuse to start.
+    monkeypatch.setattr(distill, "generate_replies", lambda model, tok, prompts, n: [("2", True)] * len(prompts))
+    call = _stage_calls(sft_inputs, tmp_path)[stage]
+    for ck in (tmp_path / "ck", None):
+        with pytest.raises(_StopBeforeTraining):
+            call(tmp_path / f"out-{ck is None}", ck)
+    (with_ck, ck), (without, none) = seen
+    assert ck == tmp_path / "ck" and none is None
+    assert Path(with_ck.output_dir) == ck and with_ck.save_strategy == "steps" and not with_ck.save_only_model
+    assert with_ck.save_steps == 50 and with_ck.save_total_limit == 1  # save_interval(2 steps): the floor
+    assert without.save_strategy == "no"
+
+
 # --- pretraining: NaN val / train loss --------------------------------------------------------------------
 PRE_CFG = TEST_CFG.replace(max_steps=6, checkpoint_every=3, eval_every=3, log_every=3, keep_last=None,
                            eval_batches=1, sample_max_new_tokens=2, sample_prompts=("def ",))
