@@ -337,6 +337,49 @@ def test_every_trl_stage_trains_through_train_resumable(sft_inputs: dict[str, Pa
     assert without.save_strategy == "no"
 
 
+def test_training_asset_work_dir_is_keyed_and_publishes_without_trainer_state(tmp_path: Path) -> None:
+    """What the models/* assets do around run_*: the trainer's checkpoints live in a work dir keyed by the
+    upstream versions + config, survive a failed attempt, are found by the rerun, and are not published."""
+    import dataclasses
+
+    from pipeline_assets.posttrain.assets import SFT, TRAINER_DIR, _resume_key, _train
+    from pipeline_assets.posttrain.config import SFTStageConfig
+    from pipeline_assets.pretrain.assets import BASE
+    from pipeline_assets.publishing import Reads
+
+    store = _store(tmp_path)
+    _publish_dir(store, BASE.path)
+    context = SimpleNamespace(asset_key=SFT, run_id="r1", assets_def=SimpleNamespace(partitions_def=None))
+    cfg = SFTStageConfig()
+    key = _resume_key(Reads(store), [BASE], cfg)
+    assert key == _resume_key(Reads(store), [BASE], dataclasses.replace(cfg, save_every=7, log_every=3))
+    assert key != _resume_key(Reads(store), [BASE], dataclasses.replace(cfg, lr=cfg.lr / 2))
+
+    def killed(work: Path) -> dict:
+        (work / TRAINER_DIR / "checkpoint-3").mkdir(parents=True)
+        (work / TRAINER_DIR / "checkpoint-3" / "trainer_state.json").write_text("{}")
+        raise RuntimeError("the attempt dies mid-training")
+
+    with pytest.raises(RuntimeError):
+        _train(context, store, killed, key)
+    assert not store.has_current(SFT.path)
+
+    def rerun(work: Path) -> dict:
+        found = sorted(p.name for p in (work / TRAINER_DIR).iterdir())
+        (work / "model.safetensors").write_text("weights")
+        return {"found": found}
+
+    draft, result = _train(context, store, rerun, key)
+    assert result == {"found": ["checkpoint-3"]}
+    assert sorted(p.name for p in draft.version.path.iterdir()) == ["model.safetensors", "summary.json"]
+    # new upstream version: a fresh work dir, never the old run's checkpoints
+    _publish_dir(store, BASE.path)
+    other = _resume_key(Reads(store), [BASE], cfg)
+    assert other != key
+    assert _train(context, store, lambda work: {"fresh": not (work / TRAINER_DIR).exists()}, other)[1] == {
+        "fresh": True}
+
+
 # --- pretraining: NaN val / train loss --------------------------------------------------------------------
 PRE_CFG = TEST_CFG.replace(max_steps=6, checkpoint_every=3, eval_every=3, log_every=3, keep_last=None,
                            eval_batches=1, sample_max_new_tokens=2, sample_prompts=("def ",))
