@@ -584,31 +584,63 @@ def test_executor_run_fails_when_a_task_fails(tmp_path: Path) -> None:
         raise_if_incomplete(tmp_path / "logs", 2, "ray")
 
 
-# --- curation: kill -9 mid-ingest / mid-filter / after filter, rerun, identical documents ------------------
+# --- curation: kill -9 in every stage (ingest, filter, dedup, decontamination), rerun, identical documents ---
 CURATE = textwrap.dedent('''
-    import sys
+    import json, sys
     from pipeline_assets.corpus.config import CorpusConfig
+    from pipeline_assets.corpus.decontaminate import build_index, decontaminate_partition
+    from pipeline_assets.corpus.dedup import deduplicate_partition, find_duplicates, signatures
     from pipeline_assets.corpus.filters import filter_partition
     from pipeline_assets.corpus.ingest import ingest_source
     from pipeline_assets.corpus.sources import SourceSpec
     from resources.datatrove import DatatroveExecutorResource
     from resources.storage import ArtifactStore, fingerprint
 
-    root, src = sys.argv[1:3]
+    root, src, eval_text = sys.argv[1:4]
     store, cfg = ArtifactStore(root=root), CorpusConfig(tasks=2)
+    run = DatatroveExecutorResource(kind="local", workers=1).run
     spec = SourceSpec("src", "folder", "prose", path=src)
     RAW, FILTERED = ["corpus", "raw_documents"], ["corpus", "filtered_documents"]
+    SIGS, CLUSTERS = ["corpus", "minhash_signatures"], ["corpus", "duplicate_clusters"]
+    DEDUPED, DECONT = ["corpus", "deduplicated_documents"], ["corpus", "decontaminated_documents"]
+    # As the assets do; a stage already published is not redone (a rerun materializes what is missing).
     if not store.has_current(RAW, "src"):  # as the raw_documents asset: a fresh work dir per attempt
         with store.writing(RAW, "src") as draft:
             ingest_source(spec, draft.work, cfg.tasks, None, cfg.max_doc_bytes)
         store.publish(draft.version)
     raw = store.current(RAW, "src")
-    # as filtered_documents: a resumable work dir keyed by inputs + config; completed ranks are skipped
-    with store.writing(FILTERED, "src", resume_key=fingerprint(raw, spec.domain, cfg.__dict__)) as draft:
-        filter_partition(raw, draft.work, spec.domain, cfg, DatatroveExecutorResource(kind="local", workers=1).run)
+    if not store.has_current(FILTERED, "src"):
+        # a resumable work dir keyed by inputs + config; completed ranks are skipped
+        with store.writing(FILTERED, "src", resume_key=fingerprint(raw, spec.domain, cfg.__dict__)) as draft:
+            filter_partition(raw, draft.work, spec.domain, cfg, run)
+        store.publish(draft.version)
+    docs = store.current(FILTERED, "src") / "documents"
+    if not store.has_current(SIGS, "src"):
+        with store.writing(SIGS, "src", resume_key=fingerprint(docs, cfg.__dict__, {"keep_numbers": False})) as draft:
+            signatures(docs, draft.work, cfg, run)
+        store.publish(draft.version)
+    if not store.has_current(CLUSTERS):  # as duplicate_clusters: a fresh work dir per attempt
+        with store.writing(CLUSTERS) as draft:
+            find_duplicates({"src": store.current(SIGS, "src")}, draft.work, cfg, run)
+        store.publish(draft.version)
+    clusters = store.current(CLUSTERS)
+    if not store.has_current(DEDUPED, "src"):
+        with store.writing(DEDUPED, "src",
+                           resume_key=fingerprint(docs, clusters / "file_index.json", cfg.__dict__)) as draft:
+            deduplicate_partition(docs, clusters, "src", draft.work, cfg, run)
+        store.publish(draft.version)
+    deduped = store.current(DEDUPED, "src") / "documents"
+    with store.writing(DECONT, "src", resume_key=fingerprint(deduped, eval_text, cfg.__dict__)) as draft:
+        build_index({"qa": [eval_text]}, draft.work / "index", cfg)
+        decontaminate_partition(deduped, draft.work / "index", draft.work, cfg, run)
     store.publish(draft.version)
 ''')
 RAW_KEY, FILTERED_KEY = ["corpus", "raw_documents"], ["corpus", "filtered_documents"]
+SIGS_KEY, CLUSTERS_KEY = ["corpus", "minhash_signatures"], ["corpus", "duplicate_clusters"]
+DEDUPED_KEY, DECONT_KEY = ["corpus", "deduplicated_documents"], ["corpus", "decontaminated_documents"]
+# (key, partition) in pipeline order: what a run publishes, and what a kill must leave unpublished.
+CURATED = [(RAW_KEY, "src"), (FILTERED_KEY, "src"), (SIGS_KEY, "src"), (CLUSTERS_KEY, None),
+           (DEDUPED_KEY, "src"), (DECONT_KEY, "src")]
 
 
 @pytest.fixture(scope="module")
@@ -620,9 +652,15 @@ def curation_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with (src / "docs.jsonl").open("w") as f:
         for k in keys:
             f.write(json.dumps({"id": k, "text": topics[k][:3000]}) + "\n")
+        f.write(json.dumps({"id": "copy", "text": topics[keys[0]][:3000]}) + "\n")  # removed by dedup
         f.write(json.dumps({"id": "junk", "text": "$$ ## 12 34 ;; " * 20}) + "\n")
         f.write("not json\n")  # quarantined
     return src
+
+
+def _eval_text(src: Path) -> str:
+    """A passage of one source document posing as an eval item: decontamination must remove that document."""
+    return json.loads((src / "docs.jsonl").read_text().splitlines()[3])["text"][200:600]
 
 
 def _curate(root: Path, src: Path, fault: str | None = None) -> SimpleNamespace:
@@ -633,8 +671,8 @@ def _curate(root: Path, src: Path, fault: str | None = None) -> SimpleNamespace:
         env[faults.ENV] = fault
     log = root.parent / f"{root.name}-curate-{fault or 'clean'}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", CURATE, str(root), str(src)], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-c", CURATE, str(root), str(src), _eval_text(src)], cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             rc = proc.wait(timeout=300)
         finally:
@@ -652,10 +690,20 @@ def _normalized(line: str) -> dict:
     return doc
 
 
-def _published_files(store: ArtifactStore, key: list[str]) -> dict[str, list[dict]]:
-    cur = store.current(key, "src")
-    return {str(p.relative_to(cur)): [_normalized(line) for line in p.read_text().splitlines()]
-            for p in sorted(cur.rglob("*.jsonl")) if "logs" not in p.relative_to(cur).parts}
+def _published_files(store: ArtifactStore, key: list[str], partition: str | None = "src") -> dict[str, Any]:
+    """Documents (JSONL) and binary outputs (signatures, clusters, indexes) of the published version; logs
+    and JSON summaries hold timings and absolute paths, so they are left out."""
+    import hashlib
+
+    cur = store.current(key, partition)
+    out: dict[str, Any] = {}
+    for p in sorted(q for q in cur.rglob("*") if q.is_file()):
+        rel = p.relative_to(cur)
+        if "logs" in rel.parts or p.suffix == ".json":
+            continue
+        out[str(rel)] = ([_normalized(line) for line in p.read_text().splitlines()] if p.suffix == ".jsonl"
+                         else hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -664,34 +712,41 @@ def straight_curation(curation_source: Path, tmp_path_factory: pytest.TempPathFa
     proc = _curate(root, curation_source)
     assert proc.returncode == 0, proc.stderr[-3000:]
     store = _store(root)
-    out = {"raw": _published_files(store, RAW_KEY), "filtered": _published_files(store, FILTERED_KEY)}
-    assert any(k.startswith("documents/") and v for k, v in out["filtered"].items())
-    assert any(k.startswith("removed/") for k in out["filtered"])  # the junk doc was rejected by a filter
+    out = {"/".join(key): _published_files(store, key, part) for key, part in CURATED}
+    assert any(k.startswith("documents/") and v for k, v in out["corpus/filtered_documents"].items())
+    assert any(k.startswith("removed/") for k in out["corpus/filtered_documents"])  # the junk doc was rejected
+    for key, removed in (("corpus/deduplicated_documents", "src/copy"), ("corpus/decontaminated_documents", None)):
+        dropped = [d for k, docs in out[key].items() if k.startswith("removed/") for d in docs]
+        assert len(dropped) == 1 and (removed is None or dropped[0]["id"] == removed), (key, dropped)
     return out
 
 
-@pytest.mark.parametrize("fault, killed_key", [
-    ("curation.mid_ingest:5", RAW_KEY),
-    ("curation.mid_filter:2", FILTERED_KEY),
-    ("curation.after_filter", FILTERED_KEY),
+@pytest.mark.parametrize("fault, killed", [
+    ("curation.mid_ingest:5", 0),
+    ("curation.mid_filter:2", 1),
+    ("curation.after_filter", 1),
+    ("curation.mid_signatures", 2),
+    ("curation.mid_clusters", 3),
+    ("curation.mid_dedup", 4),
+    ("curation.after_decont", 5),
 ])
 def test_curation_kill_9_then_rerun_gives_identical_documents(
-        curation_source: Path, straight_curation: dict[str, Any], tmp_path: Path, fault: str,
-        killed_key: list[str]) -> None:
+        curation_source: Path, straight_curation: dict[str, Any], tmp_path: Path, fault: str, killed: int) -> None:
     store = _store(tmp_path)
-    killed = _curate(tmp_path, curation_source, fault)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    # nothing half-written is visible: no `current`, no version dir, only the dead writer's work dir
-    assert not store.has_current(killed_key, "src")
-    entries = _slot_entries(store, killed_key, "src")
+    key, part = CURATED[killed]
+    proc = _curate(tmp_path, curation_source, fault)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    # nothing half-written is visible: no `current`, no version dir, only the dead writer's work dir; the
+    # stages before it are published, none after it is
+    assert [store.has_current(k, p) for k, p in CURATED] == [i < killed for i in range(len(CURATED))]
+    entries = _slot_entries(store, key, part)
     assert entries and all(e.startswith(".work-") for e in entries), entries
-    if killed_key == FILTERED_KEY:
-        assert store.has_current(RAW_KEY, "src")
-        assert [e for e in entries if e.startswith(".work-r-")]  # resumable: the rerun reuses it
+    resumable = key not in (RAW_KEY, CLUSTERS_KEY)
+    assert bool([e for e in entries if e.startswith(".work-r-")]) == resumable  # the rerun reuses it
     proc = _curate(tmp_path, curation_source)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _published_files(store, RAW_KEY) == straight_curation["raw"]
-    assert _published_files(store, FILTERED_KEY) == straight_curation["filtered"]
-    leftovers = [e for e in _slot_entries(store, killed_key, "src") if e.startswith(".work-")
+    for k, p in CURATED:
+        assert _published_files(store, k, p) == straight_curation["/".join(k)], f"{'/'.join(k)} after {fault}"
+    leftovers = [e for e in _slot_entries(store, key, part) if e.startswith(".work-")
                  and not e.startswith(".work-r-")]
     assert not leftovers, leftovers  # the dead writer's work dir was pruned at publish
