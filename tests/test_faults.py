@@ -380,6 +380,49 @@ def test_training_asset_work_dir_is_keyed_and_publishes_without_trainer_state(tm
         "fresh": True}
 
 
+DPO_RUN = textwrap.dedent('''
+    import sys
+    from pathlib import Path
+    from pipeline_assets.posttrain.config import DPOStageConfig
+    from pipeline_assets.posttrain.dpo import run_dpo
+
+    base, pairs, out, ckpt = map(Path, sys.argv[1:5])
+    run_dpo(DPOStageConfig(max_steps=6, batch_size=2, max_length=32, device="cpu", save_every=2), base, pairs,
+            out, checkpoint_dir=ckpt)
+''')
+
+
+def test_dpo_kill_9_then_rerun_resumes_bit_identical(sft_dropout_base: Path, tmp_path: Path) -> None:
+    """A second stage through the same helper, with a reference model: 4 pairs / batch 2 = 2 steps an epoch."""
+    from safetensors.torch import load_file
+
+    from pipeline_assets.posttrain.config import DPOStageConfig
+    from pipeline_assets.posttrain.dpo import run_dpo
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
+             "chosen": [{"role": "assistant", "content": str(i + 1)}],
+             "rejected": [{"role": "assistant", "content": str(i + 2)}], "kind": "arithmetic", "answer": str(i + 1)}
+            for i in range(5)]
+    (pairs / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (pairs / "heldout.jsonl").write_text(json.dumps(rows[4]) + "\n")
+    straight = run_dpo(DPOStageConfig(max_steps=6, batch_size=2, max_length=32, device="cpu"), sft_dropout_base,
+                       pairs, tmp_path / "straight", log=lambda _: None)
+    out, ckpt = tmp_path / "out", tmp_path / "out" / ".trainer"
+    env = {**{k: v for k, v in _env().items() if k != faults.ENV}, faults.ENV: "posttrain.after_step:5"}
+    killed = subprocess.run([sys.executable, "-c", DPO_RUN, str(sft_dropout_base), str(pairs), str(out), str(ckpt)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    result = run_dpo(DPOStageConfig(max_steps=6, batch_size=2, max_length=32, device="cpu", save_every=2),
+                     sft_dropout_base, pairs, out, log=lambda _: None, checkpoint_dir=ckpt)
+    assert result["resumed_from_step"] == 4 and result["steps"] == 6
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(out / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after kill at step 5 + rerun"
+    assert result["loss_history"] == straight["loss_history"]
+
+
 # --- pretraining: NaN val / train loss --------------------------------------------------------------------
 PRE_CFG = TEST_CFG.replace(max_steps=6, checkpoint_every=3, eval_every=3, log_every=3, keep_last=None,
                            eval_batches=1, sample_max_new_tokens=2, sample_prompts=("def ",))
