@@ -228,7 +228,8 @@ def straight_sft(sft_dropout_base: Path, sft_inputs: dict[str, Path],
 @pytest.mark.parametrize("fault, resume_step, broken", [
     ("posttrain.after_step:5", 3, None),  # between checkpoints 3 and 6
     ("posttrain.mid_checkpoint:6", 3, "checkpoint-6"),  # weights + optimizer + RNG of step 6, no trainer_state
-], ids=["after_step_5", "mid_checkpoint_6"])
+    ("posttrain.after_step:7", 6, None),  # resumes inside the second epoch: its order, not the first's
+], ids=["after_step_5", "mid_checkpoint_6", "after_step_7"])
 def test_sft_kill_9_then_rerun_resumes_bit_identical(sft_dropout_base: Path, sft_inputs: dict[str, Path],
                                                      straight_sft: dict[str, Any], tmp_path: Path, fault: str,
                                                      resume_step: int, broken: str | None) -> None:
