@@ -104,10 +104,11 @@ class SFTStageConfig:
     heldout_max_new_tokens: int = 8  # "-123" + eos is 5 tokens with digits split one per token
 
     def validate(self) -> SFTStageConfig:
-        _check_non_negative(self, "save_every")
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ValueError(f"SFTStageConfig: {msg}")
+
+        _check_non_negative(self, "save_every")
 
         for name in ("max_steps", "batch_size", "max_length", "num_threads", "log_every", "lora_r",
                      "lora_alpha", "eval_max_new_tokens", "heldout_max_new_tokens"):
