@@ -317,7 +317,8 @@ CHECKPOINT_COMPLETE = "trainer_state.json"
 
 def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
     """The newest ``checkpoint-N`` the trainer finished writing; half-written ones are removed, so the rerun
-    rewrites step N from scratch and HF's rotation never counts a broken dir as the one to keep."""
+    rewrites step N from scratch and HF's rotation never counts a broken dir as the one to keep. Safe to
+    delete: the assets' work dir is locked by one live run, so a dir without its marker is a dead run's."""
     import shutil
 
     if not Path(checkpoint_dir).is_dir():
