@@ -1,8 +1,19 @@
 """Named kill points for fault-injection tests: ``LLMDAG_FAULT_AT=<point>[,<point>...]`` SIGKILLs the process there.
 
-A point is ``name`` or ``name:n`` (e.g. ``pretrain.after_step:15``, ``checkpoint.mid_write:20``,
-``curation.mid_ingest:3``, ``curation.mid_filter:5``, ``curation.after_filter``). Code calls
-``faults.at("pretrain.after_step", step)``; a spec without ``:n`` fires on the first call with that name.
+A point is ``name`` or ``name:n``; a spec without ``:n`` fires on the first call with that name. Code calls
+``faults.at("pretrain.after_step", step)``. The points (``n`` is what the call passes):
+
+    pretrain.after_step:n        pretrain/train.py, after optimizer step n
+    checkpoint.mid_write:n       pretrain/checkpoint.py, step n's weights written, its meta.json not yet
+    posttrain.after_step:n       posttrain/common.py (every TRL stage), step n done, its checkpoint not saved
+    posttrain.mid_checkpoint:n   posttrain/common.py, checkpoint-n has weights/optimizer/RNG, no trainer_state
+    curation.mid_ingest:n        corpus/ingest.py, after the n-th kept document
+    curation.mid_filter:n        corpus/blocks.py, at the n-th document a rank formats (writers half-written)
+    curation.after_filter        corpus/filters.py, every filter rank done, the version not yet renamed
+    curation.mid_signatures      corpus/dedup.py, MinHash signatures written, exact-dedup ones not yet
+    curation.mid_clusters        corpus/dedup.py, MinHash buckets written, no cluster yet
+    curation.mid_dedup           corpus/dedup.py, the partition's removal lists written, no document yet
+    curation.after_decont        corpus/decontaminate.py, every rank done, the version not yet renamed
 The variable is read once, at import: unset, ``at`` is one falsy check (zero cost in production).
 Tests run the stage in a subprocess with the variable set, so the kill lands exactly where they ask,
 never where timing happens to put it, then rerun it without the variable and compare results.

@@ -178,6 +178,252 @@ def test_sft_finite_run_still_publishes(sft_inputs: dict[str, Path], tmp_path: P
     assert assert_finite_weights(store.current(key)) > 0
 
 
+# --- TRL stage: kill -9 at chosen points, rerun resumes, bit-identical ------------------------------------
+# 16 rows / batch 4 = 4 steps an epoch, so 8 steps cross an epoch and the resume from step 3 replays the
+# second epoch's order (BucketSampler.set_epoch); dropout makes the restored RNG state matter too.
+SFT_KILL = dict(max_steps=8, save_every=3, batching="bucket")
+SFT_RUN = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+    from pipeline_assets.posttrain.sft import SFTStageConfig, run_sft
+
+    base, data, out, ckpt, cfg = sys.argv[1:6]
+    cfg = SFTStageConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(cfg).items()})
+    run_sft(cfg, Path(base), Path(data), Path(out), log=print, checkpoint_dir=Path(ckpt))
+''')
+
+
+@pytest.fixture(scope="module")
+def sft_dropout_base(sft_inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("sft-dropout") / "base"
+    config = LlamaConfig.from_pretrained(sft_inputs["base"], attention_dropout=0.2)
+    torch.manual_seed(1)
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(sft_inputs["base"]).save_pretrained(out)
+    return out
+
+
+def _sft_kill_cfg() -> Any:
+    import dataclasses
+
+    return dataclasses.replace(_sft_cfg(), **SFT_KILL)
+
+
+@pytest.fixture(scope="module")
+def straight_sft(sft_dropout_base: Path, sft_inputs: dict[str, Path],
+                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Uninterrupted, in this process; without checkpoints: saving resume points must not change the run."""
+    from safetensors.torch import load_file
+
+    from pipeline_assets.posttrain.sft import run_sft
+
+    out = tmp_path_factory.mktemp("sft-straight")
+    result = run_sft(_sft_kill_cfg(), sft_dropout_base, sft_inputs["data"], out, log=lambda _: None)
+    assert result["resumed_from_step"] is None and result["steps"] == 8
+    return {"weights": load_file(out / "model.safetensors"), "loss": result["loss_history"]}
+
+
+@pytest.mark.parametrize("fault, resume_step, broken", [
+    ("posttrain.after_step:5", 3, None),  # between checkpoints 3 and 6
+    ("posttrain.mid_checkpoint:6", 3, "checkpoint-6"),  # weights + optimizer + RNG of step 6, no trainer_state
+    ("posttrain.after_step:7", 6, None),  # resumes inside the second epoch: its order, not the first's
+], ids=["after_step_5", "mid_checkpoint_6", "after_step_7"])
+def test_sft_kill_9_then_rerun_resumes_bit_identical(sft_dropout_base: Path, sft_inputs: dict[str, Path],
+                                                     straight_sft: dict[str, Any], tmp_path: Path, fault: str,
+                                                     resume_step: int, broken: str | None) -> None:
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from pipeline_assets.posttrain.sft import run_sft
+
+    out, ckpt = tmp_path / "out", tmp_path / "out" / ".trainer"
+    env = {**{k: v for k, v in _env().items() if k != faults.ENV}, faults.ENV: fault}
+    cfg = json.dumps(dataclasses.asdict(_sft_kill_cfg()))
+    killed = subprocess.run([sys.executable, "-c", SFT_RUN, str(sft_dropout_base), str(sft_inputs["data"]),
+                             str(out), str(ckpt), cfg], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    assert not (out / "model.safetensors").exists() and not (out / "summary.json").exists()
+    if broken:  # the kill landed inside the save: a checkpoint dir without its completion marker
+        assert (ckpt / broken).is_dir() and not (ckpt / broken / "trainer_state.json").exists()
+    lines: list[str] = []
+    result = run_sft(_sft_kill_cfg(), sft_dropout_base, sft_inputs["data"], out, log=lines.append,
+                     checkpoint_dir=ckpt)
+    assert result["resumed_from_step"] == resume_step and result["steps"] == 8
+    assert any(f"resuming from {ckpt / f'checkpoint-{resume_step}'}" in line for line in lines), lines
+    # HF restores optimizer, scheduler, RNG and the data position (skip_first_batches over the same seeded
+    # order), and with one CPU thread every op is deterministic, so the resumed run IS the straight run.
+    weights = load_file(out / "model.safetensors")
+    assert weights.keys() == straight_sft["weights"].keys()
+    for k, v in weights.items():
+        assert torch.equal(v, straight_sft["weights"][k]), f"{k} differs after kill at {fault} + rerun"
+    assert result["loss_history"] == straight_sft["loss"]  # the curve spans the kill (from trainer_state)
+    assert sorted(p.name for p in ckpt.glob("checkpoint-*")) == ["checkpoint-8"]  # the broken one is gone
+
+
+class _StopBeforeTraining(Exception):
+    pass
+
+
+def _stage_calls(inputs: dict[str, Path], root: Path) -> dict[str, Any]:
+    """One call per TRL stage, on the tiny base, with just enough input to build its trainer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pipeline_assets.posttrain import config as pc
+    from pipeline_assets.posttrain import distill, dpo, reward, rl, rlhf
+
+    base = inputs["base"]
+    q = [{"role": "user", "content": "What is 1 + 1?"}]
+    pair = {"prompt": q, "chosen": [{"role": "assistant", "content": "2"}],
+            "rejected": [{"role": "assistant", "content": "3"}], "source": "rule", "kind": "arithmetic",
+            "answer": "2"}
+    pairs = root / "pairs"
+    pairs.mkdir()
+    for name in ("train", "heldout"):
+        (pairs / f"{name}.jsonl").write_text(json.dumps(pair) + "\n")
+    AutoModelForSequenceClassification.from_pretrained(base, num_labels=1).save_pretrained(root / "rm")
+    AutoTokenizer.from_pretrained(base).save_pretrained(root / "rm")
+    reasoning = root / "reasoning.jsonl"
+    reasoning.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                                 for i in range(4)))
+    prompts = [{"prompt": f"What is {i} + 2?", "heldout": i % 2 == 1} for i in range(4)]
+    heldout = [{"prompt": "What is 1 + 1?", "answer": "2"}]
+    small = dict(max_steps=2, batch_size=2, device="cpu")
+    return {
+        "reward": lambda out, ck: reward.run_reward_model(pc.RewardModelConfig(**small, max_length=32), base, pairs,
+                                                          out, checkpoint_dir=ck),
+        "dpo": lambda out, ck: dpo.run_dpo(pc.DPOStageConfig(**small, max_length=32), base, pairs, out,
+                                           checkpoint_dir=ck),
+        "rlhf": lambda out, ck: rlhf.run_rlhf(pc.RLHFConfig(**small, num_generations=2, max_completion_length=2),
+                                              base, root / "rm", prompts, out, checkpoint_dir=ck),
+        "grpo": lambda out, ck: rl.run_grpo(pc.GRPOStageConfig(**small, num_generations=2, max_completion_length=2,
+                                                               heldout_max_new_tokens=2),
+                                            base, reasoning, out, heldout, checkpoint_dir=ck),
+        "distill": lambda out, ck: distill.run_distill(
+            pc.DistillConfig(**small, num_prompts=8, num_val_prompts=2, max_new_tokens=2, max_length=32), base,
+            inputs["data"], out, checkpoint_dir=ck),
+    }
+
+
+@pytest.mark.parametrize("stage", ["reward", "dpo", "rlhf", "grpo", "distill"])
+def test_every_trl_stage_trains_through_train_resumable(sft_inputs: dict[str, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    """The kill matrix runs on SFT; every other stage must build its trainer with resume points in the
+    checkpoint_dir it was given (full state) and train through the same helper, or none without one."""
+    import importlib
+
+    from pipeline_assets.posttrain import distill
+
+    module = importlib.import_module(f"pipeline_assets.posttrain.{ {'grpo': 'rl'}.get(stage, stage)}")
+    seen: list[tuple[Any, Any]] = []
+
+    def spy(trainer: Any, checkpoint_dir: Path | None = None, log: Any = print) -> int | None:
+        seen.append((trainer.args, checkpoint_dir))
+        raise _StopBeforeTraining
+
+    monkeypatch.setattr(module, "train_resumable", spy)
+    # A random-init teacher never ends an answer with eos; distillation would refuse to start.
+    monkeypatch.setattr(distill, "generate_replies", lambda model, tok, prompts, n: [("2", True)] * len(prompts))
+    call = _stage_calls(sft_inputs, tmp_path)[stage]
+    for ck in (tmp_path / "ck", None):
+        with pytest.raises(_StopBeforeTraining):
+            call(tmp_path / f"out-{ck is None}", ck)
+    (with_ck, ck), (without, none) = seen
+    assert ck == tmp_path / "ck" and none is None
+    assert Path(with_ck.output_dir) == ck and with_ck.save_strategy == "steps" and not with_ck.save_only_model
+    assert with_ck.save_steps == 50 and with_ck.save_total_limit == 1  # save_interval(2 steps): the floor
+    assert without.save_strategy == "no"
+
+
+def test_training_asset_work_dir_is_keyed_and_publishes_without_trainer_state(tmp_path: Path) -> None:
+    """What the models/* assets do around run_*: the trainer's checkpoints live in a work dir keyed by the
+    upstream versions + config, survive a failed attempt, are found by the rerun, and are not published."""
+    import dataclasses
+
+    from pipeline_assets.posttrain.assets import SFT, TRAINER_DIR, _resume_key, _train
+    from pipeline_assets.posttrain.config import SFTStageConfig
+    from pipeline_assets.pretrain.assets import BASE
+    from pipeline_assets.publishing import Reads
+
+    store = _store(tmp_path)
+    _publish_dir(store, BASE.path)
+    context = SimpleNamespace(asset_key=SFT, run_id="r1", assets_def=SimpleNamespace(partitions_def=None))
+    cfg = SFTStageConfig()
+    key = _resume_key(Reads(store), [BASE], cfg)
+    assert key == _resume_key(Reads(store), [BASE], dataclasses.replace(cfg, save_every=7, log_every=3))
+    assert key != _resume_key(Reads(store), [BASE], dataclasses.replace(cfg, lr=cfg.lr / 2))
+
+    def killed(work: Path) -> dict:
+        (work / TRAINER_DIR / "checkpoint-3").mkdir(parents=True)
+        (work / TRAINER_DIR / "checkpoint-3" / "trainer_state.json").write_text("{}")
+        raise RuntimeError("the attempt dies mid-training")
+
+    with pytest.raises(RuntimeError):
+        _train(context, store, killed, key)
+    assert not store.has_current(SFT.path)
+
+    def rerun(work: Path) -> dict:
+        found = sorted(p.name for p in (work / TRAINER_DIR).iterdir())
+        (work / "model.safetensors").write_text("weights")
+        return {"found": found}
+
+    draft, result = _train(context, store, rerun, key)
+    assert result == {"found": ["checkpoint-3"]}
+    assert sorted(p.name for p in draft.version.path.iterdir()) == ["model.safetensors", "summary.json"]
+    # new upstream version: a fresh work dir, never the old run's checkpoints
+    _publish_dir(store, BASE.path)
+    other = _resume_key(Reads(store), [BASE], cfg)
+    assert other != key
+    assert _train(context, store, lambda work: {"fresh": not (work / TRAINER_DIR).exists()}, other)[1] == {
+        "fresh": True}
+
+
+DPO_RUN = textwrap.dedent('''
+    import sys
+    from pathlib import Path
+    from pipeline_assets.posttrain.config import DPOStageConfig
+    from pipeline_assets.posttrain.dpo import run_dpo
+
+    base, pairs, out, ckpt = map(Path, sys.argv[1:5])
+    run_dpo(DPOStageConfig(max_steps=6, batch_size=2, max_length=32, device="cpu", save_every=2), base, pairs,
+            out, checkpoint_dir=ckpt)
+''')
+
+
+def test_dpo_kill_9_then_rerun_resumes_bit_identical(sft_dropout_base: Path, tmp_path: Path) -> None:
+    """A second stage through the same helper, with a reference model: 4 pairs / batch 2 = 2 steps an epoch."""
+    from safetensors.torch import load_file
+
+    from pipeline_assets.posttrain.config import DPOStageConfig
+    from pipeline_assets.posttrain.dpo import run_dpo
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
+             "chosen": [{"role": "assistant", "content": str(i + 1)}],
+             "rejected": [{"role": "assistant", "content": str(i + 2)}], "kind": "arithmetic", "answer": str(i + 1)}
+            for i in range(5)]
+    (pairs / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (pairs / "heldout.jsonl").write_text(json.dumps(rows[4]) + "\n")
+    straight = run_dpo(DPOStageConfig(max_steps=6, batch_size=2, max_length=32, device="cpu"), sft_dropout_base,
+                       pairs, tmp_path / "straight", log=lambda _: None)
+    out, ckpt = tmp_path / "out", tmp_path / "out" / ".trainer"
+    env = {**{k: v for k, v in _env().items() if k != faults.ENV}, faults.ENV: "posttrain.after_step:5"}
+    killed = subprocess.run([sys.executable, "-c", DPO_RUN, str(sft_dropout_base), str(pairs), str(out), str(ckpt)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    result = run_dpo(DPOStageConfig(max_steps=6, batch_size=2, max_length=32, device="cpu", save_every=2),
+                     sft_dropout_base, pairs, out, log=lambda _: None, checkpoint_dir=ckpt)
+    assert result["resumed_from_step"] == 4 and result["steps"] == 6
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(out / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after kill at step 5 + rerun"
+    assert result["loss_history"] == straight["loss_history"]
+
+
 # --- pretraining: NaN val / train loss --------------------------------------------------------------------
 PRE_CFG = TEST_CFG.replace(max_steps=6, checkpoint_every=3, eval_every=3, log_every=3, keep_last=None,
                            eval_batches=1, sample_max_new_tokens=2, sample_prompts=("def ",))
@@ -382,31 +628,63 @@ def test_executor_run_fails_when_a_task_fails(tmp_path: Path) -> None:
         raise_if_incomplete(tmp_path / "logs", 2, "ray")
 
 
-# --- curation: kill -9 mid-ingest / mid-filter / after filter, rerun, identical documents ------------------
+# --- curation: kill -9 in every stage (ingest, filter, dedup, decontamination), rerun, identical documents ---
 CURATE = textwrap.dedent('''
-    import sys
+    import json, sys
     from pipeline_assets.corpus.config import CorpusConfig
+    from pipeline_assets.corpus.decontaminate import build_index, decontaminate_partition
+    from pipeline_assets.corpus.dedup import deduplicate_partition, find_duplicates, signatures
     from pipeline_assets.corpus.filters import filter_partition
     from pipeline_assets.corpus.ingest import ingest_source
     from pipeline_assets.corpus.sources import SourceSpec
     from resources.datatrove import DatatroveExecutorResource
     from resources.storage import ArtifactStore, fingerprint
 
-    root, src = sys.argv[1:3]
+    root, src, eval_text = sys.argv[1:4]
     store, cfg = ArtifactStore(root=root), CorpusConfig(tasks=2)
+    run = DatatroveExecutorResource(kind="local", workers=1).run
     spec = SourceSpec("src", "folder", "prose", path=src)
     RAW, FILTERED = ["corpus", "raw_documents"], ["corpus", "filtered_documents"]
+    SIGS, CLUSTERS = ["corpus", "minhash_signatures"], ["corpus", "duplicate_clusters"]
+    DEDUPED, DECONT = ["corpus", "deduplicated_documents"], ["corpus", "decontaminated_documents"]
+    # As the assets do; a stage already published is not redone (a rerun materializes what is missing).
     if not store.has_current(RAW, "src"):  # as the raw_documents asset: a fresh work dir per attempt
         with store.writing(RAW, "src") as draft:
             ingest_source(spec, draft.work, cfg.tasks, None, cfg.max_doc_bytes)
         store.publish(draft.version)
     raw = store.current(RAW, "src")
-    # as filtered_documents: a resumable work dir keyed by inputs + config; completed ranks are skipped
-    with store.writing(FILTERED, "src", resume_key=fingerprint(raw, spec.domain, cfg.__dict__)) as draft:
-        filter_partition(raw, draft.work, spec.domain, cfg, DatatroveExecutorResource(kind="local", workers=1).run)
+    if not store.has_current(FILTERED, "src"):
+        # a resumable work dir keyed by inputs + config; completed ranks are skipped
+        with store.writing(FILTERED, "src", resume_key=fingerprint(raw, spec.domain, cfg.__dict__)) as draft:
+            filter_partition(raw, draft.work, spec.domain, cfg, run)
+        store.publish(draft.version)
+    docs = store.current(FILTERED, "src") / "documents"
+    if not store.has_current(SIGS, "src"):
+        with store.writing(SIGS, "src", resume_key=fingerprint(docs, cfg.__dict__, {"keep_numbers": False})) as draft:
+            signatures(docs, draft.work, cfg, run)
+        store.publish(draft.version)
+    if not store.has_current(CLUSTERS):  # as duplicate_clusters: a fresh work dir per attempt
+        with store.writing(CLUSTERS) as draft:
+            find_duplicates({"src": store.current(SIGS, "src")}, draft.work, cfg, run)
+        store.publish(draft.version)
+    clusters = store.current(CLUSTERS)
+    if not store.has_current(DEDUPED, "src"):
+        with store.writing(DEDUPED, "src",
+                           resume_key=fingerprint(docs, clusters / "file_index.json", cfg.__dict__)) as draft:
+            deduplicate_partition(docs, clusters, "src", draft.work, cfg, run)
+        store.publish(draft.version)
+    deduped = store.current(DEDUPED, "src") / "documents"
+    with store.writing(DECONT, "src", resume_key=fingerprint(deduped, eval_text, cfg.__dict__)) as draft:
+        build_index({"qa": [eval_text]}, draft.work / "index", cfg)
+        decontaminate_partition(deduped, draft.work / "index", draft.work, cfg, run)
     store.publish(draft.version)
 ''')
 RAW_KEY, FILTERED_KEY = ["corpus", "raw_documents"], ["corpus", "filtered_documents"]
+SIGS_KEY, CLUSTERS_KEY = ["corpus", "minhash_signatures"], ["corpus", "duplicate_clusters"]
+DEDUPED_KEY, DECONT_KEY = ["corpus", "deduplicated_documents"], ["corpus", "decontaminated_documents"]
+# (key, partition) in pipeline order: what a run publishes, and what a kill must leave unpublished.
+CURATED = [(RAW_KEY, "src"), (FILTERED_KEY, "src"), (SIGS_KEY, "src"), (CLUSTERS_KEY, None),
+           (DEDUPED_KEY, "src"), (DECONT_KEY, "src")]
 
 
 @pytest.fixture(scope="module")
@@ -418,9 +696,15 @@ def curation_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with (src / "docs.jsonl").open("w") as f:
         for k in keys:
             f.write(json.dumps({"id": k, "text": topics[k][:3000]}) + "\n")
+        f.write(json.dumps({"id": "copy", "text": topics[keys[0]][:3000]}) + "\n")  # removed by dedup
         f.write(json.dumps({"id": "junk", "text": "$$ ## 12 34 ;; " * 20}) + "\n")
         f.write("not json\n")  # quarantined
     return src
+
+
+def _eval_text(src: Path) -> str:
+    """A passage of one source document posing as an eval item: decontamination must remove that document."""
+    return json.loads((src / "docs.jsonl").read_text().splitlines()[3])["text"][200:600]
 
 
 def _curate(root: Path, src: Path, fault: str | None = None) -> SimpleNamespace:
@@ -431,8 +715,8 @@ def _curate(root: Path, src: Path, fault: str | None = None) -> SimpleNamespace:
         env[faults.ENV] = fault
     log = root.parent / f"{root.name}-curate-{fault or 'clean'}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", CURATE, str(root), str(src)], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-c", CURATE, str(root), str(src), _eval_text(src)], cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             rc = proc.wait(timeout=300)
         finally:
@@ -450,10 +734,20 @@ def _normalized(line: str) -> dict:
     return doc
 
 
-def _published_files(store: ArtifactStore, key: list[str]) -> dict[str, list[dict]]:
-    cur = store.current(key, "src")
-    return {str(p.relative_to(cur)): [_normalized(line) for line in p.read_text().splitlines()]
-            for p in sorted(cur.rglob("*.jsonl")) if "logs" not in p.relative_to(cur).parts}
+def _published_files(store: ArtifactStore, key: list[str], partition: str | None = "src") -> dict[str, Any]:
+    """Documents (JSONL) and binary outputs (signatures, clusters, indexes) of the published version; logs
+    and JSON summaries hold timings and absolute paths, so they are left out."""
+    import hashlib
+
+    cur = store.current(key, partition)
+    out: dict[str, Any] = {}
+    for p in sorted(q for q in cur.rglob("*") if q.is_file()):
+        rel = p.relative_to(cur)
+        if "logs" in rel.parts or p.suffix == ".json":
+            continue
+        out[str(rel)] = ([_normalized(line) for line in p.read_text().splitlines()] if p.suffix == ".jsonl"
+                         else hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -462,34 +756,41 @@ def straight_curation(curation_source: Path, tmp_path_factory: pytest.TempPathFa
     proc = _curate(root, curation_source)
     assert proc.returncode == 0, proc.stderr[-3000:]
     store = _store(root)
-    out = {"raw": _published_files(store, RAW_KEY), "filtered": _published_files(store, FILTERED_KEY)}
-    assert any(k.startswith("documents/") and v for k, v in out["filtered"].items())
-    assert any(k.startswith("removed/") for k in out["filtered"])  # the junk doc was rejected by a filter
+    out = {"/".join(key): _published_files(store, key, part) for key, part in CURATED}
+    assert any(k.startswith("documents/") and v for k, v in out["corpus/filtered_documents"].items())
+    assert any(k.startswith("removed/") for k in out["corpus/filtered_documents"])  # the junk doc was rejected
+    for key, removed in (("corpus/deduplicated_documents", "src/copy"), ("corpus/decontaminated_documents", None)):
+        dropped = [d for k, docs in out[key].items() if k.startswith("removed/") for d in docs]
+        assert len(dropped) == 1 and (removed is None or dropped[0]["id"] == removed), (key, dropped)
     return out
 
 
-@pytest.mark.parametrize("fault, killed_key", [
-    ("curation.mid_ingest:5", RAW_KEY),
-    ("curation.mid_filter:2", FILTERED_KEY),
-    ("curation.after_filter", FILTERED_KEY),
+@pytest.mark.parametrize("fault, killed", [
+    ("curation.mid_ingest:5", 0),
+    ("curation.mid_filter:2", 1),
+    ("curation.after_filter", 1),
+    ("curation.mid_signatures", 2),
+    ("curation.mid_clusters", 3),
+    ("curation.mid_dedup", 4),
+    ("curation.after_decont", 5),
 ])
 def test_curation_kill_9_then_rerun_gives_identical_documents(
-        curation_source: Path, straight_curation: dict[str, Any], tmp_path: Path, fault: str,
-        killed_key: list[str]) -> None:
+        curation_source: Path, straight_curation: dict[str, Any], tmp_path: Path, fault: str, killed: int) -> None:
     store = _store(tmp_path)
-    killed = _curate(tmp_path, curation_source, fault)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    # nothing half-written is visible: no `current`, no version dir, only the dead writer's work dir
-    assert not store.has_current(killed_key, "src")
-    entries = _slot_entries(store, killed_key, "src")
+    key, part = CURATED[killed]
+    proc = _curate(tmp_path, curation_source, fault)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    # nothing half-written is visible: no `current`, no version dir, only the dead writer's work dir; the
+    # stages before it are published, none after it is
+    assert [store.has_current(k, p) for k, p in CURATED] == [i < killed for i in range(len(CURATED))]
+    entries = _slot_entries(store, key, part)
     assert entries and all(e.startswith(".work-") for e in entries), entries
-    if killed_key == FILTERED_KEY:
-        assert store.has_current(RAW_KEY, "src")
-        assert [e for e in entries if e.startswith(".work-r-")]  # resumable: the rerun reuses it
+    resumable = key not in (RAW_KEY, CLUSTERS_KEY)
+    assert bool([e for e in entries if e.startswith(".work-r-")]) == resumable  # the rerun reuses it
     proc = _curate(tmp_path, curation_source)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _published_files(store, RAW_KEY) == straight_curation["raw"]
-    assert _published_files(store, FILTERED_KEY) == straight_curation["filtered"]
-    leftovers = [e for e in _slot_entries(store, killed_key, "src") if e.startswith(".work-")
+    for k, p in CURATED:
+        assert _published_files(store, k, p) == straight_curation["/".join(k)], f"{'/'.join(k)} after {fault}"
+    leftovers = [e for e in _slot_entries(store, key, part) if e.startswith(".work-")
                  and not e.startswith(".work-r-")]
     assert not leftovers, leftovers  # the dead writer's work dir was pruned at publish

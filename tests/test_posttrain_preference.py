@@ -36,7 +36,7 @@ from pipeline_assets.evals.benchmarks import (  # noqa: E402
     load_benchmark,
     normalize_prompt,
 )
-from pipeline_assets.posttrain.common import train_quietly  # noqa: E402
+from pipeline_assets.posttrain.common import train_resumable  # noqa: E402
 from pipeline_assets.posttrain.config import (  # noqa: E402
     DPO_LOSS_TYPES,
     DPOStageConfig,
@@ -135,7 +135,7 @@ def _train_sft(tok_dir: Path, out_dir: Path, steps: int, seed: int = 0) -> dict[
                                 seed=seed, lr_scheduler_type="constant_with_warmup", warmup_steps=20),
                      assistant_only_loss=True, max_length=64)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
-    train_quietly(trainer)
+    train_resumable(trainer)
     save_checkpoint(trainer.model, tok, out_dir)
     return {"steps": trainer.state.global_step}
 

@@ -19,6 +19,7 @@ from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.hashing import create_hash_func
 from datatrove.utils.text import ngrams, simplify_text
 
+from pipeline_assets import faults
 from pipeline_assets.corpus.blocks import RegexWordTokenizer
 from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.corpus.filters import Runner
@@ -61,6 +62,7 @@ def decontaminate_partition(docs_dir: Path, index_dir: Path, out_dir: Path, cfg:
         make_filter(index_dir, cfg, JsonlWriter(str(out_dir / "removed" / "1_contaminated"), compression=None)),
         JsonlWriter(str(out_dir / "documents"), compression=None),
     ], out_dir / "logs", cfg.tasks)
+    faults.at("curation.after_decont")  # kill-test hook: every rank done, the version not yet renamed
     step = step_summary(merged_stats(out_dir / "logs"))[1]
     by_task = {k.removeprefix("contaminated_"): v for k, v in step["counters"].items()
                if k.startswith("contaminated_")}

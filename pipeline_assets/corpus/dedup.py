@@ -41,6 +41,7 @@ from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import TextNormConfig
 
+from pipeline_assets import faults
 from pipeline_assets.corpus.blocks import RegexWordTokenizer
 from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.corpus.filters import Runner
@@ -81,6 +82,7 @@ def signatures(docs_dir: Path, out_dir: Path, cfg: CorpusConfig, run: Runner, ke
     words = RegexWordTokenizer()
     run([_reader(docs_dir), MinhashDedupSignature(str(out_dir / "minhash"), config=minhash_config(cfg, keep_numbers),
                                                    language=words)], out_dir / "logs" / "minhash", cfg.tasks)
+    faults.at("curation.mid_signatures")  # kill-test hook: MinHash ranks complete, no exact signature yet
     run([_reader(docs_dir), ExactDedupSignature(str(out_dir / "exact"), config=exact_config(), finder_workers=1)],
         out_dir / "logs" / "exact", cfg.tasks)
     docs = step_summary(merged_stats(out_dir / "logs" / "minhash"))[0]["counters"].get("documents", 0)
@@ -126,6 +128,7 @@ def find_duplicates(partitions: dict[str, Path], out_dir: Path, cfg: CorpusConfi
     mh = minhash_config(cfg)
     run([MinhashDedupBuckets(str(out_dir / "sigs" / "minhash"), str(out_dir / "buckets"), config=mh)],
         out_dir / "logs" / "buckets", cfg.minhash_buckets)
+    faults.at("curation.mid_clusters")  # kill-test hook: buckets written, no cluster yet
     run([MinhashDedupCluster(str(out_dir / "buckets"), str(out_dir / "clusters"), config=mh,
                              save_cluster_id=True, save_cluster_size=True)], out_dir / "logs" / "clusters", 1)
     run([ExactFindDedups(str(out_dir / "sigs" / "exact"), str(out_dir / "exact"), config=exact_config())],
@@ -209,6 +212,7 @@ def deduplicate_partition(docs_dir: Path, clusters_dir: Path, partition: str, ou
                           cfg: CorpusConfig, run: Runner) -> dict:
     work = out_dir / "dedup_index"
     _localize(clusters_dir, partition, work)
+    faults.at("curation.mid_dedup")  # kill-test hook: the partition's removal lists written, no document yet
     run([
         _reader(docs_dir),
         ExactDedupFilter(str(work / "exact"), config=exact_config(),

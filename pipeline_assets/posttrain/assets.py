@@ -6,8 +6,12 @@ Each asset converts its profile config (plus run-config overrides), calls one pl
 folder, and turns the returned dict into metadata: loss curve, before/after metrics, samples, parents.
 """
 
+import dataclasses
 import json
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -16,7 +20,6 @@ from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.posttrain import data
 from pipeline_assets.pretrain.assets import BASE
-from pipeline_assets.tokenizer.assets import SHARDS
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import (
     DistillRunConfig,
@@ -32,8 +35,9 @@ from pipeline_assets.run_config import (
     SFTRunConfig,
     overridden,
 )
+from pipeline_assets.tokenizer.assets import SHARDS
 from resources import ArtifactStore, PipelineSettings
-from resources.storage import Draft
+from resources.storage import Draft, fingerprint
 
 SFT_DATA = dg.AssetKey(["datasets", "sft"])
 REASONING = dg.AssetKey(["datasets", "reasoning"])
@@ -48,6 +52,11 @@ DISTILLED = dg.AssetKey(["models", "distilled"])
 QUANTIZED = dg.AssetKey(["models", "quantized"])
 TRAINING_CHECK = "loss_finite_and_reloads"
 SUMMARY_FILE = "summary.json"  # = posttrain.common.SUMMARY_FILE (not imported: common needs torch)
+# The trainer's resume points, inside the stage's resumable work dir; removed before the version is renamed,
+# so the published dir holds only the model.
+TRAINER_DIR = ".trainer"
+# Config fields that change neither the weights nor the data order: other values resume the same run.
+RESUME_FREE_FIELDS = {"save_every", "log_every"}
 
 
 def _scalars(result: dict) -> dict:
@@ -88,11 +97,24 @@ def _check(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [dg.AssetCheckSpec(TRAINING_CHECK, asset=key, blocking=True)]
 
 
-def _train(context: dg.AssetExecutionContext, store: ArtifactStore, fn) -> tuple[Draft, dict]:
-    with writing(context, store) as draft:
+def _train(context: dg.AssetExecutionContext, store: ArtifactStore, fn: Callable[[Path], dict],
+           resume_key: str | None = None) -> tuple[Draft, dict]:
+    with writing(context, store, resume_key) as draft:
         result = fn(draft.work)
+        shutil.rmtree(draft.work / TRAINER_DIR, ignore_errors=True)
         (draft.work / SUMMARY_FILE).write_text(json.dumps(result, indent=2, default=str))
     return draft, result
+
+
+def _resume_key(reads: Reads, inputs: Sequence[dg.AssetKey], cfg: Any, **extra: Any) -> str:
+    """The work-dir key of a training stage: the upstream versions it trains from, its config and ``extra``
+    (anything else that shapes the training data). A rerun after a kill with the same key finds the killed
+    attempt's TRAINER_DIR and resumes; a new input version or config gets a fresh dir, so it never resumes
+    another run's optimizer state."""
+    for key in inputs:
+        reads(key)
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_FREE_FIELDS}
+    return fingerprint(dict(sorted(reads.versions.items())), config, extra)
 
 
 # --- datasets ------------------------------------------------------------------------------------------------
@@ -197,10 +219,10 @@ def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
         out = work / "adapter" if cfg.use_lora else work
         return sft.run_sft(cfg, reads(BASE), reads(SFT_DATA) / data.SFT_FILE, out,
                            merged_dir=work if cfg.use_lora else None, log=context.log.info, heldout=bench,
-                           val_dataset_path=reads(SFT_DATA) / data.SFT_VAL_FILE,
+                           val_dataset_path=reads(SFT_DATA) / data.SFT_VAL_FILE, checkpoint_dir=work / TRAINER_DIR,
                            replay_shards=reads(SHARDS) if cfg.replay_fraction else None)
 
-    draft, result = _train(context, store, run)
+    draft, result = _train(context, store, run, _resume_key(reads, [BASE, SFT_DATA, SHARDS], cfg))
     return _model_result(context, store, draft, reads, result)
 
 
@@ -213,7 +235,8 @@ def reward_model(context: dg.AssetExecutionContext, store: ArtifactStore, settin
     reads = Reads(store)
     cfg = overridden(settings.get().reward, config)
     draft, result = _train(context, store, lambda work: reward.run_reward_model(
-        cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info))
+        cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
+        _resume_key(reads, [SFT, PREFERENCES], cfg))
     return _model_result(context, store, draft, reads, result)
 
 
@@ -226,7 +249,8 @@ def dpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
     reads = Reads(store)
     cfg = overridden(settings.get().dpo, config)
     draft, result = _train(context, store, lambda work: dpo.run_dpo(
-        cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info))
+        cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
+        _resume_key(reads, [SFT, PREFERENCES], cfg))
     return _model_result(context, store, draft, reads, result)
 
 
@@ -241,7 +265,8 @@ def rlhf_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings
     cfg = overridden(profile.rlhf, config)
     prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts, profile.sft_data)
     draft, result = _train(context, store, lambda work: rlhf.run_rlhf(
-        cfg, reads(SFT), reads(REWARD), prompts, work, log=context.log.info))
+        cfg, reads(SFT), reads(REWARD), prompts, work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
+        _resume_key(reads, [SFT, REWARD, SFT_DATA], cfg, prompts=prompts))
     return _model_result(context, store, draft, reads, result)
 
 
@@ -256,7 +281,7 @@ def grpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings
     heldout = data.read_jsonl(reads(REASONING) / data.HELDOUT_FILE)
     draft, result = _train(context, store, lambda work: rl.run_grpo(
         cfg, reads(SFT), reads(REASONING) / data.REASONING_FILE, work, heldout,
-        log=context.log.info))
+        log=context.log.info, checkpoint_dir=work / TRAINER_DIR), _resume_key(reads, [SFT, REASONING], cfg))
     from pipeline_assets.posttrain.sandbox import sandbox_probe  # which isolation the code rewards ran under
 
     result["sandbox_mode"] = sandbox_probe().mode if "code_execution" in cfg.reward_funcs else "unused"
@@ -273,7 +298,8 @@ def distilled_model(context: dg.AssetExecutionContext, store: ArtifactStore, set
     cfg = overridden(settings.get().distill, config)
     draft, result = _train(context, store, lambda work: distill.run_distill(
         cfg, reads(GRPO), reads(SFT_DATA) / data.SFT_FILE, work, log=context.log.info,
-        heldout=data.read_jsonl(reads(REASONING) / data.HELDOUT_FILE)))
+        heldout=data.read_jsonl(reads(REASONING) / data.HELDOUT_FILE), checkpoint_dir=work / TRAINER_DIR),
+        _resume_key(reads, [GRPO, SFT_DATA, REASONING], cfg))
     return _model_result(context, store, draft, reads, result)
 
 

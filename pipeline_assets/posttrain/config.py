@@ -25,6 +25,12 @@ def _check_positive(cfg: Any, *names: str) -> None:
             raise ValueError(f"{type(cfg).__name__}.{name} must be > 0, got {value!r}")
 
 
+def _check_non_negative(cfg: Any, name: str) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{type(cfg).__name__}.{name} must be an int >= 0, got {value!r}")
+
+
 def _check_fraction(cfg: Any, name: str, upper_open: bool = True) -> None:
     value = getattr(cfg, name)
     if not (0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0):
@@ -85,6 +91,9 @@ class SFTStageConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 1
+    # Steps between resume checkpoints (optimizer state included) in the asset's resumable work dir;
+    # 0 = every quarter of max_steps, at least 50 (common.save_interval). Not part of the resume key.
+    save_every: int = 0
     log_every: int = 25
     # "bucket": every batch holds rows of one `kind` (or one length band when the data has no kind), drawn at
     # random within it. The default mix is 86% 30-token arithmetic rows plus 58-86-token rows of the other
@@ -102,6 +111,8 @@ class SFTStageConfig:
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ValueError(f"SFTStageConfig: {msg}")
+
+        _check_non_negative(self, "save_every")
 
         for name in ("max_steps", "batch_size", "max_length", "num_threads", "log_every", "lora_r",
                      "lora_alpha", "eval_max_new_tokens", "heldout_max_new_tokens"):
@@ -182,8 +193,11 @@ class RewardModelConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 1
+    # resume checkpoints every N steps; 0 = auto (see SFTStageConfig.save_every)
+    save_every: int = 0
 
     def validate(self) -> None:
+        _check_non_negative(self, "save_every")
         _check_positive(self, "max_steps", "learning_rate", "batch_size", "max_length", "num_threads")
         if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
             raise ValueError(f"center_rewards_coefficient={self.center_rewards_coefficient} must be >= 0 or None")
@@ -211,6 +225,8 @@ class DPOStageConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 1
+    # resume checkpoints every N steps; 0 = auto (see SFTStageConfig.save_every)
+    save_every: int = 0
 
     @property
     def loss_types(self) -> tuple[str, ...]:
@@ -219,6 +235,7 @@ class DPOStageConfig:
         return (self.loss_type,) if isinstance(self.loss_type, str) else tuple(self.loss_type)
 
     def validate(self) -> None:
+        _check_non_negative(self, "save_every")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={self.algorithm!r} is unknown; valid: {', '.join(ALGORITHMS)}")
         valid = {"dpo": DPO_LOSS_TYPES, "kto": KTO_LOSS_TYPES, "simpo": ("simpo",), "orpo": ()}[self.algorithm]
@@ -262,8 +279,11 @@ class RLHFConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 1
+    # resume checkpoints every N steps; 0 = auto (see SFTStageConfig.save_every)
+    save_every: int = 0
 
     def validate(self) -> None:
+        _check_non_negative(self, "save_every")
         _check_positive(self, "max_steps", "learning_rate", "batch_size", "num_generations",
                         "max_completion_length", "temperature", "beta", "max_eval_prompts", "num_threads")
         if self.num_generations < 2:
@@ -301,11 +321,14 @@ class GRPOStageConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 1
+    # resume checkpoints every N steps; 0 = auto (see SFTStageConfig.save_every)
+    save_every: int = 0
     log_every: int = 10
     eval_every: int | None = None  # held-out accuracy every N steps; None = before/after only
     heldout_max_new_tokens: int = 8
 
     def validate(self) -> GRPOStageConfig:
+        _check_non_negative(self, "save_every")
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ValueError(f"GRPOStageConfig: {msg}")
@@ -426,10 +449,13 @@ class DistillConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 1
+    # resume checkpoints every N steps; 0 = auto (see SFTStageConfig.save_every)
+    save_every: int = 0
     log_every: int = 25
     heldout_max_new_tokens: int = 8
 
     def validate(self) -> DistillConfig:
+        _check_non_negative(self, "save_every")
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ValueError(f"DistillConfig: {msg}")

@@ -53,6 +53,7 @@ from pipeline_assets.posttrain.common import (
     generate_replies,
     load_causal_lm,
     save_checkpoint,
+    train_resumable,
     trl_args,
     write_summary,
 )
@@ -181,20 +182,21 @@ def _trainer(cfg: DistillConfig, student: Any, teacher: Any, tok: Any, train_row
 
 
 def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Path | str, out_dir: Path,
-                log: Callable[[str], None] = print, *, heldout: Sequence[dict] | None = None) -> dict[str, Any]:
+                log: Callable[[str], None] = print, *, heldout: Sequence[dict] | None = None,
+                checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Train a smaller student from `teacher_dir` on prompts from `prompts_dataset_path`; save it to out_dir.
 
     `heldout`: arithmetic records {"prompt", "answer"} for student/teacher accuracy; None skips that metric
     (teacher agreement on held-back prompts is always measured).
+    `checkpoint_dir`: trainer resume points; a rerun with the same dir resumes (common.train_resumable).
     """
-    from transformers import PrinterCallback
-
     cfg.validate()
     t_start = time.perf_counter()
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
     tok = load_tokenizer(teacher_dir, need_generation_markers=cfg.method == "sft")
     args_kw = trl_args(out_dir, max_steps=cfg.max_steps, learning_rate=cfg.lr, batch_size=cfg.batch_size,
-                       seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads)
+                       seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads,
+                       checkpoint_dir=checkpoint_dir, save_every=cfg.save_every)
     teacher = load_causal_lm(teacher_dir, cfg.device).eval()
 
     prompts = read_prompts(prompts_dataset_path)
@@ -228,11 +230,10 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
 
     history = LossHistory(log=log, every=cfg.log_every)
     with tempfile.TemporaryDirectory(prefix="distill-trainer-") as scratch:
-        args_kw["output_dir"] = scratch
+        args_kw["output_dir"] = str(checkpoint_dir or scratch)
         trainer = _trainer(cfg, student, teacher, tok, train_rows, args_kw, [history])
-        trainer.remove_callback(PrinterCallback)
         t_train = time.perf_counter()
-        trainer.train()
+        resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
         train_time = time.perf_counter() - t_train
     student = trainer.model
     save_checkpoint(student, tok, out_dir)
@@ -256,6 +257,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
         "student_init_layers": layers,
         "teacher_labelled_prompts": len(train_rows),
         "steps": int(trainer.state.global_step),
+        "resumed_from_step": resumed_from_step,
         "loss_history": history.loss,
         "train_loss_first": losses[0] if losses else None,
         "train_loss_final": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None,

@@ -26,7 +26,7 @@ from pipeline_assets.posttrain.common import (
     save_checkpoint,
     set_threads,
     stage_cli,
-    train_quietly,
+    train_resumable,
     trl_args,
     write_summary,
 )
@@ -77,10 +77,11 @@ def _kto_dataset(rows: list[dict]) -> Any:
 
 
 def _preference_trainer(cfg: DPOStageConfig, policy: Any, ref: Any, tok: Any, train: list[dict],
-                        out_dir: Path, history: LossHistory) -> Any:
+                        out_dir: Path, history: LossHistory, checkpoint_dir: Path | None = None) -> Any:
     common = trl_args(out_dir / "trainer", max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
                       batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads,
-                      lr_scheduler_type="constant", max_length=cfg.max_length)
+                      lr_scheduler_type="constant", max_length=cfg.max_length, checkpoint_dir=checkpoint_dir,
+                      save_every=cfg.save_every)
     if cfg.algorithm == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -112,13 +113,15 @@ def _preference_trainer(cfg: DPOStageConfig, policy: Any, ref: Any, tok: Any, tr
                       callbacks=[history])
 
 
-def run_dpo(cfg: DPOStageConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, log: Log = print) -> dict[str, Any]:
+def run_dpo(cfg: DPOStageConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, log: Log = print, *,
+            checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Preference-optimize the SFT policy on the train pairs with `cfg.algorithm`; report on held-out pairs.
 
     Metrics (held-out pairs): mean logp margin chosen - rejected and pair accuracy (logp_c > logp_r), before
     and after; implicit-reward margin beta*((pol_c - ref_c) - (pol_r - ref_r)) with the SFT model as the
     reference. It is 0 before training by construction, so "> 0 after" together with a growing logp margin
     is the honest DPO success signal. For ORPO/SimPO (reference-free) it is reported with the same formula.
+    `checkpoint_dir`: trainer resume points; a rerun with the same dir resumes (common.train_resumable).
     """
     cfg.validate()
     quiet_progress()
@@ -139,9 +142,9 @@ def run_dpo(cfg: DPOStageConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, 
     history = LossHistory(log, every=max(cfg.max_steps // 10, 1),
                           keys=("rewards/margins", "rewards/accuracies", "kl"))
     policy.train()
-    trainer = _preference_trainer(cfg, policy, ref, tok, train, out_dir, history)
+    trainer = _preference_trainer(cfg, policy, ref, tok, train, out_dir, history, checkpoint_dir)
     t_train = time.perf_counter()
-    train_quietly(trainer)
+    resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
     train_time_s = time.perf_counter() - t_train
     policy = trainer.model
     after = pair_logp_stats(policy, ref_logps, tok, heldout, cfg.beta)
@@ -155,6 +158,7 @@ def run_dpo(cfg: DPOStageConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, 
         "algorithm": cfg.algorithm,
         "loss_type": list(cfg.loss_types),
         "steps": trainer.state.global_step,
+        "resumed_from_step": resumed_from_step,
         "train_pairs": len(train),
         "heldout_pairs": len(heldout),
         "heldout_logp_margin_before": before["logp_margin"],

@@ -26,7 +26,7 @@ from pipeline_assets.posttrain.common import (
     quiet_progress,
     save_checkpoint,
     stage_cli,
-    train_quietly,
+    train_resumable,
     trl_args,
     user,
     write_summary,
@@ -84,10 +84,13 @@ def rm_pair_stats(rm: Any, tok: Any, pairs: list[dict]) -> dict[str, float]:
 
 
 def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path,
-                     log: Log = print) -> dict[str, Any]:
+                     log: Log = print, *, checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Train a scalar reward model (seq-cls head on the SFT trunk) on the train pairs; report held-out pairwise
     accuracy (score(chosen) > score(rejected)) before and after. Saves an HF dir loadable as
-    `AutoModelForSequenceClassification.from_pretrained(out_dir, num_labels=1)`."""
+    `AutoModelForSequenceClassification.from_pretrained(out_dir, num_labels=1)`.
+
+    `checkpoint_dir`: trainer resume points; a rerun with the same dir resumes (common.train_resumable).
+    """
     cfg.validate()
     quiet_progress()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -97,7 +100,8 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
     train, heldout = load_pairs(pairs_dir)
     args = RewardConfig(**trl_args(Path(out_dir) / "trainer", max_steps=cfg.max_steps,
                                    learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
-                                   device=cfg.device, num_threads=cfg.num_threads),
+                                   device=cfg.device, num_threads=cfg.num_threads,
+                                   checkpoint_dir=checkpoint_dir, save_every=cfg.save_every),
                         max_length=cfg.max_length, lr_scheduler_type="constant",
                         center_rewards_coefficient=cfg.center_rewards_coefficient)
     tok = AutoTokenizer.from_pretrained(sft_dir)
@@ -110,7 +114,7 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
     trainer = RewardTrainer(model=rm, args=args, train_dataset=pair_dataset(train), processing_class=tok,
                             callbacks=[history])
     t_train = time.perf_counter()
-    train_quietly(trainer)
+    resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
     train_time_s = time.perf_counter() - t_train
     rm = trainer.model
     after = rm_pair_stats(rm, tok, heldout)
@@ -120,6 +124,7 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
         "parent_checkpoint": str(sft_dir),
         "pairs_dir": str(pairs_dir),
         "steps": trainer.state.global_step,
+        "resumed_from_step": resumed_from_step,
         "train_pairs": len(train),
         "heldout_pairs": len(heldout),
         "heldout_pair_accuracy_before": before["pair_accuracy"],

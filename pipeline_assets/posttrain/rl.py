@@ -39,7 +39,14 @@ from typing import Any
 import torch
 
 from pipeline_assets.evals.benchmarks import check_arithmetic
-from pipeline_assets.posttrain.common import LossHistory, load_causal_lm, save_checkpoint, trl_args, write_summary
+from pipeline_assets.posttrain.common import (
+    LossHistory,
+    load_causal_lm,
+    save_checkpoint,
+    train_resumable,
+    trl_args,
+    write_summary,
+)
 from pipeline_assets.posttrain.config import REWARD_NAMES, GRPOStageConfig
 from pipeline_assets.posttrain.sandbox import code_execution_reward
 from pipeline_assets.posttrain.sft import (
@@ -123,13 +130,14 @@ def load_prompt_dataset(path: Path | str, required: Sequence[str] = ("prompt",))
 
 
 def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, out_dir: Path,
-             heldout: Sequence[dict], log: Callable[[str], None] = print) -> dict[str, Any]:
+             heldout: Sequence[dict], log: Callable[[str], None] = print, *,
+             checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """GRPO from `policy_dir` (the SFT checkpoint) on `dataset_path`; write the policy to out_dir.
 
     `heldout`: records {"prompt": str, "answer": str} (heldout_arithmetic.jsonl / the benchmark's set),
     scored greedily before and after with check_arithmetic.
+    `checkpoint_dir`: trainer resume points; a rerun with the same dir resumes (common.train_resumable).
     """
-    from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     cfg.validate()
@@ -141,7 +149,8 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
     train_ds = load_prompt_dataset(dataset_path, needs)
     tok = load_tokenizer(policy_dir, need_generation_markers=False)
     args_kw = trl_args(out_dir, max_steps=cfg.max_steps, learning_rate=cfg.lr, batch_size=cfg.batch_size,
-                       seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads)
+                       seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads,
+                       checkpoint_dir=checkpoint_dir, save_every=cfg.save_every)
     torch.manual_seed(cfg.seed)
     model = load_causal_lm(policy_dir, cfg.device)
 
@@ -154,7 +163,7 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
     if cfg.eval_every:
         callbacks.append(HeldoutCurve(tok, heldout, cfg.eval_every, cfg.heldout_max_new_tokens, log))
     with tempfile.TemporaryDirectory(prefix="grpo-trainer-") as scratch:
-        args_kw["output_dir"] = scratch
+        args_kw["output_dir"] = str(checkpoint_dir or scratch)
         args = GRPOConfig(
             **args_kw, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature, beta=cfg.beta, loss_type=cfg.loss_type, lr_scheduler_type="constant",
@@ -163,9 +172,8 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
         )
         trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
                               processing_class=tok, callbacks=callbacks)
-        trainer.remove_callback(PrinterCallback)  # one progress line from LossHistory, not a dict per step
         t_train = time.perf_counter()
-        trainer.train()
+        resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
         train_time = time.perf_counter() - t_train
 
     model = trainer.model
@@ -179,6 +187,7 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
         "dataset": str(dataset_path),
         "checkpoint_dir": str(out_dir),
         "steps": int(trainer.state.global_step),
+        "resumed_from_step": resumed_from_step,
         "heldout_arithmetic_accuracy_before": before["accuracy"],
         "heldout_arithmetic_accuracy": after["accuracy"],
         "heldout_arithmetic_gain": round(after["accuracy"] - before["accuracy"], 4),

@@ -27,7 +27,7 @@ from pipeline_assets.posttrain.common import (
     save_checkpoint,
     set_threads,
     stage_cli,
-    train_quietly,
+    train_resumable,
     trl_args,
     user,
     write_summary,
@@ -52,7 +52,7 @@ def rm_win_rate(rm: Any, rm_tok: Any, prompts: list[str], new: list[str], base: 
 
 
 def run_rlhf(cfg: RLHFConfig, sft_dir: Path, reward_dir: Path, prompts: list[dict], out_dir: Path,
-             log: Log = print) -> dict[str, Any]:
+             log: Log = print, *, checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """RLHF: optimize the SFT policy against the learned reward model with a KL penalty to the SFT reference.
 
     Trainer: TRL 1.16 has no PPOTrainer (removed with the value-head model), so we use `RLOOTrainer` with the
@@ -66,6 +66,7 @@ def run_rlhf(cfg: RLHFConfig, sft_dir: Path, reward_dir: Path, prompts: list[dic
     trainer's logged per-token estimate), and true accuracy for prompts with an "answer" - recorded, never a
     success criterion: a tiny RM is gamed (notes: win rate 0.84 while accuracy fell 0.375 -> 0.065), and
     `reward_hacking_suspected` flags exactly that.
+    `checkpoint_dir`: trainer resume points; a rerun with the same dir resumes (common.train_resumable).
     """
     cfg.validate()
     quiet_progress()
@@ -99,7 +100,8 @@ def run_rlhf(cfg: RLHFConfig, sft_dir: Path, reward_dir: Path, prompts: list[dic
 
     args = RLOOConfig(**trl_args(out_dir / "trainer", max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
                                  batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
-                                 num_threads=cfg.num_threads),
+                                 num_threads=cfg.num_threads, checkpoint_dir=checkpoint_dir,
+                                 save_every=cfg.save_every),
                       lr_scheduler_type="constant", num_generations=cfg.num_generations,
                       max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
                       beta=cfg.beta)
@@ -110,7 +112,7 @@ def run_rlhf(cfg: RLHFConfig, sft_dir: Path, reward_dir: Path, prompts: list[dic
     trainer = RLOOTrainer(model=policy, reward_funcs=str(reward_dir), args=args, train_dataset=dataset,
                           processing_class=tok, callbacks=[history])
     t_train = time.perf_counter()
-    train_quietly(trainer)
+    resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
     train_time_s = time.perf_counter() - t_train
     policy, steps = trainer.model, trainer.state.global_step
     del trainer
@@ -127,6 +129,7 @@ def run_rlhf(cfg: RLHFConfig, sft_dir: Path, reward_dir: Path, prompts: list[dic
         "reward_checkpoint": str(reward_dir),
         "trainer": "RLOOTrainer",
         "steps": steps,
+        "resumed_from_step": resumed_from_step,
         "train_prompts": len(train),
         "heldout_prompts": len(evals),
         "rm_win_rate": win_rate,

@@ -39,6 +39,7 @@ from pipeline_assets.posttrain.common import (
     generate_replies,
     load_causal_lm,
     save_checkpoint,
+    train_resumable,
     trl_args,
     write_summary,
 )
@@ -124,6 +125,11 @@ class BucketSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        # The Trainer calls this before every epoch, also the first one of a resumed run: the order then
+        # follows the epoch, not how often this particular object has been iterated.
+        self.epoch = epoch
 
     def __iter__(self) -> Any:
         rng = random.Random(f"{self.seed}:{self.epoch}")
@@ -240,8 +246,10 @@ def _with_bucket_sampler(trainer_cls: type, kinds: list[str] | None, seed: int,
 def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_dir: Path,
             merged_dir: Path | None = None, log: Callable[[str], None] = print, *,
             heldout: Sequence[dict] | None = None, val_dataset_path: Path | str | None = None,
-            replay_shards: Path | None = None) -> dict[str, Any]:
+            replay_shards: Path | None = None, checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Fine-tune `base_dir` on the chat dataset; write out_dir (and merged_dir for LoRA); return metadata.
+
+    `checkpoint_dir`: where trainer resume points go; a rerun with the same dir resumes (common.train_resumable).
 
     `dataset_path`: anything `load_chat_dataset` reads (sft.jsonl, parquet, save_to_disk dir, hub id).
     `heldout`: arithmetic records {"prompt", "answer"} (the benchmark's set) for before/after accuracy; None
@@ -250,7 +258,6 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     merged_dir must be None. `replay_shards`: the tokenized_shards dir that `cfg.replay_fraction` > 0 draws
     pretraining windows from.
     """
-    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from pipeline_assets.posttrain.data import load_chat_dataset
@@ -268,7 +275,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     tok = load_tokenizer(base_dir, need_generation_markers=cfg.assistant_only_loss)
     args_kw = trl_args(out_dir, max_steps=cfg.max_steps, learning_rate=cfg.lr, batch_size=cfg.batch_size,
-                       seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads)
+                       seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads,
+                       checkpoint_dir=checkpoint_dir, save_every=cfg.save_every)
     torch.manual_seed(cfg.seed)
     model = load_causal_lm(base_dir, cfg.device)
     train_ds = load_chat_dataset(dataset_path)
@@ -285,9 +293,9 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     if cfg.eval_every and heldout:
         callbacks.append(HeldoutCurve(tok, heldout, cfg.eval_every, cfg.heldout_max_new_tokens, log))
     with tempfile.TemporaryDirectory(prefix="sft-trainer-") as scratch:
-        # The trainer saves nothing (save_strategy="no"); its output_dir only receives a model card if asked,
-        # so it points at scratch and out_dir holds exactly the checkpoint.
-        args_kw["output_dir"] = scratch
+        # Without checkpoint_dir the trainer saves nothing (save_strategy="no"); its output_dir only receives a
+        # model card if asked, so it points at scratch and out_dir holds exactly the checkpoint.
+        args_kw["output_dir"] = str(checkpoint_dir or scratch)
         args = SFTConfig(
             **args_kw, max_length=cfg.max_length, assistant_only_loss=cfg.assistant_only_loss,
             lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps,
@@ -299,7 +307,6 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                               processing_class=tok, callbacks=callbacks,
                               peft_config=_lora_config(cfg) if cfg.use_lora else None)
-        trainer.remove_callback(PrinterCallback)  # LossHistory logs one line every log_every steps instead
         n_replay = 0
         if cfg.replay_fraction:
             n_replay, replay_kinds = _add_replay(trainer, cfg, Path(replay_shards), kinds, log)  # type: ignore[arg-type]
@@ -309,7 +316,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         log(f"sft | {'LoRA' if cfg.use_lora else 'full'} fine-tune | {trainable:,} trainable of {total:,} params | "
             f"{len(trainer.train_dataset):,} rows | {cfg.max_steps} steps x {cfg.batch_size}")
         t_train = time.perf_counter()
-        trainer.train()
+        resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
         train_time = time.perf_counter() - t_train
         tokens_seen = int(trainer.state.num_input_tokens_seen)
         val_loss = float(trainer.evaluate()["eval_loss"]) if val_ds is not None else None
@@ -334,6 +341,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "checkpoint_dir": str(out_dir),
         "merged_dir": str(merged_dir) if merged_dir is not None else None,
         "steps": int(trainer.state.global_step),
+        "resumed_from_step": resumed_from_step,
         "loss_history": history.loss,
         "train_loss_first": losses[0] if losses else None,
         "train_loss_final": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None,
