@@ -314,6 +314,20 @@ def test_bucket_sampler_batches_one_kind_and_covers_every_row() -> None:
     assert len(pure) == 10 and len(blocks) == 12
 
 
+def test_bucket_sampler_quota_takes_fresh_pool_rows_each_epoch() -> None:
+    from pipeline_assets.posttrain.sft import BucketSampler
+
+    kinds = ["arithmetic"] * 32 + ["replay"] * 40  # a pool of 40 replay rows, 8 of them per epoch
+    sampler = BucketSampler(kinds, batch_size=8, seed=0, quotas={"replay": 8})
+    assert len(sampler) == 40
+    epochs = [list(sampler) for _ in range(5)]
+    replay = [{i for i in e if kinds[i] == "replay"} for e in epochs]
+    assert all(len(r) == 8 for r in replay) and len(set().union(*replay)) == 40  # 5 epochs x 8 = the whole pool
+    assert all(sorted(i for i in e if kinds[i] == "arithmetic") == list(range(32)) for e in epochs)
+    sampler.set_epoch(2)  # a resumed run gets the same epoch's rows
+    assert list(sampler) == epochs[2]
+
+
 def test_sft_learns_chat_format_and_heldout_arithmetic(sft_run: dict) -> None:
     from transformers import AutoModelForCausalLM
 

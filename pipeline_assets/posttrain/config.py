@@ -71,7 +71,7 @@ class SFTStageConfig:
     0.213 after 600 with cosine decay. 600 it is: the tiny model's phase transition lies between 400 and 600.
     """
 
-    max_steps: int = 600
+    max_steps: int = 660  # 600 chat steps (the tiny model's phase transition lies between 400 and 600) + replay
     lr: float = 1e-3
     batch_size: int = 64
     max_length: int = 128  # tokens; the longest default rows are 118 (docstring QA); arithmetic rows are 30-31
@@ -87,7 +87,8 @@ class SFTStageConfig:
     # Pretraining replay: this share of the training rows are max_length-token windows of the pretraining
     # train split (tokenizer/tokenized_shards), trained with a plain LM loss beside the chat rows, so SFT does
     # not erase what pretraining learnt (val bpb). 0 = none; the rows come in their own batches (`bucket`).
-    replay_fraction: float = 0.0
+    replay_fraction: float = 0.0  # every profile sets 0.1 (profiles.py); 0 here keeps run_sft shard-free
+    replay_length: int = 64  # tokens per replay window (<= max_length): a 128-token row costs 4 arithmetic rows
     seed: int = 0
     device: str = "auto"
     num_threads: int = 1
@@ -123,6 +124,8 @@ class SFTStageConfig:
              f"warmup_steps={self.warmup_steps} must be in [0, max_steps={self.max_steps}]")
         need(0.0 <= self.lora_dropout < 1.0, f"lora_dropout={self.lora_dropout} must be in [0, 1)")
         need(0.0 <= self.replay_fraction < 1.0, f"replay_fraction={self.replay_fraction} must be in [0, 1)")
+        need(2 <= self.replay_length <= self.max_length,
+             f"replay_length={self.replay_length} must be in [2, max_length={self.max_length}]")
         need(bool(self.lora_target_modules), "lora_target_modules is empty; use ('all-linear',) or module names")
         need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
         need(self.batching in BATCHING, f"batching={self.batching!r} is not one of {BATCHING}")

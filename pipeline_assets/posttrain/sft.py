@@ -115,16 +115,31 @@ class BucketSampler(torch.utils.data.Sampler[int]):
     Rows are shuffled within their bucket and the blocks are shuffled, with a fresh order every epoch.
     Remainders of all buckets are pooled into mixed blocks, so no row is ever skipped; the one partial
     block goes last, which keeps every other block aligned with the DataLoader's batches.
+    `quotas` {bucket: k}: such a bucket is a pool of which each epoch takes the next k rows of one fixed
+    shuffle (cyclically), so pretraining replay sees fresh windows every epoch at a fixed share of the rows.
     """
 
-    def __init__(self, buckets: Sequence[Any], batch_size: int, seed: int) -> None:
+    def __init__(self, buckets: Sequence[Any], batch_size: int, seed: int,
+                 quotas: dict[Any, int] | None = None) -> None:
         self.groups: dict[Any, list[int]] = {}
         for i, bucket in enumerate(buckets):
             self.groups.setdefault(bucket, []).append(i)
-        self.n, self.batch_size, self.seed, self.epoch = len(buckets), batch_size, seed, 0
+        self.quotas = {b: min(k, len(self.groups[b])) for b, k in (quotas or {}).items() if b in self.groups}
+        pools = random.Random(f"{seed}:pools")
+        for b in self.quotas:
+            pools.shuffle(self.groups[b])
+        self.n = len(buckets) - sum(len(self.groups[b]) - k for b, k in self.quotas.items())
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
 
     def __len__(self) -> int:
         return self.n
+
+    def _rows(self, bucket: Any, rows: list[int]) -> list[int]:
+        k = self.quotas.get(bucket)
+        if k is None:
+            return rows[:]
+        start = self.epoch * k % len(rows)
+        return (rows[start:] + rows[:start])[:k]
 
     def set_epoch(self, epoch: int) -> None:
         # The Trainer calls this before every epoch, also the first one of a resumed run: the order then
@@ -133,12 +148,11 @@ class BucketSampler(torch.utils.data.Sampler[int]):
 
     def __iter__(self) -> Any:
         rng = random.Random(f"{self.seed}:{self.epoch}")
-        self.epoch += 1
         bs = self.batch_size
         blocks: list[list[int]] = []
         leftover: list[int] = []
-        for rows in self.groups.values():
-            rows = rows[:]
+        for bucket, pool in self.groups.items():
+            rows = self._rows(bucket, pool)
             rng.shuffle(rows)
             full = len(rows) - len(rows) % bs
             blocks += [rows[j:j + bs] for j in range(0, full, bs)]
@@ -148,6 +162,7 @@ class BucketSampler(torch.utils.data.Sampler[int]):
         tail = mixed.pop() if mixed and len(mixed[-1]) < bs else []
         blocks += mixed
         rng.shuffle(blocks)
+        self.epoch += 1
         return iter([i for block in blocks for i in block] + tail)
 
 
@@ -204,20 +219,30 @@ def replay_rows(shards_dir: Path, n_rows: int, length: int, seed: int) -> Any:
     return Dataset.from_dict({"input_ids": rows, "labels": rows})
 
 
+REPLAY = "replay"  # the bucket (kind) of pretraining replay rows
+
+
 def _add_replay(trainer: Any, cfg: SFTStageConfig, shards_dir: Path, kinds: list[str] | None,
                 log: Callable[[str], None]) -> tuple[int, list[str] | None]:
-    """Append replay rows to the trainer's prepared train set; returns their number and the new kinds."""
+    """Append replay rows to the trainer's prepared train set; returns rows per epoch and the new kinds.
+
+    With bucketed batching the appended rows are a pool large enough for the whole run, of which each epoch
+    takes its share (BucketSampler quotas): every replay step sees windows not seen before. Otherwise the
+    rows are exactly one epoch's share, repeated every epoch.
+    """
     from datasets import concatenate_datasets
 
     chat = trainer.train_dataset
-    n = round(len(chat) * cfg.replay_fraction / (1 - cfg.replay_fraction))
-    replay = replay_rows(shards_dir, n, cfg.max_length, cfg.seed)
+    per_epoch = round(len(chat) * cfg.replay_fraction / (1 - cfg.replay_fraction))
+    bucketed = kinds is not None and len(kinds) == len(chat) and hasattr(trainer, "row_kinds")
+    pool = max(per_epoch, math.ceil(cfg.max_steps * cfg.batch_size * cfg.replay_fraction)) if bucketed else per_epoch
+    replay = replay_rows(shards_dir, pool, cfg.replay_length, cfg.seed)
     # Any other column TRL kept (e.g. messages) is dropped: the collator reads input_ids and labels only.
     chat = chat.select_columns(["input_ids", "labels"])
     trainer.train_dataset = concatenate_datasets([chat, replay.cast(chat.features)])
-    log(f"sft | pretraining replay: {n:,} windows of {cfg.max_length} tokens from {shards_dir} "
-        f"({cfg.replay_fraction:.0%} of {len(trainer.train_dataset):,} rows)")
-    return n, (kinds + ["replay"] * n) if kinds is not None and len(kinds) == len(chat) else None
+    log(f"sft | pretraining replay: {per_epoch:,} of {pool:,} windows of {cfg.replay_length} tokens per epoch "
+        f"from {shards_dir} ({cfg.replay_fraction:.0%} of the rows)")
+    return per_epoch, (kinds + [REPLAY] * pool) if bucketed else None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -228,6 +253,7 @@ def _with_bucket_sampler(trainer_cls: type, kinds: list[str] | None, seed: int,
                          log: Callable[[str], None]) -> type:
     class _Bucketed(trainer_cls):  # type: ignore[misc, valid-type]
         row_kinds = kinds  # replay rows, appended after construction, extend it
+        row_quotas: dict[str, int] | None = None  # rows per epoch of a pooled bucket (replay)
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             ds = self.train_dataset
@@ -238,7 +264,7 @@ def _with_bucket_sampler(trainer_cls: type, kinds: list[str] | None, seed: int,
                 if keys is not None:
                     log(f"sft | {len(keys) - len(ds)} rows dropped during preparation; bucketing by length")
                 keys = [length_band(len(ids)) for ids in ds["input_ids"]]
-            return BucketSampler(keys, self.args.per_device_train_batch_size, seed)
+            return BucketSampler(keys, self.args.per_device_train_batch_size, seed, self.row_quotas)
 
     return _Bucketed
 
@@ -307,11 +333,12 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                               processing_class=tok, callbacks=callbacks,
                               peft_config=_lora_config(cfg) if cfg.use_lora else None)
-        n_replay = 0
+        n_replay, n_chat = 0, len(trainer.train_dataset)
         if cfg.replay_fraction:
             n_replay, replay_kinds = _add_replay(trainer, cfg, Path(replay_shards), kinds, log)  # type: ignore[arg-type]
             if hasattr(trainer, "row_kinds"):
                 trainer.row_kinds = replay_kinds
+                trainer.row_quotas = {REPLAY: n_replay} if replay_kinds else None
         trainable, total = trainable_and_total(trainer.model)
         log(f"sft | {'LoRA' if cfg.use_lora else 'full'} fine-tune | {trainable:,} trainable of {total:,} params | "
             f"{len(trainer.train_dataset):,} rows | {cfg.max_steps} steps x {cfg.batch_size}")
@@ -347,8 +374,9 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "train_loss_final": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None,
         "val_loss": round(val_loss, 4) if val_loss is not None else None,
         "tokens_seen": tokens_seen,
-        "replay_rows": n_replay,
-        "chat_rows": len(trainer.train_dataset) - n_replay,
+        "replay_rows_per_epoch": n_replay,
+        "replay_windows": len(trainer.train_dataset) - n_chat,
+        "chat_rows": n_chat,
         "tokens_per_s": round(tokens_seen / train_time, 1) if train_time > 0 else None,
         "train_time_s": round(train_time, 2),
         "trainable_params": trainable,
