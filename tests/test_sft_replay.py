@@ -34,8 +34,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tok.save_pretrained(root / "base")
     with (root / "sft.jsonl").open("w") as f:
         for i in range(16):
-            f.write(json.dumps({"kind": "arithmetic", "messages": [
-                {"role": "user", "content": f"What is {i} + 1?"}, {"role": "assistant", "content": str(i + 1)}]}) + "\n")
+            turns = [{"role": "user", "content": f"What is {i} + 1?"}, {"role": "assistant", "content": str(i + 1)}]
+            f.write(json.dumps({"kind": "arithmetic", "messages": turns}) + "\n")
     return {"base": root / "base", "data": root / "sft.jsonl", "shards": shards}
 
 
