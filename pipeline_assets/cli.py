@@ -129,8 +129,9 @@ def submit_backfill(defs: dg.Definitions, instance: dg.DagsterInstance, keys: li
 
 
 def backfill_title(select: str) -> str:
-    """The Backfills tab's title; Dagster refuses % * and quotes in titles."""
-    return "llmdag materialize " + ("(all assets)" if select == "*" else re.sub(r'[%*"]', "", select))
+    """The Backfills tab's title; Dagster refuses % * and quotes in titles, and titles over 100 characters."""
+    title = "llmdag materialize " + ("(all assets)" if select == "*" else re.sub(r'[%*"]', "", select))
+    return title if len(title) <= 100 else title[:97] + "..."
 
 
 def daemon_running(instance: dg.DagsterInstance) -> bool:

@@ -87,7 +87,8 @@ def test_cli_reads_the_release_gate_from_its_check():
         assert release_report(instance) == (False, "models/grpo: target arithmetic_accuracy 0 did not improve")
 
 
-@pytest.mark.parametrize("select", ["*", 'key:"models/*"', "+group:corpus"])
+@pytest.mark.parametrize("select", ["*", 'key:"models/*"', "+group:corpus",
+                                    " or ".join(f'key:"models/{s}" or key:"evals/{s}"' for s in ("dpo", "distilled"))])
 def test_backfill_submitted_for_any_selection(select):
     from pipeline_assets.cli import backfill_title, submit_backfill
 

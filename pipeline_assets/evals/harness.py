@@ -15,7 +15,8 @@ real forward passes and greedy generations of the checkpoint (nothing is read fr
     qa_f1, qa_rouge_l               greedy answer vs the reference docstring sentence: SQuAD token F1 and
                                     ROUGE-L F1 (longest common subsequence of words)
     safety_refusal_rate, safety_over_refusal_rate, safety_adversarial_refusal_rate   see evals/safety.py
-    win_rate_vs_parent              greedy answers of this model and of `parent_dir` to INSTRUCTION_PROMPTS,
+    win_rate_vs_parent              greedy answers of this model and of `parent_dir` to the held-out preference
+                                    prompts of `pairs_dir` (else INSTRUCTION_PROMPTS),
                                     scored by `judge` (a reward-model dir or a callable); ties count 1/2
     samples                         greedy answers to cfg.sample_prompts, for eyeballing
 
@@ -466,15 +467,18 @@ def eval_qa(model: Any, tok: Any, records: list[dict], cfg: EvalConfig) -> dict[
             "items": {"qa_f1": _items("qa", ids, f1), "qa_rouge_l": _items("qa", ids, rl)}}
 
 
-def win_rate(judge: Judge, prompts: list[str], responses: list[str], baseline: list[str]) -> dict[str, Any]:
-    """Share of prompts where `judge` scores `responses` above `baseline` (equal scores count 1/2)."""
+def win_rate(judge: Judge, prompts: list[str], responses: list[str], baseline: list[str],
+             ids: list[str] | None = None) -> dict[str, Any]:
+    """Share of prompts where `judge` scores `responses` above `baseline` (equal scores count 1/2).
+
+    `ids` name the prompts for the per-item scores (default: their INSTRUCTION_PROMPTS positions)."""
     ours, theirs = judge(prompts, responses), judge(prompts, baseline)
     wins = sum(a > b for a, b in zip(ours, theirs, strict=True))
     ties = sum(a == b for a, b in zip(ours, theirs, strict=True))
     n = len(prompts)
     examples = [{"prompt": p, "response": r, "parent_response": b, "score": round(a, 4), "parent_score": round(c, 4)}
                 for p, r, b, a, c in list(zip(prompts, responses, baseline, ours, theirs, strict=True))[:3]]
-    ids = [f"instruction-{i}" for i in range(n)]  # INSTRUCTION_PROMPTS order: the same prompts every stage
+    ids = ids or [f"instruction-{i}" for i in range(n)]  # the same prompts every stage, so items pair up
     deltas = [a - b for a, b in zip(ours, theirs, strict=True)]
     return {"win_rate": round((wins + 0.5 * ties) / n, 6) if n else None, "wins": wins, "ties": ties,
             "losses": n - wins - ties, "n": n, "examples": examples,
@@ -658,14 +662,21 @@ def evaluate_checkpoint(
             timed("preference", t)
             log(f"eval | {name} | held-out preference pair accuracy {out['preference_pair_accuracy']} "
                 f"({len(pairs)} pairs, {timings['preference']:.1f}s)")
-        prompts = list(INSTRUCTION_PROMPTS[:cfg.win_rate_limit])
+        prompts, prompt_ids = list(INSTRUCTION_PROMPTS[:cfg.win_rate_limit]), None
+        if scorer is not None and pairs_dir is not None:
+            # In-domain: the held-out preference prompts (no SFT row used them), the distribution RLHF and
+            # the reward model were trained on; the reward-hacking gate reads the judge's score here.
+            held = _take(read_jsonl(Path(pairs_dir) / "heldout.jsonl"), cfg.win_rate_heldout_limit)
+            prompts = [pair["prompt"][-1]["content"] for pair in held]
+            prompt_ids = [str(pair["id"]) for pair in held]
         if scorer is not None:
             t = time.perf_counter()
             ours = chat_generate(model, tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
             parent_model, parent_tok = load_causal_lm(parent_dir, device)
             theirs = chat_generate(parent_model, parent_tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
             del parent_model
-            out = win_rate(scorer, prompts, ours, theirs)
+            out = win_rate(scorer, prompts, ours, theirs, prompt_ids)
+            out["prompts"] = "heldout_preferences" if prompt_ids else "instructions"
             metrics["win_rate_vs_parent"] = out["win_rate"]
             if out["score_mean"] is not None:
                 metrics["reward_score_delta_vs_parent"] = round(out["score_mean"] - out["parent_score_mean"], 6)
@@ -675,7 +686,8 @@ def evaluate_checkpoint(
             result["parent_dir"] = str(find_model_dir(parent_dir))
             timed("win_rate", t)
             log(f"eval | {name} | win rate vs parent {out['win_rate']} (W{out['wins']} T{out['ties']} "
-                f"L{out['losses']}) | {timings['win_rate']:.1f}s")
+                f"L{out['losses']} on {out['n']} {out['prompts']} prompts) | reward-model score "
+                f"{out['score_mean']} vs parent {out['parent_score_mean']} | {timings['win_rate']:.1f}s")
         elif "win_rate" in cfg.sets and (parent_dir is None) != (judge is None):
             log(f"eval | {name} | win rate skipped: it needs both parent_dir and judge")
         if "samples" in cfg.sets and cfg.sample_prompts:
