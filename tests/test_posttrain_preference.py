@@ -315,7 +315,8 @@ def test_invalid_loss_type_is_refused_up_front() -> None:
 def test_rlhf_wins_against_sft_by_the_reward_model(env: dict[str, Any], reward: tuple[Path, dict]) -> None:
     out = env["root"] / "rlhf"
     out.mkdir()
-    cfg = RLHFConfig(max_steps=30, max_eval_prompts=100, bench_dir=str(env["bench"]))
+    # The aggressive recipe (the default's 3x lr, a quarter of its KL): 30 steps must move the RM's verdict.
+    cfg = RLHFConfig(max_steps=30, max_eval_prompts=100, bench_dir=str(env["bench"]), learning_rate=3e-5, beta=0.05)
     result = run_rlhf(cfg, env["sft"], reward[0], env["arithmetic"], out, log=print)
     # RM-judged only: true accuracy is recorded, not asserted (RLOO against a tiny RM reward-hacks). Measured:
     # win rate 0.94 and KL 0.07 after 30 steps here; 0.83 on a 250-step SFT; the 400-step SFT with the default

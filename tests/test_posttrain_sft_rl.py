@@ -441,6 +441,28 @@ def test_distilled_student_is_smaller_and_beats_random_init(root: Path, grpo_run
     assert meta["teacher_agreement"] >= meta["teacher_agreement_before"] + 0.15
 
 
+def test_student_keeps_the_teachers_strongest_ffn_neurons() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pipeline_assets.posttrain.distill import DistillConfig, build_student
+
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=4,
+                                           num_attention_heads=2, num_key_value_heads=2))
+    with torch.no_grad():  # make neurons 3 and 7 of layer 3 (the student's second layer) clearly the strongest
+        for name in ("gate_proj", "up_proj"):
+            getattr(teacher.model.layers[3].mlp, name).weight[[3, 7]] *= 10
+    student, layers = build_student(teacher, DistillConfig(ffn_fraction=0.25))
+    assert layers == [0, 3] and student.config.intermediate_size == 8
+    mlp, t_mlp = student.model.layers[1].mlp, teacher.model.layers[3].mlp
+    kept = [i for i in range(32) if any(torch.equal(t_mlp.up_proj.weight[i], row) for row in mlp.up_proj.weight)]
+    assert len(kept) == 8 and {3, 7} <= set(kept)
+    assert torch.equal(mlp.down_proj.weight, t_mlp.down_proj.weight[:, kept])  # in and out weights stay paired
+    assert torch.equal(student.model.layers[1].self_attn.q_proj.weight, teacher.model.layers[3].self_attn.q_proj.weight)
+    n = sum(p.numel() for p in student.parameters())
+    assert n < 0.6 * sum(p.numel() for p in teacher.parameters())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The tiny defaults on the real benchmark (slow: ~10 min on one thread)
 

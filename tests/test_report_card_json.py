@@ -107,6 +107,19 @@ def test_reward_hacking_fails_when_rm_score_rises_and_gold_falls() -> None:
     assert gate["status"] == "not_enforced" and gate["reason"].startswith("no reward score")
 
 
+def test_rlhf_target_is_its_reward_model_score_gain_per_prompt() -> None:
+    metrics, items = _stages()
+    ids = [f"pref-{i}" for i in range(N)]
+    for deltas, status in (([0.0] * N, "fail"), ([0.5] * 30 + [-0.1] * 10, "pass")):
+        metrics["models/rlhf"] = _metrics(14, reward_score_delta_vs_parent=sum(deltas) / N)
+        items["models/rlhf"] = {**_items(14), "reward_score_delta_vs_parent": {"ids": ids, "scores": deltas}}
+        gate = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/rlhf", "target")
+        assert gate["status"] == status, gate
+        assert gate["target"]["metric"] == "reward_score_delta_vs_parent"
+        assert gate["checked"]["reward_score_delta_vs_parent"]["test"] == "bootstrap_mean"
+    assert gate["target"]["p_value"] < 0.01
+
+
 def test_win_rate_is_information_not_a_gate() -> None:
     metrics, items = _stages(grpo=12)
     metrics["models/grpo"]["win_rate_vs_parent"] = 1.0
@@ -213,3 +226,15 @@ def test_quantized_must_be_smaller_on_disk_by_the_profile_factor() -> None:
     metrics["models/quantized"]["checkpoint_bytes"] = 1_996_192  # embedding and lm_head int8: 2.76x
     gate = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/quantized", "quantized")
     assert gate["status"] == "pass" and gate["checked"]["checkpoint_bytes"]["compression"] == 2.762
+
+
+def test_distilled_must_keep_its_teacher_accuracy_with_at_most_60_percent_of_its_params() -> None:
+    metrics, items = _stages(grpo=30)
+    lineage = {**LINEAGE, "models/distilled": "models/grpo"}
+    metrics["models/grpo"]["num_params"] = 1_377_408
+    metrics["models/distilled"] = _metrics(28, num_params=950_912)  # 93% of the accuracy, 69% of the params
+    items["models/distilled"] = _items(28)
+    gate = _gate(evaluate_gates(metrics, lineage, CFG, items), "models/distilled", "target")
+    assert gate["status"] == "fail" and "950,912 params are 69% of models/grpo's 1,377,408 (at most 60%)" in gate["reason"]
+    metrics["models/distilled"]["num_params"] = 736_000  # one layer of four: 53%
+    assert _gate(evaluate_gates(metrics, lineage, CFG, items), "models/distilled", "target")["status"] == "pass"

@@ -582,8 +582,10 @@ def evaluate_checkpoint(
         scorer = as_judge(judge, device, cfg.batch_size) if "win_rate" in cfg.sets and parent_dir else None
         model, tok = load_causal_lm(path, device)
         result["num_params"] = sum(p.numel() for p in model.parameters())
-        # Size on disk of the weights a deployer ships (the quantized gate compares it with the parent's).
+        # Size on disk of the weights a deployer ships (the quantized gate compares it with the parent's) and
+        # the parameter count (the distilled gate's student/teacher ratio).
         metrics["checkpoint_bytes"] = sum(f.stat().st_size for f in path.glob("*.safetensors")) or None
+        metrics["num_params"] = result["num_params"]
         log(f"eval | {name} | {result['num_params']:,} params on {device} | sets {', '.join(cfg.sets)}")
 
         if "val" in cfg.sets and shards_dir is not None:

@@ -208,15 +208,19 @@ class RewardModelConfig:
 
 @dataclass(frozen=True)
 class DPOStageConfig:
-    """Used by: models/dpo. Defaults = the post-training.md recipe (sigmoid, beta 0.1, bs32, lr 3e-5, 150 steps).
-    Measured here from a 400-step SFT (998 train / 274 held-out pairs, 144 s on a busy box): held-out logp margin
-    -8.73 -> -2.64, pair acc 0.650 -> 0.825, implicit margin +0.61 (> 0 on 81%), greedy acc 0.512 -> 0.598."""
+    """Used by: models/dpo. Defaults = the post-training.md recipe (beta 0.1, bs32, lr 3e-5, 150 steps) with the
+    NLL of the chosen reply added to the sigmoid loss (loss_type ("sigmoid", "sft"), weights 1:1: RPO, Pang et
+    al. 2024), which keeps DPO from unlearning the answers it prefers. Measured on the default run (SFT test
+    accuracy 0.30, 1,241 train / 399 held-out pairs): sigmoid alone: pair acc 0.50 -> 0.87 but arithmetic
+    0.30 -> 0.10 (the probability of both replies falls); sigmoid + sft: pair acc 0.93, arithmetic 0.83.
+    Earlier, from a 400-step SFT (998 / 274 pairs), sigmoid alone: held-out logp margin -8.73 -> -2.64, pair
+    acc 0.650 -> 0.825, implicit margin +0.61 (> 0 on 81%), greedy acc 0.512 -> 0.598."""
 
     algorithm: str = "dpo"  # one of ALGORITHMS
     # dpo: one DPO_LOSS_TYPES name or a tuple to combine (with loss_weights); kto: KTO_LOSS_TYPES;
-    # simpo: "simpo" only; orpo: None only. None = the algorithm's default (sigmoid / kto / simpo / -).
+    # simpo: "simpo" only; orpo: None only. None = the algorithm's default (sigmoid + sft / kto / simpo / -).
     loss_type: str | tuple[str, ...] | None = None
-    loss_weights: tuple[float, ...] | None = None
+    loss_weights: tuple[float, ...] | None = None  # None = 1.0 each (TRL's default)
     beta: float = 0.1  # DPO/KTO: KL strength; ORPO: lambda of the odds-ratio term; SimPO: reward scale
     label_smoothing: float = 0.0  # robust: flip probability in [0, 0.5); exo_pair: must be > 0
     simpo_gamma: float = 0.5  # SimPO target reward margin
@@ -234,7 +238,7 @@ class DPOStageConfig:
     @property
     def loss_types(self) -> tuple[str, ...]:
         if self.loss_type is None:
-            return {"dpo": ("sigmoid",), "kto": ("kto",), "simpo": ("simpo",), "orpo": ()}[self.algorithm]
+            return {"dpo": ("sigmoid", "sft"), "kto": ("kto",), "simpo": ("simpo",), "orpo": ()}[self.algorithm]
         return (self.loss_type,) if isinstance(self.loss_type, str) else tuple(self.loss_type)
 
     def validate(self) -> None:
@@ -263,17 +267,20 @@ class DPOStageConfig:
 
 @dataclass(frozen=True)
 class RLHFConfig:
-    """Used by: models/rlhf. Measured with these defaults from a 400-step SFT and a 0.675-accurate RM (54 s):
-    RM win rate vs SFT 0.83, KL 0.48, while true accuracy fell 0.505 -> 0.12: the RM is gamed (notes: 0.84 and
-    0.375 -> 0.065)."""
+    """Used by: models/rlhf. Defaults = tiny. Measured on the default run's SFT (held-out gold 0.39 on 200
+    prompts) against its 0.74-accurate RM, 100 steps, RM score on the held-out prompts / gold after:
+      lr 3e-5, beta 0.05: score 1.30 -> 2.43 (win rate 0.78), gold 0.39 -> 0.21, KL 0.86: the RM is gamed;
+      lr 3e-5, beta 0.2:  score -> 2.10 (0.70), gold -> 0.33, KL 0.38;
+      lr 1e-5, beta 0.2:  score -> 1.88 (0.67), gold -> 0.42, KL 0.14   <- the default: up without hacking;
+      lr 1e-5, beta 0.5:  score -> 1.68 (0.61), gold -> 0.42, KL 0.09."""
 
     max_steps: int = 100
-    learning_rate: float = 3e-5  # 3e-4 collapses a GRPO/RLOO policy of this size; <= 3e-5 is stable
+    learning_rate: float = 1e-5  # 3e-4 collapses a GRPO/RLOO policy of this size; 3e-5 games the RM (above)
     batch_size: int = 32  # completions per step: batch_size / num_generations prompts
     num_generations: int = 8
     max_completion_length: int = 6
     temperature: float = 1.0
-    beta: float = 0.05  # KL penalty to the SFT reference; > 0 required (this stage is KL-regularized RLHF)
+    beta: float = 0.2  # KL penalty to the SFT reference; > 0 required (this stage is KL-regularized RLHF)
     # Keep equal to datasets/preferences' heldout_fraction: the same hash split then makes RLHF's eval prompts
     # exactly the RM's held-out prompts, and RLHF never trains on them.
     heldout_fraction: float = 0.2
@@ -437,9 +444,14 @@ class DistillConfig:
 
     layer_fraction: float = 0.5  # student layers = round(teacher layers * fraction), at least 1
     width_fraction: float = 1.0  # hidden/intermediate scale; != 1 forces student_init="random"
+    # Share of each kept layer's FFN neurons (the largest by weight norm, copied from the teacher): with the
+    # tied 4096 x 128 embedding 38% of the tiny model, half the layers alone leave the student at 69% of the
+    # teacher's parameters; ffn_fraction 0.5 brings it to 58%. Default run (teacher: grpo, dev accuracy 0.845):
+    # full FFN 200 steps 0.655 (69% of the params), 400 steps 0.67; half FFN 200 steps 0.61, 400 steps 0.79.
+    ffn_fraction: float = 0.5
     student_init: str = "teacher_layers"  # or "random"
     method: str = "gkd"
-    max_steps: int = 200  # 100 steps: 0.315, 300: 0.385 (teacher 0.48); see the module docstring
+    max_steps: int = 400  # 62 s on one thread; see ffn_fraction and the module docstring
     lr: float = 1e-3
     batch_size: int = 32
     beta: float = 0.0  # gkd / on_policy divergence: 0 = forward KL(teacher||student), 0.5 = JSD, 1 = reverse KL
@@ -465,6 +477,7 @@ class DistillConfig:
 
         need(0.0 < self.layer_fraction <= 1.0, f"layer_fraction={self.layer_fraction} must be in (0, 1]")
         need(0.0 < self.width_fraction <= 1.0, f"width_fraction={self.width_fraction} must be in (0, 1]")
+        need(0.0 < self.ffn_fraction <= 1.0, f"ffn_fraction={self.ffn_fraction} must be in (0, 1]")
         need(self.layer_fraction < 1.0 or self.width_fraction < 1.0,
              "layer_fraction and width_fraction are both 1: the student would not be smaller; lower one")
         need(self.student_init in DISTILL_INITS, f"student_init={self.student_init!r} is not one of {DISTILL_INITS}")

@@ -82,7 +82,20 @@ def student_config(teacher_config: Any, cfg: DistillConfig) -> Any:
         sc.hidden_size = heads * head_dim
         sc.intermediate_size = max(8, round(teacher_config.intermediate_size * cfg.width_fraction))
         sc.head_dim = head_dim
+    if cfg.ffn_fraction < 1.0:
+        sc.intermediate_size = max(8, round(sc.intermediate_size * cfg.ffn_fraction))
     return sc
+
+
+def top_ffn_neurons(mlp: dict[str, torch.Tensor], keep: int) -> torch.Tensor:
+    """Indices (sorted) of the `keep` FFN neurons with the largest weight-norm product |gate|*|up|*|down|.
+
+    Structured pruning by magnitude (as Minitron / Sheared-LLaMA prune FFN width, without their calibration
+    data): a neuron whose in- and out-weights are small contributes little, and the student starts from
+    the rest instead of from scratch.
+    """
+    score = mlp["gate_proj.weight"].norm(dim=1) * mlp["up_proj.weight"].norm(dim=1) * mlp["down_proj.weight"].norm(dim=0)
+    return torch.topk(score, keep).indices.sort().values
 
 
 def kept_layers(n_teacher: int, n_student: int) -> list[int]:
@@ -104,10 +117,21 @@ def build_student(teacher: Any, cfg: DistillConfig) -> tuple[Any, list[int] | No
     t_sd = teacher.state_dict()
     prefix = "model.layers."
     new_sd = {}
+    keep = sc.intermediate_size
+    neurons: dict[int, torch.Tensor] = {}
     for key in student.state_dict():
         if key.startswith(prefix):
             idx, rest = key[len(prefix):].split(".", 1)
-            new_sd[key] = t_sd[f"{prefix}{layers[int(idx)]}.{rest}"]
+            src = f"{prefix}{layers[int(idx)]}."
+            weight = t_sd[src + rest]
+            if rest.startswith("mlp.") and keep < teacher.config.intermediate_size:
+                if int(idx) not in neurons:
+                    neurons[int(idx)] = top_ffn_neurons(
+                        {k: t_sd[f"{src}mlp.{k}"] for k in ("gate_proj.weight", "up_proj.weight", "down_proj.weight")},
+                        keep)
+                kept = neurons[int(idx)]
+                weight = weight[:, kept] if rest == "mlp.down_proj.weight" else weight[kept]
+            new_sd[key] = weight
         else:
             new_sd[key] = t_sd[key]  # embeddings, final norm, (untied) LM head
     student.load_state_dict(new_sd)
