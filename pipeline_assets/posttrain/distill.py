@@ -94,7 +94,8 @@ def top_ffn_neurons(mlp: dict[str, torch.Tensor], keep: int) -> torch.Tensor:
     data): a neuron whose in- and out-weights are small contributes little, and the student starts from
     the rest instead of from scratch.
     """
-    score = mlp["gate_proj.weight"].norm(dim=1) * mlp["up_proj.weight"].norm(dim=1) * mlp["down_proj.weight"].norm(dim=0)
+    score = (mlp["gate_proj.weight"].norm(dim=1) * mlp["up_proj.weight"].norm(dim=1)
+             * mlp["down_proj.weight"].norm(dim=0))
     return torch.topk(score, keep).indices.sort().values
 
 
