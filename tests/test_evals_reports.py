@@ -248,7 +248,8 @@ def test_metrics_come_from_the_model(results: dict[str, dict[str, Any]], env: di
     assert good["qa_f1"] > bad["qa_f1"] and good["qa_rouge_l"] > bad["qa_rouge_l"], (good, bad)
     lm, noised = results["lm"]["metrics"], results["lm_noised"]["metrics"]
     assert lm["val_bpb"] < base["val_bpb"] - 0.2 and noised["val_bpb"] > lm["val_bpb"], (lm, noised, base)
-    assert {k for k in lm if "/" not in k} == {"val_loss", "val_bpb", "unigram_val_bpb", "checkpoint_bytes"}
+    assert {k for k in lm if "/" not in k} == {"val_loss", "val_bpb", "unigram_val_bpb", "checkpoint_bytes",
+                                               "num_params"}
     # One val file, no domain: one stratum named for its source; the cap (val_batches*batch*seq_len) holds.
     assert lm["val_bpb/val"] == lm["val_bpb"] and lm["unigram_val_bpb/val"] == lm["unigram_val_bpb"]
     assert results["lm"]["counts"]["val_tokens"] == 2 * 16 * 64 - 1  # the stream's first token has no context

@@ -69,6 +69,7 @@ def chain(tmp_path_factory):
         yield {"root": root, "work": root / "runs",
                "base": published(root, "models/base").resolve(),
                "sft_data": published(root, "datasets/sft").resolve(),
+               "shards": published(root, "tokenizer/tokenized_shards").resolve(),  # SFT's pretraining replay
                "reasoning": published(root, "datasets/reasoning").resolve(),
                "test": read_jsonl(published(root, "evals/benchmarks").resolve() / "arithmetic.jsonl"),
                "sft_runs": {}, "scores": {}}
@@ -89,7 +90,7 @@ def _sft(chain: dict, base: Path, name: str, seed: int) -> tuple[Path, dict]:
     if name not in chain["sft_runs"]:
         out = chain["work"] / name
         meta = run_sft(replace(PROFILE.sft, seed=seed), base, chain["sft_data"] / SFT_FILE, out,
-                       val_dataset_path=chain["sft_data"] / SFT_VAL_FILE)
+                       val_dataset_path=chain["sft_data"] / SFT_VAL_FILE, replay_shards=chain["shards"])
         chain["sft_runs"][name] = (out, meta)
     return chain["sft_runs"][name]
 
