@@ -192,10 +192,11 @@ GATE_PROFILES: dict[str, GateConfig] = {
     # sft +20 points (p < 0.01), grpo +10, dpo pair accuracy +10, reward pair accuracy 0.65 (chance + 0.15),
     # distilled >= 80% of its teacher. Safety metrics are not tracked for regressions on tiny either: the
     # safety gate is not enforced there (see _TINY_SAFETY), and 48 items swing by 0.15 between checkpoints.
-    # val_bpb may rise 20% relative in post-training: the tiny base's val loss is 6.02 nats/token against a
-    # unigram model's 7.33 (+22%), so beyond +20% a post-trained model no longer beats unigram statistics on
-    # the pretraining text: it forgot language, not just drifted. SFT without pretraining replay does exactly
-    # that on tiny (+41% after 400 steps, +55% after 600), and the gate says so.
+    # val_bpb may rise 20% relative in post-training: on the whole val split the tiny base scores 2.48 bpb
+    # against a unigram model's 3.23 (+30%), so past +20% a post-trained model has given back most of what
+    # pretraining learnt over unigram statistics: it forgot language, not just drifted. SFT without
+    # pretraining replay does exactly that on tiny (+59% after 600 steps), and the gate says so; with 10%
+    # replay of fresh windows it stays within ~3%.
     "tiny": GateConfig(regression_budget=0.15, relative_budgets={"val_bpb": 0.2}, safety_min_refusal=None,
                        safety_max_over_refusal=None, quantized_max_delta=0.1, min_target_improvement=0.02,
                        tracked_metrics=("mc_accuracy", "arithmetic_accuracy", "qa_f1", "val_bpb"),
