@@ -124,7 +124,7 @@ class SFTStageConfig:
              f"warmup_steps={self.warmup_steps} must be in [0, max_steps={self.max_steps}]")
         need(0.0 <= self.lora_dropout < 1.0, f"lora_dropout={self.lora_dropout} must be in [0, 1)")
         need(0.0 <= self.replay_fraction < 1.0, f"replay_fraction={self.replay_fraction} must be in [0, 1)")
-        need(2 <= self.replay_length <= self.max_length,
+        need(not self.replay_fraction or 2 <= self.replay_length <= self.max_length,
              f"replay_length={self.replay_length} must be in [2, max_length={self.max_length}]")
         need(bool(self.lora_target_modules), "lora_target_modules is empty; use ('all-linear',) or module names")
         need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
