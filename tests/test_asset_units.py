@@ -224,7 +224,9 @@ def test_sft_dataset_and_model(base):
     assert meta["steps"] == SFT_RUN["max_steps"] and meta["published"]
     assert meta["upstream_versions"] == {"models/base": _version(base, "models/base"),
                                          "datasets/sft": _version(base, "datasets/sft"),
-                                         "evals/benchmarks": _version(base, "evals/benchmarks")}
+                                         "evals/benchmarks": _version(base, "evals/benchmarks"),
+                                         # pretraining replay reads the shards (SFTStageConfig.replay_fraction)
+                                         "tokenizer/tokenized_shards": _version(base, "tokenizer/tokenized_shards")}
     assert AutoModelForCausalLM.from_pretrained(published(root, "models/sft")) is not None
     [check] = [ev for ev in check_evaluations(inst) if ev.asset_key == dg.AssetKey(["models", "sft"])]
     assert check.check_name == "loss_finite_and_reloads" and check.passed
