@@ -42,8 +42,10 @@ def _ingest(src: Path, out: Path, max_doc_bytes: int = 1_000_000) -> tuple[dict,
     """(stats, documents by id, quarantine entries), after checking the invariant and strict JSON."""
     stats = ingest_source(SourceSpec("src", "folder", "web", path=str(src)), out, 2, None, max_doc_bytes)
     docs = {d["id"]: d for p in sorted((out / "documents").glob("*.jsonl"))
-            for d in map(_strict, p.read_text(encoding="utf-8").splitlines())}
-    quarantine = [_strict(line) for line in (out / "quarantine.jsonl").read_text(encoding="utf-8").splitlines()]
+            for d in map(_strict, p.read_text(encoding="utf-8").rstrip("\n").split("\n") if p.stat().st_size else [])}
+    # JSONL lines end at "\n" only: splitlines() would also cut at a raw U+2028 or \x85 inside a string.
+    text = (out / "quarantine.jsonl").read_text(encoding="utf-8").rstrip("\n")
+    quarantine = [_strict(line) for line in text.split("\n")] if text else []
     assert stats["records_in"] == stats["documents"] + stats["quarantined"]
     assert stats["documents"] == len(docs) and stats["quarantined"] == len(quarantine)
     assert stats["quarantine_reasons"] == {r: sum(q["reason"] == r for q in quarantine)

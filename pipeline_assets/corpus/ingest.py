@@ -145,7 +145,8 @@ def _document_line(doc: dict) -> tuple[bytes | None, str | None]:
 
 def _preview(payload: bytes | dict | str) -> str:
     if isinstance(payload, bytes):
-        return payload[:PREVIEW_CHARS].decode("utf-8", errors="backslashreplace")
+        # Cut again after decoding: backslashreplace writes an undecodable byte as 4 characters.
+        return payload[:PREVIEW_CHARS].decode("utf-8", errors="backslashreplace")[:PREVIEW_CHARS]
     if isinstance(payload, str):
         return payload[:PREVIEW_CHARS]
     try:

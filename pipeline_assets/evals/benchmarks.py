@@ -623,7 +623,10 @@ def load_benchmark(bench_dir: Path, name: str, *, verify: bool = True) -> list[d
             "re-materialize evals/benchmarks"
         )
     records = []
-    for line_no, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    # split("\n"): a JSON string may hold U+2028 or U+0085 raw, where splitlines() would cut the record.
+    for line_no, line in enumerate(data.decode("utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
