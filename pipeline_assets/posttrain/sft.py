@@ -211,7 +211,7 @@ def replay_rows(shards_dir: Path, n_rows: int, length: int, seed: int) -> Any:
 
     windows = TokenWindows(shards_dir, read_index(shards_dir), "train", length - 1)  # gather gives length tokens
     if len(windows) == 0:
-        raise ValueError(f"{shards_dir}: the train split has no {length}-token window; lower max_length or "
+        raise ValueError(f"{shards_dir}: the train split has no {length}-token window; lower replay_length or "
                          "replay_fraction=0")
     rng = np.random.default_rng([seed, 0x5F7])
     ids = rng.choice(len(windows), size=n_rows, replace=n_rows > len(windows))
