@@ -74,8 +74,8 @@ class SFTStageConfig:
     660 steps: +15% / 0.28; 10% of 64-token windows repeated every epoch: +24% / 0.45; 10% of fresh 64-token
     windows (the default): +2.4% / 0.30. The same default on a fresh venv's corpus (another base): +2.3% /
     0.09. The transition is fragile at ~600 chat steps; on that fresh-venv base, lr 2e-3 gives 0.27 (bpb
-    +5.7%) and 1,000 steps give 0.88 (bpb +0.8%), which leaves GRPO no room for its +0.10 target: the recipe
-    that clears the transition on every base without saturating the task is still open.
+    +5.7%) and 1,000 steps give 0.88 (bpb +0.8%), 800 steps 0.90 (0.78 on the dev-venv base), which leaves
+    GRPO little room for its +0.10 target: a design where both stages keep headroom is still open.
     """
 
     max_steps: int = 660  # 600 chat steps (the tiny model's phase transition lies between 400 and 600) + replay
