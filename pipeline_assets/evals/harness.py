@@ -64,6 +64,7 @@ from pipeline_assets.posttrain.common import (
 )
 from pipeline_assets.posttrain.common import load_causal_lm as _load_weights
 from pipeline_assets.posttrain.data import read_jsonl
+from pipeline_assets.posttrain.quantize import dir_size_bytes
 
 Judge = Callable[[list[str], list[str]], list[float]]
 
@@ -584,7 +585,7 @@ def evaluate_checkpoint(
         result["num_params"] = sum(p.numel() for p in model.parameters())
         # Size on disk of the weights a deployer ships (the quantized gate compares it with the parent's) and
         # the parameter count (the distilled gate's student/teacher ratio).
-        metrics["checkpoint_bytes"] = sum(f.stat().st_size for f in path.glob("*.safetensors")) or None
+        metrics["checkpoint_bytes"] = dir_size_bytes(path) or None
         metrics["num_params"] = result["num_params"]
         log(f"eval | {name} | {result['num_params']:,} params on {device} | sets {', '.join(cfg.sets)}")
 
