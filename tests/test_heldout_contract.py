@@ -37,6 +37,8 @@ def test_each_stage_sees_only_its_split(tmp_path):
     sft_prompts = {r["messages"][0]["content"] for r in sft_rows}
     sft_problems = {p for p in map(_problem, sft_prompts) if p}
     assert sft_problems and all(arithmetic_split(*p) == "train" for p in sft_problems)
+    sft_dev = data.read_jsonl(tmp_path / "sft" / data.HELDOUT_FILE)  # SFT's early stop reads these
+    assert len(sft_dev) >= 200 and all(arithmetic_split(*_problem(r["prompt"])) == "dev" for r in sft_dev)
 
     data.build_reasoning_dataset(tmp_path / "reasoning", profile.reasoning_data, bench)
     dev = data.read_jsonl(tmp_path / "reasoning" / data.HELDOUT_FILE)

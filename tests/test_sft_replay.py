@@ -1,7 +1,9 @@
-"""SFT with pretraining replay: windows of the token shards trained beside the chat rows (models/sft).
+"""SFT mechanisms of models/sft: pretraining replay (windows of the token shards trained beside the chat rows)
+and the early stop on dev-split accuracy.
 
 A tiny random-init model, so each test takes seconds: what is asserted is the mechanism (rows, pool, fresh
-windows, that replay really trains the LM), not the default run's numbers (README, SFTStageConfig docstring).
+windows, that replay really trains the LM, where training stops), not the default run's numbers (README,
+SFTStageConfig docstring).
 """
 
 from __future__ import annotations
@@ -56,12 +58,12 @@ def _lm_loss(model_dir: Path, shards: Path) -> float:
     return float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[1].reshape(-1)))
 
 
-def _run(inputs: dict[str, Path], out: Path, **overrides: Any) -> dict[str, Any]:
+def _run(inputs: dict[str, Path], out: Path, dev: list[dict] | None = None, **overrides: Any) -> dict[str, Any]:
     from pipeline_assets.posttrain.sft import run_sft
 
     cfg = dataclasses.replace(CFG, **overrides)
     return run_sft(cfg, inputs["base"], inputs["data"], out, log=lambda _: None,
-                   replay_shards=inputs["shards"] if cfg.replay_fraction else None)
+                   replay_shards=inputs["shards"] if cfg.replay_fraction else None, dev=dev)
 
 
 def test_replay_rows_train_the_language_model_beside_the_chat_rows(inputs: dict[str, Path], tmp_path: Path) -> None:
@@ -87,3 +89,34 @@ def test_replay_needs_the_shards_and_a_window_that_fits(inputs: dict[str, Path],
     with pytest.raises(ValueError, match="replay_length=64 must be in"):
         dataclasses.replace(CFG, replay_fraction=0.1, replay_length=64).validate()
     dataclasses.replace(CFG, replay_length=64).validate()  # no replay: its window length does not matter
+
+
+DEV = [{"prompt": f"What is {i} + 2?", "answer": str(i + 2)} for i in range(4)]
+
+
+def test_early_stop_ends_training_at_the_first_dev_point_reaching_the_target(
+        inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline_assets.posttrain import sft
+
+    # The tiny model learns nothing in 24 steps, so the dev accuracies are scripted: the trainer wiring
+    # (callback -> should_training_stop -> fewer optimizer steps, the saved model) is what is under test.
+    scripted = iter([0.1, 0.3, 0.6, 0.9])
+    seen: list[list[dict]] = []
+
+    def fake_accuracy(model: Any, tok: Any, items: list[dict], max_new_tokens: int = 8) -> dict:
+        seen.append(items)
+        return {"accuracy": next(scripted)}
+
+    monkeypatch.setattr(sft, "arithmetic_accuracy", fake_accuracy)
+    meta = _run(inputs, tmp_path / "stop", dev=DEV, eval_every=4, stop_at_dev_accuracy=0.5)
+    assert meta["steps"] == meta["stopped_early_at_step"] == 12
+    assert meta["heldout_curve"] == [[4, 0.1], [8, 0.3], [12, 0.6]] and meta["heldout_curve_split"] == "dev"
+    assert all(items is DEV for items in seen)
+    assert (tmp_path / "stop" / "model.safetensors").exists()
+
+
+def test_early_stop_never_reads_the_test_split(inputs: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs dev records"):
+        _run(inputs, tmp_path / "nodev", eval_every=4, stop_at_dev_accuracy=0.5)
+    with pytest.raises(ValueError, match="needs eval_every"):
+        dataclasses.replace(CFG, stop_at_dev_accuracy=0.5).validate()

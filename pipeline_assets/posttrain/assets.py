@@ -120,7 +120,7 @@ def _resume_key(reads: Reads, inputs: Sequence[dg.AssetKey], cfg: Any, **extra: 
 # --- datasets ------------------------------------------------------------------------------------------------
 
 
-@dg.asset(key=SFT_DATA, deps=[BENCHMARKS], group_name="datasets", code_version="1", kinds={"json"})
+@dg.asset(key=SFT_DATA, deps=[BENCHMARKS], group_name="datasets", code_version="2", kinds={"json"})
 def sft_dataset(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                 config: SFTDataRunConfig) -> dg.MaterializeResult:
     """Chat SFT rows from local material: worked arithmetic, docstring QA, refusals, look-alikes, identity."""
@@ -203,7 +203,7 @@ def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, se
 # --- models --------------------------------------------------------------------------------------------------
 
 
-@dg.asset(key=SFT, deps=[BASE, SFT_DATA, SHARDS], group_name="models", code_version="1", kinds={"pytorch"},
+@dg.asset(key=SFT, deps=[BASE, SFT_DATA, SHARDS], group_name="models", code_version="2", kinds={"pytorch"},
           pool=TRAINING_POOL, check_specs=_check(SFT))
 def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
               config: SFTRunConfig) -> dg.MaterializeResult:
@@ -212,7 +212,8 @@ def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
     from pipeline_assets.posttrain import sft
     reads = Reads(store)
     cfg = overridden(settings.get().sft, config)
-    bench = data.read_jsonl(reads(BENCHMARKS) / "arithmetic.jsonl")
+    bench = data.read_jsonl(reads(BENCHMARKS) / "arithmetic.jsonl")  # reported (test split)
+    dev = data.read_jsonl(reads(SFT_DATA) / data.HELDOUT_FILE)  # early stop and curve (dev split)
 
     def run(work: Path) -> dict:
         # LoRA: the adapter lives in adapter/, the merged model is the asset dir itself (plain from_pretrained).
@@ -220,7 +221,7 @@ def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
         return sft.run_sft(cfg, reads(BASE), reads(SFT_DATA) / data.SFT_FILE, out,
                            merged_dir=work if cfg.use_lora else None, log=context.log.info, heldout=bench,
                            val_dataset_path=reads(SFT_DATA) / data.SFT_VAL_FILE, checkpoint_dir=work / TRAINER_DIR,
-                           replay_shards=reads(SHARDS) if cfg.replay_fraction else None)
+                           replay_shards=reads(SHARDS) if cfg.replay_fraction else None, dev=dev)
 
     draft, result = _train(context, store, run, _resume_key(reads, [BASE, SFT_DATA, SHARDS], cfg))
     return _model_result(context, store, draft, reads, result)

@@ -13,8 +13,9 @@ this interpreter's standard library, whose docstrings change between releases).
         a helpful answer), identity ("Who are you?" -> "I am llmdag-tiny, ...").
     reasoning.jsonl             {"prompt": [{"role": "user", "content": "What is 37 + 12?"}], "answer": "49",
                                  "kind": "arithmetic" | "word_problem"}   (GRPO: `answer` feeds the rewards)
-    heldout_arithmetic.jsonl    the benchmark's arithmetic items {"id", "prompt", "answer", "kind"}, copied
-                                 so GRPO/SFT can measure on them; never trained on.
+    heldout_arithmetic.jsonl    (both datasets) dev-split arithmetic problems {"id", "prompt", "answer", "kind"}
+                                 of the same task space: SFT's early stop and in-training curves, GRPO's
+                                 curves; never trained on, never reported (evals use the test split).
 
 Held-out contract (pipeline_assets/evals/benchmarks.py): every arithmetic problem whose first step is
 `is_heldout_arithmetic` is skipped, docstring QA never reads `HELDOUT_MODULES` (nor any object defined
@@ -107,6 +108,7 @@ class SFTDataConfig:
     operand_max: int = 99  # operands in [0, operand_max]; the benchmark uses 0..99
     operators: tuple[str, ...] = ("+", "-")  # the benchmark's two; ("+",) is a 2x smaller task
     val_fraction: float = 0.05  # of each kind, written to sft_val.jsonl
+    heldout_size: int = 250  # dev-split problems (heldout_arithmetic.jsonl) for SFT's early stop and curves
     docstring_modules: tuple[str, ...] = DOCSTRING_MODULES
     seed: int = 0
 
@@ -116,6 +118,7 @@ class SFTDataConfig:
         if self.total == 0:
             raise ValueError("SFTDataConfig: every count is 0; set at least one of arithmetic, docstring_qa, ...")
         _check_count("SFTDataConfig", "operand_max", self.operand_max, minimum=1)
+        _check_count("SFTDataConfig", "heldout_size", self.heldout_size)
         _check_operators("SFTDataConfig", self.operators)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"SFTDataConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
@@ -430,7 +433,8 @@ def _chat_row(prompt: str, reply: str, kind: str) -> dict:
 
 
 def build_sft_dataset(out_dir: Path, cfg: SFTDataConfig, bench_dir: Path | None) -> dict[str, Any]:
-    """Write sft.jsonl + sft_val.jsonl into `out_dir`; return counts, skip counts, files and sha256.
+    """Write sft.jsonl + sft_val.jsonl + heldout_arithmetic.jsonl (dev split) into `out_dir`; return counts,
+    skip counts, files and sha256.
 
     `bench_dir` is the evals/benchmarks dir; None skips the prompt-level checks (the arithmetic hash split
     and the HELDOUT_MODULES rule still apply, they need no files) and is meant for tests only.
@@ -467,9 +471,11 @@ def build_sft_dataset(out_dir: Path, cfg: SFTDataConfig, bench_dir: Path | None)
         train += rows[n_val:]
     rng.shuffle(train)
     rng.shuffle(val)
-    sha = {SFT_FILE: write_jsonl(out_dir / SFT_FILE, train), SFT_VAL_FILE: write_jsonl(out_dir / SFT_VAL_FILE, val)}
+    heldout = heldout_arithmetic(cfg.operand_max, cfg.heldout_size, cfg.operators, split="dev")
+    files = {SFT_FILE: train, SFT_VAL_FILE: val, HELDOUT_FILE: heldout}
+    sha = {name: write_jsonl(out_dir / name, rows) for name, rows in files.items()}
     return {
-        "rows": len(train), "val_rows": len(val),
+        "rows": len(train), "val_rows": len(val), "heldout_rows": len(heldout),
         "counts": dict(Counter(r["kind"] for r in train)), "val_counts": dict(Counter(r["kind"] for r in val)),
         "skipped_heldout": skipped,
         "heldout_arithmetic_excluded": sum(is_heldout_arithmetic(a, op, b) for op in cfg.operators

@@ -44,6 +44,7 @@ from pipeline_assets.posttrain.common import (
     write_summary,
 )
 from pipeline_assets.posttrain.config import DEVICES, SFTStageConfig
+from pipeline_assets.posttrain.data import HELDOUT_FILE
 
 # ---------------------------------------------------------------------------------------------------------
 # Scoring (shared by rl.py and distill.py); generation and loading live in common.py
@@ -93,12 +94,18 @@ def load_tokenizer(model_dir: Path, need_generation_markers: bool) -> Any:
 
 
 class HeldoutCurve(TrainerCallback):
-    """Greedy held-out arithmetic accuracy every `every` optimizer steps -> `curve` [[step, acc], ...]."""
+    """Greedy held-out arithmetic accuracy every `every` optimizer steps -> `curve` [[step, acc], ...].
+
+    `stop_at`: end training at the first point whose accuracy reaches it (`stopped_at` = that step); pass
+    dev-split records then, never the reported test split.
+    """
 
     def __init__(self, tok: Any, heldout: Sequence[dict], every: int, max_new_tokens: int,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], stop_at: float | None = None) -> None:
         self.tok, self.heldout, self.every, self.max_new_tokens, self.log = tok, heldout, every, max_new_tokens, log
+        self.stop_at = stop_at
         self.curve: list[list[float]] = []
+        self.stopped_at: int | None = None
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if model is None or state.global_step % self.every:
@@ -107,6 +114,10 @@ class HeldoutCurve(TrainerCallback):
         model.train()  # generate() left it in eval mode
         self.curve.append([state.global_step, acc])
         self.log(f"step {state.global_step:05d} | held-out arithmetic {acc:.3f}")
+        if self.stop_at is not None and acc >= self.stop_at:
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+            self.log(f"step {state.global_step:05d} | dev accuracy {acc:.3f} >= {self.stop_at}: stopping")
 
 
 class BucketSampler(torch.utils.data.Sampler[int]):
@@ -272,14 +283,17 @@ def _with_bucket_sampler(trainer_cls: type, kinds: list[str] | None, seed: int,
 def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_dir: Path,
             merged_dir: Path | None = None, log: Callable[[str], None] = print, *,
             heldout: Sequence[dict] | None = None, val_dataset_path: Path | str | None = None,
-            replay_shards: Path | None = None, checkpoint_dir: Path | None = None) -> dict[str, Any]:
+            replay_shards: Path | None = None, checkpoint_dir: Path | None = None,
+            dev: Sequence[dict] | None = None) -> dict[str, Any]:
     """Fine-tune `base_dir` on the chat dataset; write out_dir (and merged_dir for LoRA); return metadata.
 
     `checkpoint_dir`: where trainer resume points go; a rerun with the same dir resumes (common.train_resumable).
 
     `dataset_path`: anything `load_chat_dataset` reads (sft.jsonl, parquet, save_to_disk dir, hub id).
     `heldout`: arithmetic records {"prompt", "answer"} (the benchmark's set) for before/after accuracy; None
-    skips that metric. `val_dataset_path`: sft_val.jsonl for a final val loss; None skips it.
+    skips that metric. `dev`: dev-split records (datasets/sft heldout_arithmetic.jsonl) for the curve
+    (`cfg.eval_every`, on `heldout` without them) and the early stop (`cfg.stop_at_dev_accuracy`, which needs
+    them). `val_dataset_path`: sft_val.jsonl for a final val loss; None skips it.
     `merged_dir`: required with LoRA; with a full fine-tune out_dir is already a plain model and
     merged_dir must be None. `replay_shards`: the tokenized_shards dir that `cfg.replay_fraction` > 0 draws
     pretraining windows from.
@@ -289,6 +303,9 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     from pipeline_assets.posttrain.data import load_chat_dataset
 
     cfg.validate()
+    if cfg.stop_at_dev_accuracy is not None and not dev:
+        raise ValueError(f"stop_at_dev_accuracy={cfg.stop_at_dev_accuracy} needs dev records (datasets/sft "
+                         f"{HELDOUT_FILE}); the test split is never used to decide training")
     if cfg.replay_fraction and replay_shards is None:
         raise ValueError(f"replay_fraction={cfg.replay_fraction} needs replay_shards (the tokenized_shards dir)")
     if cfg.use_lora and merged_dir is None:
@@ -316,8 +333,10 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
 
     history = LossHistory(log=log, every=cfg.log_every, keys=("mean_token_accuracy",))
     callbacks: list[Any] = [history]
-    if cfg.eval_every and heldout:
-        callbacks.append(HeldoutCurve(tok, heldout, cfg.eval_every, cfg.heldout_max_new_tokens, log))
+    curve_items = dev or heldout
+    if cfg.eval_every and curve_items:
+        callbacks.append(HeldoutCurve(tok, curve_items, cfg.eval_every, cfg.heldout_max_new_tokens, log,
+                                      stop_at=cfg.stop_at_dev_accuracy))
     with tempfile.TemporaryDirectory(prefix="sft-trainer-") as scratch:
         # Without checkpoint_dir the trainer saves nothing (save_strategy="no"); its output_dir only receives a
         # model card if asked, so it points at scratch and out_dir holds exactly the checkpoint.
@@ -325,6 +344,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         args = SFTConfig(
             **args_kw, max_length=cfg.max_length, assistant_only_loss=cfg.assistant_only_loss,
             lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps,
+            lr_scheduler_kwargs={"num_decay_steps": cfg.decay_steps} if cfg.decay_steps else {},
             include_num_input_tokens_seen="non_padding", per_device_eval_batch_size=cfg.batch_size,
             train_sampling_strategy="group_by_length" if cfg.batching == "group_by_length" else "random",
         )
@@ -385,6 +405,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "heldout_arithmetic_accuracy": after["accuracy"] if after else None,
         "heldout_arithmetic_by_kind": after["by_kind"] if after else None,
         "heldout_curve": callbacks[1].curve if len(callbacks) > 1 else None,
+        "heldout_curve_split": ("dev" if dev else "heldout") if len(callbacks) > 1 else None,
+        "stopped_early_at_step": callbacks[1].stopped_at if len(callbacks) > 1 else None,
         "heldout_eos_rate": after["eos_rate"] if after else None,
         "heldout_samples": after["samples"] if after else [],
         "chat_format_ok": chat_format_rate(replies),
