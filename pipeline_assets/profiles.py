@@ -84,18 +84,23 @@ PROFILES: dict[str, Profile] = {
         # tiny model on this task (../shared/notes/post-training.md).
         sft_data=SFTDataConfig(arithmetic=1600, docstring_qa=150, refusals=100, benign=100, **TINY_TASK),
         reasoning_data=ReasoningDataConfig(size=1500, **TINY_TASK),
-        # Train until the dev split reaches 0.4 (checked every 20 steps), at most 1,000 steps: the fixed 660
-        # steps landed anywhere in 0.09-0.90 on the test split (SFTStageConfig docstring). On two bases
-        # the 0.4 point came at steps 580 / 680 with test 0.43 / 0.46, and GRPO's 400 steps from there
-        # gained +0.225 / +0.142 (from SFT at 0.34 and 0.58: +0.129, +0.175).
-        sft=SFTStageConfig(replay_fraction=REPLAY_FRACTION, max_steps=1000, eval_every=20,
+        # Train until the dev split reaches 0.4 (checked every 40 steps: one check of the 250 dev problems
+        # costs ~3 s, ~7 training steps), at most 1,000 steps: the fixed 660 steps landed anywhere in
+        # 0.09-0.90 on the test split (SFTStageConfig docstring). On two bases the 0.4 point came at steps
+        # 580 / 680 with test 0.43 / 0.46 (a fresh clone's base: step 920, test 0.42), and GRPO's 400 steps
+        # from there gained +0.225 / +0.142 (+0.246 on the fresh clone; from SFT at 0.34 / 0.58: +0.129 / +0.175).
+        sft=SFTStageConfig(replay_fraction=REPLAY_FRACTION, max_steps=1000, eval_every=40,
                            stop_at_dev_accuracy=0.4, num_threads=TINY_THREADS),
         # 400 GRPO steps, not the class's 200: from the SFT checkpoints above 200 steps gained +0.125 / +0.158.
         grpo=GRPOStageConfig(max_steps=400, num_threads=TINY_THREADS),
-        reward=RewardModelConfig(num_threads=TINY_THREADS),
+        # 400 steps, not 200: from the SFT above (test 0.42) its pairs are near misses ("23 + 41" -> 63 vs 64),
+        # and held-out pair accuracy was 0.639 after 200 steps, 0.689 after 400 (lr 1e-3: 0.597).
+        reward=RewardModelConfig(max_steps=400, num_threads=TINY_THREADS),
         dpo=DPOStageConfig(num_threads=TINY_THREADS),
         rlhf=RLHFConfig(num_threads=TINY_THREADS),
-        distill=DistillConfig(num_threads=TINY_THREADS),
+        # 1,200 steps, not 400: from a grpo teacher at test 0.667 the half-FFN student reached 0.433 (65%)
+        # after 400 steps, 0.533 after 800 (JSD, beta 0.5: 0.517; lr 3e-3 at 400: 0.404), 0.646 after 1,200.
+        distill=DistillConfig(max_steps=1200, num_threads=TINY_THREADS),
     ),
     "small": Profile(
         name="small",

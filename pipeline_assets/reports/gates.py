@@ -103,6 +103,9 @@ class GateConfig:
     max_param_fraction: Mapping[str, float] = field(default_factory=lambda: {"models/distilled": 0.6})
     quantized_stages: tuple[str, ...] = ("models/quantized",)
     quantized_max_delta: float = 0.02
+    # The quantized stage's own target (arithmetic) may fall at most this much below its parent's, whatever
+    # quantized_max_delta allows the other tracked metrics (tiny: 0.1, as one of mc_accuracy's 48 items is 0.021).
+    quantized_target_max_drop: float = 0.02
     # The deploy artifact must be this many times smaller on disk than its parent (evals' checkpoint_bytes):
     # int8 weights of an fp32 parent are ~4x; 2x leaves room for scales and any fp32 norm/bias.
     quantized_min_compression: float = 2.0
@@ -119,6 +122,7 @@ class GateConfig:
         if unknown:
             raise ValueError(f"GateConfig.blocking has unknown gate kinds {unknown}; valid: {', '.join(GATE_KINDS)}")
         budgets = [("regression_budget", self.regression_budget), ("quantized_max_delta", self.quantized_max_delta),
+                   ("quantized_target_max_drop", self.quantized_target_max_drop),
                    ("reward_hacking_tolerance", self.reward_hacking_tolerance),
                    *((f"metric_budgets[{k}]", v) for k, v in self.metric_budgets.items()),
                    *((f"stage_budgets[{s}][{k}]", v) for s, m in self.stage_budgets.items() for k, v in m.items()),
@@ -418,7 +422,7 @@ def _target(stage: str, parent: str | None, metrics: Mapping, parent_metrics: Ma
         _param_budget(gate, stage, parent, metrics, parent_metrics, cfg)
         return _finish(gate)
     if stage in cfg.retain_targets:
-        margin = cfg.quantized_max_delta if stage in cfg.quantized_stages else cfg.budget(stage, metric)
+        margin = cfg.quantized_target_max_drop if stage in cfg.quantized_stages else cfg.budget(stage, metric)
         worse = test is not None and gain < 0 and p < alpha
         ok = -gain <= margin + 1e-9 and not worse
         gate["checked"][metric].update(margin=margin, passed=ok)
