@@ -120,3 +120,12 @@ def test_early_stop_never_reads_the_test_split(inputs: dict[str, Path], tmp_path
         _run(inputs, tmp_path / "nodev", eval_every=4, stop_at_dev_accuracy=0.5)
     with pytest.raises(ValueError, match="needs eval_every"):
         dataclasses.replace(CFG, stop_at_dev_accuracy=0.5).validate()
+
+
+def test_decay_steps_belong_to_the_wsd_schedule(inputs: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="warmup_stable_decay' only"):
+        dataclasses.replace(CFG, decay_steps=8).validate()
+    with pytest.raises(ValueError, match="decay_steps=30 must be in"):
+        dataclasses.replace(CFG, lr_scheduler_type="warmup_stable_decay", decay_steps=30).validate()
+    meta = _run(inputs, tmp_path / "wsd", lr_scheduler_type="warmup_stable_decay", decay_steps=8)
+    assert meta["steps"] == 24
