@@ -87,8 +87,9 @@ PROFILES: dict[str, Profile] = {
         # Train until the dev split reaches 0.4 (checked every 40 steps: one check of the 250 dev problems
         # costs ~3 s, ~7 training steps), at most 1,000 steps: the fixed 660 steps landed anywhere in
         # 0.09-0.90 on the test split (SFTStageConfig docstring). On two bases the 0.4 point came at steps
-        # 580 / 680 with test 0.43 / 0.46 (a fresh clone's base: step 920, test 0.42), and GRPO's 400 steps
-        # from there gained +0.225 / +0.142 (+0.246 on the fresh clone; from SFT at 0.34 / 0.58: +0.129 / +0.175).
+        # 580 / 680 with test 0.43 / 0.46, and GRPO's 400 steps from there gained +0.225 / +0.142 (from SFT at
+        # 0.34 / 0.58: +0.129 / +0.175). Fresh clones: step 920, test 0.42, GRPO +0.246 (checks every 20 steps);
+        # step 640, test 0.625, GRPO +0.188 (every 40: the 40-step jump was dev 0.37 -> 0.65).
         sft=SFTStageConfig(replay_fraction=REPLAY_FRACTION, max_steps=1000, eval_every=40,
                            stop_at_dev_accuracy=0.4, num_threads=TINY_THREADS),
         # 400 GRPO steps, not the class's 200: from the SFT checkpoints above 200 steps gained +0.125 / +0.158.
