@@ -54,6 +54,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pipeline_assets.jsonl import parse_jsonl
+
 BENCHMARKS: tuple[str, ...] = ("qa", "multiple_choice", "arithmetic", "safety")
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -622,18 +624,7 @@ def load_benchmark(bench_dir: Path, name: str, *, verify: bool = True) -> list[d
             f"{path} does not match the sha256 in {MANIFEST}: it was edited or truncated after the build; "
             "re-materialize evals/benchmarks"
         )
-    records = []
-    # split("\n"): a JSON string may hold U+2028 or U+0085 raw, where splitlines() would cut the record.
-    for line_no, line in enumerate(data.decode("utf-8").split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{path}:{line_no}: not valid JSON ({err}); re-materialize evals/benchmarks"
-            ) from err
-    return records
+    return parse_jsonl(data.decode("utf-8"), path, "re-materialize evals/benchmarks")
 
 
 def decontamination_texts(bench_dir: Path) -> dict[str, list[str]]:

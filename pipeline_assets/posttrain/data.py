@@ -54,6 +54,7 @@ from pipeline_assets.evals.benchmarks import (
     normalize_prompt,
     training_problems,
 )
+from pipeline_assets.jsonl import parse_jsonl
 
 SFT_FILE = "sft.jsonl"
 SFT_VAL_FILE = "sft_val.jsonl"
@@ -542,15 +543,7 @@ def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; materialize the dataset asset that writes it first")
-    rows = []
-    # split("\n"), not splitlines(): JSON strings may hold U+2028, U+0085 or \x1c raw, which splitlines cuts.
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({err}); rebuild the file") from err
-    return rows
+    return parse_jsonl(path.read_text(encoding="utf-8"), path, "rebuild the file")
 
 
 # ---------------------------------------------------------------------------------------------------------
