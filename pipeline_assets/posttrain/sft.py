@@ -334,9 +334,10 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     history = LossHistory(log=log, every=cfg.log_every, keys=("mean_token_accuracy",))
     callbacks: list[Any] = [history]
     curve_items = dev or heldout
-    if cfg.eval_every and curve_items:
-        callbacks.append(HeldoutCurve(tok, curve_items, cfg.eval_every, cfg.heldout_max_new_tokens, log,
-                                      stop_at=cfg.stop_at_dev_accuracy))
+    curve = (HeldoutCurve(tok, curve_items, cfg.eval_every, cfg.heldout_max_new_tokens, log,
+                          stop_at=cfg.stop_at_dev_accuracy) if cfg.eval_every and curve_items else None)
+    if curve is not None:
+        callbacks.append(curve)
     with tempfile.TemporaryDirectory(prefix="sft-trainer-") as scratch:
         # Without checkpoint_dir the trainer saves nothing (save_strategy="no"); its output_dir only receives a
         # model card if asked, so it points at scratch and out_dir holds exactly the checkpoint.
@@ -404,9 +405,9 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "heldout_arithmetic_accuracy_before": before["accuracy"] if before else None,
         "heldout_arithmetic_accuracy": after["accuracy"] if after else None,
         "heldout_arithmetic_by_kind": after["by_kind"] if after else None,
-        "heldout_curve": callbacks[1].curve if len(callbacks) > 1 else None,
-        "heldout_curve_split": ("dev" if dev else "heldout") if len(callbacks) > 1 else None,
-        "stopped_early_at_step": callbacks[1].stopped_at if len(callbacks) > 1 else None,
+        "heldout_curve": curve.curve if curve else None,
+        "heldout_curve_split": ("dev" if dev else "heldout") if curve else None,
+        "stopped_early_at_step": curve.stopped_at if curve else None,
         "heldout_eos_rate": after["eos_rate"] if after else None,
         "heldout_samples": after["samples"] if after else [],
         "chat_format_ok": chat_format_rate(replies),
