@@ -196,6 +196,15 @@ def save_checkpoint(model: PreTrainedModel, tok: PreTrainedTokenizerBase, out_di
     tok.save_pretrained(out_dir)
 
 
+def lora_config(r: int, alpha: int, target_modules: Sequence[str], task_type: str, dropout: float = 0.0) -> Any:
+    """A peft LoraConfig; ``("all-linear",)`` is peft's every-Linear-but-the-output-head shorthand. With
+    ``task_type="SEQ_CLS"`` peft trains the new score head in full (its modules_to_save)."""
+    from peft import LoraConfig
+
+    targets: str | list[str] = "all-linear" if tuple(target_modules) == ("all-linear",) else list(target_modules)
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type)
+
+
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -224,6 +224,12 @@ class RewardModelConfig:
     batch_size: int = 32
     max_length: int = 128
     center_rewards_coefficient: float | None = None  # e.g. 0.01 keeps scores near 0 (useful as an RL reward)
+    # LoRA (peft) on the trunk instead of a full fine-tune; the new score head trains in full either way and the
+    # adapter is merged before saving, so models/reward stays a plain seq-cls checkpoint.
+    use_lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_target_modules: tuple[str, ...] = ("all-linear",)
     seed: int = 0
     device: str = "auto"
     num_threads: int = 1
@@ -232,7 +238,11 @@ class RewardModelConfig:
 
     def validate(self) -> None:
         _check_non_negative(self, "save_every")
-        _check_positive(self, "max_steps", "learning_rate", "batch_size", "max_length", "num_threads")
+        _check_positive(self, "max_steps", "learning_rate", "batch_size", "max_length", "num_threads", "lora_r",
+                        "lora_alpha")
+        if self.use_lora and not (self.lora_target_modules and all(self.lora_target_modules)):
+            raise ValueError(f"lora_target_modules={self.lora_target_modules!r} must name modules, "
+                             "e.g. ('all-linear',)")
         if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
             raise ValueError(f"center_rewards_coefficient={self.center_rewards_coefficient} must be >= 0 or None")
 

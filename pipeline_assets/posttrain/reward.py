@@ -22,7 +22,9 @@ from pipeline_assets.posttrain.common import (
     Messages,
     assistant,
     config_dict,
+    count_params,
     encode_right_padded,
+    lora_config,
     quiet_progress,
     save_checkpoint,
     stage_cli,
@@ -111,12 +113,17 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
     before = rm_pair_stats(rm, tok, heldout)
     log(f"reward | {len(train)} train pairs, held-out pair acc before {before['pair_accuracy']:.3f}")
     history = LossHistory(log, every=max(cfg.max_steps // 10, 1), keys=("accuracy", "margin"))
+    total = count_params(rm)  # before peft wraps it and adds the adapter weights
+    peft = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules, "SEQ_CLS") if cfg.use_lora else None
     trainer = RewardTrainer(model=rm, args=args, train_dataset=pair_dataset(train), processing_class=tok,
-                            callbacks=[history])
+                            callbacks=[history], peft_config=peft)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    log(f"reward | {'LoRA' if cfg.use_lora else 'full'} fine-tune | {trainable:,} trainable of "
+        f"{total:,} params")
     t_train = time.perf_counter()
     resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
     train_time_s = time.perf_counter() - t_train
-    rm = trainer.model
+    rm = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
     after = rm_pair_stats(rm, tok, heldout)
     save_checkpoint(rm, tok, Path(out_dir))
     result: dict[str, Any] = {
@@ -124,6 +131,8 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
         "parent_checkpoint": str(sft_dir),
         "pairs_dir": str(pairs_dir),
         "steps": trainer.state.global_step,
+        "mode": "lora" if cfg.use_lora else "full",
+        "trainable_params": trainable,
         "resumed_from_step": resumed_from_step,
         "train_pairs": len(train),
         "heldout_pairs": len(heldout),

@@ -38,6 +38,7 @@ from pipeline_assets.posttrain.common import (
     LossHistory,
     generate_replies,
     load_causal_lm,
+    lora_config,
     save_checkpoint,
     train_resumable,
     trl_args,
@@ -200,15 +201,6 @@ def trainable_and_total(model: torch.nn.Module) -> tuple[int, int]:
 
 
 
-def _lora_config(cfg: SFTStageConfig) -> Any:
-    from peft import LoraConfig
-
-    targets: str | list[str] = ("all-linear" if cfg.lora_target_modules == ("all-linear",)
-                                else list(cfg.lora_target_modules))
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
-
-
 def replay_rows(shards_dir: Path, n_rows: int, length: int, seed: int) -> Any:
     """`n_rows` random `length`-token windows of the pretraining train split as trainer-ready rows.
 
@@ -353,7 +345,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
                        else SFTTrainer)
         trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                               processing_class=tok, callbacks=callbacks,
-                              peft_config=_lora_config(cfg) if cfg.use_lora else None)
+                              peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules,
+                                                      "CAUSAL_LM", cfg.lora_dropout) if cfg.use_lora else None)
         n_replay, n_chat = 0, len(trainer.train_dataset)
         if cfg.replay_fraction:
             n_replay, replay_kinds = _add_replay(trainer, cfg, Path(replay_shards), kinds, log)  # type: ignore[arg-type]
