@@ -255,15 +255,17 @@ def test_reward_model_beats_chance_on_heldout_pairs(reward: tuple[Path, dict]) -
 
 
 def test_lora_reward_model_saves_a_merged_seq_cls_checkpoint(env: dict[str, Any], pairs: tuple[Path, dict]) -> None:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    from pipeline_assets.posttrain.common import count_params
     from pipeline_assets.posttrain.reward import rm_pair_stats
 
     out = env["root"] / "reward_lora"
     out.mkdir()
     cfg = RewardModelConfig(max_steps=10, use_lora=True, lora_r=4, lora_alpha=8, learning_rate=1e-3)
     result = run_reward_model(cfg, env["sft"], pairs[0], out, log=print)
-    assert result["mode"] == "lora" and 0 < result["trainable_params"] < 0.5 * count_params_of(env["sft"])
+    assert result["mode"] == "lora" and 0 < result["trainable_params"] < 0.5 * count_params(
+        AutoModelForCausalLM.from_pretrained(env["sft"]))
     assert not (out / "adapter_config.json").exists()  # merged: a plain checkpoint, no peft needed to load it
     rm = AutoModelForSequenceClassification.from_pretrained(out, num_labels=1)
     rm.config.pad_token_id = AutoTokenizer.from_pretrained(out).pad_token_id
@@ -271,12 +273,6 @@ def test_lora_reward_model_saves_a_merged_seq_cls_checkpoint(env: dict[str, Any]
     assert reloaded["pair_accuracy"] == result["heldout_pair_accuracy_after"]  # the trained head came along
     with pytest.raises(ValueError, match="lora_r"):
         RewardModelConfig(use_lora=True, lora_r=0).validate()
-
-
-def count_params_of(model_dir: Path) -> int:
-    from transformers import AutoModelForCausalLM
-
-    return sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
 
 
 # ----------------------------------------------------------------------------------------------------------

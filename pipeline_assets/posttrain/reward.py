@@ -22,7 +22,6 @@ from pipeline_assets.posttrain.common import (
     Messages,
     assistant,
     config_dict,
-    count_params,
     encode_right_padded,
     lora_config,
     quiet_progress,
@@ -35,6 +34,7 @@ from pipeline_assets.posttrain.common import (
 )
 from pipeline_assets.posttrain.config import RewardModelConfig
 from pipeline_assets.posttrain.preference_data import load_pairs, pair_dataset
+from pipeline_assets.posttrain.sft import trainable_and_total
 
 # (prompt, response) pairs the reward model scores in its metadata: a right and a wrong sum, a refusal and a
 # compliance for a harmful request, a helpful answer and a needless refusal for a benign look-alike.
@@ -113,11 +113,10 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
     before = rm_pair_stats(rm, tok, heldout)
     log(f"reward | {len(train)} train pairs, held-out pair acc before {before['pair_accuracy']:.3f}")
     history = LossHistory(log, every=max(cfg.max_steps // 10, 1), keys=("accuracy", "margin"))
-    total = count_params(rm)  # before peft wraps it and adds the adapter weights
     peft = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules, "SEQ_CLS") if cfg.use_lora else None
     trainer = RewardTrainer(model=rm, args=args, train_dataset=pair_dataset(train), processing_class=tok,
                             callbacks=[history], peft_config=peft)
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    trainable, total = trainable_and_total(trainer.model)  # as sft.py counts them: adapter weights included
     log(f"reward | {'LoRA' if cfg.use_lora else 'full'} fine-tune | {trainable:,} trainable of "
         f"{total:,} params")
     t_train = time.perf_counter()
