@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from pipeline_assets import faults
+from pipeline_assets.posttrain.trl_cpu import compact_lm_head_on_cpu
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -73,7 +74,8 @@ def trl_args(output_dir: Path, *, max_steps: int, learning_rate: float, batch_si
              save_every: int = 0, **extra) -> dict:
     """Keyword arguments valid for every TRL config (SFT/Reward/DPO/GRPO/RLOO/...).
 
-    TRL defaults to bf16 and gradient checkpointing, both wrong on CPU; 1 torch thread is 10-40x
+    TRL defaults to bf16 and gradient checkpointing, both wrong on CPU, and its fused LM head scores every
+    position on CPU (``trl_cpu``: switched to label positions only); 1 torch thread is 10-40x
     steadier for tiny models on 2 shared cores (../shared/notes/trl.md). The published model is ours to
     save (``save_checkpoint``). Without ``checkpoint_dir`` the trainer saves nothing; with it, it saves full
     resume points there (optimizer, scheduler and RNG state too, ``save_only_model=False``) every
@@ -83,6 +85,7 @@ def trl_args(output_dir: Path, *, max_steps: int, learning_rate: float, batch_si
     dev = device_for(device)
     if dev == "cpu":
         torch.set_num_threads(num_threads)
+        compact_lm_head_on_cpu()
     saving: dict[str, Any] = dict(save_strategy="no") if checkpoint_dir is None else dict(
         save_strategy="steps", save_steps=save_interval(max_steps, save_every), save_total_limit=1,
         save_only_model=False)
