@@ -187,6 +187,7 @@ def test_report_card_json_schema_and_markdown_rendered_from_it(tmp_path: Path) -
     control = card["controls"]["pretraining"]  # measured by tests/test_slow_chain.py, quoted in the card
     assert "## Does pretraining matter" in md and control["finding"] in md
     assert f"from a random init {control['from_random_init']}" in md and control["commit"] in md
+    assert f"from a random init {control['arithmetic']['from_random_init']}" in md
     assert validate_report_card({"stages": {}, "gates": [{"stage": "x", "name": "y", "status": "skipped",
                                                           "reason": ""}], "release": {}}) != []
 

@@ -75,14 +75,21 @@ PRETRAINING_CONTROL: dict[str, Any] = {
     "question": "does pretraining matter: the same SFT (tiny recipe, seed 0, same data) from the pretrained base "
                 "vs from a random init of the same model and tokenizer, for as many steps as the pretrained run "
                 "took to its dev early stop",
-    "metric": "arithmetic_accuracy", "n": 240, "steps": 680, "from_pretrained": 0.4333, "from_random_init": 0.5917,
-    "delta": -0.1583, "ci95": [-0.25, -0.0667], "p_value": 0.0014, "test": "mcnemar_exact",
-    "val_loss_from_pretrained": 1.818, "val_loss_from_random_init": 2.770,
-    "finding": "pretraining does not help the arithmetic target at this SFT budget (680 steps x 64 rows over ~1,600 "
-               "problems teach a random init too); it does help everything else SFT trains on: val loss on the "
-               "SFT val split (all row kinds) 1.82 vs 2.77 nats/token. The base learns no arithmetic from its 10% "
-               "math share (plain few-shot 0.025), which is what to raise next.",
-    "measured_by": "tests/test_slow_chain.py::test_pretraining_matters", "commit": "4c6f632"}
+    "steps": 800,
+    # Asserted by the slow test: what pretraining gives SFT is the language and knowledge of the corpus.
+    "metric": "docstring_qa_loglik_per_byte", "n": 300, "from_pretrained": -1.6785, "from_random_init": -1.9048,
+    "delta": 0.2263, "ci95": [0.2024, 0.2501], "p_value": 0.00025, "test": "paired_bootstrap (p < 1/4000)",
+    # Reported beside it: the arithmetic target, which SFT (not pretraining) teaches at this budget.
+    "arithmetic": {"metric": "arithmetic_accuracy", "n": 240, "from_pretrained": 0.6333, "from_random_init": 0.4583,
+                   "delta": 0.175, "ci95": [0.0917, 0.2583], "p_value": 0.000138, "test": "mcnemar_exact"},
+    "val_loss_from_pretrained": 1.583, "val_loss_from_random_init": 2.424,
+    "finding": "Pretraining gives SFT the corpus's language and knowledge: held-out docstring QA (stdlib objects the "
+               "corpus holds and no SFT row asks about) gets +0.23 nats/byte on the reference answers, every time. "
+               "Arithmetic is not a stable effect of pretraining at this budget: it is learned in SFT's phase "
+               "transition, whose timing decides the comparison (+17.5 points here, -15.8 at 4c6f632 with the "
+               "same recipe). The base learns no addition from its synthetic math stream: plain few-shot 0.025 at "
+               "a 10% share, 0.013-0.025 at 25-50% and up to 600 pretraining steps (~37k problem lines).",
+    "measured_by": "tests/test_slow_chain.py::test_pretraining_matters", "commit": "e4ed63f"}
 GATE_STATUSES = ("pass", "fail", "not_enforced")
 TARGET_KEYS = ("metric", "value", "n", "ci95", "delta_vs_parent", "p_value")
 LIBRARIES = ("torch", "transformers", "trl", "tokenizers", "datasets", "peft", "datatrove", "dagster")
@@ -427,13 +434,19 @@ def _section_bpb_by_domain(card: Mapping[str, Any]) -> str:
             + table(["model", *domains, "all"], rows) + "\n")
 
 
+def _control_line(label: str, r: Mapping[str, Any]) -> str:
+    sign = "+" if r["delta"] >= 0 else ""
+    return (f"- {label} (n={r['n']}), {r['metric']}: from the pretrained base {fmt(r['from_pretrained'])}, "
+            f"from a random init {fmt(r['from_random_init'])}: {sign}{fmt(r['delta'])}, 95% CI {_ci(r['ci95'])}, "
+            f"p={fmt(r['p_value'])} ({r['test']})")
+
+
 def _section_control(c: Mapping[str, Any]) -> str:
-    sign = "+" if c["delta"] >= 0 else ""
-    return (f"## Does pretraining matter\n\nThe same SFT from the pretrained base reaches {fmt(c['from_pretrained'])} "
-            f"{c['metric']} (n={c['n']}), from a random init {fmt(c['from_random_init'])}: {sign}{fmt(c['delta'])}, "
-            f"95% CI {_ci(c['ci95'])}, p={fmt(c['p_value'])} ({c['test']}; measured by `{c['measured_by']}` "
-            f"at {c['commit']}). SFT val loss {fmt(c['val_loss_from_pretrained'])} vs "
-            f"{fmt(c['val_loss_from_random_init'])}. {c['finding']}\n")
+    return (f"## Does pretraining matter\n\nThe same SFT ({c['steps']} steps) from the pretrained base vs from a "
+            f"random init of the same model, item by item (measured by `{c['measured_by']}` at {c['commit']}):\n\n"
+            f"{_control_line('held-out docstring QA', c)}\n{_control_line('arithmetic', c['arithmetic'])}\n\n"
+            f"SFT val loss {fmt(c['val_loss_from_pretrained'])} vs {fmt(c['val_loss_from_random_init'])}. "
+            f"{c['finding']}\n")
 
 
 def _section_release(card: Mapping[str, Any]) -> str:
