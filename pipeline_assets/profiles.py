@@ -89,7 +89,8 @@ PROFILES: dict[str, Profile] = {
         # 0.09-0.90 on the test split (SFTStageConfig docstring). On two bases the 0.4 point came at steps
         # 580 / 680 with test 0.43 / 0.46, and GRPO's 400 steps from there gained +0.225 / +0.142 (from SFT at
         # 0.34 / 0.58: +0.129 / +0.175). Fresh clones: step 920, test 0.42, GRPO +0.246 (checks every 20 steps);
-        # step 640, test 0.625, GRPO +0.188 (every 40: the 40-step jump was dev 0.37 -> 0.65).
+        # step 640, test 0.625, GRPO +0.188 (every 40: the 40-step jump was dev 0.37 -> 0.65); step 800, test
+        # 0.475, GRPO +0.146 (65ca5e0); the 1,000 cap at dev 0.396, test 0.442, GRPO +0.300 (61fafb5).
         sft=SFTStageConfig(replay_fraction=REPLAY_FRACTION, max_steps=1000, eval_every=40,
                            stop_at_dev_accuracy=0.4, num_threads=TINY_THREADS),
         # 400 GRPO steps, not the class's 200: from the SFT checkpoints above 200 steps gained +0.125 / +0.158.
@@ -101,7 +102,8 @@ PROFILES: dict[str, Profile] = {
         # train loss fell to 0.56. LoRA (6% of the weights trainable) on the same pairs: 0.667 / 0.604 (seeds
         # 0 / 1); lr 2e-3: 0.559 / 0.571; frozen lower layers instead: 0.50-0.63. The SFT's own log-prob ranks
         # the same pairs at 0.78, so the information is in the trunk; at SFT 0.42 the errors are coarser and
-        # full fine-tunes reached 0.69.
+        # full fine-tunes reached 0.69. This recipe on fresh clones: 0.627 (SFT 0.475, 65ca5e0), 0.742 (SFT
+        # 0.442, 61fafb5); 200 steps instead of 400 on the 65ca5e0 pairs: 0.604 / 0.637 (seeds 0 / 1).
         reward=RewardModelConfig(max_steps=400, use_lora=True, learning_rate=1e-3, num_threads=TINY_THREADS),
         dpo=DPOStageConfig(num_threads=TINY_THREADS),
         rlhf=RLHFConfig(num_threads=TINY_THREADS),
