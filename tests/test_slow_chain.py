@@ -18,8 +18,6 @@ materialized in process through Dagster. Then:
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -43,7 +41,7 @@ from pipeline_assets.posttrain.data import (
     SFT_FILE,
     SFT_VAL_FILE,
     docstring_items,
-    docstring_prompt,
+    docstring_question,
     read_jsonl,
 )
 from pipeline_assets.posttrain.rl import run_grpo
@@ -150,8 +148,7 @@ def _docstring_heldout(chain: dict) -> list[tuple[str, str]]:
              for r in read_jsonl(chain["sft_data"] / f) if r["kind"] == "docstring_qa"}
     items = []
     for module_name, name, sentence in docstring_items(DOCSTRING_MODULES):
-        obj = getattr(importlib.import_module(module_name), name)
-        prompt = docstring_prompt(module_name, name, inspect.isclass(obj))
+        prompt = docstring_question(module_name, name)
         if normalize_prompt(prompt) not in asked:
             items.append((prompt, sentence))
     return items[:DOCSTRING_HELDOUT_MAX]
@@ -160,8 +157,7 @@ def _docstring_heldout(chain: dict) -> list[tuple[str, str]]:
 def _loglik_per_byte(model_dir: Path, items: list[tuple[str, str]]) -> list[float]:
     """log p(reference answer | chat prompt) / answer bytes, nats: higher = the model knows it better."""
     model, tok = load_causal_lm(model_dir)
-    with torch.no_grad():
-        ll = completion_logps(model, tok, [user(p) for p, _ in items], [assistant(a) for _, a in items])
+    ll = completion_logps(model, tok, [user(p) for p, _ in items], [assistant(a) for _, a in items])
     return [x / len(a.encode()) for x, (_, a) in zip(ll, items, strict=True)]
 
 

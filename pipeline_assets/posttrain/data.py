@@ -275,6 +275,12 @@ def docstring_prompt(module: str, qualname: str, is_class: bool) -> str:
     return f"What is the `{module}.{qualname}` class for?" if is_class else f"What does `{module}.{qualname}` do?"
 
 
+def docstring_question(module_name: str, qualname: str) -> str:
+    """The docstring-QA prompt for an object of `docstring_items`: class or function phrasing."""
+    obj = getattr(importlib.import_module(module_name), qualname)
+    return docstring_prompt(module_name, qualname, inspect.isclass(obj))
+
+
 def _docstring_qa(n: int, modules: tuple[str, ...], rng: random.Random, held: set[str],
                   held_answers: set[str]) -> tuple[list[tuple[str, str]], int]:
     items = docstring_items(modules)
@@ -283,8 +289,7 @@ def _docstring_qa(n: int, modules: tuple[str, ...], rng: random.Random, held: se
     for module_name, name, sentence in items:
         if len(out) == n:
             break
-        obj = getattr(importlib.import_module(module_name), name)
-        prompt = docstring_prompt(module_name, name, inspect.isclass(obj))
+        prompt = docstring_question(module_name, name)
         if normalize_prompt(prompt) in held or sentence in held_answers:
             skipped += 1
             continue
