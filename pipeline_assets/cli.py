@@ -29,6 +29,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from pipeline_assets.automation import ensure_pool_limits
 from pipeline_assets.corpus.assets import sources_partitions
 from pipeline_assets.names import source_name_problem, validate_source_name
 
@@ -147,7 +148,7 @@ def start_daemon() -> subprocess.Popen:
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop_daemon(proc: subprocess.Popen) -> None:
+def stop_daemon(proc: subprocess.Popen, instance: dg.DagsterInstance) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -155,13 +156,46 @@ def stop_daemon(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    # Its last heartbeats stay younger than DAEMON_FRESH_S for up to a minute: a `llmdag materialize` started
+    # in that minute took them for a live daemon and waited for a backfill nobody ran. This daemon was started
+    # because none was beating, so the heartbeats are its own; a daemon started meanwhile beats again in 30 s.
+    instance.wipe_daemon_heartbeats()
 
 
-def wait_for(instance: dg.DagsterInstance, backfill_id: str, log=print, poll_s: float = 2.0):
+class DaemonKeeper:
+    """Runs our own daemon whenever no daemon serves the instance, for as long as a backfill is waited for.
+
+    Checked at every poll, not only at the start: a `dagster dev` that was serving the instance can be
+    stopped mid-backfill, and then the backfill would wait forever.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, log=print) -> None:
+        self.instance, self.log, self.proc = instance, log, None
+
+    def check(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the Dagster daemon this command started exited with {self.proc.returncode}; "
+                                 "see $DAGSTER_HOME/llmdag-daemon.log")
+            return
+        if not daemon_running(self.instance):
+            self.log(f"no Dagster daemon has a heartbeat younger than {DAEMON_FRESH_S}s on this instance: "
+                     "starting one (log: $DAGSTER_HOME/llmdag-daemon.log)")
+            self.proc = start_daemon()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_daemon(self.proc, self.instance)
+            self.proc = None
+
+
+def wait_for(instance: dg.DagsterInstance, backfill_id: str, log=print, poll_s: float = 2.0,
+             each_poll: typing.Callable[[], None] = lambda: None):
     from dagster._core.execution.backfill import BulkActionStatus
 
     seen: dict[str, str] = {}
     while True:
+        each_poll()
         backfill = instance.get_backfill(backfill_id)
         for run in instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id})):
             status = run.status.value
@@ -245,6 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     if run_config:
         validate_run_config(defs, keys, run_config)
     registered = register_sources(defs, instance)
+    # The sources sensor does this in `dagster dev`; the daemon started below runs no sensors.
+    for pool in ensure_pool_limits(instance):
+        print(f"pool {pool!r} had no limit: set to 1 (change it in the UI under Deployment > Concurrency)")
     unknown = sorted(set(args.partition or []) - set(registered))
     if unknown:
         raise SystemExit(f"unknown source partitions {unknown}; registered: {registered}")
@@ -254,12 +291,11 @@ def main(argv: list[str] | None = None) -> None:
           f"(see it in `dagster dev` -> Overview -> Backfills)")
     if args.no_wait:
         return
-    daemon = None if daemon_running(instance) else start_daemon()
+    daemon = DaemonKeeper(instance)
     try:
-        backfill = wait_for(instance, backfill_id)
+        backfill = wait_for(instance, backfill_id, each_poll=daemon.check)
     finally:
-        if daemon is not None:
-            stop_daemon(daemon)
+        daemon.stop()
     print(f"backfill {backfill_id} {backfill.status.value} in {time.time() - t0:.0f}s; "
           f"artifacts under {defs.resources['store'].root}")
     failed = {k.to_user_string() for k in failed_assets(backfill)}
