@@ -43,7 +43,7 @@ def test_only_a_backfills_daemons_run_and_ticks_are_short(inst, restore_dagster)
     types = inst.get_required_daemon_types()
     assert "BACKFILL" in types and "QUEUED_RUN_COORDINATOR" in types
     assert not {"SENSOR", "ASSET", "SCHEDULER"} & set(types)
-    assert controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 2 and controller.RELOAD_WORKSPACE_INTERVAL == 3600
+    assert controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 10 and controller.RELOAD_WORKSPACE_INTERVAL == 3600
 
 
 def test_every_daemon_on_request(inst, restore_dagster):
