@@ -104,14 +104,15 @@ PROFILES: dict[str, Profile] = {
         # the same pairs at 0.78, so the information is in the trunk; at SFT 0.42 the errors are coarser and
         # full fine-tunes reached 0.69. This recipe on fresh clones: 0.627 (SFT 0.475, 65ca5e0), 0.742 (SFT
         # 0.442, 61fafb5), 0.752 (SFT 0.567, d55fac3). 300 steps (50 s less): 0.762 on the 61fafb5 pairs,
-        # 0.724 on the d55fac3 ones; 200 steps: 0.719 / 0.647, and 0.604 / 0.637 on the 65ca5e0 pairs.
+        # 0.724 on the d55fac3 ones; 200 steps: 0.719 / 0.647, and 0.604 / 0.637 on the 65ca5e0 pairs. The
+        # bffc993 fresh clone (SFT 0.483): 0.629 with 300 steps, 0.642 with 400: the recipe fails there.
         reward=RewardModelConfig(max_steps=300, use_lora=True, learning_rate=1e-3, num_threads=TINY_THREADS),
         dpo=DPOStageConfig(num_threads=TINY_THREADS),
         rlhf=RLHFConfig(num_threads=TINY_THREADS),
         # 800 steps, not 400: from a grpo teacher at test 0.667 the half-FFN student reached 0.433 (65%)
         # after 400 steps, 0.533 after 800 (JSD, beta 0.5: 0.517; lr 3e-3 at 400: 0.404), 0.646 after 1,200.
         # On the d55fac3 fresh clone's teacher (test 0.817): 800 steps 0.788 (96%), 1,200 steps 0.792 (97%),
-        # 65 s less; the gate is 80%.
+        # 65 s less; the gate is 80%. The bffc993 fresh clone: 0.492 of a 0.600 teacher (82%).
         distill=DistillConfig(max_steps=800, num_threads=TINY_THREADS),
     ),
     "small": Profile(
