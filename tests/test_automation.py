@@ -62,12 +62,6 @@ def _run_keys(result) -> dict[str, str]:
 
 
 @pytest.fixture
-def inst():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
 def settle(monkeypatch):
     def set_settle(seconds: float) -> None:
         monkeypatch.setenv("LLMDAG_LANDING_SETTLE_S", str(seconds))
@@ -139,17 +133,17 @@ def test_landing_specs_report_each_bad_folder_and_keep_the_rest(tmp_path):
 # sources sensor
 
 
-def test_sources_sensor_registers_every_source_without_runs_and_sets_pool_limits(inst, tmp_path):
+def test_sources_sensor_registers_every_source_without_runs_and_sets_pool_limits(instance, tmp_path):
     landing = tmp_path / "landing"
     _folder(landing, "dropped", {"a.txt": "x"})
     _folder(landing, "broken", {"a.txt": "x"}, "not json")  # makes SourcesResource.specs() raise
     extra = _folder(tmp_path, "configured", {"a.txt": "x"})
     resource = SourcesResource(landing=str(landing), builtin=True,
                                extra=[UserSource(name="extra_docs", path=str(extra), domain="prose")])
-    storage = inst.event_log_storage
+    storage = instance.event_log_storage
     storage.set_concurrency_slots(TRAINING_POOL, 3)  # the user's own limit
 
-    context = dg.build_sensor_context(instance=inst, resources={"sources": resource})
+    context = dg.build_sensor_context(instance=instance, resources={"sources": resource})
     log = capture_logs(context)
     result = sources_sensor(context)
     assert not result.run_requests
@@ -162,8 +156,8 @@ def test_sources_sensor_registers_every_source_without_runs_and_sets_pool_limits
     assert storage.get_concurrency_info(TRAINING_POOL).limit == 3  # kept
     assert storage.get_concurrency_info(CORPUS_GLOBAL_POOL).limit == 1  # set
 
-    inst.add_dynamic_partitions("sources", list(request.partition_keys))
-    again = sources_sensor(dg.build_sensor_context(instance=inst, resources={"sources": resource}))
+    instance.add_dynamic_partitions("sources", list(request.partition_keys))
+    again = sources_sensor(dg.build_sensor_context(instance=instance, resources={"sources": resource}))
     assert isinstance(again, dg.SkipReason) and "registered" in again.skip_message
 
 
@@ -171,24 +165,24 @@ def test_sources_sensor_registers_every_source_without_runs_and_sets_pool_limits
 # landing sensor
 
 
-def test_landing_sensor_waits_until_a_folder_settles_or_is_marked_ready(inst, tmp_path, settle):
+def test_landing_sensor_waits_until_a_folder_settles_or_is_marked_ready(instance, tmp_path, settle):
     landing = tmp_path / "landing"
     _folder(landing, "copying", {"part1.txt": "first half"})
     (landing / "just_made").mkdir()  # made before the copy into it starts
     sensor = landing_sensor_factory(str(landing))
-    result = sensor(dg.build_sensor_context(instance=inst))
+    result = sensor(dg.build_sensor_context(instance=instance))
     assert isinstance(result, dg.SkipReason)
     assert "copying" in result.skip_message and "still changing" in result.skip_message
 
     _folder(landing, "marked", {"a.txt": "complete"})
     (landing / "marked" / READY_MARKER).write_text("")
-    result = sensor(dg.build_sensor_context(instance=inst))
+    result = sensor(dg.build_sensor_context(instance=instance))
     assert list(_run_keys(result)) == ["marked"]  # at once, while "copying" still waits
     assert result.dynamic_partitions_requests[0].partition_keys == ["marked"]
 
     settle(0.3)
     time.sleep(0.4)
-    context = dg.build_sensor_context(instance=inst)
+    context = dg.build_sensor_context(instance=instance)
     log = capture_logs(context)
     result = sensor(context)
     assert sorted(_run_keys(result)) == ["copying", "marked"]  # "just_made" stays out while empty
@@ -196,19 +190,19 @@ def test_landing_sensor_waits_until_a_folder_settles_or_is_marked_ready(inst, tm
     assert all(key.startswith(f"{name}:") for name, key in _run_keys(result).items())
 
 
-def test_landing_sensor_tick_targets_a_partition_it_registers_in_the_same_tick(inst, tmp_path, settle, defs):
+def test_landing_sensor_tick_targets_a_partition_it_registers_in_the_same_tick(instance, tmp_path, settle, defs):
     landing = tmp_path / "landing"
     _folder(landing, "new_src", {"a.txt": "complete", READY_MARKER: ""})
     sensor = landing_sensor_factory(str(landing))
     repo = dg.Definitions(assets=list(defs.assets), resources=defs.resources, jobs=[ingest_job], sensors=[sensor])
     # As the daemon evaluates it: run requests are resolved against the job after the partition requests.
-    data = sensor.evaluate_tick(dg.build_sensor_context(instance_ref=inst.get_ref(), definitions=repo))
+    data = sensor.evaluate_tick(dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=repo))
     [request] = data.run_requests
     assert request.partition_key == "new_src" and request.tags["dagster/partition"] == "new_src"
     assert data.dynamic_partitions_requests[0].partition_keys == ["new_src"]
 
 
-def test_landing_sensor_skips_bad_folders_with_a_warning_and_takes_the_others(inst, tmp_path, settle):
+def test_landing_sensor_skips_bad_folders_with_a_warning_and_takes_the_others(instance, tmp_path, settle):
     settle(0)
     landing = tmp_path / "landing"
     _folder(landing, "good_a", {"a.txt": "a"})
@@ -216,8 +210,8 @@ def test_landing_sensor_skips_bad_folders_with_a_warning_and_takes_the_others(in
     _folder(landing, "has space", {"a.txt": "a"})
     _folder(landing, "bad_json", {"a.txt": "a"}, '{"domain": ')
     _folder(landing, "bad_domain", {"a.txt": "a"}, json.dumps({"domain": "news"}))
-    inst.add_dynamic_partitions("sources", ["good_b"])
-    context = dg.build_sensor_context(instance=inst)
+    instance.add_dynamic_partitions("sources", ["good_b"])
+    context = dg.build_sensor_context(instance=instance)
     log = capture_logs(context)
     result = landing_sensor_factory(str(landing))(context)
     assert sorted(_run_keys(result)) == ["good_a", "good_b"]
@@ -228,28 +222,28 @@ def test_landing_sensor_skips_bad_folders_with_a_warning_and_takes_the_others(in
     assert "unknown domain 'news'" in warnings
 
 
-def test_landing_sensor_run_key_changes_with_content_only(inst, tmp_path, settle):
+def test_landing_sensor_run_key_changes_with_content_only(instance, tmp_path, settle):
     settle(0)
     landing = tmp_path / "landing"
     folder = _folder(landing, "docs", {"a.txt": "version one", "b.txt": "stays"})
     sensor = landing_sensor_factory(str(landing))
-    first = _run_keys(sensor(dg.build_sensor_context(instance=inst)))["docs"]
+    first = _run_keys(sensor(dg.build_sensor_context(instance=instance)))["docs"]
     os.utime(folder / "b.txt")  # touched, not changed
-    assert _run_keys(sensor(dg.build_sensor_context(instance=inst)))["docs"] == first  # Dagster runs it once
+    assert _run_keys(sensor(dg.build_sensor_context(instance=instance)))["docs"] == first  # Dagster runs it once
     (folder / "a.txt").write_text("version two")
-    second = _run_keys(sensor(dg.build_sensor_context(instance=inst)))["docs"]
+    second = _run_keys(sensor(dg.build_sensor_context(instance=instance)))["docs"]
     assert second != first
 
     # Once curated (raw_documents recorded this fingerprint) the folder is not requested again ...
     fp = spec_fingerprint(landing_specs(landing)[0]["docs"])
     assert second == f"docs:{fp}"
-    inst.add_dynamic_partitions("sources", ["docs"])
-    inst.report_runless_asset_event(dg.AssetMaterialization(asset_key=RAW, partition="docs",
+    instance.add_dynamic_partitions("sources", ["docs"])
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=RAW, partition="docs",
                                                             metadata={FINGERPRINT_METADATA_KEY: fp}))
-    assert isinstance(sensor(dg.build_sensor_context(instance=inst)), dg.SkipReason)
+    assert isinstance(sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
     # ... and going back to the first content is a change again (the history is in the key).
     (folder / "a.txt").write_text("version one")
-    back = _run_keys(sensor(dg.build_sensor_context(instance=inst)))["docs"]
+    back = _run_keys(sensor(dg.build_sensor_context(instance=instance)))["docs"]
     assert back not in (first, second) and back.startswith(first)
 
 
@@ -257,28 +251,29 @@ def test_landing_sensor_run_key_changes_with_content_only(inst, tmp_path, settle
 # schedules
 
 
-def test_corpus_refresh_requests_only_changed_sources(inst, tmp_path, settle, defs):
+def test_corpus_refresh_requests_only_changed_sources(instance, tmp_path, settle, defs):
     settle(0)
     landing = tmp_path / "landing"
     for name in ("same", "edited", "fresh"):
         _folder(landing, name, {"a.txt": f"text of {name}"})
     resource = SourcesResource(landing=str(landing), builtin=False)
     specs = resource.specs()
-    inst.add_dynamic_partitions("sources", ["same", "edited"])
+    instance.add_dynamic_partitions("sources", ["same", "edited"])
     for name, fp in (("same", spec_fingerprint(specs["same"])), ("edited", "fingerprint-before-the-edit")):
-        inst.report_runless_asset_event(dg.AssetMaterialization(asset_key=RAW, partition=name,
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=RAW, partition=name,
                                                                 metadata={FINGERPRINT_METADATA_KEY: fp}))
-    context = dg.build_schedule_context(instance=inst, resources={"sources": resource},
+    context = dg.build_schedule_context(instance=instance, resources={"sources": resource},
                                         scheduled_execution_time=datetime(2026, 11, 2, 3, tzinfo=UTC),
                                         repository_def=defs.get_repository_def())
     data = corpus_refresh.evaluate_tick(context)
     assert sorted(r.partition_key for r in data.run_requests) == ["edited", "fresh"]
     assert all(r.run_key for r in data.run_requests)
-    assert {"same", "edited", "fresh"} <= set(inst.get_dynamic_partitions("sources"))  # fresh registered
+    assert {"same", "edited", "fresh"} <= set(instance.get_dynamic_partitions("sources"))  # fresh registered
 
 
-def test_retrain_schedule_requests_the_retrain_job(inst, defs):
-    context = dg.build_schedule_context(instance=inst, scheduled_execution_time=datetime(2026, 11, 1, 4, tzinfo=UTC))
+def test_retrain_schedule_requests_the_retrain_job(instance, defs):
+    context = dg.build_schedule_context(instance=instance,
+                                        scheduled_execution_time=datetime(2026, 11, 1, 4, tzinfo=UTC))
     request = retrain(context)
     assert retrain.job_name == "retrain_models" and request.run_key
     graph = defs.resolve_asset_graph()
@@ -323,74 +318,74 @@ def _requested(result, graph) -> dict[str, set]:
             for k in graph.get_all_asset_keys() if result.get_num_requested(k)}
 
 
-def test_cross_source_assets_follow_once_every_source_is_curated(inst, defs):
+def test_cross_source_assets_follow_once_every_source_is_curated(instance, defs):
     graph = defs.resolve_asset_graph()
-    inst.add_dynamic_partitions("sources", ["a", "b"])
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst)
+    instance.add_dynamic_partitions("sources", ["a", "b"])
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     per_source = ["corpus/raw_documents", "corpus/filtered_documents", "corpus/minhash_signatures"]
     for key in per_source:
-        _report(inst, graph, K(key), "a")
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
+        _report(instance, graph, K(key), "a")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert _requested(result, graph) == {}  # b's signatures are missing: clustering now would miss it
     for key in per_source:
-        _report(inst, graph, K(key), "b")
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
+        _report(instance, graph, K(key), "b")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert _requested(result, graph) == {"corpus/duplicate_clusters": {None}}  # once, for both sources
-    _report(inst, graph, K("corpus/duplicate_clusters"))
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
+    _report(instance, graph, K("corpus/duplicate_clusters"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     requested = _requested(result, graph)
     assert requested["corpus/deduplicated_documents"] == {"a", "b"}
     assert "corpus/training_mixture" not in requested  # after every source's decontamination
 
 
-def test_evals_follow_their_checkpoint_unless_a_blocking_check_failed(inst, defs):
+def test_evals_follow_their_checkpoint_unless_a_blocking_check_failed(instance, defs):
     graph = defs.resolve_asset_graph()
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     for key in graph.toposorted_asset_keys:  # every checkpoint and its inputs exist, every eval too
         if graph.get(key).partitions_def is None and key.path[0] not in ("release",):
-            _report(inst, graph, key)
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
-    _report(inst, graph, K("corpus/training_mixture"))  # a daily refresh: no checkpoint changed
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
+            _report(instance, graph, key)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    _report(instance, graph, K("corpus/training_mixture"))  # a daily refresh: no checkpoint changed
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert _requested(result, graph) == {}
-    _report(inst, graph, K("models/distilled"))
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
+    _report(instance, graph, K("models/distilled"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert {"evals/distilled", "reports/report_card"} <= set(_requested(result, graph))
     assert "evals/sft" not in _requested(result, graph)
     for key in ("evals/distilled", "reports/report_card"):
-        _report(inst, graph, K(key))
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
+        _report(instance, graph, K(key))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
 
-    _report(inst, graph, K("models/distilled"), passed=False)  # a new checkpoint that failed its gate
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
+    _report(instance, graph, K("models/distilled"), passed=False)  # a new checkpoint that failed its gate
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert "evals/distilled" not in _requested(result, graph) and "reports/report_card" not in _requested(result, graph)
 
 
-def test_a_failed_check_on_one_source_holds_back_only_that_source(inst, defs):
+def test_a_failed_check_on_one_source_holds_back_only_that_source(instance, defs):
     graph = defs.resolve_asset_graph()
     has_documents = dg.AssetCheckKey(K("corpus/filtered_documents"), "has_documents")
     if getattr(graph.get(has_documents), "partitions_def", None) is None:
         pytest.skip("corpus checks are recorded unpartitioned here: one result stands for every source")
-    inst.add_dynamic_partitions("sources", ["a", "b"])
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst)
+    instance.add_dynamic_partitions("sources", ["a", "b"])
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     # One result per check and partition: sqlite refuses a second runless one for the same partition.
     for partition in ("a", "b"):
         for key in ("corpus/raw_documents", "corpus/filtered_documents", "corpus/minhash_signatures"):
-            _report(inst, graph, K(key), partition, passed=(partition, key) != ("a", "corpus/filtered_documents"))
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
-    _report(inst, graph, K("corpus/duplicate_clusters"))
-    result = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=result.cursor)
+            _report(instance, graph, K(key), partition, passed=(partition, key) != ("a", "corpus/filtered_documents"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    _report(instance, graph, K("corpus/duplicate_clusters"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert _requested(result, graph)["corpus/deduplicated_documents"] == {"b"}  # a failed has_documents
 
 
-def test_a_source_in_a_pending_backfill_is_not_requested_again(inst, defs):
+def test_a_source_in_a_pending_backfill_is_not_requested_again(instance, defs):
     # `llmdag materialize` submits a backfill, then starts the daemon whose landing sensor would otherwise
     # curate the same folders a second time before the backfill's first run exists.
     from pipeline_assets.automation import ingest_in_flight
     from pipeline_assets.cli import submit_backfill
 
-    inst.add_dynamic_partitions("sources", ["a", "b", "c"])
+    instance.add_dynamic_partitions("sources", ["a", "b", "c"])
     keys = sorted(dg.AssetSelection.groups("corpus").resolve(defs.resolve_asset_graph()))
-    submit_backfill(defs, inst, keys, ["a", "b"], None, title="llmdag materialize test")
-    assert ingest_in_flight(inst, "a") and ingest_in_flight(inst, "b")
-    assert not ingest_in_flight(inst, "c")
+    submit_backfill(defs, instance, keys, ["a", "b"], None, title="llmdag materialize test")
+    assert ingest_in_flight(instance, "a") and ingest_in_flight(instance, "b")
+    assert not ingest_in_flight(instance, "c")

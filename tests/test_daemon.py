@@ -10,19 +10,12 @@ import subprocess
 import sys
 import time
 
-import dagster as dg
 import pytest
 from dagster._core.instance import DagsterInstance
 from dagster._daemon import controller
 from dagster._daemon.types import DaemonHeartbeat
 
 from pipeline_assets import cli, daemon
-
-
-@pytest.fixture
-def inst():
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 @pytest.fixture
@@ -37,33 +30,33 @@ def beat(instance, daemon_type="BACKFILL", age_s=0.0):
     instance.add_daemon_heartbeat(DaemonHeartbeat(time.time() - age_s, daemon_type, "test-daemon", []))
 
 
-def test_only_a_backfills_daemons_run_and_ticks_are_short(inst, restore_dagster):
-    assert {"SENSOR", "BACKFILL"} <= set(inst.get_required_daemon_types())  # dagster's own list
+def test_only_a_backfills_daemons_run_and_ticks_are_short(instance, restore_dagster):
+    assert {"SENSOR", "BACKFILL"} <= set(instance.get_required_daemon_types())  # dagster's own list
     daemon.configure({})
-    types = inst.get_required_daemon_types()
+    types = instance.get_required_daemon_types()
     assert "BACKFILL" in types and "QUEUED_RUN_COORDINATOR" in types
     assert not {"SENSOR", "ASSET", "SCHEDULER"} & set(types)
     assert controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 10 and controller.RELOAD_WORKSPACE_INTERVAL == 3600
 
 
-def test_every_daemon_on_request(inst, restore_dagster):
+def test_every_daemon_on_request(instance, restore_dagster):
     daemon.configure({"LLMDAG_DAEMON_TYPES": "all", "LLMDAG_DAEMON_TICK_S": "30"})
-    assert "SENSOR" in inst.get_required_daemon_types()
+    assert "SENSOR" in instance.get_required_daemon_types()
     assert controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 30
 
 
-def test_a_stopped_daemons_heartbeats_do_not_pass_for_a_live_one(inst):
+def test_a_stopped_daemons_heartbeats_do_not_pass_for_a_live_one(instance):
     # Before: a second `llmdag materialize` within a minute of the first saw fresh heartbeats, started no
     # daemon and waited forever for a backfill nobody ran.
-    beat(inst)
-    assert cli.daemon_running(inst)
+    beat(instance)
+    assert cli.daemon_running(instance)
     proc = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
     proc.wait()
-    cli.stop_daemon(proc, inst)
-    assert not cli.daemon_running(inst)
+    cli.stop_daemon(proc, instance)
+    assert not cli.daemon_running(instance)
 
 
-def test_the_keeper_starts_a_daemon_only_when_none_beats_and_fails_if_it_dies(inst, monkeypatch):
+def test_the_keeper_starts_a_daemon_only_when_none_beats_and_fails_if_it_dies(instance, monkeypatch):
     started = []
 
     def fake_start():
@@ -72,12 +65,12 @@ def test_the_keeper_starts_a_daemon_only_when_none_beats_and_fails_if_it_dies(in
         return started[-1]
 
     monkeypatch.setattr(cli, "start_daemon", fake_start)
-    keeper = cli.DaemonKeeper(inst, log=lambda line: None)
-    beat(inst)
+    keeper = cli.DaemonKeeper(instance, log=lambda line: None)
+    beat(instance)
     keeper.check()
     assert not started  # a live daemon (e.g. `dagster dev`) serves the instance
-    inst.wipe_daemon_heartbeats()
-    beat(inst, age_s=cli.DAEMON_FRESH_S + 5)  # ... and then it stopped mid-backfill
+    instance.wipe_daemon_heartbeats()
+    beat(instance, age_s=cli.DAEMON_FRESH_S + 5)  # ... and then it stopped mid-backfill
     keeper.check()
     assert len(started) == 1
     keeper.check()
@@ -87,4 +80,4 @@ def test_the_keeper_starts_a_daemon_only_when_none_beats_and_fails_if_it_dies(in
     with pytest.raises(SystemExit, match="daemon this command started exited"):
         keeper.check()
     keeper.stop()
-    assert not cli.daemon_running(inst)
+    assert not cli.daemon_running(instance)
