@@ -23,8 +23,8 @@ class ModelStage:
 MODEL_STAGES: tuple[ModelStage, ...] = (
     ModelStage("base", None),
     ModelStage("sft", "base"),
-    ModelStage("reward", "sft", kind="reward"),
     ModelStage("dpo", "sft"),
+    ModelStage("reward", "dpo", kind="reward"),  # a scalar head on the DPO trunk (posttrain/reward.py)
     ModelStage("rlhf", "sft"),
     ModelStage("grpo", "sft"),
     ModelStage("distilled", "grpo"),

@@ -106,6 +106,14 @@ PROFILES: dict[str, Profile] = {
         # 0.442, 61fafb5), 0.752 (SFT 0.567, d55fac3). 300 steps (50 s less): 0.762 on the 61fafb5 pairs,
         # 0.724 on the d55fac3 ones; 200 steps: 0.719 / 0.647, and 0.604 / 0.637 on the 65ca5e0 pairs. The
         # bffc993 fresh clone (SFT 0.483): 0.629 with 300 steps, 0.642 with 400: the recipe fails there.
+        # So the trunk is models/dpo, not models/sft (posttrain/assets.py): DPO trained the SFT policy on the
+        # same train pairs, and its implicit reward already ranks the held-out ones at 0.76-0.90. Measured on
+        # one 576701c run (SFT 0.40, DPO 0.87), three pair sets (sampling seeds 0/1/2) x RM seed 0, + seed 1
+        # on set 0: SFT trunk 0.782 / 0.754 / 0.694, 0.777; DPO trunk 0.820 / 0.800 / 0.785, 0.782. Tried on
+        # the SFT trunk and no better: cosine lr (0.792 / 0.669 / 0.697), 1,600 prompts instead of 1,000
+        # (0.732 / 0.729 on sets 0/1), 2 perturbed rejecteds per pair (0.747 / 0.642 / 0.679), an LM loss on
+        # the chosen side (GRM, weight 0.5: 0.785 / 0.714 / 0.727), weight-averaging 2 seeds (WARM: 0.669
+        # from members 0.777 / 0.707), best-of-16 dev checkpoints (0.738 mean vs 0.737 last).
         reward=RewardModelConfig(max_steps=300, use_lora=True, learning_rate=1e-3, num_threads=TINY_THREADS),
         dpo=DPOStageConfig(num_threads=TINY_THREADS),
         rlhf=RLHFConfig(num_threads=TINY_THREADS),

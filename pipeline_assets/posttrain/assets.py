@@ -227,17 +227,18 @@ def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
     return _model_result(context, store, draft, reads, result)
 
 
-@dg.asset(key=REWARD, deps=[SFT, PREFERENCES], group_name="models", code_version="1", kinds={"pytorch"},
+@dg.asset(key=REWARD, deps=[DPO, PREFERENCES], group_name="models", code_version="2", kinds={"pytorch"},
           pool=TRAINING_POOL, check_specs=_check(REWARD))
 def reward_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                  config: RewardRunConfig) -> dg.MaterializeResult:
-    """TRL RewardTrainer: a scalar head on the SFT trunk, trained on the preference pairs."""
+    """TRL RewardTrainer: a scalar head on the DPO policy's trunk (the SFT policy after DPO on the same train
+    pairs), trained on the preference pairs; the held-out pairs stay unseen by both."""
     from pipeline_assets.posttrain import reward
     reads = Reads(store)
     cfg = overridden(settings.get().reward, config)
     draft, result = _train(context, store, lambda work: reward.run_reward_model(
-        cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
-        _resume_key(reads, [SFT, PREFERENCES], cfg))
+        cfg, reads(DPO), reads(PREFERENCES), work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
+        _resume_key(reads, [DPO, PREFERENCES], cfg))
     return _model_result(context, store, draft, reads, result)
 
 

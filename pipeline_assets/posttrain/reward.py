@@ -1,9 +1,12 @@
-"""`models/reward`: a scalar reward model (TRL RewardTrainer, seq-cls head on the SFT trunk) on the pairs.
+"""`models/reward`: a scalar reward model (TRL RewardTrainer, seq-cls head on a policy trunk) on the pairs.
 
-    python -m pipeline_assets.posttrain.reward --sft SFT_DIR --pairs PAIRS_DIR --out RM_DIR
+    python -m pipeline_assets.posttrain.reward --trunk DPO_DIR --pairs PAIRS_DIR --out RM_DIR
     pytest tests/test_posttrain_preference.py                     # its tests (CPU, ~3 min; -m slow ~10 min)
 
 Plain Python, no Dagster: the `models/reward` asset calls `run_reward_model` and records the returned dict.
+The asset's trunk is `models/dpo`: the SFT policy after DPO on the same train pairs (its held-out pairs stay
+unseen), whose hidden states already separate right from wrong answers; the measurements are in
+profiles.py (tiny `reward`).
 `load_reward_model` and `reward_scores` are also what rlhf.py judges its held-out completions with.
 """
 
@@ -85,10 +88,11 @@ def rm_pair_stats(rm: Any, tok: Any, pairs: list[dict]) -> dict[str, float]:
             "margin": round(sum(c - r for c, r in zip(sc, sr, strict=True)) / n, 4)}
 
 
-def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path,
+def run_reward_model(cfg: RewardModelConfig, trunk_dir: Path, pairs_dir: Path, out_dir: Path,
                      log: Log = print, *, checkpoint_dir: Path | None = None) -> dict[str, Any]:
-    """Train a scalar reward model (seq-cls head on the SFT trunk) on the train pairs; report held-out pairwise
-    accuracy (score(chosen) > score(rejected)) before and after. Saves an HF dir loadable as
+    """Train a scalar reward model (a seq-cls head on the causal-LM checkpoint `trunk_dir`: models/dpo in the
+    graph, models/sft works too) on the train pairs; report held-out pairwise accuracy (score(chosen) >
+    score(rejected)) before and after. Saves an HF dir loadable as
     `AutoModelForSequenceClassification.from_pretrained(out_dir, num_labels=1)`.
 
     `checkpoint_dir`: trainer resume points; a rerun with the same dir resumes (common.train_resumable).
@@ -106,9 +110,9 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
                                    checkpoint_dir=checkpoint_dir, save_every=cfg.save_every),
                         max_length=cfg.max_length, lr_scheduler_type="constant",
                         center_rewards_coefficient=cfg.center_rewards_coefficient)
-    tok = AutoTokenizer.from_pretrained(sft_dir)
+    tok = AutoTokenizer.from_pretrained(trunk_dir)
     torch.manual_seed(cfg.seed)  # the score head is freshly initialised
-    rm = AutoModelForSequenceClassification.from_pretrained(sft_dir, num_labels=1)
+    rm = AutoModelForSequenceClassification.from_pretrained(trunk_dir, num_labels=1)
     rm.config.pad_token_id = tok.pad_token_id
     before = rm_pair_stats(rm, tok, heldout)
     log(f"reward | {len(train)} train pairs, held-out pair acc before {before['pair_accuracy']:.3f}")
@@ -127,7 +131,7 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
     save_checkpoint(rm, tok, Path(out_dir))
     result: dict[str, Any] = {
         "checkpoint_dir": str(out_dir),
-        "parent_checkpoint": str(sft_dir),
+        "parent_checkpoint": str(trunk_dir),
         "pairs_dir": str(pairs_dir),
         "steps": trainer.state.global_step,
         "mode": "lora" if cfg.use_lora else "full",
@@ -161,11 +165,11 @@ def run_reward_model(cfg: RewardModelConfig, sft_dir: Path, pairs_dir: Path, out
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="llmdag models/reward: TRL RewardTrainer on the preference pairs.")
-    parser.add_argument("--sft", type=Path, required=True, help="SFT checkpoint dir")
+    parser.add_argument("--trunk", type=Path, required=True, help="policy checkpoint dir (models/dpo or models/sft)")
     parser.add_argument("--pairs", type=Path, required=True, help="datasets/preferences dir")
 
     def run(cfg: RewardModelConfig, args: argparse.Namespace) -> dict[str, Any]:
-        return run_reward_model(cfg, args.sft, args.pairs, args.out)
+        return run_reward_model(cfg, args.trunk, args.pairs, args.out)
 
     return stage_cli(parser, RewardModelConfig, run, argv)
 
