@@ -91,8 +91,10 @@ PROFILES: dict[str, Profile] = {
         # 0.34 / 0.58: +0.129 / +0.175). Fresh clones: step 920, test 0.42, GRPO +0.246 (checks every 20 steps);
         # step 640, test 0.625, GRPO +0.188 (every 40: the 40-step jump was dev 0.37 -> 0.65); step 800, test
         # 0.475, GRPO +0.146 (65ca5e0); the 1,000 cap at dev 0.396, test 0.442, GRPO +0.300 (61fafb5).
+        # A run that reaches the cap below 0.4 keeps its best dev point: the 5b49605 fresh clone's base (val bpb
+        # 2.571, the weakest measured) ran to step 1,000 at dev 0.148 after 0.224 at step 920, and saved test 0.104.
         sft=SFTStageConfig(replay_fraction=REPLAY_FRACTION, max_steps=1000, eval_every=40,
-                           stop_at_dev_accuracy=0.4, num_threads=TINY_THREADS),
+                           stop_at_dev_accuracy=0.4, keep_best_dev=True, num_threads=TINY_THREADS),
         # 400 GRPO steps, not the class's 200: from the SFT checkpoints above 200 steps gained +0.125 / +0.158.
         grpo=GRPOStageConfig(max_steps=400, num_threads=TINY_THREADS),
         # LoRA r8 at lr 1e-3, 300 steps. The pairs are near misses ("23 + 41" -> 63 vs 64: 79% of the policy's

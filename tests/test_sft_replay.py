@@ -115,6 +115,34 @@ def test_early_stop_ends_training_at_the_first_dev_point_reaching_the_target(
     assert (tmp_path / "stop" / "model.safetensors").exists()
 
 
+def test_a_run_that_never_reaches_the_dev_target_keeps_its_best_dev_point(
+        inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from pipeline_assets.posttrain import sft
+
+    scripted = iter([0.1, 0.3, 0.2, 0.25, 0.1, 0.15])  # dev at steps 4..24: best at step 8, never 0.5
+    weights: dict[int, torch.Tensor] = {}
+
+    def fake_accuracy(model: Any, tok: Any, items: list[dict], max_new_tokens: int = 8) -> dict:
+        if items is DEV:
+            weights[len(weights)] = model.get_input_embeddings().weight.detach().clone()
+            return {"accuracy": next(scripted)}
+        return {"accuracy": 0.0, "by_kind": {}, "eos_rate": 1.0, "samples": []}
+
+    monkeypatch.setattr(sft, "arithmetic_accuracy", fake_accuracy)
+    meta = _run(inputs, tmp_path / "best", dev=DEV, eval_every=4, stop_at_dev_accuracy=0.5, keep_best_dev=True)
+    assert meta["steps"] == 24 and meta["stopped_early_at_step"] is None and meta["kept_best_dev_step"] == 8
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "best").get_input_embeddings().weight
+    assert torch.equal(saved, weights[1]) and not torch.equal(saved, weights[5])  # step 8's weights, not 24's
+    # Without keep_best_dev (or when the last point is the best) the last step's weights are saved.
+    scripted = iter([0.1, 0.3, 0.2, 0.25, 0.1, 0.15])
+    last = _run(inputs, tmp_path / "last", dev=DEV, eval_every=4, stop_at_dev_accuracy=0.5)
+    assert last["kept_best_dev_step"] is None
+    with pytest.raises(ValueError, match="keep_best_dev needs eval_every"):
+        dataclasses.replace(CFG, keep_best_dev=True).validate()
+
+
 def test_early_stop_never_reads_the_test_split(inputs: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs dev records"):
         _run(inputs, tmp_path / "nodev", eval_every=4, stop_at_dev_accuracy=0.5)

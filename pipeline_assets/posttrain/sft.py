@@ -98,15 +98,28 @@ class HeldoutCurve(TrainerCallback):
     """Greedy held-out arithmetic accuracy every `every` optimizer steps -> `curve` [[step, acc], ...].
 
     `stop_at`: end training at the first point whose accuracy reaches it (`stopped_at` = that step); pass
-    dev-split records then, never the reported test split.
+    dev-split records then, never the reported test split. `keep_best`: also keep a copy of the weights at the
+    best point so far (`best_step`), for `restore_best` when the run ends without reaching `stop_at`.
     """
 
     def __init__(self, tok: Any, heldout: Sequence[dict], every: int, max_new_tokens: int,
-                 log: Callable[[str], None], stop_at: float | None = None) -> None:
+                 log: Callable[[str], None], stop_at: float | None = None, keep_best: bool = False) -> None:
         self.tok, self.heldout, self.every, self.max_new_tokens, self.log = tok, heldout, every, max_new_tokens, log
-        self.stop_at = stop_at
+        self.stop_at, self.keep_best = stop_at, keep_best
         self.curve: list[list[float]] = []
         self.stopped_at: int | None = None
+        self.best_step: int | None = None
+        self._best: tuple[float, dict[str, torch.Tensor]] | None = None
+
+    def restore_best(self, model: Any) -> int | None:
+        """Load the best point's weights into `model` if training ended below `stop_at` and that point beat the
+        last one; returns its step, else None. In memory only: after a resume it is the best since the resume."""
+        if self.stopped_at is not None or self._best is None or not self.curve or self._best[0] <= self.curve[-1][1]:
+            return None
+        model.load_state_dict(self._best[1])
+        self.log(f"dev accuracy never reached {self.stop_at}: keeping step {self.best_step} "
+                 f"(dev {self._best[0]:.3f}) instead of the last one ({self.curve[-1][1]:.3f})")
+        return self.best_step
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if model is None or state.global_step % self.every:
@@ -115,6 +128,9 @@ class HeldoutCurve(TrainerCallback):
         model.train()  # generate() left it in eval mode
         self.curve.append([state.global_step, acc])
         self.log(f"step {state.global_step:05d} | held-out arithmetic {acc:.3f}")
+        if self.keep_best and (self._best is None or acc > self._best[0]):
+            self.best_step = state.global_step
+            self._best = (acc, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if self.stop_at is not None and acc >= self.stop_at:
             self.stopped_at = state.global_step
             control.should_training_stop = True
@@ -327,7 +343,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     callbacks: list[Any] = [history]
     curve_items = dev or heldout
     curve = (HeldoutCurve(tok, curve_items, cfg.eval_every, cfg.heldout_max_new_tokens, log,
-                          stop_at=cfg.stop_at_dev_accuracy) if cfg.eval_every and curve_items else None)
+                          stop_at=cfg.stop_at_dev_accuracy, keep_best=cfg.keep_best_dev)
+             if cfg.eval_every and curve_items else None)
     if curve is not None:
         callbacks.append(curve)
     with tempfile.TemporaryDirectory(prefix="sft-trainer-") as scratch:
@@ -359,6 +376,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         t_train = time.perf_counter()
         resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
         train_time = time.perf_counter() - t_train
+        kept_step = curve.restore_best(trainer.model) if curve is not None and cfg.keep_best_dev else None
         tokens_seen = int(trainer.state.num_input_tokens_seen)
         val_loss = float(trainer.evaluate()["eval_loss"]) if val_ds is not None else None
 
@@ -401,6 +419,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "heldout_curve": curve.curve if curve else None,
         "heldout_curve_split": ("dev" if dev else "heldout") if curve else None,
         "stopped_early_at_step": curve.stopped_at if curve else None,
+        "kept_best_dev_step": kept_step,  # the weights saved are that step's, not the last one's
         "heldout_eos_rate": after["eos_rate"] if after else None,
         "heldout_samples": after["samples"] if after else [],
         "chat_format_ok": chat_format_rate(replies),
