@@ -99,7 +99,7 @@ class HeldoutCurve(TrainerCallback):
 
     `stop_at`: end training at the first point whose accuracy reaches it (`stopped_at` = that step); pass
     dev-split records then, never the reported test split. `keep_best`: also keep a copy of the weights at the
-    best point so far (`best_step`), for `restore_best` when the run ends without reaching `stop_at`.
+    best point so far, for `restore_best` when the run ends without reaching `stop_at`.
     """
 
     def __init__(self, tok: Any, heldout: Sequence[dict], every: int, max_new_tokens: int,
@@ -108,18 +108,18 @@ class HeldoutCurve(TrainerCallback):
         self.stop_at, self.keep_best = stop_at, keep_best
         self.curve: list[list[float]] = []
         self.stopped_at: int | None = None
-        self.best_step: int | None = None
-        self._best: tuple[float, dict[str, torch.Tensor]] | None = None
+        self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (accuracy, step, weights)
 
     def restore_best(self, model: Any) -> int | None:
         """Load the best point's weights into `model` if training ended below `stop_at` and that point beat the
         last one; returns its step, else None. In memory only: after a resume it is the best since the resume."""
         if self.stopped_at is not None or self._best is None or not self.curve or self._best[0] <= self.curve[-1][1]:
             return None
-        model.load_state_dict(self._best[1])
-        self.log(f"dev accuracy never reached {self.stop_at}: keeping step {self.best_step} "
-                 f"(dev {self._best[0]:.3f}) instead of the last one ({self.curve[-1][1]:.3f})")
-        return self.best_step
+        acc, step, weights = self._best
+        model.load_state_dict(weights)
+        self.log(f"dev accuracy never reached {self.stop_at}: keeping step {step} "
+                 f"(dev {acc:.3f}) instead of the last one ({self.curve[-1][1]:.3f})")
+        return step
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if model is None or state.global_step % self.every:
@@ -129,8 +129,7 @@ class HeldoutCurve(TrainerCallback):
         self.curve.append([state.global_step, acc])
         self.log(f"step {state.global_step:05d} | held-out arithmetic {acc:.3f}")
         if self.keep_best and (self._best is None or acc > self._best[0]):
-            self.best_step = state.global_step
-            self._best = (acc, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            self._best = (acc, state.global_step, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if self.stop_at is not None and acc >= self.stop_at:
             self.stopped_at = state.global_step
             control.should_training_stop = True
@@ -376,7 +375,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         t_train = time.perf_counter()
         resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
         train_time = time.perf_counter() - t_train
-        kept_step = curve.restore_best(trainer.model) if curve is not None and cfg.keep_best_dev else None
+        kept_step = curve.restore_best(trainer.model) if curve is not None else None  # None unless keep_best
         tokens_seen = int(trainer.state.num_input_tokens_seen)
         val_loss = float(trainer.evaluate()["eval_loss"]) if val_ds is not None else None
 
