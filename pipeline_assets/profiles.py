@@ -85,7 +85,7 @@ PROFILES: dict[str, Profile] = {
         sft_data=SFTDataConfig(arithmetic=1600, docstring_qa=150, refusals=100, benign=100, **TINY_TASK),
         reasoning_data=ReasoningDataConfig(size=1500, **TINY_TASK),
         # Train until the dev split reaches 0.4 (checked every 40 steps: one check of the 250 dev problems
-        # costs ~3 s, ~7 training steps), at most 1,000 steps: the fixed 660 steps landed anywhere in
+        # costs ~3 s, ~7 training steps), at most 1,400 steps: the fixed 660 steps landed anywhere in
         # 0.09-0.90 on the test split (SFTStageConfig docstring). On two bases the 0.4 point came at steps
         # 580 / 680 with test 0.43 / 0.46, and GRPO's 400 steps from there gained +0.225 / +0.142 (from SFT at
         # 0.34 / 0.58: +0.129 / +0.175). Fresh clones: step 920, test 0.42, GRPO +0.246 (checks every 20 steps);
@@ -93,7 +93,12 @@ PROFILES: dict[str, Profile] = {
         # 0.475, GRPO +0.146 (65ca5e0); the 1,000 cap at dev 0.396, test 0.442, GRPO +0.300 (61fafb5).
         # A run that reaches the cap below 0.4 keeps its best dev point: the 5b49605 fresh clone's base (val bpb
         # 2.571, the weakest measured) ran to step 1,000 at dev 0.148 after 0.224 at step 920, and saved test 0.104.
-        sft=SFTStageConfig(replay_fraction=REPLAY_FRACTION, max_steps=1000, eval_every=40,
+        # The cap was 1,000 until three runs in a row reached it (5b49605, 3137e48, fddb8b3: test 0.104 / 0.1125
+        # / 0.171), each still climbing. On the fddb8b3 run's base the same recipe replayed (chaotic: 2 threads
+        # again, another trajectory from step 80) crossed dev 0.4 at step 800 (two 1-thread replays: 0.32 at step 680);
+        # the stuck run's step-960 weights trained 280 more steps reached dev 0.444 (0.78 by 480). 1,400 steps
+        # cost ~150 s more than 1,000, only on a run that needs them.
+        sft=SFTStageConfig(replay_fraction=REPLAY_FRACTION, max_steps=1400, eval_every=40,
                            stop_at_dev_accuracy=0.4, keep_best_dev=True, num_threads=TINY_THREADS),
         # 400 GRPO steps, not the class's 200: from the SFT checkpoints above 200 steps gained +0.125 / +0.158.
         grpo=GRPOStageConfig(max_steps=400, num_threads=TINY_THREADS),
