@@ -68,7 +68,11 @@ OPERAND_MAX = 49
 SFT_DATA = SFTDataConfig(arithmetic=1900, operand_max=OPERAND_MAX, operators=OPS, docstring_qa=60, refusals=60,
                          benign=60, identity=12)
 REASONING_DATA = ReasoningDataConfig(size=1900, operand_max=OPERAND_MAX, operators=OPS)
-SFT_CFG = SFTStageConfig()  # the tiny defaults: 400 steps x 64, lr 1e-3
+# The tiny defaults (at most 660 steps x 64, lr 1e-3), stopped as the tiny profile stops SFT: at the first dev
+# point >= 0.3. Where the phase transition comes is chaotic (it moves with the CPU's float kernels: on an AMD
+# EPYC host 660 steps reached 0.895, leaving GRPO 0.02 to gain), so a fixed step count gives GRPO anywhere
+# from no headroom to no foothold.
+SFT_CFG = SFTStageConfig(eval_every=20, stop_at_dev_accuracy=0.3)
 GRPO_CFG = GRPOStageConfig(max_steps=50)  # tiny defaults but 50 steps: G=8, 32 completions/step, lr 3e-5
 _ARITH = re.compile(r"^What is (\d+) ([+-]) (\d+)\?$")
 
@@ -151,7 +155,8 @@ def reasoning(root: Path, bench: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def sft_run(root: Path, base_dir: Path, sft_data: dict, heldout: list[dict]) -> dict[str, Any]:
     return run_sft(SFT_CFG, base_dir, sft_data["files"]["sft.jsonl"], root / "sft", None,
-                   log=lambda _: None, heldout=heldout, val_dataset_path=sft_data["files"]["sft_val.jsonl"])
+                   log=lambda _: None, heldout=heldout, val_dataset_path=sft_data["files"]["sft_val.jsonl"],
+                   dev=heldout_arithmetic(OPERAND_MAX, 200, OPS, split="dev"))
 
 
 @pytest.fixture(scope="module")
@@ -345,11 +350,12 @@ def test_sft_learns_chat_format_and_heldout_arithmetic(sft_run: dict) -> None:
     # sft_val.jsonl, never trained on; token-weighted, so the free-text rows dominate it. ln(1024) = 6.93 at
     # init; measured 3.11.
     assert sft_run["val_loss"] < 4.5
-    assert sft_run["steps"] == SFT_CFG.max_steps
-    assert sft_run["tokens_seen"] > SFT_CFG.max_steps * SFT_CFG.batch_size * 10  # ~30 tokens a row
+    assert sft_run["steps"] == (sft_run["stopped_early_at_step"] or SFT_CFG.max_steps)
+    assert sft_run["heldout_curve_split"] == "dev" and sft_run["heldout_curve"][-1][0] == sft_run["steps"]
+    assert sft_run["tokens_seen"] > sft_run["steps"] * SFT_CFG.batch_size * 10  # ~30 tokens a row
     assert sft_run["trainable_params"] == sft_run["total_params"]  # full fine-tune
     out = Path(sft_run["checkpoint_dir"])
-    assert json.loads((out / "summary.json").read_text())["steps"] == SFT_CFG.max_steps
+    assert json.loads((out / "summary.json").read_text())["steps"] == sft_run["steps"]
     reloaded = AutoModelForCausalLM.from_pretrained(out)  # plain transformers, no llmdag code
     assert sum(p.numel() for p in reloaded.parameters()) == sft_run["total_params"]
 
@@ -396,8 +402,10 @@ def test_grpo_raises_heldout_accuracy(grpo_run: dict, sft_run: dict) -> None:
           f"{grpo_run['wall_time_s']}s wall")
     assert grpo_run["heldout_arithmetic_accuracy_before"] == sft_run["heldout_arithmetic_accuracy"]
     # Measured after 50 steps (12-17 s): 0.265 -> 0.445 (seed 0; 0.40 at 25 steps, 0.48 at 100),
-    # 0.26 -> 0.53 (seed 1), 0.435 -> 0.715 (seed 2). The notes saw +0.275.
-    assert grpo_run["heldout_arithmetic_gain"] >= 0.05, grpo_run["heldout_samples"]
+    # 0.26 -> 0.53 (seed 1), 0.435 -> 0.715 (seed 2). The notes saw +0.275. On an AMD EPYC host, from the SFT
+    # stopped at dev 0.3 (test 0.425): +0.08 after 50 steps, +0.065 after 100. A no-op gains exactly 0 and the
+    # notes' random-reward control lost 18 points, so half the smallest gain measured still separates them.
+    assert grpo_run["heldout_arithmetic_gain"] >= 0.04, grpo_run["heldout_samples"]
     # The held-out gain is the target; the sampled (temperature 1) training reward is noisy over 50 steps
     # (seen: 0.533 -> 0.527 while held-out accuracy went 0.34 -> 0.74) and must only not collapse.
     assert grpo_run["reward_final"] > grpo_run["reward_first"] - 0.05
