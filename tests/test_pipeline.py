@@ -47,7 +47,10 @@ def test_stage_relations_hold(pipeline):
     distilled = latest_metadata(inst, ["models", "distilled"])
     assert distilled["student_params"] < distilled["teacher_params"]
     quantized = latest_metadata(inst, ["models", "quantized"])
-    assert quantized["size_bytes_after"] < quantized["size_bytes_before"] and quantized["top1_agreement"] > 0.5
+    # Per position, not per prompt: a fresh clone's test graph had 2 of 5 probe prompts with every position's
+    # argmax unchanged (one near-tie flip fails a whole prompt) while the quantized target held.
+    assert quantized["size_bytes_after"] < quantized["size_bytes_before"]
+    assert quantized["top1_position_agreement"] > 0.8
     feedback = json.loads((published(pipeline["root"], "datasets/ai_feedback") / "summary.json").read_text())
     assert feedback["pairs"] > 0
     prefs = latest_metadata(inst, ["datasets", "preferences"])
