@@ -151,10 +151,9 @@ def quantize(cfg: QuantizeConfig, src_dir: Path, out_dir: Path, probe_prompts: l
     quant = _probe(reloaded, tok, prompts, cfg)
 
     max_diff = max(float((a - b).abs().max()) for a, b in zip(base["logits"], quant["logits"], strict=True))
-    same_top1 = [bool((a.argmax(-1) == b.argmax(-1)).all()) for a, b in zip(base["logits"], quant["logits"],
-                                                                             strict=True)]
-    # Per position as well: one near-tie flipped anywhere in a prompt fails that prompt's all-positions check.
-    same_pos = [(a.argmax(-1) == b.argmax(-1)) for a, b in zip(base["logits"], quant["logits"], strict=True)]
+    # Per prompt position; a prompt counts as agreeing only if all its positions do, which one near-tie flip breaks.
+    same_pos = [a.argmax(-1) == b.argmax(-1) for a, b in zip(base["logits"], quant["logits"], strict=True)]
+    same_top1 = [bool(m.all()) for m in same_pos]
     agree = [a == b for a, b in zip(base["completions"], quant["completions"], strict=True)]
     size_before, size_after = dir_size_bytes(src_dir), dir_size_bytes(out_dir)
     result: dict[str, Any] = {
@@ -168,8 +167,7 @@ def quantize(cfg: QuantizeConfig, src_dir: Path, out_dir: Path, probe_prompts: l
         "tokens_per_s_after": round(quant["new_tokens"] / quant["seconds"], 2),
         "max_abs_logit_diff": round(max_diff, 6),
         "top1_agreement": round(sum(same_top1) / len(same_top1), 4),  # prompt positions' argmax all equal
-        "top1_position_agreement": round(float(sum(int(m.sum()) for m in same_pos))
-                                         / max(1, sum(m.numel() for m in same_pos)), 4),
+        "top1_position_agreement": round(sum(int(m.sum()) for m in same_pos) / sum(m.numel() for m in same_pos), 4),
         "greedy_agreement": round(sum(agree) / len(agree), 4),  # whole greedy completion identical
         "probe_prompts": len(prompts),
         "quantize_time_s": round(quantize_time_s, 3),
