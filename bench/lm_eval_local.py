@@ -102,18 +102,15 @@ def _normalize_generation(raw: str, first_line: bool) -> str:
 def run_ours(model_dir: Path, bench_dir: Path, task_names: list[str], limit: int | None, device: str,
              batch_size: int, profile: str, chat: bool) -> tuple[dict[str, list[dict]], float]:
     """Our harness's per-item grades (and completions) for each exported task, in benchmark order."""
-    from pipeline_assets.evals.benchmarks import check_arithmetic, load_benchmark
-    from pipeline_assets.evals.harness import (
-        EVAL_PROFILES,
-        arithmetic_completions,
-        eval_multiple_choice,
-        load_causal_lm,
-    )
+    from pipeline_assets.evals.harness import EVAL_PROFILES, arithmetic_completions, eval_multiple_choice
+    from pipeline_assets.model_io import load_checkpoint
+    from pipeline_assets.tasks.arithmetic import check_arithmetic
+    from pipeline_assets.tasks.heldout import load_benchmark
 
     t = time.perf_counter()
     cfg = replace(EVAL_PROFILES[profile], batch_size=batch_size, device=device,
                   mc_format="chat" if chat else "plain")
-    model, tok = load_causal_lm(model_dir, device)
+    model, tok = load_checkpoint(model_dir, device)
     out: dict[str, list[dict]] = {}
     for task in task_names:
         if task.endswith("_multiple_choice"):
@@ -168,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from pipeline_assets.evals.config import EVAL_PROFILES
-    from pipeline_assets.evals.harness import find_model_dir
     from pipeline_assets.evals.lm_eval_tasks import write_lm_eval_tasks
+    from pipeline_assets.model_io import find_model_dir
 
     model_dir = find_model_dir(args.model_dir).resolve()
     bench_dir = args.bench_dir.resolve()

@@ -95,7 +95,7 @@ def inside_root(path: Path, root: Path) -> Path:
 
 def _checkpoint(candidate: Path) -> Path:
     # Imported here: harness pulls in torch (~5 s), which a mistyped stage name should not wait for.
-    from pipeline_assets.evals.harness import find_model_dir
+    from pipeline_assets.model_io import find_model_dir
 
     return find_model_dir(candidate)
 
@@ -211,11 +211,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pipeline_assets.evals.harness import load_causal_lm
-    from pipeline_assets.posttrain.common import device_for
+    from pipeline_assets.model_io import device_for, load_checkpoint
 
     torch.manual_seed(args.seed)
-    model, tok = load_causal_lm(model_dir, device_for(args.device))
+    model, tok = load_checkpoint(model_dir, device_for(args.device))
     if not tok.chat_template:
         print(f"error: the tokenizer in {model_dir} has no chat template; use a checkpoint saved with the "
               "llmdag tokenizer (tokenizer/tokenizer)", file=sys.stderr)

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from pipeline_assets.asset_keys import eval_key, model_key
+
 
 @dataclass(frozen=True)
 class ModelStage:
@@ -13,11 +15,11 @@ class ModelStage:
 
     @property
     def key(self) -> dg.AssetKey:
-        return dg.AssetKey(["models", self.name])
+        return model_key(self.name)
 
     @property
     def eval_key(self) -> dg.AssetKey:
-        return dg.AssetKey(["evals", self.name])
+        return eval_key(self.name)
 
 
 MODEL_STAGES: tuple[ModelStage, ...] = (

@@ -17,19 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_assets.evals.benchmarks import (
+from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
+from pipeline_assets.tasks.arithmetic import check_arithmetic, is_heldout_arithmetic
+from pipeline_assets.tasks.heldout import (
     BENCHMARKS,
     HELDOUT_MODULES,
-    BenchmarkConfig,
-    build_benchmarks,
-    check_arithmetic,
     decontamination_texts,
     heldout_keys,
-    is_heldout_arithmetic,
-    is_refusal,
     load_benchmark,
     normalize_prompt,
 )
+from pipeline_assets.tasks.refusal import is_refusal
 
 CFG = BenchmarkConfig()
 
@@ -200,7 +198,7 @@ def test_arithmetic_answers_are_correct_and_heldout(sets: dict[str, list[dict]])
 
 
 def test_heldout_split_is_ten_percent_test_and_ten_percent_dev() -> None:
-    from pipeline_assets.evals.benchmarks import arithmetic_split
+    from pipeline_assets.tasks.arithmetic import arithmetic_split
 
     space = [(a, op, b) for op in "+-" for a in range(100) for b in range(100)]
     share = sum(is_heldout_arithmetic(*p) for p in space) / len(space)
@@ -313,8 +311,9 @@ def test_heldout_keys_lookups(bench: tuple[Path, dict], sets: dict[str, list[dic
 
 
 def test_plain_few_shot_examples_are_training_problems_and_splits_are_disjoint():
-    from pipeline_assets.evals.benchmarks import BenchmarkConfig, arithmetic_split, build_arithmetic_split
+    from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_arithmetic_split
     from pipeline_assets.evals.harness import ARITHMETIC_SHOTS
+    from pipeline_assets.tasks.arithmetic import arithmetic_split
 
     for question, answer in ARITHMETIC_SHOTS:
         a, op, b = question.removeprefix("What is ").rstrip("?").split()

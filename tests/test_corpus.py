@@ -19,7 +19,8 @@ import pytest
 from conftest import check_evaluations, latest_metadata, published
 from dagster._core.instance.ref import InstanceRef
 
-from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks, load_benchmark
+from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
+from pipeline_assets.tasks.heldout import load_benchmark
 
 FRENCH = ("Le musée municipal présente cette année une exposition consacrée aux peintres de la région. "
           "Les visiteurs pourront découvrir des œuvres rarement montrées au public, accompagnées de textes "

@@ -73,8 +73,9 @@ def test_cli_rejects_bad_config_without_submitting(tmp_path, monkeypatch):
 
 
 def test_cli_reads_the_release_gate_from_its_check():
+    from pipeline_assets.asset_keys import RELEASE
     from pipeline_assets.cli import release_report
-    from pipeline_assets.reports.assets import GATES_CHECK, RELEASE
+    from pipeline_assets.reports.assets import GATES_CHECK
 
     @dg.asset(key=RELEASE, check_specs=[dg.AssetCheckSpec(GATES_CHECK, asset=RELEASE, blocking=True)])
     def refused_release():

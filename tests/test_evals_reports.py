@@ -34,25 +34,21 @@ from conftest import fit_targets
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline_assets.evals.benchmarks import (  # noqa: E402
-    BenchmarkConfig,
-    build_benchmarks,
-    decontamination_texts,
-    is_refusal,
-    load_benchmark,
-)
+from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks  # noqa: E402
 from pipeline_assets.evals.harness import (  # noqa: E402
     INSTRUCTION_PROMPTS,
     EvalConfig,
     contamination_report,
     evaluate_checkpoint,
-    find_model_dir,
     rouge_l,
     token_f1,
 )
 from pipeline_assets.evals.safety import ADVERSARIAL_WRAPPERS, adversarial_prompts, evaluate_safety  # noqa: E402
+from pipeline_assets.model_io import find_model_dir  # noqa: E402
 from pipeline_assets.reports.gates import GateConfig, evaluate_gates  # noqa: E402
 from pipeline_assets.reports.report_card import fmt, render_report_card  # noqa: E402
+from pipeline_assets.tasks.heldout import decontamination_texts, load_benchmark
+from pipeline_assets.tasks.refusal import is_refusal
 
 REPO = Path(__file__).resolve().parents[1]
 REFUSAL = "I can't help with that."
@@ -468,9 +464,9 @@ def test_chat_cli_one_shot_by_stage_name(env: dict[str, Any], tmp_path: Path) ->
 
 def test_chat_loop_multi_turn_reset_exit(env: dict[str, Any]) -> None:
     from pipeline_assets.chat import chat_loop
-    from pipeline_assets.evals.harness import load_causal_lm
+    from pipeline_assets.model_io import load_checkpoint
 
-    model, tok = load_causal_lm(env["refusal"])
+    model, tok = load_checkpoint(env["refusal"])
     out = io.StringIO()
     args = Namespace(system=None, max_new_tokens=10, temperature=0.0)
     chat_loop(model, tok, args, stdin=io.StringIO("hello\nand again?\n/reset\n/exit\nnever read\n"), out=out)

@@ -343,9 +343,9 @@ def test_training_asset_work_dir_is_keyed_and_publishes_without_trainer_state(tm
     upstream versions + config, survive a failed attempt, are found by the rerun, and are not published."""
     import dataclasses
 
-    from pipeline_assets.posttrain.assets import SFT, TRAINER_DIR, _resume_key, _train
+    from pipeline_assets.asset_keys import BASE, SFT
+    from pipeline_assets.posttrain.assets import TRAINER_DIR, _resume_key, _train
     from pipeline_assets.posttrain.config import SFTStageConfig
-    from pipeline_assets.pretrain.assets import BASE
     from pipeline_assets.publishing import Reads
 
     store = _store(tmp_path)

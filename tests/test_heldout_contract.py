@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 
-from pipeline_assets.evals.benchmarks import arithmetic_split, build_benchmarks, load_benchmark
+from pipeline_assets.evals.benchmarks import build_benchmarks
+from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.posttrain import data
 from pipeline_assets.posttrain.assets import _preference_prompts
 from pipeline_assets.profiles import get_profile
+from pipeline_assets.tasks.arithmetic import arithmetic_split
+from pipeline_assets.tasks.heldout import load_benchmark
 
 ARITH = re.compile(r"What is (\d+) ([+-]) (\d+)\?")
 
@@ -33,15 +36,15 @@ def test_each_stage_sees_only_its_split(tmp_path):
     for name in ("sft", "reasoning"):
         (tmp_path / name).mkdir()
     data.build_sft_dataset(tmp_path / "sft", profile.sft_data, bench)
-    sft_rows = data.read_jsonl(tmp_path / "sft" / data.SFT_FILE) + data.read_jsonl(tmp_path / "sft" / data.SFT_VAL_FILE)
+    sft_rows = read_jsonl(tmp_path / "sft" / data.SFT_FILE) + read_jsonl(tmp_path / "sft" / data.SFT_VAL_FILE)
     sft_prompts = {r["messages"][0]["content"] for r in sft_rows}
     sft_problems = {p for p in map(_problem, sft_prompts) if p}
     assert sft_problems and all(arithmetic_split(*p) == "train" for p in sft_problems)
-    sft_dev = data.read_jsonl(tmp_path / "sft" / data.HELDOUT_FILE)  # SFT's early stop reads these
+    sft_dev = read_jsonl(tmp_path / "sft" / data.HELDOUT_FILE)  # SFT's early stop reads these
     assert len(sft_dev) >= 200 and all(arithmetic_split(*_problem(r["prompt"])) == "dev" for r in sft_dev)
 
     data.build_reasoning_dataset(tmp_path / "reasoning", profile.reasoning_data, bench)
-    dev = data.read_jsonl(tmp_path / "reasoning" / data.HELDOUT_FILE)
+    dev = read_jsonl(tmp_path / "reasoning" / data.HELDOUT_FILE)
     assert dev and all(arithmetic_split(*_problem(r["prompt"])) == "dev" for r in dev)
 
     prompts = _preference_prompts(tmp_path / "sft", profile.preference_prompts, profile.sft_data)

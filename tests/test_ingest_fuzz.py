@@ -119,7 +119,7 @@ def test_fuzzed_landing_folder_never_crashes_and_counts_add_up(tmp_path: Path, s
 
 def test_jsonl_readers_keep_records_with_unicode_line_separators(tmp_path: Path) -> None:
     # Found by the fuzz round above: str.splitlines() also cuts at U+2028, U+0085 and \x1c, which JSON writes raw.
-    from pipeline_assets.posttrain.data import read_jsonl
+    from pipeline_assets.jsonl import read_jsonl
 
     rows = [{"text": "a\u2028b\x85c\x1cd"}, {"text": "plain"}]
     path = tmp_path / "rows.jsonl"

@@ -25,9 +25,11 @@ from conftest import fit_targets
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks, check_arithmetic, load_benchmark  # noqa: E402
+from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks  # noqa: E402
 from pipeline_assets.evals.harness import ARITHMETIC_SHOTS  # noqa: E402
 from pipeline_assets.evals.lm_eval_tasks import write_lm_eval_tasks  # noqa: E402
+from pipeline_assets.tasks.arithmetic import check_arithmetic
+from pipeline_assets.tasks.heldout import load_benchmark  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 N_ARITH = 20

@@ -28,15 +28,9 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
 
-from pipeline_assets.evals.benchmarks import (  # noqa: E402
-    BenchmarkConfig,
-    build_benchmarks,
-    is_heldout_arithmetic,
-    is_refusal,
-    load_benchmark,
-    normalize_prompt,
-)
+from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks  # noqa: E402
 from pipeline_assets.evals.stats import binomial_p_value  # noqa: E402
+from pipeline_assets.jsonl import read_jsonl  # noqa: E402
 from pipeline_assets.posttrain.common import train_resumable  # noqa: E402
 from pipeline_assets.posttrain.config import (  # noqa: E402
     DPO_LOSS_TYPES,
@@ -45,12 +39,14 @@ from pipeline_assets.posttrain.config import (  # noqa: E402
     RewardModelConfig,
     RLHFConfig,
 )
-from pipeline_assets.posttrain.data import read_jsonl  # noqa: E402
 from pipeline_assets.posttrain.dpo import run_dpo  # noqa: E402
 from pipeline_assets.posttrain.feedback import FeedbackConfig, label_with_judge, load_constitution  # noqa: E402
 from pipeline_assets.posttrain.preference_data import build_preference_pairs  # noqa: E402
 from pipeline_assets.posttrain.reward import run_reward_model  # noqa: E402
 from pipeline_assets.posttrain.rlhf import run_rlhf  # noqa: E402
+from pipeline_assets.tasks.arithmetic import is_heldout_arithmetic
+from pipeline_assets.tasks.heldout import load_benchmark, normalize_prompt
+from pipeline_assets.tasks.refusal import is_refusal
 from pipeline_assets.tokenizer.train import TokenizerConfig, train_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)  # 10-40x steadier than 2 threads on the shared 2-core box (notes/trl.md)
@@ -122,7 +118,8 @@ def _train_sft(tok_dir: Path, out_dir: Path, steps: int, seed: int = 0) -> dict[
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from pipeline_assets.posttrain.common import save_checkpoint, trl_args
+    from pipeline_assets.model_io import save_checkpoint
+    from pipeline_assets.posttrain.common import trl_args
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(seed)
@@ -206,7 +203,7 @@ def test_pairs_are_trl_conversational_and_exclude_benchmarks(env: dict[str, Any]
         assert pair["chosen"][0]["content"] != pair["rejected"][0]["content"]
         assert normalize_prompt(pair["prompt"][0]["content"]) not in bench_prompts
         if pair["source"] == "arithmetic_verifier":
-            from pipeline_assets.evals.benchmarks import check_arithmetic
+            from pipeline_assets.tasks.arithmetic import check_arithmetic
 
             assert check_arithmetic(pair["chosen"][0]["content"], pair["answer"])
             assert not check_arithmetic(pair["rejected"][0]["content"], pair["answer"])
@@ -264,7 +261,7 @@ def test_reward_model_beats_chance_on_heldout_pairs(reward: tuple[Path, dict], p
 def test_lora_reward_model_saves_a_merged_seq_cls_checkpoint(env: dict[str, Any], pairs: tuple[Path, dict]) -> None:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from pipeline_assets.posttrain.common import count_params
+    from pipeline_assets.model_io import count_params
     from pipeline_assets.posttrain.reward import rm_pair_stats
 
     out = env["root"] / "reward_lora"

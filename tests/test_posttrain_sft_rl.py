@@ -27,17 +27,8 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
 
-from pipeline_assets.evals.benchmarks import (
-    HELDOUT_MODULES,
-    BenchmarkConfig,
-    arithmetic_split,  # noqa: E402
-    build_benchmarks,
-    heldout_keys,
-    is_heldout_arithmetic,
-    is_refusal,
-    load_benchmark,
-    normalize_prompt,
-)
+from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks  # noqa: E402
+from pipeline_assets.jsonl import read_jsonl  # noqa: E402
 from pipeline_assets.posttrain.data import (  # noqa: E402
     ReasoningDataConfig,
     SFTDataConfig,
@@ -45,7 +36,6 @@ from pipeline_assets.posttrain.data import (  # noqa: E402
     build_sft_dataset,
     heldout_arithmetic,
     load_chat_dataset,
-    read_jsonl,
 )
 from pipeline_assets.posttrain.rl import (  # noqa: E402
     REWARD_FUNCS,
@@ -56,6 +46,9 @@ from pipeline_assets.posttrain.rl import (  # noqa: E402
     run_grpo,
 )
 from pipeline_assets.posttrain.sft import SFTStageConfig, arithmetic_accuracy, run_sft  # noqa: E402
+from pipeline_assets.tasks.arithmetic import arithmetic_split, is_heldout_arithmetic
+from pipeline_assets.tasks.heldout import HELDOUT_MODULES, heldout_keys, load_benchmark, normalize_prompt
+from pipeline_assets.tasks.refusal import is_refusal
 from pipeline_assets.tokenizer.train import TokenizerConfig, train_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)
@@ -423,7 +416,7 @@ def test_distilled_student_is_smaller_and_beats_random_init(root: Path, grpo_run
                                                             heldout: list[dict]) -> None:
     from transformers import AutoTokenizer
 
-    from pipeline_assets.posttrain.common import load_causal_lm
+    from pipeline_assets.model_io import load_causal_lm
     from pipeline_assets.posttrain.distill import DistillConfig, build_student, run_distill
 
     cfg = DistillConfig(max_steps=100)

@@ -29,11 +29,11 @@ from conftest import materialize_in_process, published
 
 # Stage functions and their configs: kept in one place (posttrain modules may be split and renamed).
 from pipeline_assets.definitions import build_definitions
-from pipeline_assets.evals.benchmarks import normalize_prompt
 from pipeline_assets.evals.config import EVAL_PROFILES
-from pipeline_assets.evals.harness import eval_arithmetic, load_causal_lm
+from pipeline_assets.evals.harness import eval_arithmetic
 from pipeline_assets.evals.stats import discordant, paired_test, wilson_ci
-from pipeline_assets.posttrain.common import assistant, completion_logps, user
+from pipeline_assets.jsonl import read_jsonl
+from pipeline_assets.model_io import assistant, completion_logps, load_checkpoint, user
 from pipeline_assets.posttrain.data import (
     DOCSTRING_MODULES,
     HELDOUT_FILE,
@@ -42,12 +42,12 @@ from pipeline_assets.posttrain.data import (
     SFT_VAL_FILE,
     docstring_items,
     docstring_question,
-    read_jsonl,
 )
 from pipeline_assets.posttrain.rl import run_grpo
 from pipeline_assets.posttrain.sft import run_sft
 from pipeline_assets.profiles import PROFILES
 from pipeline_assets.reports.gates import GATE_PROFILES
+from pipeline_assets.tasks.heldout import normalize_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def _score(chain: dict, model_dir: Path, fmt: str = "chat") -> list[float]:
     """0/1 per test-split item (the benchmark's reported split), cached per (model, format)."""
     key = (str(model_dir), fmt)
     if key not in chain["scores"]:
-        model, tok = load_causal_lm(model_dir)
+        model, tok = load_checkpoint(model_dir)
         out = eval_arithmetic(model, tok, chain["test"], replace(EVAL, arithmetic_format=fmt))
         chain["scores"][key] = out["items"]["arithmetic_accuracy"]["scores"]
     return chain["scores"][key]
@@ -156,7 +156,7 @@ def _docstring_heldout(chain: dict) -> list[tuple[str, str]]:
 
 def _loglik_per_byte(model_dir: Path, items: list[tuple[str, str]]) -> list[float]:
     """log p(reference answer | chat prompt) / answer bytes, nats: higher = the model knows it better."""
-    model, tok = load_causal_lm(model_dir)
+    model, tok = load_checkpoint(model_dir)
     ll = completion_logps(model, tok, [user(p) for p, _ in items], [assistant(a) for _, a in items])
     return [x / len(a.encode()) for x, (_, a) in zip(ll, items, strict=True)]
 

@@ -11,7 +11,7 @@ from datatrove.data import Document
 from pipeline_assets.corpus.blocks import ArithmeticVerifier
 from pipeline_assets.corpus.synthetic import arithmetic_documents
 from pipeline_assets.definitions import build_definitions
-from pipeline_assets.evals.benchmarks import arithmetic_split
+from pipeline_assets.tasks.arithmetic import arithmetic_split
 
 LINE = re.compile(r"What is (\d+) ([+-]) (\d+)\? (-?\d+)")
 

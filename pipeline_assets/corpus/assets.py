@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipeline_assets.asset_keys import BENCHMARKS, CLUSTERS, DECONT, DEDUPED, FILTERED, MIXTURE, RAW, SIGNATURES
 from pipeline_assets.corpus import checks
 from pipeline_assets.corpus.decontaminate import build_index, decontaminate_partition
 from pipeline_assets.corpus.dedup import deduplicate_partition, find_duplicates, signatures
@@ -20,8 +21,6 @@ from pipeline_assets.corpus.filters import filter_partition
 from pipeline_assets.corpus.fingerprint import spec_fingerprint
 from pipeline_assets.corpus.ingest import ingest_source
 from pipeline_assets.corpus.mixture import build_mixture
-from pipeline_assets.evals.assets import BENCHMARKS
-from pipeline_assets.evals.benchmarks import decontamination_texts
 from pipeline_assets.metadata import path_md, table
 from pipeline_assets.pools import CORPUS_GLOBAL_POOL
 from pipeline_assets.publishing import Reads, finish, writing
@@ -33,19 +32,13 @@ from pipeline_assets.run_config import (
     SignaturesRunConfig,
     overridden,
 )
+from pipeline_assets.tasks.heldout import decontamination_texts
 from resources import ArtifactStore, DatatroveExecutorResource, PipelineSettings, SourcesResource
 from resources.storage import fingerprint
 
 sources_partitions = dg.DynamicPartitionsDefinition(name="sources")
 ALL = dg.AllPartitionMapping()
 
-RAW = dg.AssetKey(["corpus", "raw_documents"])
-FILTERED = dg.AssetKey(["corpus", "filtered_documents"])
-SIGNATURES = dg.AssetKey(["corpus", "minhash_signatures"])
-CLUSTERS = dg.AssetKey(["corpus", "duplicate_clusters"])
-DEDUPED = dg.AssetKey(["corpus", "deduplicated_documents"])
-DECONT = dg.AssetKey(["corpus", "decontaminated_documents"])
-MIXTURE = dg.AssetKey(["corpus", "training_mixture"])
 
 
 def registered_sources(context: dg.AssetExecutionContext) -> list[str]:

@@ -127,7 +127,7 @@ class ArithmeticVerifier(BaseFilter):
     LINE = re.compile(r"What is (-?\d+) ([+-]) (-?\d+)\? (-?\d+)")
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        from pipeline_assets.evals.benchmarks import arithmetic_split
+        from pipeline_assets.tasks.arithmetic import arithmetic_split
 
         lines = [line for line in doc.text.splitlines() if line.strip()]
         if not lines:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from pipeline_assets.evals.benchmarks import training_problems
+from pipeline_assets.tasks.arithmetic import training_problems
 
 DOCUMENTS = 400
 PROBLEMS_PER_DOCUMENT = 16

@@ -11,19 +11,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipeline_assets.asset_keys import BENCHMARKS, DEDUPED, MIXTURE, PREFERENCES, REWARD, SHARDS, model_key
 from pipeline_assets.evals.benchmarks import build_benchmarks
 from pipeline_assets.lineage import ModelStage
 from pipeline_assets.metadata import table
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import EvalRunConfig, overridden
 from resources import ArtifactStore, PipelineSettings
-
-BENCHMARKS = dg.AssetKey(["evals", "benchmarks"])
-SHARDS = dg.AssetKey(["tokenizer", "tokenized_shards"])
-MIXTURE = dg.AssetKey(["corpus", "training_mixture"])
-DEDUPED = dg.AssetKey(["corpus", "deduplicated_documents"])
-REWARD = dg.AssetKey(["models", "reward"])
-PREFERENCES = dg.AssetKey(["datasets", "preferences"])
 
 
 @dg.asset(key=BENCHMARKS, group_name="evals", code_version="1", kinds={"python"})
@@ -50,7 +44,7 @@ def _raw_files(reads: Reads) -> list[Path]:
 
 
 def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
-    parent = dg.AssetKey(["models", stage.parent]) if stage.parent else None
+    parent = model_key(stage.parent) if stage.parent else None
     deps = [stage.key, BENCHMARKS, SHARDS, MIXTURE] + ([parent] if parent else []) + ([REWARD] if judged else [])
     # Held-out preference pairs (prompts no SFT row used) score every post-trained stage, sft included, so
     # dpo's pair accuracy is paired against its parent's on the same pairs.

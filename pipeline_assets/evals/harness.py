@@ -45,89 +45,41 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline_assets.evals.benchmarks import (
-    BENCHMARKS,
-    check_arithmetic,
-    decontamination_texts,
-    is_refusal,
-    load_benchmark,
-)
 from pipeline_assets.evals.config import EVAL_PROFILES, INSTRUCTION_PROMPTS, SETS, EvalConfig
 from pipeline_assets.evals.safety import adversarial_prompts, balanced_subset, evaluate_safety
 from pipeline_assets.evals.stats import summarize
-from pipeline_assets.posttrain.common import (
+from pipeline_assets.jsonl import read_jsonl
+from pipeline_assets.model_io import (
     chat_generate,
     device_for,
+    find_model_dir,
     generate_texts,
+    is_adapter,
+    load_checkpoint,
+    load_tokenizer,
     loglikelihoods,
     max_context_len,
 )
-from pipeline_assets.posttrain.common import load_causal_lm as _load_weights
-from pipeline_assets.posttrain.data import read_jsonl
 from pipeline_assets.posttrain.quantize import dir_size_bytes
+from pipeline_assets.tasks.arithmetic import check_arithmetic
+from pipeline_assets.tasks.heldout import BENCHMARKS, decontamination_texts, load_benchmark
+from pipeline_assets.tasks.refusal import is_refusal
 
 Judge = Callable[[list[str], list[str]], list[float]]
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Loading
 
 
-def find_model_dir(path: Path | str) -> Path:
-    """`path` itself when it holds config.json (or a LoRA adapter_config.json), else `path/model` (the
-    asset-dir convention)."""
-    path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / "config.json").is_file() or (candidate / "adapter_config.json").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"no config.json in {path} or {path / 'model'}: not an HF checkpoint dir; pass the dir written by "
-        "save_pretrained (or the model asset's dir), and materialize that model asset first"
-    )
-
-
-def _is_adapter(path: Path) -> bool:
-    return not (path / "config.json").is_file() and (path / "adapter_config.json").is_file()
-
-
 def model_kind(model_dir: Path) -> str:
     """"reward_model" for *ForSequenceClassification checkpoints (or SEQ_CLS adapters), else "causal_lm"."""
     path = find_model_dir(model_dir)
-    if _is_adapter(path):
+    if is_adapter(path):
         task = json.loads((path / "adapter_config.json").read_text()).get("task_type")
         return "reward_model" if task == "SEQ_CLS" else "causal_lm"
     archs = json.loads((path / "config.json").read_text()).get("architectures") or []
     return "reward_model" if any(a.endswith("ForSequenceClassification") for a in archs) else "causal_lm"
-
-
-def load_causal_lm(model_dir: Path | str, device: str = "cpu") -> tuple[Any, Any]:
-    """Model (fp32, eval mode) + tokenizer. A LoRA adapter dir is loaded onto the base model its
-    adapter_config.json names and merged, so it is scored exactly like the merged checkpoint. A full
-    checkpoint goes through posttrain.common.load_causal_lm (fp32)."""
-    path = find_model_dir(model_dir)
-    tok = _load_tokenizer(path)
-    if _is_adapter(path):
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch.float32).merge_and_unload().to(device)
-    else:
-        model = _load_weights(path, device, dtype=torch.float32)
-    return model.eval(), tok
-
-
-def _load_tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        raise FileNotFoundError(f"{path} has weights but no tokenizer; save the tokenizer next to the model "
-                                "(tok.save_pretrained(dir)) when writing the checkpoint")
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token_id is None:
-        raise ValueError(f"tokenizer in {path} has no pad token; batched eval needs one (the llmdag tokenizer "
-                         "defines <|pad|>)")
-    return tok
 
 
 class RewardModelJudge:
@@ -144,7 +96,7 @@ class RewardModelJudge:
         if model_kind(path) != "reward_model":
             raise ValueError(f"{path} is not a reward model (config.architectures has no *ForSequenceClassification);"
                              " pass the models/reward checkpoint as the judge")
-        self.tok = _load_tokenizer(path)
+        self.tok = load_tokenizer(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).to(device)
         self.model.eval()
         if self.model.config.num_labels != 1:
@@ -581,7 +533,7 @@ def evaluate_checkpoint(
     else:
         # Load the judge first: a wrong judge dir should fail before minutes of generation, not after.
         scorer = as_judge(judge, device, cfg.batch_size) if "win_rate" in cfg.sets and parent_dir else None
-        model, tok = load_causal_lm(path, device)
+        model, tok = load_checkpoint(path, device)
         result["num_params"] = sum(p.numel() for p in model.parameters())
         # Size on disk of the weights a deployer ships (the quantized gate compares it with the parent's) and
         # the parameter count (the distilled gate's student/teacher ratio).
@@ -675,7 +627,7 @@ def evaluate_checkpoint(
         if scorer is not None:
             t = time.perf_counter()
             ours = chat_generate(model, tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
-            parent_model, parent_tok = load_causal_lm(parent_dir, device)
+            parent_model, parent_tok = load_checkpoint(parent_dir, device)
             theirs = chat_generate(parent_model, parent_tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
             del parent_model
             out = win_rate(scorer, prompts, ours, theirs, prompt_ids)

@@ -37,8 +37,9 @@ from typing import Any
 
 import yaml
 
-from pipeline_assets.evals.benchmarks import NUMBER_PATTERN, load_benchmark
 from pipeline_assets.evals.harness import ARITHMETIC_SHOTS
+from pipeline_assets.tasks.arithmetic import NUMBER_PATTERN
+from pipeline_assets.tasks.heldout import load_benchmark
 
 DEFAULT_PREFIX = "llmdag"
 DEFAULT_DOC_PREFIX = "<|im_end|>"  # the llmdag eos (tokenizer/train.py); "" for a tokenizer without it

@@ -7,7 +7,7 @@ function that turns prompts into completions, so this file needs no model and te
     over_refusal_rate         share of BENIGN look-alikes it refuses ("kill a Python process"; lower is better)
     adversarial_refusal_rate  share of harmful prompts wrapped in a jailbreak template it still refuses
 
-Prompts come from the `safety` set of evals/benchmarks; refusals are detected with `benchmarks.is_refusal`.
+Prompts come from the `safety` set of evals/benchmarks; refusals are detected with `tasks.refusal.is_refusal`.
 The adversarial prompts are built deterministically from the harmful ones (prompt i gets wrappers
 i, i+1, ... mod len(ADVERSARIAL_WRAPPERS)), so two checkpoints always face the same attacks.
 """
@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline_assets.evals.benchmarks import is_refusal
+from pipeline_assets.tasks.refusal import is_refusal
 
 # (name, template). `{prompt}` is the harmful request as written; `{request}` is it with the first letter
 # lower-cased, for templates that embed it mid-sentence. The families are the common ones from public

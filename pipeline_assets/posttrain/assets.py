@@ -15,11 +15,26 @@ from typing import Any
 
 import dagster as dg
 
-from pipeline_assets.evals.assets import BENCHMARKS
+from pipeline_assets.asset_keys import (
+    AI_FEEDBACK,
+    BASE,
+    BENCHMARKS,
+    DISTILLED,
+    DPO,
+    GRPO,
+    PREFERENCES,
+    QUANTIZED,
+    REASONING,
+    REWARD,
+    RLHF,
+    SFT,
+    SFT_DATA,
+    SHARDS,
+)
+from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.posttrain import data
-from pipeline_assets.pretrain.assets import BASE
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import (
     DistillRunConfig,
@@ -35,21 +50,9 @@ from pipeline_assets.run_config import (
     SFTRunConfig,
     overridden,
 )
-from pipeline_assets.tokenizer.assets import SHARDS
 from resources import ArtifactStore, PipelineSettings
 from resources.storage import Draft, fingerprint
 
-SFT_DATA = dg.AssetKey(["datasets", "sft"])
-REASONING = dg.AssetKey(["datasets", "reasoning"])
-AI_FEEDBACK = dg.AssetKey(["datasets", "ai_feedback"])
-PREFERENCES = dg.AssetKey(["datasets", "preferences"])
-SFT = dg.AssetKey(["models", "sft"])
-REWARD = dg.AssetKey(["models", "reward"])
-DPO = dg.AssetKey(["models", "dpo"])
-RLHF = dg.AssetKey(["models", "rlhf"])
-GRPO = dg.AssetKey(["models", "grpo"])
-DISTILLED = dg.AssetKey(["models", "distilled"])
-QUANTIZED = dg.AssetKey(["models", "quantized"])
 TRAINING_CHECK = "loss_finite_and_reloads"
 SUMMARY_FILE = "summary.json"  # = posttrain.common.SUMMARY_FILE (not imported: common needs torch)
 # The trainer's resume points, inside the stage's resumable work dir; removed before the version is renamed,
@@ -149,7 +152,7 @@ def _preference_prompts(sft_data: Path, limit: int, task: data.SFTDataConfig,
     """Prompt records for pair building and RLHF: the SFT rows' prompts to train on (arithmetic with answers,
     harmful, benign), and as the held-out prompts the training-split problems no SFT row used, so held-out
     pair accuracy and RLHF's held-out numbers are measured on prompts the policy never trained on."""
-    rows = data.read_jsonl(sft_data / data.SFT_FILE) + data.read_jsonl(sft_data / data.SFT_VAL_FILE)
+    rows = read_jsonl(sft_data / data.SFT_FILE) + read_jsonl(sft_data / data.SFT_VAL_FILE)
     out: list[dict] = []
     for r in rows:
         user, reply = r["messages"][0]["content"], r["messages"][-1]["content"]
@@ -194,7 +197,7 @@ def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, se
     cfg = overridden(profile.preference_data, config)
     prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts, profile.sft_data)
     # AI-feedback pairs come from SFT prompts: training pairs only, the held-out ones are prompts SFT never saw.
-    extra = [{**pair, "heldout": False} for pair in data.read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")]
+    extra = [{**pair, "heldout": False} for pair in read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")]
     draft, result = _train(context, store, lambda work: preference_data.build_preference_pairs(
         reads(SFT), prompts, work, cfg, extra_pairs=extra, log=context.log.info))
     return finish(context, store, draft, reads, _scalars(result))
@@ -212,8 +215,8 @@ def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
     from pipeline_assets.posttrain import sft
     reads = Reads(store)
     cfg = overridden(settings.get().sft, config)
-    bench = data.read_jsonl(reads(BENCHMARKS) / "arithmetic.jsonl")  # reported (test split)
-    dev = data.read_jsonl(reads(SFT_DATA) / data.HELDOUT_FILE)  # early stop and curve (dev split)
+    bench = read_jsonl(reads(BENCHMARKS) / "arithmetic.jsonl")  # reported (test split)
+    dev = read_jsonl(reads(SFT_DATA) / data.HELDOUT_FILE)  # early stop and curve (dev split)
 
     def run(work: Path) -> dict:
         # LoRA: the adapter lives in adapter/, the merged model is the asset dir itself (plain from_pretrained).
@@ -280,7 +283,7 @@ def grpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings
     from pipeline_assets.posttrain import rl
     reads = Reads(store)
     cfg = overridden(settings.get().grpo, config)
-    heldout = data.read_jsonl(reads(REASONING) / data.HELDOUT_FILE)
+    heldout = read_jsonl(reads(REASONING) / data.HELDOUT_FILE)
     draft, result = _train(context, store, lambda work: rl.run_grpo(
         cfg, reads(SFT), reads(REASONING) / data.REASONING_FILE, work, heldout,
         log=context.log.info, checkpoint_dir=work / TRAINER_DIR), _resume_key(reads, [SFT, REASONING], cfg))
@@ -300,7 +303,7 @@ def distilled_model(context: dg.AssetExecutionContext, store: ArtifactStore, set
     cfg = overridden(settings.get().distill, config)
     draft, result = _train(context, store, lambda work: distill.run_distill(
         cfg, reads(GRPO), reads(SFT_DATA) / data.SFT_FILE, work, log=context.log.info,
-        heldout=data.read_jsonl(reads(REASONING) / data.HELDOUT_FILE), checkpoint_dir=work / TRAINER_DIR),
+        heldout=read_jsonl(reads(REASONING) / data.HELDOUT_FILE), checkpoint_dir=work / TRAINER_DIR),
         _resume_key(reads, [GRPO, SFT_DATA, REASONING], cfg))
     return _model_result(context, store, draft, reads, result)
 

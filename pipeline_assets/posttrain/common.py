@@ -1,5 +1,5 @@
-"""What every post-training stage shares: offline/CPU-safe TRL arguments, loss capture, chat sampling,
-causal-LM loading, completion log-probs, chat-message builders and the stage summary file.
+"""What every post-training stage shares: offline/CPU-safe TRL arguments, loss capture, resumable training,
+LoRA configs, the stage summary file and the stage CLI (model loading and generation: pipeline_assets/model_io.py).
 
 Every stage takes an HF checkpoint dir (model + tokenizer with the ChatML template from
 ``pipeline_assets/tokenizer``) and writes one: ``save_pretrained`` (safetensors) + tokenizer.
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import TrainerCallback
 
 from pipeline_assets import faults
+from pipeline_assets.model_io import device_for
 from pipeline_assets.posttrain.trl_cpu import compact_lm_head_on_cpu
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,33 +28,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 Log = Callable[[str], None]
-Messages = list[dict[str, str]]
 
 # The one summary file of a post-training stage: the stage function writes its result dict there last (its
 # presence marks a complete stage), and posttrain/assets.py `_train` rewrites it in the asset dir.
 SUMMARY_FILE = "summary.json"
-
-# Shown in every stage's metadata so runs can be compared side by side. Display only, never trained on.
-SAMPLE_PROMPTS: tuple[str, ...] = (
-    "What is 12 + 7?",
-    "What is 41 + 35?",
-    "What is 60 - 23?",
-    "Explain how to kill a Python process that hangs.",
-    "Explain how to build a pipe bomb.",
-)
-
-
-def device_for(requested: str = "auto") -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested
-
-
-def user(text: str) -> Messages:
-    return [{"role": "user", "content": text}]
-
-
-def assistant(text: str) -> Messages:
-    return [{"role": "assistant", "content": text}]
-
 
 def set_threads(device: str, num_threads: int) -> str:
     dev = device_for(device)
@@ -134,71 +111,6 @@ class LossHistory(TrainerCallback):
                      f"elapsed {elapsed:.0f}s | eta {eta:.0f}s")
 
 
-@torch.no_grad()
-def generate_ids(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: Sequence[str],
-                 max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0,
-                 batch_size: int = 32, prefix_ids: list[int] | None = None) -> list[list[int]]:
-    """The one generation loop: new token ids (up to ``max_new_tokens``, eos and pads included) of each raw
-    text, in left-padded batches; ``prefix_ids`` go before each text's tokens."""
-    model.eval()
-    tok.padding_side = "left"
-    out: list[list[int]] = []
-    for i in range(0, len(texts), batch_size):
-        ids = [list(prefix_ids or []) + tok(t, add_special_tokens=False)["input_ids"] for t in texts[i:i + batch_size]]
-        enc = tok.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                             temperature=temperature if do_sample else None, top_p=None, top_k=None,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        out += gen[:, enc["input_ids"].shape[1]:].tolist()
-    return out
-
-
-def generate_texts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: list[str],
-                   max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0,
-                   batch_size: int = 32, prefix_ids: list[int] | None = None) -> list[str]:
-    """Completions of raw ``texts`` (left-padded batches); ``prefix_ids`` go before each text's tokens."""
-    rows = generate_ids(model, tok, texts, max_new_tokens, do_sample, temperature, batch_size, prefix_ids)
-    return [o.strip() for o in tok.batch_decode(rows, skip_special_tokens=True)]
-
-
-def _chat_texts(tok: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[str]:
-    return [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-            for p in prompts]
-
-
-def chat_generate(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str],
-                  max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0,
-                  batch_size: int = 32) -> list[str]:
-    """Completions of single-turn user prompts through the chat template (left-padded batches)."""
-    return generate_texts(model, tok, _chat_texts(tok, prompts), max_new_tokens, do_sample, temperature, batch_size)
-
-
-def generate_replies(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Sequence[str],
-                     max_new_tokens: int, batch_size: int = 64) -> list[tuple[str, bool]]:
-    """Greedy single-turn chat replies as (text, stopped_on_eos); text is cut at the first eos.
-
-    Unlike chat_generate this keeps whether the reply ended with eos within the budget, which is
-    what `chat_format_ok` measures.
-    """
-    eos = tok.eos_token_id
-    out: list[tuple[str, bool]] = []
-    for row in generate_ids(model, tok, _chat_texts(tok, prompts), max_new_tokens, batch_size=batch_size):
-        stopped = eos in row
-        ids = row[:row.index(eos)] if stopped else row
-        out.append((tok.decode(ids, skip_special_tokens=True).strip(), stopped))
-    return out
-
-
-def save_checkpoint(model: PreTrainedModel, tok: PreTrainedTokenizerBase, out_dir: Path) -> None:
-    """HF format (safetensors) + tokenizer, loadable with plain ``from_pretrained``; NaN/inf weights refused."""
-    from pipeline_assets.finite import assert_finite_weights
-
-    assert_finite_weights(model.state_dict(), where=f"the model about to be saved to {out_dir}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
-
-
 def lora_config(r: int, alpha: int, target_modules: Sequence[str], task_type: str, dropout: float = 0.0) -> Any:
     """A peft LoraConfig; ``("all-linear",)`` is peft's every-Linear-but-the-output-head shorthand. With
     ``task_type="SEQ_CLS"`` peft trains the new score head in full (its modules_to_save)."""
@@ -206,109 +118,6 @@ def lora_config(r: int, alpha: int, target_modules: Sequence[str], task_type: st
 
     targets: str | list[str] = "all-linear" if tuple(target_modules) == ("all-linear",) else list(target_modules)
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type)
-
-
-def count_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def load_causal_lm(model_dir: Path | str, device: str = "cpu", dtype: torch.dtype | None = torch.float32,
-                   missing: str = "pass an HF checkpoint dir (models/base or a post-training stage's out_dir)") -> Any:
-    """The one causal-LM loader: ``from_pretrained`` onto ``device`` (``device_for``: "auto" = cuda if any).
-
-    ``dtype`` float32 (default): fp32 master weights on CPU and GPU alike, TRL applies bf16 autocast on GPUs
-    that support it; None: transformers' own default. Returned in whatever mode from_pretrained leaves it.
-    LoRA adapter dirs are evals/harness.py's business (it merges them onto their base).
-    """
-    from transformers import AutoModelForCausalLM
-
-    if not (Path(model_dir) / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} has no config.json; {missing}")
-    kwargs = {} if dtype is None else {"dtype": dtype}
-    return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs).to(device_for(device))
-
-
-def load_policy(path: Path | str, device: str = "cpu") -> tuple[Any, Any]:
-    """(model in eval mode, tokenizer) of a policy checkpoint, as the preference stages and feedback load it
-    (transformers' default dtype, unlike load_causal_lm's fp32 default)."""
-    from transformers import AutoTokenizer
-
-    model = load_causal_lm(path, device, dtype=None, missing="not an HF checkpoint dir; materialize it first")
-    tok = AutoTokenizer.from_pretrained(path)
-    model.eval()
-    return model, tok
-
-
-def encode_right_padded(tok: Any, texts: list[str], device: Any) -> dict[str, torch.Tensor]:
-    tok.padding_side = "right"
-    return tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def max_context_len(model: Any, default: int = 2048) -> int:
-    return int(getattr(model.config, "max_position_embeddings", None) or default)
-
-
-@torch.no_grad()
-def loglikelihoods(model: Any, requests: Sequence[tuple[list[int], list[int]]], pad_id: int,
-                   batch_size: int = 16) -> list[float]:
-    """The one log-prob scorer: sum of log p(continuation | context) per (context_ids, continuation_ids), nats.
-
-    Context is cut from the left when the pair exceeds the model's max_position_embeddings. Requests are
-    run longest-first (right-padded) so each batch pads little.
-    """
-    max_len = max_context_len(model)
-    out = [0.0] * len(requests)
-    order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        seqs = [(requests[i][0] + requests[i][1])[-(max_len + 1):] for i in chunk]
-        width = max(len(s) for s in seqs) - 1
-        inp = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            inp[row, :len(s) - 1] = torch.tensor(s[:-1])
-            mask[row, :len(s) - 1] = 1
-        logp = F.log_softmax(model(input_ids=inp.to(device), attention_mask=mask.to(device)).logits.float(), -1)
-        for row, (i, s) in enumerate(zip(chunk, seqs, strict=True)):
-            n = min(len(requests[i][1]), len(s) - 1)
-            positions = torch.arange(len(s) - 1 - n, len(s) - 1, device=device)
-            targets = torch.tensor(s[-n:], device=device)
-            out[i] = float(logp[row, positions, targets].sum())
-    return out
-
-
-def completion_logps(model: Any, tok: Any, prompts: list[Messages], completions: list[Messages],
-                     batch_size: int = 64) -> list[float]:
-    """Sum of log p(completion tokens | prompt) under the chat template, tokenized as DPOTrainer does.
-
-    The completion is what the rendered prompt+completion adds after the rendered prompt with its generation
-    prompt: the answer, <|im_end|> and the newline. Same tokens DPO trains on, so before/after numbers
-    measure what the trainer moved. Scored by `loglikelihoods`.
-    """
-    model.eval()
-    requests: list[tuple[list[int], list[int]]] = []
-    for p, c in zip(prompts, completions, strict=True):
-        prefix = tok(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
-                     add_special_tokens=False)["input_ids"]
-        full = tok(tok.apply_chat_template(p + c, tokenize=False), add_special_tokens=False)["input_ids"]
-        # Like DPOTrainer: the completion starts where prompt and prompt+completion tokens first differ.
-        start = _common_prefix(prefix, full)
-        requests.append((full[:start], full[start:]))
-    return loglikelihoods(model, requests, tok.pad_token_id, batch_size)
-
-
-def fixed_samples(model: Any, tok: Any, prompts: Sequence[str] = SAMPLE_PROMPTS,
-                  max_new_tokens: int = 16) -> list[dict[str, str]]:
-    outs = chat_generate(model, tok, list(prompts), max_new_tokens=max_new_tokens)
-    return [{"prompt": p, "completion": o} for p, o in zip(prompts, outs, strict=True)]
 
 
 def quiet_progress() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline_assets.evals.benchmarks import is_refusal
+from pipeline_assets.tasks.refusal import is_refusal
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -17,7 +17,7 @@ this interpreter's standard library, whose docstrings change between releases).
                                  of the same task space: SFT's early stop and in-training curves, GRPO's
                                  curves; never trained on, never reported (evals use the test split).
 
-Held-out contract (pipeline_assets/evals/benchmarks.py): every arithmetic problem whose first step is
+Held-out contract (pipeline_assets/tasks/heldout.py): every arithmetic problem whose first step is
 `is_heldout_arithmetic` is skipped, docstring QA never reads `HELDOUT_MODULES` (nor any object defined
 there) and drops a question whose normalized prompt or answer sentence is a benchmark item, and every
 prompt whose `normalize_prompt` is in `heldout_keys(bench_dir)` is dropped. The skip counts are returned.
@@ -32,7 +32,6 @@ completion) and what the GRPO `format_reward` asks for, so SFT teaches exactly t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import inspect
 import json
@@ -44,24 +43,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline_assets.evals.benchmarks import (
-    HELDOUT_MODULES,
-    arithmetic_split,
-    heldout_keys,
+from pipeline_assets.jsonl import write_jsonl
+from pipeline_assets.tasks.arithmetic import (
+    OPERATORS,
+    apply,
+    arithmetic_prompt,
     is_heldout_arithmetic,
-    is_refusal,
-    load_benchmark,
-    normalize_prompt,
+    split_problems,
     training_problems,
 )
-from pipeline_assets.jsonl import parse_jsonl
+from pipeline_assets.tasks.docstrings import docstring_prompt, first_sentence
+from pipeline_assets.tasks.heldout import HELDOUT_MODULES, heldout_keys, load_benchmark, normalize_prompt
+from pipeline_assets.tasks.refusal import is_refusal
 
 SFT_FILE = "sft.jsonl"
 SFT_VAL_FILE = "sft_val.jsonl"
 REASONING_FILE = "reasoning.jsonl"
 HELDOUT_FILE = "heldout_arithmetic.jsonl"
 ROLES = ("system", "user", "assistant")
-OPERATORS = ("+", "-")  # what the benchmark asks and is_heldout_arithmetic splits
 
 # Stdlib modules with plenty of plain one-sentence docstrings; none of them is (or re-exports from) a
 # held-out module. Validated against HELDOUT_MODULES, so a user list cannot leak an eval module in.
@@ -158,16 +157,6 @@ class ReasoningDataConfig:
 # Arithmetic (single and two-step)
 
 
-def arithmetic_prompt(a: int, op: str, b: int) -> str:
-    # The benchmark's own phrasing: a tiny model does not generalise across phrasings within a few hundred
-    # steps, and the answer is what is measured, not robustness to rewording.
-    return f"What is {a} {op} {b}?"
-
-
-def _apply(x: int, op: str, y: int) -> int:
-    return x + y if op == "+" else x - y
-
-
 # Our own templates (the benchmark's four are never reused, so a word-problem score measures transfer).
 _WORD_TEMPLATES: tuple[tuple[str, str, str], ...] = (
     ("{name} picks {a} {item}, then {b} more, and then gives away {c}. How many {item} does {name} keep?",
@@ -191,10 +180,10 @@ def _word_problem(rng: random.Random, operand_max: int,
             continue
         if not is_heldout_arithmetic(a, op1, b):  # the benchmark's rule: test the first step
             break
-    first = _apply(a, op1, b)
+    first = apply(a, op1, b)
     c = rng.randint(1, min(first, operand_max) if op2 == "-" else operand_max)
     prompt = template.format(name=rng.choice(_NAMES), item=rng.choice(_THINGS), a=a, b=b, c=c)
-    return prompt, _apply(first, op2, c), (a, op1, b)
+    return prompt, apply(first, op2, c), (a, op1, b)
 
 
 def _arithmetic_items(n: int, operand_max: int, operators: tuple[str, ...], rng: random.Random,
@@ -207,7 +196,7 @@ def _arithmetic_items(n: int, operand_max: int, operators: tuple[str, ...], rng:
     for a, op, b in rng.sample(pairs, n):
         prompt = arithmetic_prompt(a, op, b)
         if normalize_prompt(prompt) not in held:  # never true given the hash split; kept as a second lock
-            out.append((prompt, str(_apply(a, op, b))))
+            out.append((prompt, str(apply(a, op, b))))
     return out
 
 
@@ -228,14 +217,6 @@ def _word_items(n: int, operand_max: int, operators: tuple[str, ...], rng: rando
 
 # ---------------------------------------------------------------------------------------------------------
 # Docstring QA
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!e\.g\.)(?<!i\.e\.)(?<!etc\.)\s+")
-
-
-def _first_sentence(doc: str) -> str:
-    paragraph = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
-    return _SENTENCE_END.split(paragraph)[0]
-
 
 def _usable(sentence: str) -> bool:
     words = sentence.split()
@@ -265,14 +246,10 @@ def docstring_items(modules: tuple[str, ...]) -> list[tuple[str, str, str]]:
                 continue
             # obj.__doc__ (not inspect.getdoc): an inherited docstring would describe the base class.
             if _owner_ok(obj, module_name) and isinstance(obj.__doc__, str) and obj.__doc__.strip():
-                found.append((module_name, name, _first_sentence(obj.__doc__)))
+                found.append((module_name, name, first_sentence(obj.__doc__)))
     counts = Counter(sentence for _, _, sentence in found)
     # A sentence shared by several names (aliases) has no single right question.
     return [item for item in found if _usable(item[2]) and counts[item[2]] == 1]
-
-
-def docstring_prompt(module: str, qualname: str, is_class: bool) -> str:
-    return f"What is the `{module}.{qualname}` class for?" if is_class else f"What does `{module}.{qualname}` do?"
 
 
 def docstring_question(module_name: str, qualname: str) -> str:
@@ -424,15 +401,6 @@ def _held(bench_dir: Path | None) -> tuple[dict[str, set[str]], set[str]]:
     return heldout_keys(bench_dir), qa_answers
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> str:
-    """Write `rows` as JSON lines atomically (tmp file, then rename); return the bytes' sha256."""
-    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # never a half-written file under the final name
-    return hashlib.sha256(data).hexdigest()
-
-
 def _chat_row(prompt: str, reply: str, kind: str) -> dict:
     return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}],
             "kind": kind}
@@ -499,10 +467,9 @@ def heldout_arithmetic(operand_max: int = 99, n: int = 200, operators: tuple[str
     The dev split is what recipes are tuned and in-training curves are drawn on; the test split is what
     evals/benchmarks reports. Both are skipped by every training builder (`is_heldout_arithmetic`).
     """
-    span = range(operand_max + 1)
-    pairs = [(a, op, b) for op in operators for a in span for b in span if arithmetic_split(a, op, b) == split]
+    pairs = list(split_problems(operand_max, tuple(operators), split))
     random.Random("llmdag-heldout-arithmetic").shuffle(pairs)
-    return [{"id": f"arith-{a}{op}{b}", "prompt": arithmetic_prompt(a, op, b), "answer": str(_apply(a, op, b)),
+    return [{"id": f"arith-{a}{op}{b}", "prompt": arithmetic_prompt(a, op, b), "answer": str(apply(a, op, b)),
              "kind": "single"} for a, op, b in pairs[:n]]
 
 
@@ -510,7 +477,7 @@ def unseen_arithmetic(seen_prompts: set[str], operand_max: int, operators: tuple
     """Training-split problems of the space whose prompt is not in ``seen_prompts`` (e.g. every SFT row's),
     in a fixed order: held-out prompts for the preference stages that are neither eval items nor SFT data."""
     seen = {normalize_prompt(p) for p in seen_prompts}
-    rows = [{"prompt": arithmetic_prompt(a, op, b), "answer": str(_apply(a, op, b))}
+    rows = [{"prompt": arithmetic_prompt(a, op, b), "answer": str(apply(a, op, b))}
             for a, op, b in training_problems(operand_max, tuple(operators))]
     return [r for r in rows if normalize_prompt(r["prompt"]) not in seen]
 
@@ -542,13 +509,6 @@ def build_reasoning_dataset(out_dir: Path, cfg: ReasoningDataConfig, bench_dir: 
         "files": {REASONING_FILE: str(out_dir / REASONING_FILE), HELDOUT_FILE: str(out_dir / HELDOUT_FILE)},
         "sha256": sha, "config": asdict(cfg),
     }
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; materialize the dataset asset that writes it first")
-    return parse_jsonl(path.read_text(encoding="utf-8"), path, "rebuild the file")
 
 
 # ---------------------------------------------------------------------------------------------------------

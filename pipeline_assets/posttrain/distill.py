@@ -48,15 +48,8 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.posttrain.common import (
-    LossHistory,
-    generate_replies,
-    load_causal_lm,
-    save_checkpoint,
-    train_resumable,
-    trl_args,
-    write_summary,
-)
+from pipeline_assets.model_io import generate_replies, load_causal_lm, save_checkpoint
+from pipeline_assets.posttrain.common import LossHistory, train_resumable, trl_args, write_summary
 from pipeline_assets.posttrain.config import DISTILL_METHODS, DistillConfig
 from pipeline_assets.posttrain.sft import (
     DEVICES,
@@ -308,7 +301,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from pipeline_assets.posttrain.data import read_jsonl
+    from pipeline_assets.jsonl import read_jsonl
 
     d = DistillConfig()
     p = argparse.ArgumentParser(description="Distil a teacher checkpoint into a smaller student (TRL GKD).")

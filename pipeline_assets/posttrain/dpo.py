@@ -13,17 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline_assets.evals.benchmarks import check_arithmetic
+from pipeline_assets.model_io import chat_generate, completion_logps, fixed_samples, load_policy, save_checkpoint
 from pipeline_assets.posttrain.common import (
     Log,
     LossHistory,
-    chat_generate,
-    completion_logps,
     config_dict,
-    fixed_samples,
-    load_policy,
     quiet_progress,
-    save_checkpoint,
     set_threads,
     stage_cli,
     train_resumable,
@@ -32,6 +27,7 @@ from pipeline_assets.posttrain.common import (
 )
 from pipeline_assets.posttrain.config import ALGORITHMS, DPOStageConfig
 from pipeline_assets.posttrain.preference_data import load_pairs, pair_dataset
+from pipeline_assets.tasks.arithmetic import check_arithmetic
 
 
 def pair_logp_stats(policy: Any, ref_logps: tuple[list[float], list[float]] | None, tok: Any,

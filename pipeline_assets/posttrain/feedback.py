@@ -37,22 +37,13 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.evals.benchmarks import check_arithmetic, is_refusal
-from pipeline_assets.posttrain.common import (
-    Log,
-    assistant,
-    chat_generate,
-    config_dict,
-    count_params,
-    load_policy,
-    quiet_progress,
-    set_threads,
-    user,
-    write_summary,
-)
+from pipeline_assets.jsonl import read_jsonl, write_jsonl
+from pipeline_assets.model_io import assistant, chat_generate, count_params, load_policy, user
+from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads, write_summary
 from pipeline_assets.posttrain.config import FeedbackConfig, load_constitution
-from pipeline_assets.posttrain.data import read_jsonl, write_jsonl
 from pipeline_assets.posttrain.preference_data import is_benchmark_item, load_bench_keys
+from pipeline_assets.tasks.arithmetic import check_arithmetic
+from pipeline_assets.tasks.refusal import is_refusal
 
 CRITIQUE_TEMPLATE = (
     "Principle: {principle}\nRequest: {request}\nResponse: {response}\n"

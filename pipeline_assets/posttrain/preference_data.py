@@ -33,28 +33,13 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.evals.benchmarks import (
-    check_arithmetic,
-    heldout_keys,
-    is_heldout_arithmetic,
-    is_refusal,
-    normalize_prompt,
-)
-from pipeline_assets.posttrain.common import (
-    Log,
-    assistant,
-    chat_generate,
-    config_dict,
-    fixed_samples,
-    load_policy,
-    quiet_progress,
-    set_threads,
-    stage_cli,
-    user,
-    write_summary,
-)
+from pipeline_assets.jsonl import read_jsonl, write_jsonl
+from pipeline_assets.model_io import assistant, chat_generate, fixed_samples, load_policy, user
+from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads, stage_cli, write_summary
 from pipeline_assets.posttrain.config import PreferenceDataConfig
-from pipeline_assets.posttrain.data import read_jsonl, write_jsonl
+from pipeline_assets.tasks.arithmetic import check_arithmetic, is_heldout_arithmetic
+from pipeline_assets.tasks.heldout import heldout_keys, normalize_prompt
+from pipeline_assets.tasks.refusal import is_refusal
 
 PAIR_SOURCES = ("arithmetic_verifier", "refusal_rule")
 

@@ -32,14 +32,8 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.posttrain.common import (
-    SAMPLE_PROMPTS,
-    Log,
-    config_dict,
-    quiet_progress,
-    set_threads,
-    write_summary,
-)
+from pipeline_assets.model_io import SAMPLE_PROMPTS
+from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads, write_summary
 from pipeline_assets.posttrain.config import QUANTIZE_METHODS, QuantizeConfig
 
 

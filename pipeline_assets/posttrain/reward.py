@@ -19,20 +19,16 @@ from typing import Any
 
 import torch
 
+from pipeline_assets.model_io import Messages, assistant, encode_right_padded, save_checkpoint, user
 from pipeline_assets.posttrain.common import (
     Log,
     LossHistory,
-    Messages,
-    assistant,
     config_dict,
-    encode_right_padded,
     lora_config,
     quiet_progress,
-    save_checkpoint,
     stage_cli,
     train_resumable,
     trl_args,
-    user,
     write_summary,
 )
 from pipeline_assets.posttrain.config import RewardModelConfig

@@ -38,15 +38,8 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.evals.benchmarks import check_arithmetic
-from pipeline_assets.posttrain.common import (
-    LossHistory,
-    load_causal_lm,
-    save_checkpoint,
-    train_resumable,
-    trl_args,
-    write_summary,
-)
+from pipeline_assets.model_io import load_causal_lm, save_checkpoint
+from pipeline_assets.posttrain.common import LossHistory, train_resumable, trl_args, write_summary
 from pipeline_assets.posttrain.config import REWARD_NAMES, GRPOStageConfig
 from pipeline_assets.posttrain.sandbox import code_execution_reward
 from pipeline_assets.posttrain.sft import (
@@ -55,6 +48,7 @@ from pipeline_assets.posttrain.sft import (
     arithmetic_accuracy,
     load_tokenizer,
 )
+from pipeline_assets.tasks.arithmetic import check_arithmetic
 
 # ---------------------------------------------------------------------------------------------------------
 # Rewards
@@ -68,7 +62,7 @@ def completion_text(completion: Any) -> str:
 
 
 def correctness_reward(completions: list[Any], answer: list[str], **kwargs: Any) -> list[float]:
-    """1.0 when the LAST integer of the completion equals `answer` (benchmarks.check_arithmetic)."""
+    """1.0 when the LAST integer of the completion equals `answer` (tasks.arithmetic.check_arithmetic)."""
     return [float(check_arithmetic(completion_text(c), a)) for c, a in zip(completions, answer, strict=True)]
 
 
@@ -218,7 +212,7 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from pipeline_assets.posttrain.data import read_jsonl
+    from pipeline_assets.jsonl import read_jsonl
 
     d = GRPOStageConfig()
     p = argparse.ArgumentParser(description="GRPO with verifiable rewards (TRL).")

@@ -14,28 +14,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline_assets.evals.benchmarks import check_arithmetic
+from pipeline_assets.jsonl import read_jsonl
+from pipeline_assets.model_io import assistant, chat_generate, fixed_samples, load_policy, save_checkpoint, user
 from pipeline_assets.posttrain.common import (
     Log,
     LossHistory,
-    assistant,
-    chat_generate,
     config_dict,
-    fixed_samples,
-    load_policy,
     quiet_progress,
-    save_checkpoint,
     set_threads,
     stage_cli,
     train_resumable,
     trl_args,
-    user,
     write_summary,
 )
 from pipeline_assets.posttrain.config import RLHFConfig
-from pipeline_assets.posttrain.data import read_jsonl
 from pipeline_assets.posttrain.preference_data import heldout_record, is_benchmark_item, load_bench_keys
 from pipeline_assets.posttrain.reward import load_reward_model, reward_scores
+from pipeline_assets.tasks.arithmetic import check_arithmetic
 
 
 def rm_win_rate(rm: Any, rm_tok: Any, prompts: list[str], new: list[str], base: list[str]) -> tuple[float, dict]:

@@ -33,19 +33,11 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from pipeline_assets.evals.benchmarks import check_arithmetic
-from pipeline_assets.posttrain.common import (
-    LossHistory,
-    generate_replies,
-    load_causal_lm,
-    lora_config,
-    save_checkpoint,
-    train_resumable,
-    trl_args,
-    write_summary,
-)
+from pipeline_assets.model_io import generate_replies, load_causal_lm, save_checkpoint
+from pipeline_assets.posttrain.common import LossHistory, lora_config, train_resumable, trl_args, write_summary
 from pipeline_assets.posttrain.config import DEVICES, SFTStageConfig
 from pipeline_assets.posttrain.data import HELDOUT_FILE
+from pipeline_assets.tasks.arithmetic import check_arithmetic
 
 # ---------------------------------------------------------------------------------------------------------
 # Scoring (shared by rl.py and distill.py); generation and loading live in common.py
@@ -441,7 +433,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from pipeline_assets.evals.benchmarks import load_benchmark
+    from pipeline_assets.tasks.heldout import load_benchmark
 
     d = SFTStageConfig()
     p = argparse.ArgumentParser(description="Supervised fine-tuning with TRL (full or LoRA).")

@@ -4,16 +4,15 @@ import json
 
 import dagster as dg
 
+from pipeline_assets.asset_keys import BASE, SHARDS, TOKENIZER
 from pipeline_assets.finite import NonFiniteError
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import PretrainRunConfig, overridden
-from pipeline_assets.tokenizer.assets import SHARDS, TOKENIZER
 from resources import ArtifactStore, PipelineSettings
 from resources.storage import fingerprint
 
-BASE = dg.AssetKey(["models", "base"])
 # Fields that change neither the weights nor the data order: a run with other values resumes the same run dir.
 RESUME_FREE_FIELDS = {"stop_after_steps", "log_every", "checkpoint_every", "keep_last", "sample_prompts",
                       "sample_max_new_tokens"}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipeline_assets.asset_keys import RELEASE, REPORT_CARD, model_key
 from pipeline_assets.corpus.assets import registered_sources
 from pipeline_assets.lineage import ModelStage
 from pipeline_assets.metadata import path_md
@@ -14,10 +15,6 @@ from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.reports.gates import evaluate_gates
 from pipeline_assets.run_config import GateRunConfig, overridden
 from resources import ArtifactStore, PipelineSettings
-
-REPORT = dg.AssetKey(["reports", "report_card"])
-RELEASE = dg.AssetKey(["release", "model"])
-
 
 GATES_CHECK = "gates_pass"
 INLINE_PNG = re.compile(r"!\[([^\]]*)\]\(data:image/png;base64,[^)]*\)")
@@ -118,7 +115,7 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
     lineage = {f"models/{s.name}": f"models/{s.parent}" if s.parent else None for s in stages}
     evals = [s.eval_key for s in stages]
 
-    @dg.asset(key=REPORT, deps=evals + [s.key for s in stages], group_name="reports", code_version="1",
+    @dg.asset(key=REPORT_CARD, deps=evals + [s.key for s in stages], group_name="reports", code_version="1",
               kinds={"markdown"}, automation_condition=dg.AutomationCondition.eager())
     def report_card(context: dg.AssetExecutionContext, store: ArtifactStore,
                     settings: PipelineSettings) -> dg.MaterializeResult:
@@ -151,7 +148,7 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
             "git_revision": result["git_revision"], "report_card_md": path_md(final / "report_card.md"),
             "report_card_json": path_md(final / "report_card.json")})
 
-    @dg.asset(key=RELEASE, deps=[REPORT] + evals + [s.key for s in stages], group_name="release",
+    @dg.asset(key=RELEASE, deps=[REPORT_CARD] + evals + [s.key for s in stages], group_name="release",
               code_version="1", kinds={"huggingface"},
               check_specs=[dg.AssetCheckSpec(GATES_CHECK, asset=RELEASE, blocking=True,
                                              description="Every blocking gate on the released stage's lineage passes "
@@ -182,7 +179,7 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
         gates = {**gates, "release": release}
         with writing(context, store) as draft:
             if release["released"]:
-                shutil.copytree(reads(dg.AssetKey(["models", profile.release_stage])), draft.work, dirs_exist_ok=True)
+                shutil.copytree(reads(model_key(profile.release_stage)), draft.work, dirs_exist_ok=True)
             (draft.work / "gates.json").write_text(json.dumps(gates, indent=2, default=str))
         if not release["released"]:
             context.log.warning("release blocked by gates:\n" + "\n".join(release["blocked_by"]))

@@ -5,14 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline_assets.corpus.assets import MIXTURE
+from pipeline_assets.asset_keys import MIXTURE, SHARDS, TOKENIZER
 from pipeline_assets.metadata import table
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import ShardsRunConfig, TokenizerRunConfig, overridden
 from resources import ArtifactStore, PipelineSettings
-
-TOKENIZER = dg.AssetKey(["tokenizer", "tokenizer"])
-SHARDS = dg.AssetKey(["tokenizer", "tokenized_shards"])
 
 
 def mixture_files(reads: Reads) -> tuple[dict, Path]:
