@@ -66,7 +66,7 @@ def run_in_process(work: Path, builtin: bool, workers: int | None = None) -> flo
 
     defs = build_definitions(root=str(work / "root"), landing=str(work / "landing"), builtin_sources=builtin)
     if workers is not None:
-        from resources import DatatroveExecutorResource
+        from resources.datatrove import DatatroveExecutorResource
 
         defs = dg.Definitions(assets=list(defs.assets), resources={
             **defs.resources, "datatrove": DatatroveExecutorResource(kind="local", workers=workers)})

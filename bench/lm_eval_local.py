@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", type=Path, required=True, help="HF checkpoint dir (or asset dir with model/)")
     parser.add_argument("--bench-dir", type=Path, required=True, help="evals/benchmarks output dir")
     parser.add_argument("--limit", type=int, default=48, help="first N items of each set (0 = all)")
-    parser.add_argument("--profile", default="tiny", help="EVAL_PROFILES entry (arithmetic_max_new_tokens)")
+    parser.add_argument("--profile", default="tiny", help="profile whose evals section sets arithmetic_max_new_tokens")
     # Runtime
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--batch-size", type=int, default=8, help="lm_eval --batch_size and harness batch size")
@@ -102,13 +102,15 @@ def _normalize_generation(raw: str, first_line: bool) -> str:
 def run_ours(model_dir: Path, bench_dir: Path, task_names: list[str], limit: int | None, device: str,
              batch_size: int, profile: str, chat: bool) -> tuple[dict[str, list[dict]], float]:
     """Our harness's per-item grades (and completions) for each exported task, in benchmark order."""
-    from pipeline_assets.evals.harness import EVAL_PROFILES, arithmetic_completions, eval_multiple_choice
+    from pipeline_assets.evals.config import EvalConfig
+    from pipeline_assets.evals.harness import arithmetic_completions, eval_multiple_choice
     from pipeline_assets.model_io import load_checkpoint
+    from pipeline_assets.profiles import section_config
     from pipeline_assets.tasks.arithmetic import check_arithmetic
     from pipeline_assets.tasks.heldout import load_benchmark
 
     t = time.perf_counter()
-    cfg = replace(EVAL_PROFILES[profile], batch_size=batch_size, device=device,
+    cfg = replace(section_config(EvalConfig, "evals", profile), batch_size=batch_size, device=device,
                   mc_format="chat" if chat else "plain")
     model, tok = load_checkpoint(model_dir, device)
     out: dict[str, list[dict]] = {}
@@ -164,16 +166,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from transformers import AutoTokenizer
 
-    from pipeline_assets.evals.config import EVAL_PROFILES
+    from pipeline_assets.evals.config import EvalConfig
     from pipeline_assets.evals.lm_eval_tasks import write_lm_eval_tasks
     from pipeline_assets.model_io import find_model_dir
+    from pipeline_assets.profiles import section_config
 
     model_dir = find_model_dir(args.model_dir).resolve()
     bench_dir = args.bench_dir.resolve()
     out_dir = (args.out_dir or Path(tempfile.mkdtemp(prefix="lm_eval_llmdag-"))).resolve()
     limit = args.limit or None
+    max_gen_toks = section_config(EvalConfig, "evals", args.profile).arithmetic_max_new_tokens
     tasks = write_lm_eval_tasks(bench_dir, out_dir / "tasks", limit, chat=args.apply_chat_template,
-                                max_gen_toks=EVAL_PROFILES[args.profile].arithmetic_max_new_tokens,
+                                max_gen_toks=max_gen_toks,
                                 tokenizer=AutoTokenizer.from_pretrained(model_dir))
     try:
         theirs, lm_eval_s = run_lm_eval(args.lm_eval_python, model_dir, tasks, out_dir, args.device,

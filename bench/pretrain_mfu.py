@@ -1,9 +1,9 @@
 """Benchmark: llmdag's pretrain loop vs a bare HF LlamaForCausalLM + torch.compile + AdamW loop, same process.
 
-    python bench/pretrain_mfu.py                                   # GPU: SMALL preset, bf16, compile
+    python bench/pretrain_mfu.py                                   # GPU: the small profile, bf16, compile
     python bench/pretrain_mfu.py --peak-tflops 989                 # override the datasheet peak (TFLOP/s)
     python bench/pretrain_mfu.py --shards DIR --tokenizer DIR      # real shards instead of random tokens
-    python bench/pretrain_mfu.py --device cpu --preset tiny --steps 6   # CPU smoke test (no MFU)
+    python bench/pretrain_mfu.py --device cpu --profile tiny --steps 6   # CPU smoke test (no MFU)
 
 Both loops train the same config (shape, batch, grad_accum, dtype, compile, attention kernel) for --warmup
 untimed steps (compile, allocator warm-up), then --steps timed steps. Ours is `train()` itself, with eval
@@ -32,9 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a plain script from anywhere
 
-from pipeline_assets.pretrain.config import PRESETS, PretrainConfig  # noqa: E402
+from pipeline_assets.pretrain.config import PretrainConfig  # noqa: E402
 from pipeline_assets.pretrain.model import build_model_config, flops_per_token, peak_bf16_flops  # noqa: E402
 from pipeline_assets.pretrain.train import train  # noqa: E402
+from pipeline_assets.profiles import PROFILES, section_config  # noqa: E402
 
 _TOK_S = re.compile(r"^step (\d+)/\d+ \| loss .*\| tok/s ([\d,]+)")
 
@@ -122,7 +123,7 @@ def bench_hf(
     model.train()
     opt = torch.optim.AdamW(
         model.parameters(),
-        lr=cfg.lr,
+        lr=cfg.learning_rate,
         betas=cfg.betas,
         weight_decay=cfg.weight_decay,
         fused=device.type == "cuda",
@@ -180,17 +181,18 @@ def _free(device: torch.device) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Workload
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="config preset to benchmark")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="small",
+                   help="profile whose pretrain config to benchmark")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cuda (MFU) or cpu (smoke test)")
     p.add_argument("--steps", type=int, default=30, help="timed optimizer steps per loop")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 10 cuda, 2 cpu)")
-    p.add_argument("--batch-size", type=int, default=None, help="override the preset's micro-batch")
-    p.add_argument("--grad-accum", type=int, default=None, help="override the preset's grad_accum")
+    p.add_argument("--batch-size", type=int, default=None, help="override the profile's micro-batch")
+    p.add_argument("--grad-accum", type=int, default=None, help="override the profile's grad_accum")
     p.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="override the preset's torch.compile setting (both loops)",
+        help="override the profile's torch.compile setting (both loops)",
     )
     # Data
     p.add_argument("--vocab-size", type=int, default=32768, help="synthetic tokenizer size (no --shards)")
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print(
             "pretrain_mfu: no CUDA device visible to torch; MFU needs a GPU. For a CPU smoke test run\n"
-            "  python bench/pretrain_mfu.py --device cpu --preset tiny --steps 6",
+            "  python bench/pretrain_mfu.py --device cpu --profile tiny --steps 6",
             file=sys.stderr,
         )
         return 2
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("batch_size", "grad_accum", "compile"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
-    cfg = PRESETS[args.preset].replace(**overrides)
+    cfg = section_config(PretrainConfig, "pretrain", args.profile).replace(**overrides)
     cfg.validate()
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     if device.type == "cpu":
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         ("HF LlamaForCausalLM + AdamW" + (" + compile" if cfg.compile else ""), hf),
     ]
     print(
-        f"\npreset {args.preset} on {name} | {ours['num_params']:,} params | "
+        f"\nprofile {args.profile} on {name} | {ours['num_params']:,} params | "
         f"{cfg.tokens_per_step:,} tokens/step "
         f"| {fpt / 1e9:.3f} GFLOP/token | peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'} | "
         f"warmup {warmup} + {args.steps} timed steps | compile {cfg.compile} | {cfg.dtype} | "
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(
             json.dumps(
                 {
-                    "preset": args.preset,
+                    "profile": args.profile,
                     "device": name,
                     "flops_per_token": fpt,
                     "peak_flops": peak,

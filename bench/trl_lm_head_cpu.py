@@ -4,7 +4,7 @@
     python bench/trl_lm_head_cpu.py --steps 50 --threads 1
 
 Same process, same model and batches: forward + backward of ``model(..., fused_lm_head=True).loss`` on the
-tiny profile's architecture (pretrain.config.TINY, vocab 4096), for batches shaped like the tiny stages':
+tiny profile's architecture (PretrainConfig defaults, vocab 4096), for batches shaped like the tiny stages':
 SFT arithmetic rows (64 x 24 tokens, answer + end of turn labelled; DPO's chosen + rejected rows look the same)
 and SFT's pretraining-replay rows (64 x 64, every token labelled: the switch cannot help there). Prints a markdown table
 with each row's ms/step and the speedup (all-positions / label-only).
@@ -21,7 +21,7 @@ from transformers import LlamaForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
 from pipeline_assets.posttrain.trl_cpu import compact_lm_head_on_cpu
-from pipeline_assets.pretrain.config import TINY
+from pipeline_assets.pretrain.config import PretrainConfig
 from pipeline_assets.pretrain.model import build_model_config
 
 SHAPES = {  # name: (rows, tokens per row, labelled tokens at the end of each row)
@@ -54,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = build_model_config(TINY, vocab_size=4096, bos_id=0, eos_id=1, pad_id=2)
+    config = build_model_config(PretrainConfig(), vocab_size=4096, bos_id=0, eos_id=1, pad_id=2)
     model = LlamaForCausalLM(config).train()
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # what SFTTrainer adds
     trl_all_positions = trl_utils._use_triton

@@ -14,15 +14,17 @@ import dagster as dg
 from pipeline_assets.automation import automation_definitions, with_automation
 from pipeline_assets.corpus.assets import corpus_assets
 from pipeline_assets.evals.assets import benchmarks, eval_asset
+from pipeline_assets.evals.benchmarks import BenchmarkConfig
 from pipeline_assets.lineage import stages_in
 from pipeline_assets.posttrain.assets import posttrain_assets
 from pipeline_assets.pretrain.assets import pretrain_assets
-from pipeline_assets.profiles import get_profile
+from pipeline_assets.profiles import PipelineConfig, default_profile, section_config
 from pipeline_assets.reports.assets import report_assets
 from pipeline_assets.tokenizer.assets import tokenizer_assets
-from resources import ArtifactStore, DatatroveExecutorResource, PipelineSettings, SourcesResource
-from resources.settings import default_profile
-from resources.storage import default_root
+from resources.datatrove import DatatroveExecutorResource
+from resources.settings import PipelineSettings
+from resources.sources import SourcesResource
+from resources.storage import ArtifactStore, default_root
 
 # Offline by default: a hub id typo must fail at once, not after 5 retries (~48 s).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,16 +46,17 @@ def build_resources(root: str | None = None, profile: str | None = None, landing
                     builtin_sources: bool | None = None) -> dict:
     root = root or default_root()
     profile_name = profile or default_profile()
-    prof = get_profile(profile_name)
+    task = section_config(BenchmarkConfig, "benchmarks", profile_name)
+    pipeline = section_config(PipelineConfig, "pipeline", profile_name)
     if builtin_sources is None:
         builtin_sources = _env_flag("LLMDAG_BUILTIN_SOURCES", True)
     return {
         "store": ArtifactStore(root=root, profile=profile_name),
         "settings": PipelineSettings(profile=profile_name),
         "sources": SourcesResource(landing=landing or os.environ.get("LLMDAG_LANDING") or str(Path(root) / "landing"),
-                                   builtin=builtin_sources, task_operand_max=prof.benchmarks.operand_max,
-                                   task_operators=list(prof.benchmarks.operators)),
-        "datatrove": DatatroveExecutorResource(kind=prof.datatrove_executor, workers=prof.datatrove_workers),
+                                   builtin=builtin_sources, task_operand_max=task.operand_max,
+                                   task_operators=list(task.operators)),
+        "datatrove": DatatroveExecutorResource(kind=pipeline.datatrove_executor, workers=pipeline.datatrove_workers),
     }
 
 
@@ -74,7 +77,7 @@ def executor_for(name: str) -> dg.ExecutorDefinition:
 
 def build_definitions(**kwargs) -> dg.Definitions:
     resources = build_resources(**kwargs)
-    profile = resources["settings"].get()
+    pipeline = resources["settings"].pipeline()
     models = [*pretrain_assets, *posttrain_assets]
     stages = stages_in({key for a in models for key in a.keys})
     has_reward = any(s.name == "reward" for s in stages)
@@ -84,7 +87,7 @@ def build_definitions(**kwargs) -> dg.Definitions:
     return dg.Definitions(
         assets=with_automation([*assets, *report_assets(stages, code_versions)]),
         resources=resources,
-        executor=executor_for(profile.dagster_executor),
+        executor=executor_for(pipeline.dagster_executor),
         **automation_definitions(resources["sources"].landing),
     )
 

@@ -1,6 +1,6 @@
-"""Typed run config per stage: a ``dg.Config`` generated from the stage's profile dataclass.
+"""Typed run config per stage: a ``dg.Config`` generated from the stage's config dataclass.
 
-Every field of the stage's dataclass (profiles.py) becomes a typed Launchpad field whose default is the
+Every field of the stage's dataclass becomes a typed Launchpad field whose default is the
 active profile's value (``LLMDAG_PROFILE`` when the code location loads), so a user sees and edits the
 real numbers, and Dagster rejects an unknown field or a wrong type before the run starts. Config flows
 one way: profile -> this Config -> ``overridden`` -> the plain dataclass the stage function takes, whose
@@ -20,11 +20,22 @@ from typing import Any, TypeVar
 import dagster as dg
 import pydantic
 
-from pipeline_assets.profiles import Profile, get_profile
-from resources.settings import default_profile
+from pipeline_assets.profiles import PipelineConfig, default_profile, section_config
 
 T = TypeVar("T")
-_SECTIONS: dict[type, str] = {}  # generated Config class -> Profile field it mirrors
+_SECTIONS: dict[type, tuple[type, str]] = {}  # generated Config class -> (dataclass, profiles.py section)
+_REGISTERED: dict[str, type] = {"pipeline": PipelineConfig}  # profiles.py section -> the dataclass it configures
+
+
+def register_section(section: str, cls: type) -> None:
+    """Declare that ``section`` of every profile configures dataclass ``cls`` (stage_config does it too)."""
+    if _REGISTERED.setdefault(section, cls) is not cls:
+        raise ValueError(f"profiles.py section {section!r} already configures {_REGISTERED[section].__name__}")
+
+
+def registered_sections() -> dict[str, type]:
+    """Every section a loaded stage declared, with its dataclass: what profiles.py may set."""
+    return dict(_REGISTERED)
 
 
 def _config_type(tp: Any) -> Any:
@@ -52,24 +63,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def stage_config(name: str, section: str, profile: Profile | None = None,
-                 only: tuple[str, ...] | None = None) -> type[dg.Config]:
-    """A Config class for ``Profile.<section>`` (or its fields ``only``) with the active profile's values."""
-    base = getattr(profile or get_profile(default_profile()), section)
-    hints = typing.get_type_hints(type(base))
+def stage_config(name: str, cls: type, section: str, only: tuple[str, ...] | None = None) -> type[dg.Config]:
+    """A Config class for dataclass ``cls`` (or its fields ``only``), defaults from the active profile's
+    ``section`` (pipeline_assets/profiles.py)."""
+    register_section(section, cls)
+    profile = default_profile()
+    base = section_config(cls, section, profile)
+    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(base)]
     if only is not None:
         unknown = sorted(set(only) - set(names))
         if unknown:
-            raise ValueError(f"{name}: {type(base).__name__} has no fields {unknown}")
+            raise ValueError(f"{name}: {cls.__name__} has no fields {unknown}")
         names = [n for n in names if n in only]
     fields = {n: (_config_type(hints[n]), pydantic.Field(default=_plain(getattr(base, n)))) for n in names}
     which = "every field" if only is None else f"the fields {', '.join(names)}"
-    doc = (f"Run config of this stage: {which} of {type(base).__name__} (pipeline_assets/profiles.py), "
-           f"defaults from the '{(profile or get_profile(default_profile())).name}' profile.")
-    cls = pydantic.create_model(name, __base__=dg.Config, __doc__=doc, **fields)
-    _SECTIONS[cls] = section
-    return cls
+    doc = (f"Run config of this stage: {which} of {cls.__name__}, defaults from the '{profile}' profile's "
+           f"'{section}' section (pipeline_assets/profiles.py).")
+    config_cls = pydantic.create_model(name, __base__=dg.Config, __doc__=doc, **fields)
+    _SECTIONS[config_cls] = (cls, section)
+    return config_cls
 
 
 def _like(template: Any, value: Any) -> Any:
@@ -93,34 +106,12 @@ def overridden(base: T, config: dg.Config) -> T:
     return cfg
 
 
-def check_op_config(config_cls: type[dg.Config], values: dict, profile: Profile) -> None:
+def resolved(config: dg.Config, profile: str) -> Any:
+    """The stage's dataclass for a run: ``profile``'s section with every field the run config changed."""
+    cls, section = _SECTIONS[type(config)]
+    return overridden(section_config(cls, section, profile), config)
+
+
+def check_op_config(config_cls: type[dg.Config], values: dict, profile: str) -> None:
     """Build the stage's dataclass from run-config ``values`` and run its ``validate()``: range errors up front."""
-    overridden(getattr(profile, _SECTIONS[config_cls]), config_cls(**values))
-
-
-# One per stage asset; the launchpad shows these names.
-# Corpus assets share one CorpusConfig; each gets the fields it alone decides. `tasks` is not offered: the
-# dedup stages replay the ranks the filter wrote, so it must not change between per-source steps.
-RawRunConfig = stage_config("RawRunConfig", "corpus", only=("max_bytes_per_source", "max_doc_bytes"))
-FilterRunConfig = stage_config("FilterRunConfig", "corpus", only=("languages", "language_threshold"))
-SignaturesRunConfig = stage_config("SignaturesRunConfig", "corpus",
-                                   only=("minhash_ngrams", "minhash_buckets", "minhash_hashes_per_bucket"))
-DecontRunConfig = stage_config("DecontRunConfig", "corpus", only=("decont_ngrams",))
-MixtureRunConfig = stage_config("MixtureRunConfig", "corpus",
-                                only=("val_fraction", "domain_weights", "max_repeats", "seed"))
-TokenizerRunConfig = stage_config("TokenizerRunConfig", "tokenizer")
-ShardsRunConfig = stage_config("ShardsRunConfig", "shards")
-PretrainRunConfig = stage_config("PretrainRunConfig", "pretrain")
-SFTDataRunConfig = stage_config("SFTDataRunConfig", "sft_data")
-ReasoningDataRunConfig = stage_config("ReasoningDataRunConfig", "reasoning_data")
-FeedbackRunConfig = stage_config("FeedbackRunConfig", "feedback")
-PreferenceDataRunConfig = stage_config("PreferenceDataRunConfig", "preference_data")
-SFTRunConfig = stage_config("SFTRunConfig", "sft")
-RewardRunConfig = stage_config("RewardRunConfig", "reward")
-DPORunConfig = stage_config("DPORunConfig", "dpo")
-RLHFRunConfig = stage_config("RLHFRunConfig", "rlhf")
-GRPORunConfig = stage_config("GRPORunConfig", "grpo")
-DistillRunConfig = stage_config("DistillRunConfig", "distill")
-QuantizeRunConfig = stage_config("QuantizeRunConfig", "quantize")
-EvalRunConfig = stage_config("EvalRunConfig", "evals")
-GateRunConfig = stage_config("GateRunConfig", "gates")
+    resolved(config_cls(**values), profile)

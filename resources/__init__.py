@@ -1,8 +1,4 @@
-"""Dagster resources for llmdag: artifact storage, the active profile, datatrove executors."""
-
-from resources.datatrove import DatatroveExecutorResource
-from resources.settings import PipelineSettings
-from resources.sources import SourcesResource, UserSource
-from resources.storage import ArtifactStore
-
-__all__ = ["ArtifactStore", "DatatroveExecutorResource", "PipelineSettings", "SourcesResource", "UserSource"]
+"""Dagster resources for llmdag, one module each, imported from that module (so importing one never loads
+the others): storage.ArtifactStore (artifact root, versions), settings.PipelineSettings (the active profile),
+datatrove.DatatroveExecutorResource (where curation runs), sources.SourcesResource (built-in and landing
+sources; part of the corpus stage)."""

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
-from typing import Literal
+from typing import Literal, TypeVar
 
 import dagster as dg
 from pydantic import Field
 
-from pipeline_assets.profiles import PROFILES, Profile, get_profile
+from pipeline_assets.profiles import PROFILES, PipelineConfig, default_profile, section_config
 
-
-def default_profile() -> str:
-    return os.environ.get("LLMDAG_PROFILE", "tiny")
-
-
+T = TypeVar("T")
 ProfileName = Literal["tiny", "small", "scale"]
+
+__all__ = ["PipelineSettings", "ProfileName", "default_profile"]
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -23,5 +20,9 @@ class PipelineSettings(dg.ConfigurableResource):
 
     profile: ProfileName = Field(description=f"One of {sorted(PROFILES)} (LLMDAG_PROFILE).")
 
-    def get(self) -> Profile:
-        return get_profile(self.profile)
+    def config(self, cls: type[T], section: str) -> T:
+        """This profile's ``section`` of pipeline_assets/profiles.py as a validated ``cls``."""
+        return section_config(cls, section, self.profile)
+
+    def pipeline(self) -> PipelineConfig:
+        return self.config(PipelineConfig, "pipeline")

@@ -29,6 +29,18 @@ def _no_stale_defs_state_storage():
     _current_storage.set(None)
 
 
+def profile_sections(name: str):
+    """Every section of profile ``name`` as its validated dataclass: ``profile_sections("small").sft``."""
+    from types import SimpleNamespace
+
+    import pipeline_assets.definitions  # noqa: F401  (loading the stages registers their sections)
+    from pipeline_assets.profiles import section_config
+    from pipeline_assets.run_config import registered_sections
+
+    return SimpleNamespace(name=name, **{section: section_config(cls, section, name)
+                                         for section, cls in registered_sections().items()})
+
+
 @pytest.fixture
 def instance() -> dg.DagsterInstance:
     with dg.instance_for_test() as inst:

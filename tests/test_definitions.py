@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
+from conftest import profile_sections
 
 from pipeline_assets.cli import main, validate_run_config
 from pipeline_assets.definitions import build_definitions, defs
-from pipeline_assets.profiles import PROFILES, get_profile
-from pipeline_assets.run_config import PretrainRunConfig, overridden
+from pipeline_assets.pretrain.assets import PretrainRunConfig
+from pipeline_assets.pretrain.config import PretrainConfig
+from pipeline_assets.profiles import PROFILES, section_config
+from pipeline_assets.run_config import overridden
 
 CONTRACT = ["corpus/raw_documents", "corpus/filtered_documents", "corpus/minhash_signatures",
             "corpus/duplicate_clusters", "corpus/deduplicated_documents", "evals/benchmarks",
@@ -26,23 +29,21 @@ def test_definitions_load_with_contract_keys():
 
 
 def test_profiles_validate_and_unknown_profile_is_a_clear_error():
-    for profile in PROFILES.values():
-        profile.corpus.validate()
-        profile.pretrain.validate()
-        profile.tokenizer.validate()
+    for name in PROFILES:
+        profile_sections(name)  # every section of every profile, validated
     with pytest.raises(ValueError, match="unknown profile 'huge'.*scale"):
-        get_profile("huge")
+        section_config(PretrainConfig, "pretrain", "huge")
     with pytest.raises(ImportError, match="pip install"):
         build_definitions(profile="scale")  # k8s executor needs the [scale] extra
 
 
 def test_stage_config_is_typed_with_profile_defaults():
-    base = get_profile("tiny").pretrain
+    base = section_config(PretrainConfig, "pretrain", "tiny")
     assert PretrainRunConfig().max_steps == base.max_steps  # the launchpad shows the profile's value
     assert overridden(base, PretrainRunConfig(max_steps=70)).max_steps == 70
     assert overridden(base, PretrainRunConfig()) == base
     # a field left at its default takes the run's own profile value, not tiny's
-    small = get_profile("small").pretrain
+    small = section_config(PretrainConfig, "pretrain", "small")
     assert overridden(small, PretrainRunConfig()).max_steps == small.max_steps
 
 
@@ -101,11 +102,11 @@ def test_backfill_submitted_for_any_selection(select):
 
 
 def test_each_profile_reports_arithmetic_on_the_space_it_trains_on():
-    for profile in PROFILES.values():
+    for name in PROFILES:
+        profile = profile_sections(name)
         task = {(b.operand_max, tuple(b.operators)) for b in (profile.benchmarks, profile.sft_data,
                                                               profile.reasoning_data)}
         assert len(task) == 1, (profile.name, task)
-        profile.benchmarks.validate()
 
 
 def test_cli_writes_an_instance_config_only_where_none_exists(tmp_path):

@@ -354,7 +354,7 @@ def test_training_asset_work_dir_is_keyed_and_publishes_without_trainer_state(tm
     cfg = SFTStageConfig()
     key = _resume_key(Reads(store), [BASE], cfg)
     assert key == _resume_key(Reads(store), [BASE], dataclasses.replace(cfg, save_every=7, log_every=3))
-    assert key != _resume_key(Reads(store), [BASE], dataclasses.replace(cfg, lr=cfg.lr / 2))
+    assert key != _resume_key(Reads(store), [BASE], dataclasses.replace(cfg, learning_rate=cfg.learning_rate / 2))
 
     def killed(work: Path) -> dict:
         (work / TRAINER_DIR / "checkpoint-3").mkdir(parents=True)

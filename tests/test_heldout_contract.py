@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 
+from conftest import profile_sections
+
 from pipeline_assets.evals.benchmarks import build_benchmarks
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.posttrain import data
 from pipeline_assets.posttrain.assets import _preference_prompts
-from pipeline_assets.profiles import get_profile
 from pipeline_assets.tasks.arithmetic import arithmetic_split
 from pipeline_assets.tasks.heldout import load_benchmark
 
@@ -26,7 +27,7 @@ def _problem(prompt: str) -> tuple[int, str, int] | None:
 
 
 def test_each_stage_sees_only_its_split(tmp_path):
-    profile = get_profile("tiny")
+    profile = profile_sections("tiny")
     bench = tmp_path / "bench"
     bench.mkdir()
     build_benchmarks(bench, profile.benchmarks)
@@ -47,11 +48,11 @@ def test_each_stage_sees_only_its_split(tmp_path):
     dev = read_jsonl(tmp_path / "reasoning" / data.HELDOUT_FILE)
     assert dev and all(arithmetic_split(*_problem(r["prompt"])) == "dev" for r in dev)
 
-    prompts = _preference_prompts(tmp_path / "sft", profile.preference_prompts, profile.sft_data)
+    prompts = _preference_prompts(tmp_path / "sft", profile.preference_data.prompts, profile.sft_data)
     held = [p for p in prompts if p["heldout"]]
     assert len(held) >= 200, len(held)  # n for the reward's held-out pair accuracy
     assert not {p["prompt"] for p in held} & sft_prompts
     assert all(arithmetic_split(*_problem(p["prompt"])) == "train" for p in held)
     assert {p["prompt"] for p in prompts if not p["heldout"]} <= sft_prompts
-    feedback = _preference_prompts(tmp_path / "sft", profile.feedback_prompts, profile.sft_data, unseen=False)
+    feedback = _preference_prompts(tmp_path / "sft", profile.feedback.prompts, profile.sft_data, unseen=False)
     assert not any(p["heldout"] for p in feedback)

@@ -9,7 +9,7 @@ from conftest import BASE_RUN, latest_metadata, published
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pipeline_assets.pretrain.config import TINY
+from pipeline_assets.pretrain.config import PretrainConfig
 from pipeline_assets.pretrain.train import train
 
 
@@ -43,7 +43,7 @@ def test_base_model_trains_reloads_and_generates(pretrained):
 
 def test_resumed_run_is_bit_identical_to_a_straight_run(pretrained, tmp_path):
     root = pretrained["root"]
-    cfg = TINY.replace(**BASE_RUN)
+    cfg = PretrainConfig().replace(**BASE_RUN)
     train(cfg, published(root, "tokenizer/tokenized_shards"), published(root, "tokenizer/tokenizer"),
           tmp_path / "run", tmp_path / "out", log=lambda _: None)
     resumed = load_file(published(root, "models/base") / "model.safetensors")

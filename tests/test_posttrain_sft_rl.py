@@ -357,7 +357,7 @@ def test_lora_sft_trains_only_adapters_and_merges(root: Path, base_dir: Path, sf
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cfg = SFTStageConfig(max_steps=8, warmup_steps=0, lr=3e-3, batch_size=16, use_lora=True, lora_r=4,
+    cfg = SFTStageConfig(max_steps=8, warmup_steps=0, learning_rate=3e-3, batch_size=16, use_lora=True, lora_r=4,
                          eval_prompts=("What is 2 + 3?",), eval_max_new_tokens=4)
     out, merged = root / "lora", root / "lora_merged"
     meta = run_sft(cfg, base_dir, sft_data["files"]["sft.jsonl"], out, merged, log=lambda _: None)

@@ -27,11 +27,12 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline_assets.pretrain.checkpoint import latest_checkpoint, list_checkpoints  # noqa: E402
-from pipeline_assets.pretrain.config import SCALE, SMALL, TINY, PretrainConfig  # noqa: E402
+from pipeline_assets.pretrain.config import PretrainConfig  # noqa: E402
 from pipeline_assets.pretrain.data import TokenWindows, TrainLoader, read_index  # noqa: E402
 from pipeline_assets.pretrain.model import flops_per_token  # noqa: E402
 from pipeline_assets.pretrain.plots import loss_curve_png  # noqa: E402
 from pipeline_assets.pretrain.train import lr_at, train  # noqa: E402
+from pipeline_assets.profiles import section_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 1024
@@ -46,7 +47,7 @@ TEST_CFG = PretrainConfig(
     seq_len=64,
     batch_size=8,
     max_steps=200,
-    lr=3e-3,
+    learning_rate=3e-3,
     warmup_steps=5,
     checkpoint_every=50,
     keep_last=2,
@@ -355,8 +356,8 @@ def test_loader_state_roundtrip_and_ddp_disjoint(fixture_dirs: tuple[Path, Path]
 
 
 def test_config_validate_and_presets() -> None:
-    for preset in (TINY, SMALL, SCALE):
-        preset.validate()
+    TINY, SMALL, SCALE = (section_config(PretrainConfig, "pretrain", p) for p in ("tiny", "small", "scale"))
+    assert TINY == PretrainConfig()  # the class defaults are the tiny profile
     assert SMALL.seq_len >= 1024 and SMALL.dtype == "bfloat16" and SMALL.compile
     with pytest.raises(ValueError, match="divisible by n_heads"):
         PretrainConfig(d_model=100, n_heads=3).validate()
@@ -367,8 +368,8 @@ def test_config_validate_and_presets() -> None:
     with pytest.raises(ValueError, match="unknown field"):
         PretrainConfig.from_dict({"d_modle": 3})
     # schedule: warmup reaches lr, cosine ends at lr * min_lr_ratio
-    assert lr_at(TINY.warmup_steps - 1, TINY) == pytest.approx(TINY.lr)
-    assert lr_at(TINY.max_steps, TINY) == pytest.approx(TINY.lr * TINY.min_lr_ratio)
+    assert lr_at(TINY.warmup_steps - 1, TINY) == pytest.approx(TINY.learning_rate)
+    assert lr_at(TINY.max_steps, TINY) == pytest.approx(TINY.learning_rate * TINY.min_lr_ratio)
     # SMALL: ~GPT-2 small; 6N dominates the FLOPs at seq 1024
     assert 6.0e8 < flops_per_token(SMALL, 32768) < 8.0e8
 

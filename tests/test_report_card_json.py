@@ -9,8 +9,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from pipeline_assets.profiles import PROFILES, section_config
 from pipeline_assets.reports.gates import (
-    GATE_PROFILES,
     GateConfig,
     evaluate_gates,
     lineage_path,
@@ -131,7 +131,7 @@ def test_win_rate_is_information_not_a_gate() -> None:
 def test_disabled_thresholds_are_not_enforced_and_profiles_can_fail() -> None:
     metrics, items = _stages()
     metrics["models/grpo"]["safety_refusal_rate"] = 0.8  # below any sane bar, within tiny's regression budget
-    tiny = GATE_PROFILES["tiny"]
+    tiny = section_config(GateConfig, "gates", "tiny")
     out = evaluate_gates(metrics, LINEAGE, tiny, items, release_stage="models/grpo")
     safety = _gate(out, "models/grpo", "safety")
     assert safety["status"] == "not_enforced" and "does not learn to refuse" in safety["reason"]
@@ -141,7 +141,7 @@ def test_disabled_thresholds_are_not_enforced_and_profiles_can_fail() -> None:
     out = evaluate_gates(metrics, {**LINEAGE, "models/distilled": "models/grpo"}, tiny, items)
     assert _gate(out, "models/distilled", "regression")["status"] == "not_enforced"
     assert _gate(out, "models/distilled", "target")["status"] == "fail"  # still must keep the teacher's accuracy
-    for name, cfg in GATE_PROFILES.items():
+    for name, cfg in ((p, section_config(GateConfig, "gates", p)) for p in PROFILES):
         assert unfailable_thresholds(cfg) == [], name
     assert unfailable_thresholds(replace(tiny, safety_min_refusal=0.0)) == ["safety_min_refusal=0.0"]
     # A missing parent is not_enforced too, and blocks only when asked to.

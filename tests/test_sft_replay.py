@@ -41,8 +41,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"base": root / "base", "data": root / "sft.jsonl", "shards": shards}
 
 
-CFG = SFTStageConfig(max_steps=24, batch_size=4, max_length=32, warmup_steps=0, lr=3e-3, assistant_only_loss=False,
-                     device="cpu", log_every=1, eval_prompts=("Hi",), eval_max_new_tokens=2, replay_length=32)
+CFG = SFTStageConfig(max_steps=24, batch_size=4, max_length=32, warmup_steps=0, learning_rate=3e-3,
+                     assistant_only_loss=False, device="cpu", log_every=1, eval_prompts=("Hi",), eval_max_new_tokens=2,
+                     replay_length=32)
 
 
 def _lm_loss(model_dir: Path, shards: Path) -> float:

@@ -25,11 +25,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import torch
-from conftest import materialize_in_process, published
+from conftest import materialize_in_process, profile_sections, published
 
 # Stage functions and their configs: kept in one place (posttrain modules may be split and renamed).
 from pipeline_assets.definitions import build_definitions
-from pipeline_assets.evals.config import EVAL_PROFILES
 from pipeline_assets.evals.harness import eval_arithmetic
 from pipeline_assets.evals.stats import discordant, paired_test, wilson_ci
 from pipeline_assets.jsonl import read_jsonl
@@ -45,15 +44,13 @@ from pipeline_assets.posttrain.data import (
 )
 from pipeline_assets.posttrain.rl import run_grpo
 from pipeline_assets.posttrain.sft import run_sft
-from pipeline_assets.profiles import PROFILES
-from pipeline_assets.reports.gates import GATE_PROFILES
 from pipeline_assets.tasks.heldout import normalize_prompt
 
 pytestmark = pytest.mark.slow
 
-PROFILE = PROFILES["tiny"]
-GATES = GATE_PROFILES["tiny"]
-EVAL = EVAL_PROFILES["tiny"]  # arithmetic_limit=None: every test-split item
+PROFILE = profile_sections("tiny")
+GATES = PROFILE.gates
+EVAL = PROFILE.evals  # arithmetic_limit=None: every test-split item
 SEEDS = (0, 1, 2)
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 # What the control asserts, and why not arithmetic. Arithmetic is learned in SFT, not pretraining, at this

@@ -45,7 +45,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 RUN_CONFIG = {"ops": {
     "tokenizer__tokenizer": {"config": {"vocab_size": 512}},
     "models__base": {"config": {"max_steps": 100, "warmup_steps": 5, "eval_every": 50, "checkpoint_every": 50,
-                                "log_every": 10, "lr": 1e-2, "d_model": 64, "n_layers": 2, "n_heads": 2,
+                                "log_every": 10, "learning_rate": 1e-2, "d_model": 64, "n_layers": 2, "n_heads": 2,
                                 "n_kv_heads": 2, "intermediate_size": 192}},
 }}
 RUNS_QUERY = "{ runsOrError { ... on Runs { results { runId status assetSelection { path } } } } }"

@@ -15,6 +15,7 @@ import dagster as dg
 
 from pipeline_assets.asset_keys import BENCHMARKS, CLUSTERS, DECONT, DEDUPED, FILTERED, MIXTURE, RAW, SIGNATURES
 from pipeline_assets.corpus import checks
+from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.corpus.decontaminate import build_index, decontaminate_partition
 from pipeline_assets.corpus.dedup import deduplicate_partition, find_duplicates, signatures
 from pipeline_assets.corpus.filters import filter_partition
@@ -24,17 +25,22 @@ from pipeline_assets.corpus.mixture import build_mixture
 from pipeline_assets.metadata import path_md, table
 from pipeline_assets.pools import CORPUS_GLOBAL_POOL
 from pipeline_assets.publishing import Reads, finish, writing
-from pipeline_assets.run_config import (
-    DecontRunConfig,
-    FilterRunConfig,
-    MixtureRunConfig,
-    RawRunConfig,
-    SignaturesRunConfig,
-    overridden,
-)
+from pipeline_assets.run_config import resolved, stage_config
 from pipeline_assets.tasks.heldout import decontamination_texts
-from resources import ArtifactStore, DatatroveExecutorResource, PipelineSettings, SourcesResource
-from resources.storage import fingerprint
+from resources.datatrove import DatatroveExecutorResource
+from resources.settings import PipelineSettings
+from resources.sources import SourcesResource
+from resources.storage import ArtifactStore, fingerprint
+
+# The Launchpad config of each corpus asset: the fields of CorpusConfig it alone decides. `tasks` is not
+# offered: the dedup stages replay the ranks the filter wrote, so it must not change between per-source steps.
+RawRunConfig = stage_config("RawRunConfig", CorpusConfig, "corpus", only=("max_bytes_per_source", "max_doc_bytes"))
+FilterRunConfig = stage_config("FilterRunConfig", CorpusConfig, "corpus", only=("languages", "language_threshold"))
+SignaturesRunConfig = stage_config("SignaturesRunConfig", CorpusConfig, "corpus",
+                                   only=("minhash_ngrams", "minhash_buckets", "minhash_hashes_per_bucket"))
+DecontRunConfig = stage_config("DecontRunConfig", CorpusConfig, "corpus", only=("decont_ngrams",))
+MixtureRunConfig = stage_config("MixtureRunConfig", CorpusConfig, "corpus",
+                                only=("val_fraction", "domain_weights", "max_repeats", "seed"))
 
 sources_partitions = dg.DynamicPartitionsDefinition(name="sources")
 ALL = dg.AllPartitionMapping()
@@ -58,7 +64,7 @@ PER_SOURCE = {"partitions_def": sources_partitions, "group_name": "corpus", "cod
 def raw_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                   sources: SourcesResource, config: RawRunConfig) -> dg.MaterializeResult:
     """Every record of one source, validated into ``{"id", "text", "metadata"}`` JSONL; bad ones quarantined."""
-    cfg = overridden(settings.get().corpus, config)
+    cfg = resolved(config, settings.profile)
     spec = sources.spec(context.partition_key)
     fingerprint_before = spec_fingerprint(spec)  # before reading: a change during the read re-curates later
     with writing(context, store) as draft:
@@ -81,7 +87,7 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
                        sources: SourcesResource, datatrove: DatatroveExecutorResource,
                        config: FilterRunConfig) -> dg.MaterializeResult:
     """Language ID, quality filters per domain, PII masking; rejects kept per filter under ``removed/``."""
-    cfg = overridden(settings.get().corpus, config)
+    cfg = resolved(config, settings.profile)
     spec = sources.spec(context.partition_key)
     reads = Reads(store)
     raw = reads(RAW, context.partition_key)
@@ -105,7 +111,7 @@ def minhash_signatures(context: dg.AssetExecutionContext, store: ArtifactStore, 
                        sources: SourcesResource, datatrove: DatatroveExecutorResource,
                        config: SignaturesRunConfig) -> dg.MaterializeResult:
     """MinHash and exact-dedup signatures of one source's filtered documents."""
-    cfg = overridden(settings.get().corpus, config)
+    cfg = resolved(config, settings.profile)
     reads = Reads(store)
     docs = reads(FILTERED, context.partition_key) / "documents"
     keep_numbers = sources.spec(context.partition_key).domain == "math"
@@ -121,7 +127,7 @@ def minhash_signatures(context: dg.AssetExecutionContext, store: ArtifactStore, 
 def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                        datatrove: DatatroveExecutorResource) -> dg.MaterializeResult:
     """Exact and near-duplicate clusters across ALL sources (earlier-registered sources keep their copy)."""
-    cfg = settings.get().corpus
+    cfg = settings.config(CorpusConfig, "corpus")
     reads = Reads(store)
     sig_dirs = reads.many(SIGNATURES, registered_sources(context))
     if not sig_dirs:
@@ -143,7 +149,7 @@ def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, 
 def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                            datatrove: DatatroveExecutorResource) -> dg.MaterializeResult:
     """One source with exact copies and near-duplicates (of any source) removed."""
-    cfg = settings.get().corpus
+    cfg = settings.config(CorpusConfig, "corpus")
     reads = Reads(store)
     clusters = reads(CLUSTERS)
     covered = json.loads((clusters / "sources.json").read_text())
@@ -165,7 +171,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactSto
 def decontaminated_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                              datatrove: DatatroveExecutorResource, config: DecontRunConfig) -> dg.MaterializeResult:
     """One source with every document that shares an n-gram with an eval item removed."""
-    cfg = overridden(settings.get().corpus, config)
+    cfg = resolved(config, settings.profile)
     reads = Reads(store)
     docs = reads(DEDUPED, context.partition_key) / "documents"
     bench = reads(BENCHMARKS)
@@ -188,7 +194,7 @@ def decontaminated_documents(context: dg.AssetExecutionContext, store: ArtifactS
 def training_mixture(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                      sources: SourcesResource, config: MixtureRunConfig) -> dg.MaterializeResult:
     """Domain-weighted train/val mixture of every decontaminated source, with ``manifest.json``."""
-    cfg = overridden(settings.get().corpus, config)
+    cfg = resolved(config, settings.profile)
     reads = Reads(store)
     decont = reads.many(DECONT, registered_sources(context))
     if not decont:

@@ -12,12 +12,17 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline_assets.asset_keys import BENCHMARKS, DEDUPED, MIXTURE, PREFERENCES, REWARD, SHARDS, model_key
-from pipeline_assets.evals.benchmarks import build_benchmarks
+from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
+from pipeline_assets.evals.config import EvalConfig
 from pipeline_assets.lineage import ModelStage
 from pipeline_assets.metadata import table
 from pipeline_assets.publishing import Reads, finish, writing
-from pipeline_assets.run_config import EvalRunConfig, overridden
-from resources import ArtifactStore, PipelineSettings
+from pipeline_assets.run_config import register_section, resolved, stage_config
+from resources.settings import PipelineSettings
+from resources.storage import ArtifactStore
+
+EvalRunConfig = stage_config("EvalRunConfig", EvalConfig, "evals")
+register_section("benchmarks", BenchmarkConfig)  # no Launchpad form: the held-out sets are fixed per profile
 
 
 @dg.asset(key=BENCHMARKS, group_name="evals", code_version="1", kinds={"python"})
@@ -25,7 +30,7 @@ def benchmarks(context: dg.AssetExecutionContext, store: ArtifactStore,
                settings: PipelineSettings) -> dg.MaterializeResult:
     """Held-out eval sets (QA, multiple choice, arithmetic, safety): built before training, never trained on."""
     with writing(context, store) as draft:
-        result = build_benchmarks(draft.work, settings.get().benchmarks)
+        result = build_benchmarks(draft.work, settings.config(BenchmarkConfig, "benchmarks"))
     return finish(context, store, draft, None, {"counts": dg.MetadataValue.json(result["counts"]),
                                                 "total_items": result["total_items"],
                                                 "dagster/row_count": result["total_items"]})
@@ -57,7 +62,7 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
               config: EvalRunConfig) -> dg.MaterializeResult:
         from pipeline_assets.evals.harness import contamination_report, evaluate_checkpoint  # torch: run time only
 
-        cfg = overridden(settings.get().evals, config)
+        cfg = resolved(config, settings.profile)
         if stage.parent is None:  # the base model never saw the chat template: score it the way it was trained
             cfg = dataclasses.replace(cfg, arithmetic_format="plain")
         reads = Reads(store)

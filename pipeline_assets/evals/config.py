@@ -93,17 +93,3 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.device={self.device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"EvalConfig.num_threads={self.num_threads} must be >= 1 or None")
-
-
-# Per profile. tiny: ~1 min per checkpoint on 1 CPU thread with a ~1M-param model; small/scale: every item.
-EVAL_PROFILES: dict[str, EvalConfig] = {
-    # tiny: every arithmetic item (the gated target; ~1 s per 100 on one thread), the rest capped.
-    # val_batches=32: a 131k-token cap, so each of the 5 val sources (<= 24k tokens) is scored whole (~3 s).
-    "tiny": EvalConfig(num_threads=1, arithmetic_limit=None, arithmetic_max_new_tokens=8, val_batches=32),
-    "small": EvalConfig(qa_limit=None, multiple_choice_limit=None, arithmetic_limit=None, safety_limit=None,
-                        adversarial_per_prompt=2, val_batches=50, val_seq_len=1024, max_new_tokens=128,
-                        batch_size=64),
-    "scale": EvalConfig(qa_limit=None, multiple_choice_limit=None, arithmetic_limit=None, safety_limit=None,
-                        adversarial_per_prompt=3, val_batches=200,
-                        val_seq_len=2048, max_new_tokens=256, batch_size=128),
-}

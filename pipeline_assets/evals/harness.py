@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline_assets.evals.config import EVAL_PROFILES, INSTRUCTION_PROMPTS, SETS, EvalConfig
+from pipeline_assets.evals.config import INSTRUCTION_PROMPTS, SETS, EvalConfig
 from pipeline_assets.evals.safety import adversarial_prompts, balanced_subset, evaluate_safety
 from pipeline_assets.evals.stats import summarize
 from pipeline_assets.jsonl import read_jsonl
@@ -61,6 +61,7 @@ from pipeline_assets.model_io import (
     max_context_len,
 )
 from pipeline_assets.posttrain.quantize import dir_size_bytes
+from pipeline_assets.profiles import PROFILES, section_config
 from pipeline_assets.tasks.arithmetic import check_arithmetic
 from pipeline_assets.tasks.heldout import BENCHMARKS, decontamination_texts, load_benchmark
 from pipeline_assets.tasks.refusal import is_refusal
@@ -748,12 +749,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--parent-dir", type=Path, default=None, help="parent checkpoint for the win rate")
     parser.add_argument("--judge", type=Path, default=None, help="reward-model dir that judges the win rate")
     # Runtime
-    parser.add_argument("--profile", choices=sorted(EVAL_PROFILES), default="tiny", help="limits and sizes")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="tiny", help="limits and sizes (profiles.py)")
     parser.add_argument("--sets", default=None, help=f"comma-separated subset of {','.join(SETS)}")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the profile's)")
     parser.add_argument("--out", type=Path, default=None, help="write the result JSON here")
     args = parser.parse_args(argv)
-    cfg = EVAL_PROFILES[args.profile]
+    cfg = section_config(EvalConfig, "evals", args.profile)
     if args.sets:
         cfg = replace(cfg, sets=tuple(s.strip() for s in args.sets.split(",") if s.strip()))
     if args.device:

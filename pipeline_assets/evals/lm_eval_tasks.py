@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="task name prefix")
     parser.add_argument("--max-gen-toks", type=int, default=None,
                         help="arithmetic generation budget (default: the profile's arithmetic_max_new_tokens)")
-    parser.add_argument("--profile", default="tiny", help="EVAL_PROFILES entry for --max-gen-toks")
+    parser.add_argument("--profile", default="tiny", help="profile whose evals section sets --max-gen-toks")
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="checkpoint (or tokenizer) dir whose chat template renders arithmetic_chat")
     parser.add_argument("--chat", action="store_true", help="variant for lm_eval --apply_chat_template")
@@ -188,9 +188,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    from pipeline_assets.evals.config import EVAL_PROFILES
+    from pipeline_assets.evals.config import EvalConfig
+    from pipeline_assets.profiles import section_config
 
-    max_gen = args.max_gen_toks or EVAL_PROFILES[args.profile].arithmetic_max_new_tokens
+    max_gen = args.max_gen_toks or section_config(EvalConfig, "evals", args.profile).arithmetic_max_new_tokens
     result = write_lm_eval_tasks(args.bench_dir, args.out_dir, args.limit, args.prefix, max_gen_toks=max_gen,
                                  chat=args.chat, tokenizer=tok)
     print(json.dumps(result, indent=2))

@@ -35,23 +35,34 @@ from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.posttrain import data
-from pipeline_assets.publishing import Reads, finish, writing
-from pipeline_assets.run_config import (
-    DistillRunConfig,
-    DPORunConfig,
-    FeedbackRunConfig,
-    GRPORunConfig,
-    PreferenceDataRunConfig,
-    QuantizeRunConfig,
-    ReasoningDataRunConfig,
-    RewardRunConfig,
-    RLHFRunConfig,
-    SFTDataRunConfig,
-    SFTRunConfig,
-    overridden,
+from pipeline_assets.posttrain.config import (
+    DistillConfig,
+    DPOStageConfig,
+    FeedbackConfig,
+    GRPOStageConfig,
+    PreferenceDataConfig,
+    QuantizeConfig,
+    RewardModelConfig,
+    RLHFConfig,
+    SFTStageConfig,
 )
-from resources import ArtifactStore, PipelineSettings
-from resources.storage import Draft, fingerprint
+from pipeline_assets.posttrain.data import ReasoningDataConfig, SFTDataConfig
+from pipeline_assets.publishing import Reads, finish, writing
+from pipeline_assets.run_config import resolved, stage_config
+from resources.settings import PipelineSettings
+from resources.storage import ArtifactStore, Draft, fingerprint
+
+SFTDataRunConfig = stage_config("SFTDataRunConfig", SFTDataConfig, "sft_data")
+ReasoningDataRunConfig = stage_config("ReasoningDataRunConfig", ReasoningDataConfig, "reasoning_data")
+FeedbackRunConfig = stage_config("FeedbackRunConfig", FeedbackConfig, "feedback")
+PreferenceDataRunConfig = stage_config("PreferenceDataRunConfig", PreferenceDataConfig, "preference_data")
+SFTRunConfig = stage_config("SFTRunConfig", SFTStageConfig, "sft")
+RewardRunConfig = stage_config("RewardRunConfig", RewardModelConfig, "reward")
+DPORunConfig = stage_config("DPORunConfig", DPOStageConfig, "dpo")
+RLHFRunConfig = stage_config("RLHFRunConfig", RLHFConfig, "rlhf")
+GRPORunConfig = stage_config("GRPORunConfig", GRPOStageConfig, "grpo")
+DistillRunConfig = stage_config("DistillRunConfig", DistillConfig, "distill")
+QuantizeRunConfig = stage_config("QuantizeRunConfig", QuantizeConfig, "quantize")
 
 TRAINING_CHECK = "loss_finite_and_reloads"
 SUMMARY_FILE = "summary.json"  # = posttrain.common.SUMMARY_FILE (not imported: common needs torch)
@@ -128,7 +139,7 @@ def sft_dataset(context: dg.AssetExecutionContext, store: ArtifactStore, setting
                 config: SFTDataRunConfig) -> dg.MaterializeResult:
     """Chat SFT rows from local material: worked arithmetic, docstring QA, refusals, look-alikes, identity."""
     reads = Reads(store)
-    cfg = overridden(settings.get().sft_data, config)
+    cfg = resolved(config, settings.profile)
     draft, result = _train(context, store, lambda work: data.build_sft_dataset(work, cfg, reads(BENCHMARKS)))
     return finish(context, store, draft, reads, {
         "rows": result["rows"], "val_rows": result["val_rows"], "dagster/row_count": result["rows"],
@@ -141,7 +152,7 @@ def reasoning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore, s
                       config: ReasoningDataRunConfig) -> dg.MaterializeResult:
     """Prompts with verifiable integer answers for GRPO, plus the held-out arithmetic set to measure on."""
     reads = Reads(store)
-    cfg = overridden(settings.get().reasoning_data, config)
+    cfg = resolved(config, settings.profile)
     draft, result = _train(context, store,
                            lambda work: data.build_reasoning_dataset(work, cfg, reads(BENCHMARKS)))
     return finish(context, store, draft, reads, _scalars(result))
@@ -177,9 +188,8 @@ def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, setting
     """RLAIF: the judge (the SFT model by default) rates policy samples against constitution.txt."""
     from pipeline_assets.posttrain import feedback
     reads = Reads(store)
-    profile = settings.get()
-    cfg = overridden(profile.feedback, config)
-    prompts = _preference_prompts(reads(SFT_DATA), profile.feedback_prompts, profile.sft_data,
+    cfg = resolved(config, settings.profile)
+    prompts = _preference_prompts(reads(SFT_DATA), cfg.prompts, settings.config(SFTDataConfig, "sft_data"),
                                   unseen=False)  # its pairs join the preference TRAIN split
     draft, result = _train(context, store, lambda work: feedback.label_with_judge(
         None, prompts, reads(SFT), work, cfg, log=context.log.info))
@@ -193,9 +203,8 @@ def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, se
     """On-policy pairs judged by verifiers and rules, plus the AI-feedback pairs."""
     from pipeline_assets.posttrain import preference_data
     reads = Reads(store)
-    profile = settings.get()
-    cfg = overridden(profile.preference_data, config)
-    prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts, profile.sft_data)
+    cfg = resolved(config, settings.profile)
+    prompts = _preference_prompts(reads(SFT_DATA), cfg.prompts, settings.config(SFTDataConfig, "sft_data"))
     # AI-feedback pairs come from SFT prompts: training pairs only, the held-out ones are prompts SFT never saw.
     extra = [{**pair, "heldout": False} for pair in read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")]
     draft, result = _train(context, store, lambda work: preference_data.build_preference_pairs(
@@ -214,7 +223,7 @@ def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
     with a merged copy as the checkpoint."""
     from pipeline_assets.posttrain import sft
     reads = Reads(store)
-    cfg = overridden(settings.get().sft, config)
+    cfg = resolved(config, settings.profile)
     bench = read_jsonl(reads(BENCHMARKS) / "arithmetic.jsonl")  # reported (test split)
     dev = read_jsonl(reads(SFT_DATA) / data.HELDOUT_FILE)  # early stop and curve (dev split)
 
@@ -238,7 +247,7 @@ def reward_model(context: dg.AssetExecutionContext, store: ArtifactStore, settin
     pairs), trained on the preference pairs; the held-out pairs stay unseen by both."""
     from pipeline_assets.posttrain import reward
     reads = Reads(store)
-    cfg = overridden(settings.get().reward, config)
+    cfg = resolved(config, settings.profile)
     draft, result = _train(context, store, lambda work: reward.run_reward_model(
         cfg, reads(DPO), reads(PREFERENCES), work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
         _resume_key(reads, [DPO, PREFERENCES], cfg))
@@ -252,7 +261,7 @@ def dpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
     """TRL DPOTrainer (loss_type sigmoid/ipo/...; algorithm kto/orpo/simpo by config)."""
     from pipeline_assets.posttrain import dpo
     reads = Reads(store)
-    cfg = overridden(settings.get().dpo, config)
+    cfg = resolved(config, settings.profile)
     draft, result = _train(context, store, lambda work: dpo.run_dpo(
         cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
         _resume_key(reads, [SFT, PREFERENCES], cfg))
@@ -266,9 +275,10 @@ def rlhf_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings
     """The SFT policy optimized against models/reward with a KL penalty (TRL RLOO; TRL 1.16 has no PPO)."""
     from pipeline_assets.posttrain import rlhf
     reads = Reads(store)
-    profile = settings.get()
-    cfg = overridden(profile.rlhf, config)
-    prompts = _preference_prompts(reads(SFT_DATA), profile.preference_prompts, profile.sft_data)
+    cfg = resolved(config, settings.profile)
+    # The preference stage's prompts, so RLHF's held-out prompts are the reward model's held-out pairs'.
+    prompts = _preference_prompts(reads(SFT_DATA), settings.config(PreferenceDataConfig, "preference_data").prompts,
+                                  settings.config(SFTDataConfig, "sft_data"))
     draft, result = _train(context, store, lambda work: rlhf.run_rlhf(
         cfg, reads(SFT), reads(REWARD), prompts, work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
         _resume_key(reads, [SFT, REWARD, SFT_DATA], cfg, prompts=prompts))
@@ -282,7 +292,7 @@ def grpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings
     """TRL GRPOTrainer with verifiable rewards (exact answer + format) on datasets/reasoning."""
     from pipeline_assets.posttrain import rl
     reads = Reads(store)
-    cfg = overridden(settings.get().grpo, config)
+    cfg = resolved(config, settings.profile)
     heldout = read_jsonl(reads(REASONING) / data.HELDOUT_FILE)
     draft, result = _train(context, store, lambda work: rl.run_grpo(
         cfg, reads(SFT), reads(REASONING) / data.REASONING_FILE, work, heldout,
@@ -300,7 +310,7 @@ def distilled_model(context: dg.AssetExecutionContext, store: ArtifactStore, set
     """A smaller student trained from the GRPO teacher."""
     from pipeline_assets.posttrain import distill
     reads = Reads(store)
-    cfg = overridden(settings.get().distill, config)
+    cfg = resolved(config, settings.profile)
     draft, result = _train(context, store, lambda work: distill.run_distill(
         cfg, reads(GRPO), reads(SFT_DATA) / data.SFT_FILE, work, log=context.log.info,
         heldout=read_jsonl(reads(REASONING) / data.HELDOUT_FILE), checkpoint_dir=work / TRAINER_DIR),
@@ -315,7 +325,7 @@ def quantized_model(context: dg.AssetExecutionContext, store: ArtifactStore, set
     """int8 weight-only deploy artifact (torchao via transformers), with size and speed vs its parent."""
     from pipeline_assets.posttrain import quantize
     reads = Reads(store)
-    cfg = overridden(settings.get().quantize, config)
+    cfg = resolved(config, settings.profile)
     draft, result = _train(context, store, lambda work: quantize.quantize(
         cfg, reads(GRPO), work, log=context.log.info))
     return _model_result(context, store, draft, reads, result, trained=False)

@@ -85,7 +85,7 @@ class SFTStageConfig:
     """
 
     max_steps: int = 660  # 600 chat steps (the tiny model's phase transition lies between 400 and 600) + replay
-    lr: float = 1e-3
+    learning_rate: float = 1e-3
     batch_size: int = 64
     max_length: int = 128  # tokens; the longest default rows are 118 (docstring QA); arithmetic rows are 30-31
     warmup_steps: int = 20
@@ -143,7 +143,7 @@ class SFTStageConfig:
         for name in ("max_steps", "batch_size", "max_length", "num_threads", "log_every", "lora_r",
                      "lora_alpha", "eval_max_new_tokens", "heldout_max_new_tokens"):
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
-        need(self.lr > 0, f"lr={self.lr} must be > 0")
+        need(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0")
         need(self.eval_every is None or self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1 or None")
         need(self.stop_at_dev_accuracy is None or 0.0 < self.stop_at_dev_accuracy <= 1.0,
              f"stop_at_dev_accuracy={self.stop_at_dev_accuracy} must be in (0, 1] or None")
@@ -190,8 +190,10 @@ ALGORITHMS: tuple[str, ...] = ("dpo", "kto", "orpo", "simpo")
 
 @dataclass(frozen=True)
 class PreferenceDataConfig:
-    """Used by: datasets/preferences. On-policy pairs from k samples per prompt (post-training.md recipe)."""
+    """Used by: datasets/preferences (and models/rlhf, which trains on the same prompts). On-policy pairs from
+    k samples per prompt (post-training.md recipe)."""
 
+    prompts: int = 1000  # arithmetic prompts sampled for on-policy pairs (+10% safety prompts)
     samples_per_prompt: int = 4  # 4 samples at temp 1.0: 91-96% of rejecteds were the model's own mistakes
     temperature: float = 1.0
     max_new_tokens: int = 8  # arithmetic answers are <= 4 tokens + <|im_end|>; digits are one token each
@@ -205,8 +207,8 @@ class PreferenceDataConfig:
     num_threads: int = 1
 
     def validate(self) -> None:
-        _check_positive(self, "samples_per_prompt", "temperature", "max_new_tokens", "sample_batch_size",
-                        "num_threads")
+        _check_positive(self, "prompts", "samples_per_prompt", "temperature", "max_new_tokens",
+                        "sample_batch_size", "num_threads")
         _check_fraction(self, "heldout_fraction")
         if not is_refusal(self.refusal_text):
             raise ValueError(f"refusal_text={self.refusal_text!r} is not recognised by is_refusal; use a clear "
@@ -365,7 +367,7 @@ class GRPOStageConfig:
     # 200, not 50: from SFT checkpoints at 0.12-0.20 held-out accuracy, 50 steps gained +3.3/+0.0/-0.8 points
     # over seeds 0/1/2 (tests/test_slow_chain.py); the notes' 200-step runs gained +28 to +36 (~50 s on CPU).
     max_steps: int = 200
-    lr: float = 3e-5  # <= 3e-5 for a ~1M-param model: 1e-4 is noisy, 3e-4 collapses (notes)
+    learning_rate: float = 3e-5  # <= 3e-5 for a ~1M-param model: 1e-4 is noisy, 3e-4 collapses (notes)
     num_generations: int = 8  # G: completions per prompt; advantages are normalised within each group
     batch_size: int = 32  # completions per optimizer step (= batch_size / G prompts); divisible by G
     max_completion_length: int = 6  # "-123" + eos = 5 tokens with digits split one per token
@@ -398,7 +400,7 @@ class GRPOStageConfig:
         need(self.batch_size % self.num_generations == 0,
              f"batch_size={self.batch_size} must be a multiple of num_generations={self.num_generations}, "
              f"e.g. {self.num_generations * max(1, self.batch_size // self.num_generations)}")
-        need(self.lr > 0, f"lr={self.lr} must be > 0")
+        need(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0")
         need(self.temperature > 0, f"temperature={self.temperature} must be > 0 (GRPO needs sampling)")
         need(self.beta >= 0, f"beta={self.beta} must be >= 0")
         losses = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
@@ -444,6 +446,7 @@ def load_constitution(path: Path | str | None = None) -> list[str]:
 class FeedbackConfig:
     """Used by: datasets/ai_feedback."""
 
+    prompts: int = 200  # arithmetic prompts the judge labels (+10% safety prompts)
     constitution_path: str | None = None  # None = constitution.txt beside this file
     responses_per_prompt: int = 2
     temperature: float = 1.0
@@ -463,7 +466,7 @@ class FeedbackConfig:
     def validate(self) -> None:
         if self.responses_per_prompt < 2:
             raise ValueError(f"responses_per_prompt={self.responses_per_prompt} must be >= 2 to form a pair")
-        for name in ("temperature", "max_new_tokens", "revision_max_new_tokens", "judge_batch_size",
+        for name in ("prompts", "temperature", "max_new_tokens", "revision_max_new_tokens", "judge_batch_size",
                      "num_threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FeedbackConfig.{name} must be > 0, got {getattr(self, name)!r}")
@@ -499,7 +502,7 @@ class DistillConfig:
     student_init: str = "teacher_layers"  # or "random"
     method: str = "gkd"
     max_steps: int = 400  # 62 s on one thread; see ffn_fraction and the module docstring
-    lr: float = 1e-3
+    learning_rate: float = 1e-3
     batch_size: int = 32
     beta: float = 0.0  # gkd / on_policy divergence: 0 = forward KL(teacher||student), 0.5 = JSD, 1 = reverse KL
     lmbda: float = 0.0  # gkd: share of steps on student-generated answers (0 = all on the teacher's)
@@ -535,7 +538,7 @@ class DistillConfig:
         for name in ("max_steps", "batch_size", "max_new_tokens", "num_prompts", "num_val_prompts",
                      "max_length", "num_threads", "log_every", "heldout_max_new_tokens"):
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
-        need(self.lr > 0, f"lr={self.lr} must be > 0")
+        need(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0")
         need(0.0 <= self.beta <= 1.0, f"beta={self.beta} must be in [0, 1]")
         need(0.0 <= self.lmbda <= 1.0, f"lmbda={self.lmbda} must be in [0, 1]")
         need(self.temperature > 0, f"temperature={self.temperature} must be > 0")

@@ -212,7 +212,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
     t_start = time.perf_counter()
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
     tok = load_tokenizer(teacher_dir, need_generation_markers=cfg.method == "sft")
-    args_kw = trl_args(out_dir, max_steps=cfg.max_steps, learning_rate=cfg.lr, batch_size=cfg.batch_size,
+    args_kw = trl_args(out_dir, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
                        seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads,
                        checkpoint_dir=checkpoint_dir, save_every=cfg.save_every)
     teacher = load_causal_lm(teacher_dir, cfg.device).eval()
@@ -314,13 +314,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--layer-fraction", type=float, default=d.layer_fraction, help="student layers / teacher's")
     p.add_argument("--method", default=d.method, choices=DISTILL_METHODS, help="gkd, sft or on_policy")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="learning rate")
     # Runtime
     p.add_argument("--device", default=d.device, choices=DEVICES, help="auto = cuda when available")
     p.add_argument("--seed", type=int, default=d.seed, help="prompt split, init and data order")
     a = p.parse_args(argv)
-    cfg = DistillConfig(layer_fraction=a.layer_fraction, method=a.method, max_steps=a.max_steps, lr=a.lr,
-                        device=a.device, seed=a.seed)
+    cfg = DistillConfig(layer_fraction=a.layer_fraction, method=a.method, max_steps=a.max_steps,
+                        learning_rate=a.learning_rate, device=a.device, seed=a.seed)
     return run_distill(cfg, a.teacher_dir, a.prompts, a.out_dir, heldout=read_jsonl(a.heldout) if a.heldout else None)
 
 

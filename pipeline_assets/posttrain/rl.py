@@ -142,7 +142,7 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
         ["tests"] if "code_execution" in cfg.reward_funcs else [])
     train_ds = load_prompt_dataset(dataset_path, needs)
     tok = load_tokenizer(policy_dir, need_generation_markers=False)
-    args_kw = trl_args(out_dir, max_steps=cfg.max_steps, learning_rate=cfg.lr, batch_size=cfg.batch_size,
+    args_kw = trl_args(out_dir, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
                        seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads,
                        checkpoint_dir=checkpoint_dir, save_every=cfg.save_every)
     torch.manual_seed(cfg.seed)
@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out-dir", type=Path, required=True, help="where the trained policy goes")
     # Optimization
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (keep <= 3e-5 on tiny models)")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate,
+                   help="learning rate (keep <= 3e-5 on tiny models)")
     p.add_argument("--num-generations", type=int, default=d.num_generations, help="completions per prompt")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="completions per step")
     p.add_argument("--rewards", nargs="+", default=list(d.reward_funcs), help=f"of {', '.join(REWARD_FUNCS)}")
@@ -232,7 +233,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=d.seed, help="sampling and data order")
     a = p.parse_args(argv)
     weights = d.reward_weights if tuple(a.rewards) == d.reward_funcs else None
-    cfg = GRPOStageConfig(max_steps=a.max_steps, lr=a.lr, num_generations=a.num_generations, batch_size=a.batch_size,
+    cfg = GRPOStageConfig(max_steps=a.max_steps, learning_rate=a.learning_rate, num_generations=a.num_generations,
+                          batch_size=a.batch_size,
                           reward_funcs=tuple(a.rewards), reward_weights=weights, device=a.device, seed=a.seed)
     return run_grpo(cfg, a.policy_dir, a.dataset, a.out_dir, read_jsonl(a.heldout))
 

@@ -2,7 +2,7 @@
 
     python -m pipeline_assets.posttrain.sft --base-dir BASE --dataset DATA/sft.jsonl --out-dir OUT \
         --bench-dir BENCH                                             # full fine-tune, tiny defaults
-    python -m pipeline_assets.posttrain.sft ... --lora --merged-dir OUT_MERGED --lr 3e-3
+    python -m pipeline_assets.posttrain.sft ... --lora --merged-dir OUT_MERGED --learning-rate 3e-3
 
 `run_sft(cfg, base_dir, dataset_path, out_dir, merged_dir)` is what the asset calls; it returns JSON-able
 metadata and also writes it to `out_dir/summary.json (common.SUMMARY_FILE)` (last, as a completion marker).
@@ -316,7 +316,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     t_start = time.perf_counter()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     tok = load_tokenizer(base_dir, need_generation_markers=cfg.assistant_only_loss)
-    args_kw = trl_args(out_dir, max_steps=cfg.max_steps, learning_rate=cfg.lr, batch_size=cfg.batch_size,
+    args_kw = trl_args(out_dir, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
                        seed=cfg.seed, device=cfg.device, num_threads=cfg.num_threads,
                        checkpoint_dir=checkpoint_dir, save_every=cfg.save_every)
     torch.manual_seed(cfg.seed)
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--bench-dir", type=Path, default=None, help="evals/benchmarks dir for held-out accuracy")
     # Optimization
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="conversations per step")
     p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per conversation (truncated)")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of every weight")
@@ -459,7 +459,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=d.seed, help="init, data order and dropout")
     a = p.parse_args(argv)
-    cfg = SFTStageConfig(max_steps=a.max_steps, lr=a.lr, batch_size=a.batch_size, max_length=a.max_length,
+    cfg = SFTStageConfig(max_steps=a.max_steps, learning_rate=a.learning_rate, batch_size=a.batch_size,
+                         max_length=a.max_length,
                          use_lora=a.lora, lora_r=a.lora_r, device=a.device, num_threads=a.num_threads, seed=a.seed,
                          replay_fraction=a.replay_fraction)
     heldout = load_benchmark(a.bench_dir, "arithmetic") if a.bench_dir else None

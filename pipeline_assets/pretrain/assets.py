@@ -8,10 +8,13 @@ from pipeline_assets.asset_keys import BASE, SHARDS, TOKENIZER
 from pipeline_assets.finite import NonFiniteError
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
+from pipeline_assets.pretrain.config import PretrainConfig
 from pipeline_assets.publishing import Reads, finish, writing
-from pipeline_assets.run_config import PretrainRunConfig, overridden
-from resources import ArtifactStore, PipelineSettings
-from resources.storage import fingerprint
+from pipeline_assets.run_config import resolved, stage_config
+from resources.settings import PipelineSettings
+from resources.storage import ArtifactStore, fingerprint
+
+PretrainRunConfig = stage_config("PretrainRunConfig", PretrainConfig, "pretrain")
 
 # Fields that change neither the weights nor the data order: a run with other values resumes the same run dir.
 RESUME_FREE_FIELDS = {"stop_after_steps", "log_every", "checkpoint_every", "keep_last", "sample_prompts",
@@ -28,7 +31,7 @@ def base(context: dg.AssetExecutionContext, store: ArtifactStore, settings: Pipe
     from pipeline_assets.pretrain.plots import loss_curve_png
     from pipeline_assets.pretrain.train import train  # torch: imported by the run, not the code location
 
-    cfg = overridden(settings.get().pretrain, config)
+    cfg = resolved(config, settings.profile)
     reads = Reads(store)
     shards, tok = reads(SHARDS), reads(TOKENIZER)
     # The run dir outlives failed attempts; its key changes when the data or the config does.

@@ -1,8 +1,9 @@
-"""PretrainConfig: every knob of the pretraining stage in one frozen dataclass, plus TINY/SMALL/SCALE presets.
+"""PretrainConfig: every knob of the pretraining stage in one frozen dataclass.
 
 The defaults ARE the tiny profile (CPU, one thread, loss visibly falls within the first minute). Used by
 `pipeline_assets.pretrain.train.train()` and its CLI (`python -m pipeline_assets.pretrain.train --help`);
-`assets.py` mirrors the fields as a `dg.Config`. Check a config with `PretrainConfig(...).validate()`.
+`assets.py` mirrors the fields as a `dg.Config`; the small and scale values are the `pretrain` sections of
+pipeline_assets/profiles.py. Check a config with `PretrainConfig(...).validate()`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class PretrainConfig:
     batch_size: int = 8  # sequences per micro-batch per rank
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 300  # length of the lr schedule
-    lr: float = 3e-3
+    learning_rate: float = 3e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
     warmup_steps: int = 20
     weight_decay: float = 0.1  # on matrices and embeddings only, never on norms
@@ -111,7 +112,7 @@ class PretrainConfig:
             (self.d_model // self.n_heads) % 2 == 0,
             f"head_dim={self.d_model // self.n_heads} must be even for RoPE; change d_model or n_heads",
         )
-        need(self.lr > 0, f"lr={self.lr} must be > 0")
+        need(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0")
         need(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         need(
             0 <= self.warmup_steps < self.max_steps,
@@ -183,77 +184,3 @@ class PretrainConfig:
 
     def replace(self, **changes: Any) -> PretrainConfig:
         return dataclasses.replace(self, **changes)
-
-
-# --- Presets (the lead moves these into profiles.py) ------------------------------------------------
-# tiny: the defaults. Measured on 1 thread of a shared 2-core box (load 3-4), 4096-token BPE on 4.5 MB of
-# stdlib source + reference manual: 1.38M params, 300 steps x 2048 = 614k tokens, 3.3-4.1k tok/s, 156-194 s
-# wall; train loss 8.35 -> ~5.3 (log-window mean), val 5.19 nats vs unigram 6.60, 2.02 bits/byte. The loss
-# is visibly falling by step 50 (~30 s). A run stopped at step 75 and resumed ended bit-identical to this one.
-TINY = PretrainConfig()
-
-# small: one GPU, GPT-2-small shape (~110M params with a 32k vocab: 85M in blocks + 25M tied embedding).
-# 32 x 1024 x 4 = 131k tokens per step; 4000 steps = 0.52B tokens (~5 tokens/param: a quick base model,
-# raise max_steps toward 17k for Chinchilla's ~20 tokens/param when the corpus is that large).
-SMALL = PretrainConfig(
-    d_model=768,
-    n_layers=12,
-    n_heads=12,
-    n_kv_heads=12,
-    intermediate_size=2048,
-    seq_len=1024,
-    tie_embeddings=True,
-    batch_size=32,
-    grad_accum=4,
-    max_steps=4000,
-    lr=6e-4,
-    min_lr_ratio=0.1,
-    warmup_steps=200,
-    weight_decay=0.1,
-    betas=(0.9, 0.95),
-    grad_clip=1.0,
-    device="cuda",
-    dtype="bfloat16",
-    compile=True,
-    attn_implementation="sdpa",
-    checkpoint_every=500,
-    keep_last=3,
-    log_every=20,
-    eval_every=250,
-    eval_batches=20,
-    sample_max_new_tokens=64,
-)
-
-# scale: torchrun DDP over N GPUs (`torchrun --nproc_per_node=8 -m pipeline_assets.pretrain.train ...`).
-# ~350M params with a 32k vocab (24 x 11.8M blocks + 2 x 33M untied embeddings), GQA 16q/8kv,
-# seq 2048, 16 seqs/rank: 262k tokens per step on 8 GPUs.
-SCALE = PretrainConfig(
-    d_model=1024,
-    n_layers=24,
-    n_heads=16,
-    n_kv_heads=8,
-    intermediate_size=2816,
-    seq_len=2048,
-    tie_embeddings=False,
-    batch_size=16,
-    grad_accum=1,
-    max_steps=20000,
-    lr=3e-4,
-    min_lr_ratio=0.1,
-    warmup_steps=500,
-    weight_decay=0.1,
-    betas=(0.9, 0.95),
-    grad_clip=1.0,
-    device="cuda",
-    dtype="bfloat16",
-    compile=True,
-    attn_implementation="sdpa",
-    checkpoint_every=1000,
-    keep_last=3,
-    log_every=20,
-    eval_every=1000,
-    eval_batches=20,
-    sample_max_new_tokens=64,
-)
-
-PRESETS: dict[str, PretrainConfig] = {"tiny": TINY, "small": SMALL, "scale": SCALE}

@@ -1,6 +1,6 @@
 """Pretraining loop: train a Llama-style decoder from token shards, resumable, single process or torchrun DDP.
 
-    python -m pipeline_assets.pretrain.train --shards DIR --tokenizer DIR --run-dir DIR --out DIR [--preset P]
+    python -m pipeline_assets.pretrain.train --shards DIR --tokenizer DIR --run-dir DIR --out DIR [--profile P]
     torchrun --standalone --nproc_per_node=2 -m pipeline_assets.pretrain.train --shards DIR ... (gloo on CPU,
         nccl on CUDA; rank 0 logs and writes)
 
@@ -55,7 +55,7 @@ from pipeline_assets.pretrain.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from pipeline_assets.pretrain.config import PRESETS, PretrainConfig
+from pipeline_assets.pretrain.config import PretrainConfig
 from pipeline_assets.pretrain.data import TokenWindows, TrainLoader, read_index, unigram_val_loss, val_batches
 from pipeline_assets.pretrain.model import (
     build_model,
@@ -64,6 +64,7 @@ from pipeline_assets.pretrain.model import (
     flops_per_token,
     peak_bf16_flops,
 )
+from pipeline_assets.profiles import PROFILES, section_config
 
 # Changing these between a checkpoint and its resume makes the saved state meaningless (or the data order
 # different): refuse and ask for a new run_dir.
@@ -120,10 +121,10 @@ def _all_reduce_sum(t: torch.Tensor, d: DistInfo) -> torch.Tensor:
 def lr_at(step: int, cfg: PretrainConfig) -> float:
     """LR for the optimizer step that follows `step` completed steps: linear warmup, then cosine to min_lr."""
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    min_lr = cfg.lr * cfg.min_lr_ratio
-    return min_lr + 0.5 * (cfg.lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    min_lr = cfg.learning_rate * cfg.min_lr_ratio
+    return min_lr + 0.5 * (cfg.learning_rate - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -135,7 +136,7 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, device: torch.d
         seen.add(id(p))
         (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=tuple(cfg.betas), fused=device.type == "cuda")
 
 
 # --- Helpers ----------------------------------------------------------------------------------------------
@@ -536,9 +537,9 @@ def _train(
             # --- flush: one host sync for all losses since the last one
             pairs = (_all_reduce_sum(torch.stack([v for _, v in pending]), d) / d.world_size).tolist()
             for (s, _), (v, g) in zip(pending, pairs, strict=True):
-                check_scalar("train loss", v, s, f"lower lr (now {cfg.lr}), raise warmup_steps, or check "
+                check_scalar("train loss", v, s, f"lower lr (now {cfg.learning_rate}), raise warmup_steps, or check "
                                                  f"the shards for garbage tokens")
-                check_scalar("grad norm", g, s, f"lower lr (now {cfg.lr}) or set grad_clip")
+                check_scalar("grad norm", g, s, f"lower lr (now {cfg.learning_rate}) or set grad_clip")
             values = [v for v, _ in pairs]
             _sync(device)
             dt, n_steps = time.perf_counter() - t_mark, len(pending)
@@ -693,7 +694,7 @@ _CLI_FLAGS: dict[str, dict[str, str]] = {
         "batch_size": "sequences per micro-batch per rank",
         "grad_accum": "micro-batches per optimizer step",
         "max_steps": "optimizer steps (length of the lr schedule)",
-        "lr": "peak learning rate",
+        "learning_rate": "peak learning rate",
         "min_lr_ratio": "final lr as a fraction of lr",
         "warmup_steps": "linear warmup steps",
         "weight_decay": "AdamW weight decay on matrices",
@@ -740,9 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path, required=True, help="HF tokenizer dir the shards were made with")
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints + tensorboard; re-run to resume")
     p.add_argument("--out", type=Path, required=True, help="final HF model + tokenizer export dir")
-    p.add_argument(
-        "--preset", choices=sorted(PRESETS), default="tiny", help="base config; flags below override"
-    )
+    p.add_argument("--profile", choices=sorted(PROFILES), default="tiny",
+                   help="base config: that profile's pretrain section (profiles.py); flags below override")
     by_name = {f.name: f for f in fields(PretrainConfig)}
     listed = {n for group in _CLI_FLAGS.values() for n in group}
     assert set(by_name) == listed, f"add {set(by_name) ^ listed} to _CLI_FLAGS in train.py (group + help)"
@@ -771,7 +771,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     for key in ("betas", "sample_prompts"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
-    return PRESETS[args.preset].replace(**overrides).validate()
+    return section_config(PretrainConfig, "pretrain", args.profile).replace(**overrides).validate()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

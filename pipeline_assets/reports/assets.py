@@ -12,9 +12,12 @@ from pipeline_assets.corpus.assets import registered_sources
 from pipeline_assets.lineage import ModelStage
 from pipeline_assets.metadata import path_md
 from pipeline_assets.publishing import Reads, finish, writing
-from pipeline_assets.reports.gates import evaluate_gates
-from pipeline_assets.run_config import GateRunConfig, overridden
-from resources import ArtifactStore, PipelineSettings
+from pipeline_assets.reports.gates import GateConfig, evaluate_gates
+from pipeline_assets.run_config import resolved, stage_config
+from resources.settings import PipelineSettings
+from resources.storage import ArtifactStore
+
+GateRunConfig = stage_config("GateRunConfig", GateConfig, "gates")
 
 GATES_CHECK = "gates_pass"
 INLINE_PNG = re.compile(r"!\[([^\]]*)\]\(data:image/png;base64,[^)]*\)")
@@ -122,19 +125,19 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
         """One markdown page: data, tokenizer, every checkpoint's metrics and deltas, loss curves, gates."""
         from pipeline_assets.reports.report_card import render_report_card  # matplotlib: run time only
 
-        profile = settings.get()
+        release_stage = settings.pipeline().release_stage
         reads = Reads(store)
         metrics = _stage_metrics(reads, stages)
         items = _stage_items(reads, stages)
         evals_full = {f"models/{s.name}": _json(_file(reads, s.eval_key.path, "eval.json")) for s in stages}
         tok = _json(_file(reads, ["tokenizer", "tokenizer"], "tokenizer_summary.json"))
-        data = {"title": f"llmdag report card ({profile.name})", "profile": profile.name,
+        data = {"title": f"llmdag report card ({settings.profile})", "profile": settings.profile,
                 "code_versions": code_versions,
                 "corpus": _corpus_section(reads, registered_sources(context)), "tokenizer": tok,
                 "models": [m for s in stages if (m := _model_summary(reads, s))],
                 "evals": {k: v for k, v in evals_full.items() if v},
-                "gates": evaluate_gates(metrics, lineage, profile.gates, items,
-                                        release_stage=f"models/{profile.release_stage}"), "lineage": lineage}
+                "gates": evaluate_gates(metrics, lineage, settings.config(GateConfig, "gates"), items,
+                                        release_stage=f"models/{release_stage}"), "lineage": lineage}
         with writing(context, store) as draft:
             result = render_report_card(data, draft.work)
             (draft.work / "report_data.json").write_text(json.dumps(data, indent=2, default=str))
@@ -162,24 +165,24 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
         recorded (its gates.json, the failed check) but never published: the last good release stays the one
         users load. Run config overrides any GateConfig field.
         """
-        profile = settings.get()
+        release_stage = settings.pipeline().release_stage
         reads = Reads(store)
         metrics = _stage_metrics(reads, stages)
-        shipped = f"models/{profile.release_stage}"
-        gates = evaluate_gates(metrics, lineage, overridden(profile.gates, config), _stage_items(reads, stages),
+        shipped = f"models/{release_stage}"
+        gates = evaluate_gates(metrics, lineage, resolved(config, settings.profile), _stage_items(reads, stages),
                                release_stage=shipped)
         # A stage with no published checkpoint or no eval has passed no gate: refuse, do not crash.
         missing = []
         if not store.has_current(shipped):
             missing.append(f"{shipped}: no published checkpoint")
         if shipped not in metrics:
-            missing.append(f"{shipped}: not evaluated (materialize evals/{profile.release_stage})")
+            missing.append(f"{shipped}: not evaluated (materialize evals/{release_stage})")
         release = {**gates["release"], "blocked_by": [*missing, *gates["release"]["blocked_by"]]}
         release["released"] = not release["blocked_by"]
         gates = {**gates, "release": release}
         with writing(context, store) as draft:
             if release["released"]:
-                shutil.copytree(reads(model_key(profile.release_stage)), draft.work, dirs_exist_ok=True)
+                shutil.copytree(reads(model_key(release_stage)), draft.work, dirs_exist_ok=True)
             (draft.work / "gates.json").write_text(json.dumps(gates, indent=2, default=str))
         if not release["released"]:
             context.log.warning("release blocked by gates:\n" + "\n".join(release["blocked_by"]))

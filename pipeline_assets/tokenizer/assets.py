@@ -8,8 +8,14 @@ import dagster as dg
 from pipeline_assets.asset_keys import MIXTURE, SHARDS, TOKENIZER
 from pipeline_assets.metadata import table
 from pipeline_assets.publishing import Reads, finish, writing
-from pipeline_assets.run_config import ShardsRunConfig, TokenizerRunConfig, overridden
-from resources import ArtifactStore, PipelineSettings
+from pipeline_assets.run_config import resolved, stage_config
+from pipeline_assets.tokenizer.shards import ShardConfig
+from pipeline_assets.tokenizer.train import TokenizerConfig
+from resources.settings import PipelineSettings
+from resources.storage import ArtifactStore
+
+TokenizerRunConfig = stage_config("TokenizerRunConfig", TokenizerConfig, "tokenizer")
+ShardsRunConfig = stage_config("ShardsRunConfig", ShardConfig, "shards")
 
 
 def mixture_files(reads: Reads) -> tuple[dict, Path]:
@@ -25,7 +31,7 @@ def tokenizer(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
     """Byte-level BPE (HF tokenizers) with special tokens and the ChatML template SFT uses."""
     from pipeline_assets.tokenizer.train import train_tokenizer
 
-    cfg = overridden(settings.get().tokenizer, config)
+    cfg = resolved(config, settings.profile)
     reads = Reads(store)
     manifest, root = mixture_files(reads)
     train_files = [root / e["file"] for e in manifest["train"] if e["documents"]]
@@ -59,7 +65,7 @@ def tokenized_shards(context: dg.AssetExecutionContext, store: ArtifactStore, se
     """uint16/uint32 numpy token shards (train, val) with ``index.json``: counts, bytes, source files."""
     from pipeline_assets.tokenizer.shards import tokenize_to_shards
 
-    cfg = overridden(settings.get().shards, config)
+    cfg = resolved(config, settings.profile)
     reads = Reads(store)
     manifest, root = mixture_files(reads)
     split_files = {s: [root / e["file"] for e in manifest[s] if e["documents"]] for s in ("train", "val")}
