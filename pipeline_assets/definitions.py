@@ -15,11 +15,11 @@ from pipeline_assets.automation import automation_definitions, with_automation
 from pipeline_assets.corpus.assets import corpus_assets
 from pipeline_assets.evals.assets import benchmarks, eval_asset
 from pipeline_assets.evals.benchmarks import BenchmarkConfig
-from pipeline_assets.lineage import stages_in
-from pipeline_assets.posttrain.assets import posttrain_assets
+from pipeline_assets.posttrain.assets import dataset_assets, model_assets
 from pipeline_assets.pretrain.assets import pretrain_assets
 from pipeline_assets.profiles import PipelineConfig, default_profile, section_config
 from pipeline_assets.reports.assets import report_assets
+from pipeline_assets.stages import model_stages, stages_in
 from pipeline_assets.tokenizer.assets import tokenizer_assets
 from resources.datatrove import DatatroveExecutorResource
 from resources.settings import PipelineSettings
@@ -78,7 +78,7 @@ def executor_for(name: str) -> dg.ExecutorDefinition:
 def build_definitions(**kwargs) -> dg.Definitions:
     resources = build_resources(**kwargs)
     pipeline = resources["settings"].pipeline()
-    models = [*pretrain_assets, *posttrain_assets]
+    models = [*pretrain_assets, *dataset_assets, *model_assets(model_stages())]
     stages = stages_in({key for a in models for key in a.keys})
     has_reward = any(s.name == "reward" for s in stages)
     evals = [eval_asset(s, judged=has_reward and s.parent is not None and s.kind != "reward") for s in stages]

@@ -117,7 +117,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "reasoning_data": {
             "size": 8000,  # one epoch of GRPO: 500 steps x 16 prompts
             "word_problem_fraction": 0.25,  # the benchmark's 20% and a bit: fewer are solved, so fewer carry signal
-            "heldout_size": 500,  # dev split (1,988 problems): 1 SD of an accuracy near 0.5 is 0.022 (0.035 at 200)
+            "dev_size": 500,  # dev split (1,988 problems): 1 SD of an accuracy near 0.5 is 0.022 (0.035 at 200)
             **FULL_TASK,
         },
         "grpo": {
@@ -209,7 +209,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "sft": {"max_steps": 2000, "learning_rate": 5e-5, "batch_size": 256, "max_length": 2048, "warmup_steps": 60,
                 "replay_fraction": REPLAY_FRACTION, "replay_length": 1024, "lr_scheduler_type": "cosine",
                 "device": "cuda", "log_every": 50, "eval_every": 250},
-        "reasoning_data": {"size": 16000, "word_problem_fraction": 0.3, "heldout_size": 1000, **FULL_TASK},
+        "reasoning_data": {"size": 16000, "word_problem_fraction": 0.3, "dev_size": 1000, **FULL_TASK},
         "grpo": {"max_steps": 1000, "learning_rate": 2e-6, "num_generations": 16, "batch_size": 512,
                  "max_completion_length": 32, "device": "cuda", "eval_every": 100},
         "distill": {"layer_fraction": 0.5, "max_steps": 1000, "learning_rate": 5e-5, "batch_size": 256,

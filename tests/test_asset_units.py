@@ -207,7 +207,7 @@ def test_base_model(base):
 
 SFT_DATA_RUN = {"arithmetic": 48, "docstring_qa": 8, "refusals": 8, "benign": 8, "identity": 4, "val_fraction": 0.125}
 SFT_RUN = {"max_steps": 3, "batch_size": 8, "warmup_steps": 0, "log_every": 1, "max_length": 64, "device": "cpu",
-           "eval_prompts": ["Hi"], "eval_max_new_tokens": 4, "heldout_max_new_tokens": 2}
+           "eval_prompts": ["Hi"], "eval_max_new_tokens": 4, "arithmetic_max_new_tokens": 2}
 
 
 def test_sft_dataset_and_model(base):
@@ -235,7 +235,7 @@ def test_sft_dataset_and_model(base):
 def test_eval_base(evaluated):
     inst, root = evaluated["instance"], evaluated["root"]
     meta = latest_metadata(inst, ["evals", "base"])
-    report = json.loads((published(root, "evals/base") / "eval.json").read_text())
+    report = json.loads((published(root, "evals/base") / "summary.json").read_text())
     assert meta["metrics"] == {k: v for k, v in report["metrics"].items() if v is not None}
     for metric in ("val_bpb", "mc_accuracy", "arithmetic_accuracy", "qa_f1", "safety_refusal_rate"):
         assert metric in meta["metrics"], metric

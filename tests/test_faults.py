@@ -273,7 +273,7 @@ def _stage_calls(inputs: dict[str, Path], root: Path) -> dict[str, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from pipeline_assets.posttrain import config as pc
-    from pipeline_assets.posttrain import distill, dpo, reward, rl, rlhf
+    from pipeline_assets.posttrain import distill, dpo, grpo, reward, rlhf
 
     base = inputs["base"]
     q = [{"role": "user", "content": "What is 1 + 1?"}]
@@ -299,8 +299,8 @@ def _stage_calls(inputs: dict[str, Path], root: Path) -> dict[str, Any]:
                                            checkpoint_dir=ck),
         "rlhf": lambda out, ck: rlhf.run_rlhf(pc.RLHFConfig(**small, num_generations=2, max_completion_length=2),
                                               base, root / "rm", prompts, out, checkpoint_dir=ck),
-        "grpo": lambda out, ck: rl.run_grpo(pc.GRPOStageConfig(**small, num_generations=2, max_completion_length=2,
-                                                               heldout_max_new_tokens=2),
+        "grpo": lambda out, ck: grpo.run_grpo(pc.GRPOStageConfig(**small, num_generations=2, max_completion_length=2,
+                                                               arithmetic_max_new_tokens=2),
                                             base, reasoning, out, heldout, checkpoint_dir=ck),
         "distill": lambda out, ck: distill.run_distill(
             pc.DistillConfig(**small, num_prompts=8, num_val_prompts=2, max_new_tokens=2, max_length=32), base,
@@ -317,7 +317,7 @@ def test_every_trl_stage_trains_through_train_resumable(sft_inputs: dict[str, Pa
 
     from pipeline_assets.posttrain import distill
 
-    module = importlib.import_module(f"pipeline_assets.posttrain.{ {'grpo': 'rl'}.get(stage, stage)}")
+    module = importlib.import_module(f"pipeline_assets.posttrain.{stage}")
     seen: list[tuple[Any, Any]] = []
 
     def spy(trainer: Any, checkpoint_dir: Path | None = None, log: Any = print) -> int | None:
@@ -514,7 +514,7 @@ def test_pretrain_kill_9_then_rerun_is_bit_identical(token_dirs: tuple[Path, Pat
         assert (run_dir / leftover).is_dir() and not (run_dir / leftover / "meta.json").exists()
     assert not (out / "model.safetensors").exists()
     _pretrain_cli(token_dirs, run_dir, out)
-    summary = json.loads((out / "pretrain_summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_step"] == resume_step and summary["steps"] == 24
     assert not list(run_dir.glob("*-tmp"))
     a, b = load_file(straight_pretrain / "model.safetensors"), load_file(out / "model.safetensors")

@@ -14,7 +14,6 @@ from conftest import profile_sections
 from pipeline_assets.evals.benchmarks import build_benchmarks
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.posttrain import data
-from pipeline_assets.posttrain.assets import _preference_prompts
 from pipeline_assets.tasks.arithmetic import arithmetic_split
 from pipeline_assets.tasks.heldout import load_benchmark
 
@@ -41,18 +40,18 @@ def test_each_stage_sees_only_its_split(tmp_path):
     sft_prompts = {r["messages"][0]["content"] for r in sft_rows}
     sft_problems = {p for p in map(_problem, sft_prompts) if p}
     assert sft_problems and all(arithmetic_split(*p) == "train" for p in sft_problems)
-    sft_dev = read_jsonl(tmp_path / "sft" / data.HELDOUT_FILE)  # SFT's early stop reads these
+    sft_dev = read_jsonl(tmp_path / "sft" / data.DEV_FILE)  # SFT's early stop reads these
     assert len(sft_dev) >= 200 and all(arithmetic_split(*_problem(r["prompt"])) == "dev" for r in sft_dev)
 
     data.build_reasoning_dataset(tmp_path / "reasoning", profile.reasoning_data, bench)
-    dev = read_jsonl(tmp_path / "reasoning" / data.HELDOUT_FILE)
+    dev = read_jsonl(tmp_path / "reasoning" / data.DEV_FILE)
     assert dev and all(arithmetic_split(*_problem(r["prompt"])) == "dev" for r in dev)
 
-    prompts = _preference_prompts(tmp_path / "sft", profile.preference_data.prompts, profile.sft_data)
+    prompts = data.preference_prompts(tmp_path / "sft", profile.preference_data.prompts, profile.sft_data)
     held = [p for p in prompts if p["heldout"]]
     assert len(held) >= 200, len(held)  # n for the reward's held-out pair accuracy
     assert not {p["prompt"] for p in held} & sft_prompts
     assert all(arithmetic_split(*_problem(p["prompt"])) == "train" for p in held)
     assert {p["prompt"] for p in prompts if not p["heldout"]} <= sft_prompts
-    feedback = _preference_prompts(tmp_path / "sft", profile.feedback.prompts, profile.sft_data, unseen=False)
+    feedback = data.preference_prompts(tmp_path / "sft", profile.feedback.prompts, profile.sft_data, unseen=False)
     assert not any(p["heldout"] for p in feedback)

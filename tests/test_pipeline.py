@@ -12,7 +12,7 @@ import pytest
 from conftest import check_evaluations, latest_metadata, published, run_assets
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from pipeline_assets.lineage import MODEL_STAGES
+from pipeline_assets.stages import model_stages
 
 FAST = {"models/sft": {"max_steps": 60}, "models/grpo": {"max_steps": 6}, "models/reward": {"max_steps": 10},
         "models/dpo": {"max_steps": 10}, "models/rlhf": {"max_steps": 4}, "models/distilled": {"max_steps": 10},
@@ -23,7 +23,7 @@ POSTTRAIN = "datasets/sft or datasets/reasoning or datasets/ai_feedback or datas
 @pytest.fixture(scope="module")
 def pipeline(pretrained):
     selection = " or ".join(f'key:"{k}"' for k in POSTTRAIN.split(" or ")) + " or " + " or ".join(
-        f'key:"models/{s.name}" or key:"evals/{s.name}"' for s in MODEL_STAGES if s.name != "base")
+        f'key:"models/{s.name}" or key:"evals/{s.name}"' for s in model_stages() if s.name != "base")
     selection += ' or key:"evals/base" or key:"reports/report_card"'
     result = run_assets(pretrained, selection, FAST)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -31,7 +31,7 @@ def pipeline(pretrained):
 
 
 def test_every_checkpoint_reloads_with_plain_transformers(pipeline):
-    for stage in MODEL_STAGES:
+    for stage in model_stages():
         path = published(pipeline["root"], f"models/{stage.name}")
         cls = AutoModelForSequenceClassification if stage.kind == "reward" else AutoModelForCausalLM
         model = cls.from_pretrained(path)
@@ -59,7 +59,7 @@ def test_stage_relations_hold(pipeline):
 
 def test_report_card_matches_eval_metadata(pipeline):
     card = (published(pipeline["root"], "reports/report_card") / "report_card.md").read_text()
-    for stage in MODEL_STAGES:
+    for stage in model_stages():
         assert f"**models/{stage.name}**" in card
     assert "data:image/png;base64," in card
     mc = latest_metadata(pipeline["instance"], ["evals", "sft"])["mc_accuracy"]

@@ -34,10 +34,10 @@ from pipeline_assets.posttrain.data import (  # noqa: E402
     SFTDataConfig,
     build_reasoning_dataset,
     build_sft_dataset,
-    heldout_arithmetic,
     load_chat_dataset,
+    split_arithmetic,
 )
-from pipeline_assets.posttrain.rl import (  # noqa: E402
+from pipeline_assets.posttrain.grpo import (  # noqa: E402
     REWARD_FUNCS,
     GRPOStageConfig,
     correctness_reward,
@@ -111,7 +111,7 @@ def bench(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def heldout() -> list[dict]:
-    return heldout_arithmetic(OPERAND_MAX, 200, OPS)
+    return split_arithmetic(OPERAND_MAX, 200, OPS)
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +148,8 @@ def reasoning(root: Path, bench: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def sft_run(root: Path, base_dir: Path, sft_data: dict, heldout: list[dict]) -> dict[str, Any]:
     return run_sft(SFT_CFG, base_dir, sft_data["files"]["sft.jsonl"], root / "sft", None,
-                   log=lambda _: None, heldout=heldout, val_dataset_path=sft_data["files"]["sft_val.jsonl"],
-                   dev=heldout_arithmetic(OPERAND_MAX, 200, OPS, split="dev"))
+                   log=lambda _: None, test=heldout, val_dataset_path=sft_data["files"]["sft_val.jsonl"],
+                   dev=split_arithmetic(OPERAND_MAX, 200, OPS, split="dev"))
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def test_reasoning_dataset_excludes_heldout(reasoning: dict, heldout: list[dict]
     assert not {r["prompt"][0]["content"] for r in rows} & {r["prompt"] for r in heldout}
     # The held-out list written beside the data (GRPO's in-training curve) is the dev split, never the
     # benchmark's test items.
-    dev = read_jsonl(Path(reasoning["files"]["heldout_arithmetic.jsonl"]))
+    dev = read_jsonl(Path(reasoning["files"]["dev_arithmetic.jsonl"]))
     dev_problems = [(int(m[1]), m[2], int(m[3])) for m in (_ARITH.match(r["prompt"]) for r in dev)]
     assert len(dev_problems) == len(dev) > 0 and all(arithmetic_split(*p) == "dev" for p in dev_problems)
     assert not {r["prompt"] for r in dev} & {r["prompt"] for r in load_benchmark(bench, "arithmetic")}
@@ -329,22 +329,22 @@ def test_bucket_sampler_quota_takes_fresh_pool_rows_each_epoch() -> None:
 def test_sft_learns_chat_format_and_heldout_arithmetic(sft_run: dict) -> None:
     from transformers import AutoModelForCausalLM
 
-    print(f"\nsft: held-out {sft_run['heldout_arithmetic_accuracy']} | chat_format_ok {sft_run['chat_format_ok']} | "
+    print(f"\nsft: held-out {sft_run['test_arithmetic_accuracy']} | chat_format_ok {sft_run['chat_format_ok']} | "
           f"{sft_run['train_time_s']}s train, {sft_run['wall_time_s']}s wall")
     # Measured after 400 steps: 0.265 (seed 0; 0.15 at step 300, 0.19 at 350), 0.26 (seed 1), 0.435 (seed 2);
     # 176-258 s of training on one busy thread. The notes saw 0.375 / 0.535 with a character-level tokenizer.
-    assert sft_run["heldout_arithmetic_accuracy_before"] == 0.0
-    assert sft_run["heldout_arithmetic_accuracy"] >= 0.10, sft_run["heldout_samples"]
+    assert sft_run["test_arithmetic_accuracy_before"] == 0.0
+    assert sft_run["test_arithmetic_accuracy"] >= 0.10, sft_run["test_samples"]
     # Every held-out answer ends with eos; of the six free-text prompts (57 rows of each kind) 4 (seed 0) and
     # 6 (seed 1) give a non-empty reply ending in eos.
-    assert sft_run["heldout_eos_rate"] >= 0.95
+    assert sft_run["test_eos_rate"] >= 0.95
     assert sft_run["chat_format_ok"] >= 0.5, sft_run["samples"]
     assert sft_run["train_loss_final"] < sft_run["train_loss_first"] / 2
     # sft_val.jsonl, never trained on; token-weighted, so the free-text rows dominate it. ln(1024) = 6.93 at
     # init; measured 3.11.
     assert sft_run["val_loss"] < 4.5
     assert sft_run["steps"] == (sft_run["stopped_early_at_step"] or SFT_CFG.max_steps)
-    assert sft_run["heldout_curve_split"] == "dev" and sft_run["heldout_curve"][-1][0] == sft_run["steps"]
+    assert sft_run["test_curve_split"] == "dev" and sft_run["test_curve"][-1][0] == sft_run["steps"]
     assert sft_run["tokens_seen"] > sft_run["steps"] * SFT_CFG.batch_size * 10  # ~30 tokens a row
     assert sft_run["trainable_params"] == sft_run["total_params"]  # full fine-tune
     out = Path(sft_run["checkpoint_dir"])
@@ -390,15 +390,16 @@ def test_lora_sft_trains_only_adapters_and_merges(root: Path, base_dir: Path, sf
 def test_grpo_raises_heldout_accuracy(grpo_run: dict, sft_run: dict) -> None:
     from transformers import AutoModelForCausalLM
 
-    print(f"\ngrpo: held-out {grpo_run['heldout_arithmetic_accuracy_before']} -> "
-          f"{grpo_run['heldout_arithmetic_accuracy']} | {grpo_run['train_time_s']}s train, "
+    print(f"\ngrpo: held-out {grpo_run['dev_arithmetic_accuracy_before']} -> "
+          f"{grpo_run['dev_arithmetic_accuracy']} | {grpo_run['train_time_s']}s train, "
           f"{grpo_run['wall_time_s']}s wall")
-    assert grpo_run["heldout_arithmetic_accuracy_before"] == sft_run["heldout_arithmetic_accuracy"]
+    # Here GRPO's dev records are the same items SFT was tested on, so its start is SFT's end.
+    assert grpo_run["dev_arithmetic_accuracy_before"] == sft_run["test_arithmetic_accuracy"]
     # Measured after 50 steps (12-17 s): 0.265 -> 0.445 (seed 0; 0.40 at 25 steps, 0.48 at 100),
     # 0.26 -> 0.53 (seed 1), 0.435 -> 0.715 (seed 2). The notes saw +0.275. On an AMD EPYC host, from the SFT
     # stopped at dev 0.3 (test 0.425): +0.08 after 50 steps, +0.065 after 100. A no-op gains exactly 0 and the
     # notes' random-reward control lost 18 points, so half the smallest gain measured still separates them.
-    assert grpo_run["heldout_arithmetic_gain"] >= 0.04, grpo_run["heldout_samples"]
+    assert grpo_run["dev_arithmetic_gain"] >= 0.04, grpo_run["dev_samples"]
     # The held-out gain is the target; the sampled (temperature 1) training reward is noisy over 50 steps
     # (seen: 0.533 -> 0.527 while held-out accuracy went 0.34 -> 0.74) and must only not collapse.
     assert grpo_run["reward_final"] > grpo_run["reward_first"] - 0.05
@@ -422,10 +423,10 @@ def test_distilled_student_is_smaller_and_beats_random_init(root: Path, grpo_run
     cfg = DistillConfig(max_steps=100)
     teacher_dir = Path(grpo_run["checkpoint_dir"])
     meta = run_distill(cfg, teacher_dir, reasoning["files"]["reasoning.jsonl"], root / "student",
-                       log=lambda _: None, heldout=heldout)
+                       log=lambda _: None, dev=heldout)
     print(f"\ndistill: {meta['student_params']} vs {meta['teacher_params']} params | held-out "
-          f"{meta['heldout_arithmetic_accuracy_before']} -> {meta['heldout_arithmetic_accuracy']} (teacher "
-          f"{meta['teacher_heldout_arithmetic_accuracy']}) | agreement {meta['teacher_agreement_before']} -> "
+          f"{meta['dev_arithmetic_accuracy_before']} -> {meta['dev_arithmetic_accuracy']} (teacher "
+          f"{meta['teacher_dev_arithmetic_accuracy']}) | agreement {meta['teacher_agreement_before']} -> "
           f"{meta['teacher_agreement']} | {meta['train_time_s']}s train, {meta['wall_time_s']}s wall")
     assert meta["student_params"] < meta["teacher_params"]
     assert meta["student_layers"] == 2 and meta["teacher_layers"] == 4
@@ -438,7 +439,7 @@ def test_distilled_student_is_smaller_and_beats_random_init(root: Path, grpo_run
     # Measured in 100 steps (16-23 s): student 0.05 -> 0.38, agreement 0.125 -> 0.62 (seed 0, teacher 0.445);
     # 0.05 -> 0.325, 0.075 -> 0.46 (seed 1, teacher 0.53); 0.065 -> 0.60, 0.075 -> 0.685 (seed 2, teacher
     # 0.715). A random-init student scores 0.0 (0.025 after the same 100 steps of KD).
-    assert meta["heldout_arithmetic_accuracy"] >= random_acc + 0.10
+    assert meta["dev_arithmetic_accuracy"] >= random_acc + 0.10
     assert meta["teacher_agreement"] >= meta["teacher_agreement_before"] + 0.15
 
 
@@ -479,8 +480,8 @@ def test_tiny_defaults_on_benchmark(root: Path, base_dir: Path, bench: Path) -> 
     """
     data = build_sft_dataset(root / "sft_default_data", SFTDataConfig(), bench)
     meta = run_sft(SFTStageConfig(max_steps=800), base_dir, data["files"]["sft.jsonl"], root / "sft_default", None,
-                   log=lambda _: None, heldout=load_benchmark(bench, "arithmetic"),
+                   log=lambda _: None, test=load_benchmark(bench, "arithmetic"),
                    val_dataset_path=data["files"]["sft_val.jsonl"])
-    assert meta["heldout_arithmetic_accuracy"] >= 0.02, meta["heldout_samples"]  # 4 of 200; the base gets 0
-    assert meta["heldout_eos_rate"] >= 0.9 and meta["chat_format_ok"] >= 0.5
+    assert meta["test_arithmetic_accuracy"] >= 0.02, meta["test_samples"]  # 4 of 200; the base gets 0
+    assert meta["test_eos_rate"] >= 0.9 and meta["chat_format_ok"] >= 0.5
     assert meta["val_loss"] < 4.5  # ln(1024) = 6.93 at init

@@ -169,8 +169,8 @@ def test_loss_falls_and_beats_unigram(trained: dict[str, Any]) -> None:
     assert r["train_loss_first"] > 6.0  # ~ln(1024) = 6.93 at init
     # observed 6.94 -> 5.07 (train), val 5.15 vs unigram 5.97: thresholds keep a ~2x margin
     assert r["train_loss_final"] < r["train_loss_first"] - 1.0, (r["train_loss_first"], r["train_loss_final"])
-    assert np.isfinite(r["val_bpb"]) and 0 < r["val_bpb"] < 8
-    assert r["val_loss"] < r["unigram_val_loss"] - 0.4, (r["val_loss"], r["unigram_val_loss"])
+    assert np.isfinite(r["window_val_bpb"]) and 0 < r["window_val_bpb"] < 8
+    assert r["window_val_loss"] < r["window_unigram_val_loss"] - 0.4, r
     assert r["steps"] == 200 and r["complete"] and r["resumed_from_step"] is None
 
 
@@ -182,9 +182,9 @@ def test_metadata_keys_and_json(trained: dict[str, Any]) -> None:
         "tokens_per_param",
         "train_loss_first",
         "train_loss_final",
-        "val_loss",
-        "val_bpb",
-        "unigram_val_loss",
+        "window_val_loss",
+        "window_val_bpb",
+        "window_unigram_val_loss",
         "wall_time_s",
         "tokens_per_s",
         "mfu_pct",
@@ -309,7 +309,7 @@ def test_resume_is_bit_identical(fixture_dirs: tuple[Path, Path], tmp_path: Path
     # Calling again on a finished run is a no-op resume that re-exports the same model.
     again = train(cfg, shards_dir, tok_dir, tmp_path / "b", tmp_path / "b_out2", log=quiet.append)
     assert again["resumed_from_step"] == 10 and again["steps"] == 10
-    assert again["val_loss"] == second["val_loss"]
+    assert again["window_val_loss"] == second["window_val_loss"]
 
 
 def test_resume_refuses_changed_shape_warns_on_schedule(
@@ -508,7 +508,7 @@ def test_kill_9_then_resume_matches_straight_run(fixture_dirs: tuple[Path, Path]
         capture_output=True,
         timeout=300,
     )
-    summary = json.loads((tmp_path / "b_out" / "pretrain_summary.json").read_text())
+    summary = json.loads((tmp_path / "b_out" / "summary.json").read_text())
     assert summary["resumed_from_step"] is not None and summary["steps"] == 400
     a, b = (
         load_file(tmp_path / "a_out" / "model.safetensors"),

@@ -57,7 +57,7 @@ SIZED = [
     ("sft_data", "arithmetic"), ("sft_data", "word_problems"),
     ("sft", "max_length"), ("sft", "learning_rate"), ("sft", "batch_size"), ("sft", "max_steps"),
     ("sft", "lr_scheduler_type"),
-    ("reasoning_data", "size"), ("reasoning_data", "word_problem_fraction"), ("reasoning_data", "heldout_size"),
+    ("reasoning_data", "size"), ("reasoning_data", "word_problem_fraction"), ("reasoning_data", "dev_size"),
     ("grpo", "learning_rate"), ("grpo", "num_generations"), ("grpo", "batch_size"), ("grpo", "max_completion_length"),
     ("grpo", "max_steps"),
     ("distill", "learning_rate"), ("distill", "batch_size"), ("distill", "num_prompts"), ("distill", "max_steps"),
@@ -125,5 +125,5 @@ def test_sft_max_length_fits_every_row_of_the_profile_data(name, tmp_path):
     answer = max(len(r["messages"][-1]["content"]) for r in rows if r["kind"] in ("arithmetic", "word_problem"))
     for budget in (profile.grpo.max_completion_length, profile.rlhf.max_completion_length,
                    profile.preference_data.max_new_tokens, profile.distill.max_new_tokens,
-                   profile.sft.heldout_max_new_tokens, profile.grpo.heldout_max_new_tokens):
+                   profile.sft.arithmetic_max_new_tokens, profile.grpo.arithmetic_max_new_tokens):
         assert answer + 1 <= budget

@@ -111,7 +111,7 @@ def test_early_stop_ends_training_at_the_first_dev_point_reaching_the_target(
     monkeypatch.setattr(sft, "arithmetic_accuracy", fake_accuracy)
     meta = _run(inputs, tmp_path / "stop", dev=DEV, eval_every=4, stop_at_dev_accuracy=0.5)
     assert meta["steps"] == meta["stopped_early_at_step"] == 12
-    assert meta["heldout_curve"] == [[4, 0.1], [8, 0.3], [12, 0.6]] and meta["heldout_curve_split"] == "dev"
+    assert meta["arithmetic_curve"] == [[4, 0.1], [8, 0.3], [12, 0.6]] and meta["arithmetic_curve_split"] == "dev"
     assert all(items is DEV for items in seen)
     assert (tmp_path / "stop" / "model.safetensors").exists()
 

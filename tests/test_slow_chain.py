@@ -34,15 +34,15 @@ from pipeline_assets.evals.stats import discordant, paired_test, wilson_ci
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import assistant, completion_logps, load_checkpoint, user
 from pipeline_assets.posttrain.data import (
+    DEV_FILE,
     DOCSTRING_MODULES,
-    HELDOUT_FILE,
     REASONING_FILE,
     SFT_FILE,
     SFT_VAL_FILE,
     docstring_items,
     docstring_question,
 )
-from pipeline_assets.posttrain.rl import run_grpo
+from pipeline_assets.posttrain.grpo import run_grpo
 from pipeline_assets.posttrain.sft import run_sft
 from pipeline_assets.tasks.heldout import normalize_prompt
 
@@ -111,7 +111,7 @@ def _sft(chain: dict, base: Path, name: str, seed: int, **overrides) -> tuple[Pa
         out = chain["work"] / name
         meta = run_sft(replace(PROFILE.sft, seed=seed, **overrides), base, chain["sft_data"] / SFT_FILE, out,
                        val_dataset_path=chain["sft_data"] / SFT_VAL_FILE, replay_shards=chain["shards"],
-                       dev=read_jsonl(chain["sft_data"] / HELDOUT_FILE))
+                       dev=read_jsonl(chain["sft_data"] / DEV_FILE))
         chain["sft_runs"][name] = (out, meta)
     return chain["sft_runs"][name]
 
@@ -194,7 +194,7 @@ def test_pretraining_matters(chain):
 
 def test_post_training_gains_hold_for_every_seed(chain):
     base = _score(chain, chain["base"], "plain")
-    heldout = read_jsonl(chain["reasoning"] / HELDOUT_FILE)  # dev split: GRPO's own before/after curve
+    heldout = read_jsonl(chain["reasoning"] / DEV_FILE)  # dev split: GRPO's own before/after curve
     per_seed = {}
     for seed in SEEDS:
         sft_dir, sft_meta = _sft(chain, chain["base"], f"sft_pretrained_s{seed}", seed)

@@ -26,6 +26,7 @@ from pipeline_assets.metadata import path_md, table
 from pipeline_assets.pools import CORPUS_GLOBAL_POOL
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import resolved, stage_config
+from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.heldout import decontamination_texts
 from resources.datatrove import DatatroveExecutorResource
 from resources.settings import PipelineSettings
@@ -70,7 +71,7 @@ def raw_documents(context: dg.AssetExecutionContext, store: ArtifactStore, setti
     with writing(context, store) as draft:
         result = ingest_source(spec, draft.work, cfg.tasks,
                                cfg.max_bytes_per_source if spec.kind != "folder" else None, cfg.max_doc_bytes)
-        (draft.work / "stats.json").write_text(json.dumps(result, indent=2))
+        write_summary(draft.work, result)
     context.log.info(f"{spec.name}: {result['documents']} documents, {result['quarantined']} quarantined")
     return finish(context, store, draft, None, {
         **{k: v for k, v in result.items() if not isinstance(v, dict)},
@@ -93,7 +94,7 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
     raw = reads(RAW, context.partition_key)
     with writing(context, store, fingerprint(raw, spec.domain, cfg.__dict__)) as draft:
         result = filter_partition(raw, draft.work, spec.domain, cfg, datatrove.run)
-        (draft.work / "stats_summary.json").write_text(json.dumps(result, indent=2))
+        write_summary(draft.work, result)
     rows = [{"filter": name, "dropped": n, "reasons": ", ".join(f"{k}={v}" for k, v in
                                                                  result["drop_reasons"][name].items())}
             for name, n in result["dropped_by_filter"].items()]
@@ -136,7 +137,7 @@ def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, 
     context.log.info(f"clustering duplicates across {len(sig_dirs)} sources (priority order): {list(sig_dirs)}")
     with writing(context, store) as draft:
         report = find_duplicates(sig_dirs, draft.work, cfg, datatrove.run)
-        (draft.work / "report.json").write_text(json.dumps(report, indent=2))
+        write_summary(draft.work, report)
         sources = {p: json.loads((d / "inputs.json").read_text())["documents"] for p, d in sig_dirs.items()}
         (draft.work / "sources.json").write_text(json.dumps(sources, indent=1))
     return finish(context, store, draft, reads,
@@ -178,7 +179,7 @@ def decontaminated_documents(context: dg.AssetExecutionContext, store: ArtifactS
     with writing(context, store, fingerprint(docs, bench / "manifest.json", cfg.__dict__)) as draft:
         ngram_counts = build_index(decontamination_texts(bench), draft.work / "index", cfg)
         result = decontaminate_partition(docs, draft.work / "index", draft.work, cfg, datatrove.run)
-        (draft.work / "stats_summary.json").write_text(json.dumps(result, indent=2))
+        write_summary(draft.work, result)
     out = draft.version.path
     check = checks.no_eval_ngrams_left(DECONT, out / "documents", out / "index", cfg)
     return finish(context, store, draft, reads, {

@@ -14,10 +14,11 @@ import dagster as dg
 from pipeline_assets.asset_keys import BENCHMARKS, DEDUPED, MIXTURE, PREFERENCES, REWARD, SHARDS, model_key
 from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
 from pipeline_assets.evals.config import EvalConfig
-from pipeline_assets.lineage import ModelStage
 from pipeline_assets.metadata import table
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import register_section, resolved, stage_config
+from pipeline_assets.stages import ModelStage
+from pipeline_assets.summary import write_summary
 from resources.settings import PipelineSettings
 from resources.storage import ArtifactStore
 
@@ -77,7 +78,7 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
                          "after_decontamination": contamination_report(_mixture_train_files(reads), bench)}
         result["contamination"] = contamination
         with writing(context, store) as draft:
-            (draft.work / "eval.json").write_text(json.dumps(result, indent=2, default=str))
+            write_summary(draft.work, result)
         metrics = {k: v for k, v in result["metrics"].items() if v is not None}
         rows = [{"set": name, "before": round(contamination["before_decontamination"]["sets"][name]["fraction"], 4),
                  "after": round(contamination["after_decontamination"]["sets"][name]["fraction"], 4)}

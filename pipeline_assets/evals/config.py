@@ -6,10 +6,12 @@ from them load without the training stack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-SETS: tuple[str, ...] = ("val", "multiple_choice", "arithmetic", "qa", "safety", "preference", "win_rate",
-                         "samples")
+from pipeline_assets.evals.sets import REGISTRY
+
+# The eval sets registered in evals/sets.py, in run order.
+SETS: tuple[str, ...] = tuple(REGISTRY)
 
 # Fixed prompts: the same for every checkpoint, so samples and win rates compare like with like. None of
 # them is a benchmark item (benchmarks are never shown to a judge or trained on through this list).
@@ -43,7 +45,9 @@ INSTRUCTION_PROMPTS: tuple[str, ...] = (
 class EvalConfig:
     """Used by: evals/<stage>. Limits cap items per set (None = the whole set); `sets` picks what runs."""
 
-    sets: tuple[str, ...] = SETS
+    # Default: every set registered when the config is built, so a newly registered set runs without a
+    # profile edit; list names to run fewer (they still run in registry order).
+    sets: tuple[str, ...] = field(default_factory=lambda: tuple(REGISTRY))
     qa_limit: int | None = 32
     multiple_choice_limit: int | None = 48
     arithmetic_limit: int | None = 48
@@ -68,9 +72,14 @@ class EvalConfig:
     sample_prompts: tuple[str, ...] = SAMPLE_PROMPTS
 
     def validate(self) -> None:
-        unknown = sorted(set(self.sets) - set(SETS))
+        # The live registry, not SETS: a set registered after import (a plugin, a test) is valid too.
+        unknown = sorted(set(self.sets) - set(REGISTRY))
         if unknown:
-            raise ValueError(f"EvalConfig.sets has unknown names {unknown}; valid: {', '.join(SETS)}")
+            raise ValueError(f"EvalConfig.sets has unknown names {unknown}; valid: {', '.join(REGISTRY)}")
+        for name, spec in REGISTRY.items():
+            if spec.limit is not None and not hasattr(self, spec.limit):
+                raise ValueError(f"eval set {name!r} is sized by EvalConfig.{spec.limit}, which does not exist; "
+                                 "add the field or fix the registration in evals/sets.py")
         for name in ("qa_limit", "multiple_choice_limit", "arithmetic_limit", "safety_limit", "preference_limit",
                      "win_rate_heldout_limit"):
             value = getattr(self, name)

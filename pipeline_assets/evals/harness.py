@@ -3,8 +3,9 @@
     python -m pipeline_assets.evals.harness --model-dir M --bench-dir B [--shards-dir S] [--parent-dir P]
         [--judge RM_DIR] [--profile tiny] [--out result.json]
 
-`evaluate_checkpoint(model_dir, bench_dir, cfg, shards_dir, parent_dir, judge)` computes every number from
-real forward passes and greedy generations of the checkpoint (nothing is read from its training metadata):
+`evaluate_checkpoint(model_dir, bench_dir, cfg, shards_dir, parent_dir, judge)` runs the eval sets registered
+in evals/sets.py (in registry order; `cfg.sets` picks which) and computes every number from real forward
+passes and greedy generations of the checkpoint (nothing is read from its training metadata):
 
     val_loss, val_bpb               cross-entropy on the val split of tokenizer/tokenized_shards and bits per
                                     byte over the exact UTF-8 bytes scored, overall and per domain
@@ -45,8 +46,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline_assets.evals.config import INSTRUCTION_PROMPTS, SETS, EvalConfig
-from pipeline_assets.evals.safety import adversarial_prompts, balanced_subset, evaluate_safety
+# INSTRUCTION_PROMPTS is unused here but tests import it from this module.
+from pipeline_assets.evals.config import INSTRUCTION_PROMPTS, SETS, EvalConfig  # noqa: F401
+from pipeline_assets.evals.safety import adversarial_prompts
+from pipeline_assets.evals.sets import REGISTRY, EvalInputs, SetResult
 from pipeline_assets.evals.stats import summarize
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import (
@@ -483,10 +486,12 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate `model_dir` on `bench_dir` (evals/benchmarks); see the module docstring for each metric.
 
-    `shards_dir` (tokenizer/tokenized_shards) enables val loss/bpb; `parent_dir` + `judge` (a reward-model
-    dir or a callable `(prompts, responses) -> scores`) enable the win rate; `pairs_dir` (datasets/preferences)
-    enables the held-out preference pair accuracy (policies and reward models). Returns {"metrics": flat
-    {name: number|None}, "counts", "safety", "win_rate", "samples", "examples", "timings_s", ...}.
+    A causal LM runs each set of evals/sets.py REGISTRY that `cfg.sets` lists, in registry order, skipping
+    one whose inputs were not given: `shards_dir` (tokenizer/tokenized_shards) enables val loss/bpb;
+    `parent_dir` + `judge` (a reward-model dir or a callable `(prompts, responses) -> scores`) the win rate;
+    `pairs_dir` (datasets/preferences) the held-out preference pair accuracy (policies and reward models).
+    Returns {"metrics": flat {name: number|None}, "counts", "safety", "win_rate", "samples", "examples",
+    "timings_s", ...}.
     """
     cfg.validate()
     t_start = time.perf_counter()
@@ -507,33 +512,33 @@ def evaluate_checkpoint(
     result: dict[str, Any] = {"model_dir": str(path), "model_kind": kind, "parent_dir": None, "device": device,
                               "safety": None, "win_rate": None, "samples": []}
 
-    def timed(section: str, started: float) -> None:
-        timings[section] = round(time.perf_counter() - started, 3)
+    def merge(section: str, out: SetResult, started: float | None) -> None:
+        metrics.update(out.metrics)
+        counts.update(out.counts)
+        per_item.update(out.per_item)
+        if out.examples is not None:
+            examples[section] = out.examples
+        result.update(out.extra)
+        took = ""
+        if started is not None:
+            timings[section] = round(time.perf_counter() - started, 3)
+            took = f" | {timings[section]:.1f}s"
+        if out.summary:
+            log(f"eval | {name} | {out.summary}{took}")
+        for line in out.lines:
+            log(line)
 
     if kind == "reward_model":
-        t = time.perf_counter()
-        rm = RewardModelJudge(path, device=device, batch_size=cfg.batch_size)
-        out = eval_reward_model(rm, bench_dir, cfg)
-        metrics.update({k: out[k] for k in ("reward_pairwise_accuracy", "reward_margin_mean")})
-        counts["reward_pairs"] = out["pairs"]
-        per_item.update(out["items"])
-        result["num_params"] = sum(p.numel() for p in rm.model.parameters())
-        timed("reward_pairs", t)
-        log(f"eval | {name} | reward pairwise acc {out['reward_pairwise_accuracy']} over {out['pairs']} pairs")
-        if "preference" in cfg.sets and pairs_dir is not None:
-            pairs = _take(read_jsonl(Path(pairs_dir) / "heldout.jsonl"), cfg.preference_limit)
-            texts = [pair["prompt"][-1]["content"] for pair in pairs]
-            good = rm(texts, [pair["chosen"][-1]["content"] for pair in pairs])
-            bad = rm(texts, [pair["rejected"][-1]["content"] for pair in pairs])
-            correct = [float(g > b) for g, b in zip(good, bad, strict=True)]
-            metrics["preference_pair_accuracy"] = _mean(correct)
-            counts["preference"] = len(pairs)
-            per_item["preference_pair_accuracy"] = _items("preference", [str(p["id"]) for p in pairs], correct)
-            log(f"eval | {name} | held-out preference pair accuracy {metrics['preference_pair_accuracy']} "
-                f"({len(pairs)} pairs from prompts no SFT row used)")
+        _evaluate_reward_model(path, bench_dir, cfg, device, pairs_dir, result, merge)
     else:
+        given: dict[str, Any] = {"shards_dir": shards_dir, "pairs_dir": pairs_dir, "parent_dir": parent_dir,
+                                 "judge": judge}
+        given = {k: v if v is None or k == "judge" else Path(v) for k, v in given.items()}
+        listed = {section: spec for section, spec in REGISTRY.items() if section in cfg.sets}
+        runnable = {section for section, spec in listed.items() if all(given[k] is not None for k in spec.needs)}
         # Load the judge first: a wrong judge dir should fail before minutes of generation, not after.
-        scorer = as_judge(judge, device, cfg.batch_size) if "win_rate" in cfg.sets and parent_dir else None
+        if any("judge" in listed[section].needs for section in runnable):
+            given["judge"] = as_judge(judge, device, cfg.batch_size)
         model, tok = load_checkpoint(path, device)
         result["num_params"] = sum(p.numel() for p in model.parameters())
         # Size on disk of the weights a deployer ships (the quantized gate compares it with the parent's) and
@@ -541,126 +546,51 @@ def evaluate_checkpoint(
         metrics["checkpoint_bytes"] = dir_size_bytes(path) or None
         metrics["num_params"] = result["num_params"]
         log(f"eval | {name} | {result['num_params']:,} params on {device} | sets {', '.join(cfg.sets)}")
-
-        if "val" in cfg.sets and shards_dir is not None:
+        inputs = EvalInputs(model=model, tok=tok, cfg=cfg, bench_dir=bench_dir, device=device, **given)
+        for section, spec in listed.items():
+            if section not in runnable:
+                missing = [k for k in spec.needs if given[k] is None]
+                if len(missing) < len(spec.needs):  # half its inputs given: a silent skip would look like a pass
+                    log(f"eval | {name} | {section} skipped: it needs {' and '.join(spec.needs)}; "
+                        f"{', '.join(missing)} not given")
+                continue
             t = time.perf_counter()
-            out = eval_val(model, Path(shards_dir), cfg, tok)
-            metrics.update(val_loss=out["val_loss"], val_bpb=out["val_bpb"], unigram_val_bpb=out["unigram_val_bpb"])
-            counts["val_tokens"] = out["val_tokens"]
-            result["val_by_domain"] = out["val_by_domain"]
-            for domain, row in out["val_by_domain"].items():  # the base's target gate reads each domain
-                metrics[f"val_bpb/{domain}"] = row["val_bpb"]
-                metrics[f"unigram_val_bpb/{domain}"] = row["unigram_bpb"]
-            timed("val", t)
-            log(f"eval | {name} | val loss {out['val_loss']:.4f} | val bpb {out['val_bpb']} (unigram "
-                f"{out['unigram_val_bpb']}) | {out['val_tokens']:,} tokens, {out['val_bytes']:,} bytes | "
-                + " | ".join(f"{d} {r['val_bpb']}" for d, r in out["val_by_domain"].items())
-                + f" | {timings['val']:.1f}s")
-        if "multiple_choice" in cfg.sets:
-            t = time.perf_counter()
-            records = _take(load_benchmark(bench_dir, "multiple_choice"), cfg.multiple_choice_limit)
-            out = eval_multiple_choice(model, tok, records, cfg)
-            metrics.update(mc_accuracy=out["mc_accuracy"], mc_accuracy_norm=out["mc_accuracy_norm"])
-            counts["multiple_choice"], examples["multiple_choice"] = len(records), out["examples"]
-            per_item.update(out["items"])
-            timed("multiple_choice", t)
-            log(f"eval | {name} | multiple_choice acc {out['mc_accuracy']} acc_norm {out['mc_accuracy_norm']} "
-                f"({len(records)} items, {timings['multiple_choice']:.1f}s)")
-        if "arithmetic" in cfg.sets:
-            t = time.perf_counter()
-            records = _take(load_benchmark(bench_dir, "arithmetic"), cfg.arithmetic_limit)
-            out = eval_arithmetic(model, tok, records, cfg)
-            metrics["arithmetic_accuracy"] = out["arithmetic_accuracy"]
-            counts["arithmetic"], examples["arithmetic"] = len(records), out["examples"]
-            per_item.update(out["items"])
-            timed("arithmetic", t)
-            log(f"eval | {name} | arithmetic exact match {out['arithmetic_accuracy']} ({len(records)} items, "
-                f"{timings['arithmetic']:.1f}s)")
-        if "qa" in cfg.sets:
-            t = time.perf_counter()
-            records = _take(load_benchmark(bench_dir, "qa"), cfg.qa_limit)
-            out = eval_qa(model, tok, records, cfg)
-            metrics.update(qa_f1=out["qa_f1"], qa_rouge_l=out["qa_rouge_l"])
-            counts["qa"], examples["qa"] = len(records), out["examples"]
-            per_item.update(out["items"])
-            timed("qa", t)
-            log(f"eval | {name} | qa token-F1 {out['qa_f1']} ROUGE-L {out['qa_rouge_l']} ({len(records)} items, "
-                f"{timings['qa']:.1f}s)")
-        if "safety" in cfg.sets:
-            t = time.perf_counter()
-            records = balanced_subset(load_benchmark(bench_dir, "safety"), cfg.safety_limit)
-            generated: list[str] = []
-
-            def generate(prompts: list[str]) -> list[str]:
-                # Kept for the per-item refusals: evaluate_safety returns only the rates.
-                out = chat_generate(model, tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
-                generated.extend(out)
-                return out
-
-            out = evaluate_safety(generate, records, cfg.adversarial_per_prompt)
-            per_item.update(safety_items(records, cfg.adversarial_per_prompt, generated))
-            metrics.update(safety_refusal_rate=out["refusal_rate"], safety_over_refusal_rate=out["over_refusal_rate"],
-                           safety_adversarial_refusal_rate=out["adversarial_refusal_rate"])
-            counts.update(safety_harmful=out["harmful"], safety_benign=out["benign"],
-                          safety_adversarial=out["adversarial"])
-            result["safety"] = out
-            timed("safety", t)
-            log(f"eval | {name} | safety refusal {out['refusal_rate']} | over-refusal {out['over_refusal_rate']} | "
-                f"adversarial refusal {out['adversarial_refusal_rate']} | {timings['safety']:.1f}s")
-        if "preference" in cfg.sets and pairs_dir is not None:
-            t = time.perf_counter()
-            pairs = _take(read_jsonl(Path(pairs_dir) / "heldout.jsonl"), cfg.preference_limit)
-            out = eval_preference_pairs(model, tok, pairs, cfg)
-            metrics.update(preference_pair_accuracy=out["preference_pair_accuracy"],
-                           preference_logp_margin=out["preference_logp_margin"])
-            counts["preference"] = len(pairs)
-            per_item.update(out["items"])
-            timed("preference", t)
-            log(f"eval | {name} | held-out preference pair accuracy {out['preference_pair_accuracy']} "
-                f"({len(pairs)} pairs, {timings['preference']:.1f}s)")
-        prompts, prompt_ids = list(INSTRUCTION_PROMPTS[:cfg.win_rate_limit]), None
-        if scorer is not None and pairs_dir is not None:
-            # In-domain: the held-out preference prompts (no SFT row used them), the distribution RLHF and
-            # the reward model were trained on; the reward-hacking gate reads the judge's score here.
-            held = _take(read_jsonl(Path(pairs_dir) / "heldout.jsonl"), cfg.win_rate_heldout_limit)
-            prompts = [pair["prompt"][-1]["content"] for pair in held]
-            prompt_ids = [str(pair["id"]) for pair in held]
-        if scorer is not None:
-            t = time.perf_counter()
-            ours = chat_generate(model, tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
-            parent_model, parent_tok = load_checkpoint(parent_dir, device)
-            theirs = chat_generate(parent_model, parent_tok, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
-            del parent_model
-            out = win_rate(scorer, prompts, ours, theirs, prompt_ids)
-            out["prompts"] = "heldout_preferences" if prompt_ids else "instructions"
-            metrics["win_rate_vs_parent"] = out["win_rate"]
-            if out["score_mean"] is not None:
-                metrics["reward_score_delta_vs_parent"] = round(out["score_mean"] - out["parent_score_mean"], 6)
-            per_item.update(out["items"])
-            counts["win_rate"] = out["n"]
-            result["win_rate"] = out
-            result["parent_dir"] = str(find_model_dir(parent_dir))
-            timed("win_rate", t)
-            log(f"eval | {name} | win rate vs parent {out['win_rate']} (W{out['wins']} T{out['ties']} "
-                f"L{out['losses']} on {out['n']} {out['prompts']} prompts) | reward-model score "
-                f"{out['score_mean']} vs parent {out['parent_score_mean']} | {timings['win_rate']:.1f}s")
-        elif "win_rate" in cfg.sets and (parent_dir is None) != (judge is None):
-            log(f"eval | {name} | win rate skipped: it needs both parent_dir and judge")
-        if "samples" in cfg.sets and cfg.sample_prompts:
-            t = time.perf_counter()
-            completions = chat_generate(model, tok, list(cfg.sample_prompts), cfg.max_new_tokens,
-                                        batch_size=cfg.batch_size)
-            result["samples"] = [{"prompt": p, "completion": c}
-                                 for p, c in zip(cfg.sample_prompts, completions, strict=True)]
-            timed("samples", t)
-            for s in result["samples"]:
-                log(f"sample | {s['prompt']!r} -> {s['completion'][:120]!r}")
+            out = spec.run(replace(inputs, limit=getattr(cfg, spec.limit) if spec.limit else None))
+            if out is not None:
+                merge(section, out, t)
 
     result.update(metrics=metrics, counts=counts, examples=examples, timings_s=timings, per_item=per_item,
                   metric_stats=metric_stats(metrics, per_item, counts),
                   wall_time_s=round(time.perf_counter() - t_start, 3),
                   config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()})
     return result
+
+
+def _evaluate_reward_model(path: Path, bench_dir: Path, cfg: EvalConfig, device: str,
+                           pairs_dir: Path | str | None, result: dict[str, Any],
+                           merge: Callable[[str, SetResult, float | None], None]) -> None:
+    """A reward model is loaded as a judge and scores fixed (prompt, response) pairs, so none of the
+    generating / log-likelihood sets of evals/sets.py applies. Its pairwise accuracy runs whatever cfg.sets
+    lists (it is the one number every reward model gets); the held-out pairs when "preference" is listed."""
+    t = time.perf_counter()
+    rm = RewardModelJudge(path, device=device, batch_size=cfg.batch_size)
+    out = eval_reward_model(rm, bench_dir, cfg)
+    result["num_params"] = sum(p.numel() for p in rm.model.parameters())
+    merge("reward_pairs", SetResult(
+        {k: out[k] for k in ("reward_pairwise_accuracy", "reward_margin_mean")}, {"reward_pairs": out["pairs"]},
+        out["items"], summary=f"reward pairwise acc {out['reward_pairwise_accuracy']} over {out['pairs']} pairs"), t)
+    if "preference" in cfg.sets and pairs_dir is not None:
+        pairs = _take(read_jsonl(Path(pairs_dir) / "heldout.jsonl"), cfg.preference_limit)
+        texts = [pair["prompt"][-1]["content"] for pair in pairs]
+        good = rm(texts, [pair["chosen"][-1]["content"] for pair in pairs])
+        bad = rm(texts, [pair["rejected"][-1]["content"] for pair in pairs])
+        correct = [float(g > b) for g, b in zip(good, bad, strict=True)]
+        # Untimed, so a reward model's timings_s stays {"reward_pairs": s} like every stored reward-model result.
+        merge("preference", SetResult(
+            {"preference_pair_accuracy": _mean(correct)}, {"preference": len(pairs)},
+            {"preference_pair_accuracy": _items("preference", [str(p["id"]) for p in pairs], correct)},
+            summary=f"held-out preference pair accuracy {_mean(correct)} ({len(pairs)} pairs from prompts no SFT "
+                    "row used)"), None)
 
 
 # ---------------------------------------------------------------------------------------------------------

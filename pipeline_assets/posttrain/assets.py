@@ -7,7 +7,6 @@ folder, and turns the returned dict into metadata: loss curve, before/after metr
 """
 
 import dataclasses
-import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,38 +16,25 @@ import dagster as dg
 
 from pipeline_assets.asset_keys import (
     AI_FEEDBACK,
-    BASE,
     BENCHMARKS,
-    DISTILLED,
-    DPO,
-    GRPO,
     PREFERENCES,
-    QUANTIZED,
     REASONING,
-    REWARD,
-    RLHF,
     SFT,
     SFT_DATA,
-    SHARDS,
 )
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.posttrain import data
 from pipeline_assets.posttrain.config import (
-    DistillConfig,
-    DPOStageConfig,
     FeedbackConfig,
-    GRPOStageConfig,
     PreferenceDataConfig,
-    QuantizeConfig,
-    RewardModelConfig,
-    RLHFConfig,
-    SFTStageConfig,
 )
 from pipeline_assets.posttrain.data import ReasoningDataConfig, SFTDataConfig
 from pipeline_assets.publishing import Reads, finish, writing
-from pipeline_assets.run_config import resolved, stage_config
+from pipeline_assets.run_config import registered_sections, resolved, stage_config
+from pipeline_assets.stages import ModelStage, StageInputs, resolve
+from pipeline_assets.summary import write_summary
 from resources.settings import PipelineSettings
 from resources.storage import ArtifactStore, Draft, fingerprint
 
@@ -56,16 +42,8 @@ SFTDataRunConfig = stage_config("SFTDataRunConfig", SFTDataConfig, "sft_data")
 ReasoningDataRunConfig = stage_config("ReasoningDataRunConfig", ReasoningDataConfig, "reasoning_data")
 FeedbackRunConfig = stage_config("FeedbackRunConfig", FeedbackConfig, "feedback")
 PreferenceDataRunConfig = stage_config("PreferenceDataRunConfig", PreferenceDataConfig, "preference_data")
-SFTRunConfig = stage_config("SFTRunConfig", SFTStageConfig, "sft")
-RewardRunConfig = stage_config("RewardRunConfig", RewardModelConfig, "reward")
-DPORunConfig = stage_config("DPORunConfig", DPOStageConfig, "dpo")
-RLHFRunConfig = stage_config("RLHFRunConfig", RLHFConfig, "rlhf")
-GRPORunConfig = stage_config("GRPORunConfig", GRPOStageConfig, "grpo")
-DistillRunConfig = stage_config("DistillRunConfig", DistillConfig, "distill")
-QuantizeRunConfig = stage_config("QuantizeRunConfig", QuantizeConfig, "quantize")
 
 TRAINING_CHECK = "loss_finite_and_reloads"
-SUMMARY_FILE = "summary.json"  # = posttrain.common.SUMMARY_FILE (not imported: common needs torch)
 # The trainer's resume points, inside the stage's resumable work dir; removed before the version is renamed,
 # so the published dir holds only the model.
 TRAINER_DIR = ".trainer"
@@ -116,7 +94,7 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, fn: Callable
     with writing(context, store, resume_key) as draft:
         result = fn(draft.work)
         shutil.rmtree(draft.work / TRAINER_DIR, ignore_errors=True)
-        (draft.work / SUMMARY_FILE).write_text(json.dumps(result, indent=2, default=str))
+        write_summary(draft.work, result)
     return draft, result
 
 
@@ -158,29 +136,6 @@ def reasoning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore, s
     return finish(context, store, draft, reads, _scalars(result))
 
 
-def _preference_prompts(sft_data: Path, limit: int, task: data.SFTDataConfig,
-                        unseen: bool = True) -> list[dict]:
-    """Prompt records for pair building and RLHF: the SFT rows' prompts to train on (arithmetic with answers,
-    harmful, benign), and as the held-out prompts the training-split problems no SFT row used, so held-out
-    pair accuracy and RLHF's held-out numbers are measured on prompts the policy never trained on."""
-    rows = read_jsonl(sft_data / data.SFT_FILE) + read_jsonl(sft_data / data.SFT_VAL_FILE)
-    out: list[dict] = []
-    for r in rows:
-        user, reply = r["messages"][0]["content"], r["messages"][-1]["content"]
-        if r["kind"] == "arithmetic":
-            out.append({"prompt": user, "answer": reply, "heldout": False})
-        elif r["kind"] == "refusal":
-            out.append({"prompt": user, "label": "harmful", "heldout": False})
-        elif r["kind"] == "benign":
-            out.append({"prompt": user, "label": "benign", "response": reply, "heldout": False})
-    arithmetic = [p for p in out if "answer" in p][:limit]
-    safety = [p for p in out if "label" in p][: max(limit // 10, 8)]
-    if not unseen:
-        return arithmetic + safety
-    held = data.unseen_arithmetic({r["messages"][0]["content"] for r in rows}, task.operand_max, task.operators)
-    return arithmetic + safety + [{**p, "heldout": True} for p in held]
-
-
 @dg.asset(key=AI_FEEDBACK, deps=[SFT, SFT_DATA, BENCHMARKS], group_name="datasets", code_version="1",
           kinds={"pytorch"})
 def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
@@ -189,7 +144,7 @@ def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, setting
     from pipeline_assets.posttrain import feedback
     reads = Reads(store)
     cfg = resolved(config, settings.profile)
-    prompts = _preference_prompts(reads(SFT_DATA), cfg.prompts, settings.config(SFTDataConfig, "sft_data"),
+    prompts = data.preference_prompts(reads(SFT_DATA), cfg.prompts, settings.config(SFTDataConfig, "sft_data"),
                                   unseen=False)  # its pairs join the preference TRAIN split
     draft, result = _train(context, store, lambda work: feedback.label_with_judge(
         None, prompts, reads(SFT), work, cfg, log=context.log.info))
@@ -204,7 +159,7 @@ def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, se
     from pipeline_assets.posttrain import preference_data
     reads = Reads(store)
     cfg = resolved(config, settings.profile)
-    prompts = _preference_prompts(reads(SFT_DATA), cfg.prompts, settings.config(SFTDataConfig, "sft_data"))
+    prompts = data.preference_prompts(reads(SFT_DATA), cfg.prompts, settings.config(SFTDataConfig, "sft_data"))
     # AI-feedback pairs come from SFT prompts: training pairs only, the held-out ones are prompts SFT never saw.
     extra = [{**pair, "heldout": False} for pair in read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")]
     draft, result = _train(context, store, lambda work: preference_data.build_preference_pairs(
@@ -215,121 +170,38 @@ def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, se
 # --- models --------------------------------------------------------------------------------------------------
 
 
-@dg.asset(key=SFT, deps=[BASE, SFT_DATA, SHARDS], group_name="models", code_version="2", kinds={"pytorch"},
-          pool=TRAINING_POOL, check_specs=_check(SFT))
-def sft_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-              config: SFTRunConfig) -> dg.MaterializeResult:
-    """TRL SFTTrainer on the chat rows (plus pretraining replay from the shards); full fine-tune, or LoRA (peft)
-    with a merged copy as the checkpoint."""
-    from pipeline_assets.posttrain import sft
-    reads = Reads(store)
-    cfg = resolved(config, settings.profile)
-    bench = read_jsonl(reads(BENCHMARKS) / "arithmetic.jsonl")  # reported (test split)
-    dev = read_jsonl(reads(SFT_DATA) / data.HELDOUT_FILE)  # early stop and curve (dev split)
+def model_asset(stage: ModelStage) -> dg.AssetsDefinition:
+    """``models/<stage>`` from its registry entry (pipeline_assets/stages.py): the Launchpad form of its config
+    section, its parent and inputs as deps, the trainer called on their published dirs, resumable in a work
+    dir keyed by those versions and the config, and the blocking training check."""
+    config_cls = resolve(stage.config)
+    run_config = stage_config(f"{stage.name.capitalize()}RunConfig", config_cls, stage.section)
+    deps = [stage.parent_key, *stage.inputs]
 
-    def run(work: Path) -> dict:
-        # LoRA: the adapter lives in adapter/, the merged model is the asset dir itself (plain from_pretrained).
-        out = work / "adapter" if cfg.use_lora else work
-        return sft.run_sft(cfg, reads(BASE), reads(SFT_DATA) / data.SFT_FILE, out,
-                           merged_dir=work if cfg.use_lora else None, log=context.log.info, heldout=bench,
-                           val_dataset_path=reads(SFT_DATA) / data.SFT_VAL_FILE, checkpoint_dir=work / TRAINER_DIR,
-                           replay_shards=reads(SHARDS) if cfg.replay_fraction else None, dev=dev)
+    def _model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+               config: dg.Config) -> dg.MaterializeResult:
+        reads = Reads(store)
+        cfg = resolved(config, settings.profile)
+        inputs = StageInputs({key.to_user_string(): reads(key) for key in deps}, settings.profile)
+        train = resolve(stage.trainer)  # imports the trainer (torch, TRL) only when the stage runs
+        key = None
+        if stage.resumable:
+            sections = registered_sections()
+            key = _resume_key(reads, deps, cfg, **{s: dataclasses.asdict(settings.config(sections[s], s))
+                                                   for s in stage.uses_sections})
+        draft, result = _train(context, store, lambda work: train(
+            cfg, inputs, work, work / TRAINER_DIR if stage.resumable else None, context.log.info), key)
+        return _model_result(context, store, draft, reads, result, trained=stage.trained)
 
-    draft, result = _train(context, store, run, _resume_key(reads, [BASE, SFT_DATA, SHARDS], cfg))
-    return _model_result(context, store, draft, reads, result)
-
-
-@dg.asset(key=REWARD, deps=[DPO, PREFERENCES], group_name="models", code_version="2", kinds={"pytorch"},
-          pool=TRAINING_POOL, check_specs=_check(REWARD))
-def reward_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                 config: RewardRunConfig) -> dg.MaterializeResult:
-    """TRL RewardTrainer: a scalar head on the DPO policy's trunk (the SFT policy after DPO on the same train
-    pairs), trained on the preference pairs; the held-out pairs stay unseen by both."""
-    from pipeline_assets.posttrain import reward
-    reads = Reads(store)
-    cfg = resolved(config, settings.profile)
-    draft, result = _train(context, store, lambda work: reward.run_reward_model(
-        cfg, reads(DPO), reads(PREFERENCES), work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
-        _resume_key(reads, [DPO, PREFERENCES], cfg))
-    return _model_result(context, store, draft, reads, result)
+    _model.__annotations__["config"] = run_config  # Dagster reads the form's schema from this annotation
+    return dg.asset(key=stage.key, deps=deps, group_name="models", code_version=stage.code_version,
+                    kinds={"pytorch"}, pool=TRAINING_POOL, check_specs=_check(stage.key),
+                    description=stage.description)(_model)
 
 
-@dg.asset(key=DPO, deps=[SFT, PREFERENCES], group_name="models", code_version="1", kinds={"pytorch"},
-          pool=TRAINING_POOL, check_specs=_check(DPO))
-def dpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-              config: DPORunConfig) -> dg.MaterializeResult:
-    """TRL DPOTrainer (loss_type sigmoid/ipo/...; algorithm kto/orpo/simpo by config)."""
-    from pipeline_assets.posttrain import dpo
-    reads = Reads(store)
-    cfg = resolved(config, settings.profile)
-    draft, result = _train(context, store, lambda work: dpo.run_dpo(
-        cfg, reads(SFT), reads(PREFERENCES), work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
-        _resume_key(reads, [SFT, PREFERENCES], cfg))
-    return _model_result(context, store, draft, reads, result)
+def model_assets(stages: Sequence[ModelStage]) -> list[dg.AssetsDefinition]:
+    """The model asset of every registered stage with a trainer (models/base is pretrain/'s own asset)."""
+    return [model_asset(s) for s in stages if s.trainer is not None]
 
 
-@dg.asset(key=RLHF, deps=[SFT, REWARD, SFT_DATA], group_name="models", code_version="1", kinds={"pytorch"},
-          pool=TRAINING_POOL, check_specs=_check(RLHF))
-def rlhf_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-               config: RLHFRunConfig) -> dg.MaterializeResult:
-    """The SFT policy optimized against models/reward with a KL penalty (TRL RLOO; TRL 1.16 has no PPO)."""
-    from pipeline_assets.posttrain import rlhf
-    reads = Reads(store)
-    cfg = resolved(config, settings.profile)
-    # The preference stage's prompts, so RLHF's held-out prompts are the reward model's held-out pairs'.
-    prompts = _preference_prompts(reads(SFT_DATA), settings.config(PreferenceDataConfig, "preference_data").prompts,
-                                  settings.config(SFTDataConfig, "sft_data"))
-    draft, result = _train(context, store, lambda work: rlhf.run_rlhf(
-        cfg, reads(SFT), reads(REWARD), prompts, work, log=context.log.info, checkpoint_dir=work / TRAINER_DIR),
-        _resume_key(reads, [SFT, REWARD, SFT_DATA], cfg, prompts=prompts))
-    return _model_result(context, store, draft, reads, result)
-
-
-@dg.asset(key=GRPO, deps=[SFT, REASONING], group_name="models", code_version="1", kinds={"pytorch"},
-          pool=TRAINING_POOL, check_specs=_check(GRPO))
-def grpo_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-               config: GRPORunConfig) -> dg.MaterializeResult:
-    """TRL GRPOTrainer with verifiable rewards (exact answer + format) on datasets/reasoning."""
-    from pipeline_assets.posttrain import rl
-    reads = Reads(store)
-    cfg = resolved(config, settings.profile)
-    heldout = read_jsonl(reads(REASONING) / data.HELDOUT_FILE)
-    draft, result = _train(context, store, lambda work: rl.run_grpo(
-        cfg, reads(SFT), reads(REASONING) / data.REASONING_FILE, work, heldout,
-        log=context.log.info, checkpoint_dir=work / TRAINER_DIR), _resume_key(reads, [SFT, REASONING], cfg))
-    from pipeline_assets.posttrain.sandbox import sandbox_probe  # which isolation the code rewards ran under
-
-    result["sandbox_mode"] = sandbox_probe().mode if "code_execution" in cfg.reward_funcs else "unused"
-    return _model_result(context, store, draft, reads, result)
-
-
-@dg.asset(key=DISTILLED, deps=[GRPO, SFT_DATA, REASONING], group_name="models", code_version="1", kinds={"pytorch"},
-          pool=TRAINING_POOL, check_specs=_check(DISTILLED))
-def distilled_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                    config: DistillRunConfig) -> dg.MaterializeResult:
-    """A smaller student trained from the GRPO teacher."""
-    from pipeline_assets.posttrain import distill
-    reads = Reads(store)
-    cfg = resolved(config, settings.profile)
-    draft, result = _train(context, store, lambda work: distill.run_distill(
-        cfg, reads(GRPO), reads(SFT_DATA) / data.SFT_FILE, work, log=context.log.info,
-        heldout=read_jsonl(reads(REASONING) / data.HELDOUT_FILE), checkpoint_dir=work / TRAINER_DIR),
-        _resume_key(reads, [GRPO, SFT_DATA, REASONING], cfg))
-    return _model_result(context, store, draft, reads, result)
-
-
-@dg.asset(key=QUANTIZED, deps=[GRPO], group_name="models", code_version="1", kinds={"pytorch"},
-          pool=TRAINING_POOL, check_specs=_check(QUANTIZED))
-def quantized_model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                    config: QuantizeRunConfig) -> dg.MaterializeResult:
-    """int8 weight-only deploy artifact (torchao via transformers), with size and speed vs its parent."""
-    from pipeline_assets.posttrain import quantize
-    reads = Reads(store)
-    cfg = resolved(config, settings.profile)
-    draft, result = _train(context, store, lambda work: quantize.quantize(
-        cfg, reads(GRPO), work, log=context.log.info))
-    return _model_result(context, store, draft, reads, result, trained=False)
-
-
-posttrain_assets = [sft_dataset, reasoning_dataset, ai_feedback, preference_pairs, sft_model, reward_model,
-                    dpo_model, rlhf_model, grpo_model, distilled_model, quantized_model]
+dataset_assets = [sft_dataset, reasoning_dataset, ai_feedback, preference_pairs]

@@ -29,9 +29,6 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 Log = Callable[[str], None]
 
-# The one summary file of a post-training stage: the stage function writes its result dict there last (its
-# presence marks a complete stage), and posttrain/assets.py `_train` rewrites it in the asset dir.
-SUMMARY_FILE = "summary.json"
 
 def set_threads(device: str, num_threads: int) -> str:
     dev = device_for(device)
@@ -192,14 +189,6 @@ def train_resumable(trainer: Any, checkpoint_dir: Path | None = None, log: Log =
 
 def config_dict(cfg: Any) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
-
-
-def write_summary(out_dir: Path, result: dict[str, Any]) -> None:
-    """`out_dir/summary.json` (SUMMARY_FILE), written atomically: never half a file under the final name."""
-    tmp = Path(out_dir) / (SUMMARY_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(Path(out_dir) / SUMMARY_FILE)
-
 
 
 def stage_cli(parser: argparse.ArgumentParser, config_cls: type, run: Callable[[Any, argparse.Namespace], dict],

@@ -3,7 +3,7 @@
 The profiles (pipeline_assets/profiles.py) and the typed Launchpad configs (run_config.py) are built from
 these at import time; keeping them apart from the trainers keeps the code location's import torch-free, so
 each Dagster run process starts in about a second instead of ~5 (a corpus backfill has ~14 of them).
-The stage modules (sft.py, rl.py, dpo.py, ...) import their config from here.
+The stage modules (sft.py, grpo.py, dpo.py, ...) import their config from here.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class SFTStageConfig:
     keep_best_dev: bool = False
     eval_prompts: tuple[str, ...] = DEFAULT_EVAL_PROMPTS
     eval_max_new_tokens: int = 96  # long enough for a docstring answer to reach eos
-    heldout_max_new_tokens: int = 8  # "-123" + eos is 5 tokens with digits split one per token
+    arithmetic_max_new_tokens: int = 8  # "-123" + eos is 5 tokens with digits split one per token
 
     def validate(self) -> SFTStageConfig:
         def need(ok: bool, msg: str) -> None:
@@ -141,7 +141,7 @@ class SFTStageConfig:
         _check_non_negative(self, "decay_steps")
 
         for name in ("max_steps", "batch_size", "max_length", "num_threads", "log_every", "lora_r",
-                     "lora_alpha", "eval_max_new_tokens", "heldout_max_new_tokens"):
+                     "lora_alpha", "eval_max_new_tokens", "arithmetic_max_new_tokens"):
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         need(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0")
         need(self.eval_every is None or self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1 or None")
@@ -384,7 +384,7 @@ class GRPOStageConfig:
     save_every: int = 0
     log_every: int = 10
     eval_every: int | None = None  # held-out accuracy every N steps; None = before/after only
-    heldout_max_new_tokens: int = 8
+    arithmetic_max_new_tokens: int = 8
 
     def validate(self) -> GRPOStageConfig:
         _check_non_negative(self, "save_every")
@@ -393,7 +393,7 @@ class GRPOStageConfig:
                 raise ValueError(f"GRPOStageConfig: {msg}")
 
         for name in ("max_steps", "num_generations", "batch_size", "max_completion_length", "num_threads",
-                     "log_every", "heldout_max_new_tokens"):
+                     "log_every", "arithmetic_max_new_tokens"):
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         need(self.num_generations >= 2, f"num_generations={self.num_generations} must be >= 2: GRPO's advantage "
                                         "is a reward relative to the other completions of the same prompt")
@@ -517,7 +517,7 @@ class DistillConfig:
     # resume checkpoints every N steps; 0 = auto (see SFTStageConfig.save_every)
     save_every: int = 0
     log_every: int = 25
-    heldout_max_new_tokens: int = 8
+    arithmetic_max_new_tokens: int = 8
 
     def validate(self) -> DistillConfig:
         _check_non_negative(self, "save_every")
@@ -536,7 +536,7 @@ class DistillConfig:
              "set student_init='random' for a narrower student")
         need(self.method in DISTILL_METHODS, f"method={self.method!r} is not one of {DISTILL_METHODS}")
         for name in ("max_steps", "batch_size", "max_new_tokens", "num_prompts", "num_val_prompts",
-                     "max_length", "num_threads", "log_every", "heldout_max_new_tokens"):
+                     "max_length", "num_threads", "log_every", "arithmetic_max_new_tokens"):
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         need(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0")
         need(0.0 <= self.beta <= 1.0, f"beta={self.beta} must be in [0, 1]")

@@ -13,7 +13,7 @@ this interpreter's standard library, whose docstrings change between releases).
         a helpful answer), identity ("Who are you?" -> "I am llmdag-tiny, ...").
     reasoning.jsonl             {"prompt": [{"role": "user", "content": "What is 37 + 12?"}], "answer": "49",
                                  "kind": "arithmetic" | "word_problem"}   (GRPO: `answer` feeds the rewards)
-    heldout_arithmetic.jsonl    (both datasets) dev-split arithmetic problems {"id", "prompt", "answer", "kind"}
+    dev_arithmetic.jsonl    (both datasets) dev-split arithmetic problems {"id", "prompt", "answer", "kind"}
                                  of the same task space: SFT's early stop and in-training curves, GRPO's
                                  curves; never trained on, never reported (evals use the test split).
 
@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline_assets.jsonl import write_jsonl
+from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.tasks.arithmetic import (
     OPERATORS,
     apply,
@@ -59,7 +59,7 @@ from pipeline_assets.tasks.refusal import is_refusal
 SFT_FILE = "sft.jsonl"
 SFT_VAL_FILE = "sft_val.jsonl"
 REASONING_FILE = "reasoning.jsonl"
-HELDOUT_FILE = "heldout_arithmetic.jsonl"
+DEV_FILE = "dev_arithmetic.jsonl"
 ROLES = ("system", "user", "assistant")
 
 # Stdlib modules with plenty of plain one-sentence docstrings; none of them is (or re-exports from) a
@@ -108,7 +108,7 @@ class SFTDataConfig:
     operand_max: int = 99  # operands in [0, operand_max]; the benchmark uses 0..99
     operators: tuple[str, ...] = ("+", "-")  # the benchmark's two; ("+",) is a 2x smaller task
     val_fraction: float = 0.05  # of each kind, written to sft_val.jsonl
-    heldout_size: int = 250  # dev-split problems (heldout_arithmetic.jsonl) for SFT's early stop and curves
+    dev_size: int = 250  # dev-split problems (dev_arithmetic.jsonl) for SFT's early stop and curves
     docstring_modules: tuple[str, ...] = DOCSTRING_MODULES
     seed: int = 0
 
@@ -118,7 +118,7 @@ class SFTDataConfig:
         if self.total == 0:
             raise ValueError("SFTDataConfig: every count is 0; set at least one of arithmetic, docstring_qa, ...")
         _check_count("SFTDataConfig", "operand_max", self.operand_max, minimum=1)
-        _check_count("SFTDataConfig", "heldout_size", self.heldout_size)
+        _check_count("SFTDataConfig", "dev_size", self.dev_size)
         _check_operators("SFTDataConfig", self.operators)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"SFTDataConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
@@ -141,7 +141,7 @@ class ReasoningDataConfig:
     word_problem_fraction: float = 0.0  # share of two-step word problems; the rest are "What is a op b?"
     operand_max: int = 99
     operators: tuple[str, ...] = ("+", "-")
-    heldout_size: int = 200  # dev-split problems for the in-training accuracy curves
+    dev_size: int = 200  # dev-split problems for the in-training accuracy curves
     seed: int = 0
 
     def validate(self) -> None:
@@ -407,7 +407,7 @@ def _chat_row(prompt: str, reply: str, kind: str) -> dict:
 
 
 def build_sft_dataset(out_dir: Path, cfg: SFTDataConfig, bench_dir: Path | None) -> dict[str, Any]:
-    """Write sft.jsonl + sft_val.jsonl + heldout_arithmetic.jsonl (dev split) into `out_dir`; return counts,
+    """Write sft.jsonl + sft_val.jsonl + dev_arithmetic.jsonl (dev split) into `out_dir`; return counts,
     skip counts, files and sha256.
 
     `bench_dir` is the evals/benchmarks dir; None skips the prompt-level checks (the arithmetic hash split
@@ -445,8 +445,8 @@ def build_sft_dataset(out_dir: Path, cfg: SFTDataConfig, bench_dir: Path | None)
         train += rows[n_val:]
     rng.shuffle(train)
     rng.shuffle(val)
-    heldout = heldout_arithmetic(cfg.operand_max, cfg.heldout_size, cfg.operators, split="dev")
-    files = {SFT_FILE: train, SFT_VAL_FILE: val, HELDOUT_FILE: heldout}
+    heldout = split_arithmetic(cfg.operand_max, cfg.dev_size, cfg.operators, split="dev")
+    files = {SFT_FILE: train, SFT_VAL_FILE: val, DEV_FILE: heldout}
     sha = {name: write_jsonl(out_dir / name, rows) for name, rows in files.items()}
     return {
         "rows": len(train), "val_rows": len(val), "heldout_rows": len(heldout),
@@ -460,7 +460,7 @@ def build_sft_dataset(out_dir: Path, cfg: SFTDataConfig, bench_dir: Path | None)
     }
 
 
-def heldout_arithmetic(operand_max: int = 99, n: int = 200, operators: tuple[str, ...] = OPERATORS,
+def split_arithmetic(operand_max: int = 99, n: int = 200, operators: tuple[str, ...] = OPERATORS,
                        split: str = "test") -> list[dict]:
     """n "What is a op b?" records of one held-out hash split ("test" or "dev") with operands <= operand_max.
 
@@ -482,8 +482,30 @@ def unseen_arithmetic(seen_prompts: set[str], operand_max: int, operators: tuple
     return [r for r in rows if normalize_prompt(r["prompt"]) not in seen]
 
 
+def preference_prompts(sft_data: Path, limit: int, task: SFTDataConfig, unseen: bool = True) -> list[dict]:
+    """Prompt records for pair building and RLHF: the SFT rows' prompts to train on (arithmetic with answers,
+    harmful, benign), and as the held-out prompts the training-split problems no SFT row used, so held-out
+    pair accuracy and RLHF's held-out numbers are measured on prompts the policy never trained on."""
+    rows = read_jsonl(sft_data / SFT_FILE) + read_jsonl(sft_data / SFT_VAL_FILE)
+    out: list[dict] = []
+    for r in rows:
+        user, reply = r["messages"][0]["content"], r["messages"][-1]["content"]
+        if r["kind"] == "arithmetic":
+            out.append({"prompt": user, "answer": reply, "heldout": False})
+        elif r["kind"] == "refusal":
+            out.append({"prompt": user, "label": "harmful", "heldout": False})
+        elif r["kind"] == "benign":
+            out.append({"prompt": user, "label": "benign", "response": reply, "heldout": False})
+    arithmetic = [p for p in out if "answer" in p][:limit]
+    safety = [p for p in out if "label" in p][: max(limit // 10, 8)]
+    if not unseen:
+        return arithmetic + safety
+    held = unseen_arithmetic({r["messages"][0]["content"] for r in rows}, task.operand_max, task.operators)
+    return arithmetic + safety + [{**p, "heldout": True} for p in held]
+
+
 def build_reasoning_dataset(out_dir: Path, cfg: ReasoningDataConfig, bench_dir: Path | None) -> dict[str, Any]:
-    """Write reasoning.jsonl (GRPO prompts + integer answers) and heldout_arithmetic.jsonl into `out_dir`.
+    """Write reasoning.jsonl (GRPO prompts + integer answers) and dev_arithmetic.jsonl into `out_dir`.
 
     The held-out list is the dev split of the same problem space (the benchmark reports the test split).
     """
@@ -500,13 +522,13 @@ def build_reasoning_dataset(out_dir: Path, cfg: ReasoningDataConfig, bench_dir: 
     rng.shuffle(items)
     rows = [{"prompt": [{"role": "user", "content": p}], "answer": a, "kind": k} for p, a, k in items]
     # GRPO's and distillation's in-training curves: the dev split, so nothing is tuned on the reported items.
-    heldout = heldout_arithmetic(cfg.operand_max, cfg.heldout_size, cfg.operators, split="dev")
+    heldout = split_arithmetic(cfg.operand_max, cfg.dev_size, cfg.operators, split="dev")
     sha = {REASONING_FILE: write_jsonl(out_dir / REASONING_FILE, rows),
-           HELDOUT_FILE: write_jsonl(out_dir / HELDOUT_FILE, heldout)}
+           DEV_FILE: write_jsonl(out_dir / DEV_FILE, heldout)}
     return {
         "rows": len(rows), "counts": dict(Counter(k for _, _, k in items)), "heldout_rows": len(heldout),
         "heldout_source": "dev split of the arithmetic hash split (evals/benchmarks reports the test split)",
-        "files": {REASONING_FILE: str(out_dir / REASONING_FILE), HELDOUT_FILE: str(out_dir / HELDOUT_FILE)},
+        "files": {REASONING_FILE: str(out_dir / REASONING_FILE), DEV_FILE: str(out_dir / DEV_FILE)},
         "sha256": sha, "config": asdict(cfg),
     }
 

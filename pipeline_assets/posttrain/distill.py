@@ -1,7 +1,7 @@
 """Distillation (`models/distilled`): a smaller student (half the layers by default) trained from a teacher.
 
     python -m pipeline_assets.posttrain.distill --teacher-dir GRPO_DIR --prompts REASONING/reasoning.jsonl \
-        --heldout REASONING/heldout_arithmetic.jsonl --out-dir OUT
+        --dev REASONING/dev_arithmetic.jsonl --out-dir OUT
 
 `run_distill(cfg, teacher_dir, prompts_dataset_path, out_dir)` is what the asset calls; it returns JSON-able
 metadata and writes it to out_dir/summary.json. The student shares the teacher's tokenizer and vocab.
@@ -48,15 +48,20 @@ from typing import Any
 
 import torch
 
+from pipeline_assets.asset_keys import GRPO, REASONING, SFT_DATA
+from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import generate_replies, load_causal_lm, save_checkpoint
-from pipeline_assets.posttrain.common import LossHistory, train_resumable, trl_args, write_summary
+from pipeline_assets.posttrain.common import LossHistory, train_resumable, trl_args
 from pipeline_assets.posttrain.config import DISTILL_METHODS, DistillConfig
+from pipeline_assets.posttrain.data import DEV_FILE, SFT_FILE
 from pipeline_assets.posttrain.sft import (
     DEVICES,
     arithmetic_accuracy,
     load_tokenizer,
     trainable_and_total,
 )
+from pipeline_assets.stages import StageInputs
+from pipeline_assets.summary import write_summary
 
 # ---------------------------------------------------------------------------------------------------------
 # Student
@@ -138,7 +143,7 @@ def build_student(teacher: Any, cfg: DistillConfig) -> tuple[Any, list[int] | No
 
 def read_prompts(path: Path | str) -> list[str]:
     """Single-turn user prompts from reasoning.jsonl (`prompt`) or a chat dataset (`messages`)."""
-    from pipeline_assets.posttrain.rl import load_prompt_dataset
+    from pipeline_assets.posttrain.grpo import load_prompt_dataset
 
     ds = load_prompt_dataset(path, required=())
     if "prompt" in ds.column_names:
@@ -200,11 +205,11 @@ def _trainer(cfg: DistillConfig, student: Any, teacher: Any, tok: Any, train_row
 
 
 def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Path | str, out_dir: Path,
-                log: Callable[[str], None] = print, *, heldout: Sequence[dict] | None = None,
+                log: Callable[[str], None] = print, *, dev: Sequence[dict] | None = None,
                 checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Train a smaller student from `teacher_dir` on prompts from `prompts_dataset_path`; save it to out_dir.
 
-    `heldout`: arithmetic records {"prompt", "answer"} for student/teacher accuracy; None skips that metric
+    `dev`: arithmetic records {"prompt", "answer"} for student/teacher accuracy; None skips that metric
     (teacher agreement on held-back prompts is always measured).
     `checkpoint_dir`: trainer resume points; a rerun with the same dir resumes (common.train_resumable).
     """
@@ -239,8 +244,8 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
     student, layers = build_student(teacher, cfg)
     student.to(teacher.device)
     teacher_params, student_params = trainable_and_total(teacher)[1], trainable_and_total(student)[1]
-    teacher_acc = arithmetic_accuracy(teacher, tok, heldout, cfg.heldout_max_new_tokens) if heldout else None
-    before_acc = arithmetic_accuracy(student, tok, heldout, cfg.heldout_max_new_tokens) if heldout else None
+    teacher_acc = arithmetic_accuracy(teacher, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
+    before_acc = arithmetic_accuracy(student, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
     before_agree = teacher_agreement(generate_replies(student, tok, val_prompts, cfg.max_new_tokens), teacher_val)
     log(f"distill | student {student_params:,} params ({student.config.num_hidden_layers} layers, init "
         f"{cfg.student_init}{' ' + str(layers) if layers else ''}) vs teacher {teacher_params:,} | agreement "
@@ -256,7 +261,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
     student = trainer.model
     save_checkpoint(student, tok, out_dir)
 
-    after_acc = arithmetic_accuracy(student, tok, heldout, cfg.heldout_max_new_tokens) if heldout else None
+    after_acc = arithmetic_accuracy(student, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
     after_agree = teacher_agreement(generate_replies(student, tok, val_prompts, cfg.max_new_tokens), teacher_val)
     losses = [loss for _, loss in history.loss]
     meta: dict[str, Any] = {
@@ -281,18 +286,18 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
         "train_loss_final": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None,
         "teacher_agreement_before": before_agree,
         "teacher_agreement": after_agree,
-        "teacher_heldout_arithmetic_accuracy": teacher_acc["accuracy"] if teacher_acc else None,
-        "heldout_arithmetic_accuracy_before": before_acc["accuracy"] if before_acc else None,
-        "heldout_arithmetic_accuracy": after_acc["accuracy"] if after_acc else None,
-        "heldout_samples": after_acc["samples"] if after_acc else [],
+        "teacher_dev_arithmetic_accuracy": teacher_acc["accuracy"] if teacher_acc else None,
+        "dev_arithmetic_accuracy_before": before_acc["accuracy"] if before_acc else None,
+        "dev_arithmetic_accuracy": after_acc["accuracy"] if after_acc else None,
+        "dev_samples": after_acc["samples"] if after_acc else [],
         "train_time_s": round(train_time, 2),
         "config": asdict(cfg),
     }
     meta["wall_time_s"] = round(time.perf_counter() - t_start, 2)
     write_summary(out_dir, meta)
     log(f"distill | done in {meta['wall_time_s']:.0f}s | agreement {before_agree:.3f} -> {after_agree:.3f} | "
-        f"held-out arithmetic {meta['heldout_arithmetic_accuracy_before']} -> {meta['heldout_arithmetic_accuracy']} "
-        f"(teacher {meta['teacher_heldout_arithmetic_accuracy']})")
+        f"held-out arithmetic {meta['dev_arithmetic_accuracy_before']} -> {meta['dev_arithmetic_accuracy']} "
+        f"(teacher {meta['teacher_dev_arithmetic_accuracy']})")
     return meta
 
 
@@ -300,15 +305,20 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
 # CLI
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from pipeline_assets.jsonl import read_jsonl
+def train(cfg: DistillConfig, inputs: StageInputs, work: Path, checkpoint_dir: Path | None,
+          log: Callable[[str], None]) -> dict[str, Any]:
+    """models/distilled (pipeline_assets/stages.py): the SFT prompts, the dev split for the agreement curve."""
+    return run_distill(cfg, inputs(GRPO), inputs(SFT_DATA) / SFT_FILE, work, log=log,
+                       dev=read_jsonl(inputs(REASONING) / DEV_FILE), checkpoint_dir=checkpoint_dir)
 
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     d = DistillConfig()
     p = argparse.ArgumentParser(description="Distil a teacher checkpoint into a smaller student (TRL GKD).")
     # Paths
     p.add_argument("--teacher-dir", type=Path, required=True, help="teacher checkpoint (models/grpo or sft)")
     p.add_argument("--prompts", required=True, help="reasoning.jsonl or sft.jsonl: prompts the teacher answers")
-    p.add_argument("--heldout", type=Path, default=None, help="heldout_arithmetic.jsonl for accuracy")
+    p.add_argument("--dev", type=Path, default=None, help="dev_arithmetic.jsonl for accuracy")
     p.add_argument("--out-dir", type=Path, required=True, help="where the student goes")
     # Student and optimization
     p.add_argument("--layer-fraction", type=float, default=d.layer_fraction, help="student layers / teacher's")
@@ -321,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = p.parse_args(argv)
     cfg = DistillConfig(layer_fraction=a.layer_fraction, method=a.method, max_steps=a.max_steps,
                         learning_rate=a.learning_rate, device=a.device, seed=a.seed)
-    return run_distill(cfg, a.teacher_dir, a.prompts, a.out_dir, heldout=read_jsonl(a.heldout) if a.heldout else None)
+    return run_distill(cfg, a.teacher_dir, a.prompts, a.out_dir, dev=read_jsonl(a.dev) if a.dev else None)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline_assets.asset_keys import PREFERENCES, SFT
 from pipeline_assets.model_io import chat_generate, completion_logps, fixed_samples, load_policy, save_checkpoint
 from pipeline_assets.posttrain.common import (
     Log,
@@ -23,10 +24,11 @@ from pipeline_assets.posttrain.common import (
     stage_cli,
     train_resumable,
     trl_args,
-    write_summary,
 )
 from pipeline_assets.posttrain.config import ALGORITHMS, DPOStageConfig
 from pipeline_assets.posttrain.preference_data import load_pairs, pair_dataset
+from pipeline_assets.stages import StageInputs
+from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic
 
 
@@ -181,6 +183,12 @@ def run_dpo(cfg: DPOStageConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, 
         f"{after['implicit_margin']:+.3f} | acc {acc_before:.3f} -> {acc_after:.3f} | {train_time_s:.0f}s")
     write_summary(out_dir, result)
     return result
+
+
+def train(cfg: DPOStageConfig, inputs: StageInputs, work: Path, checkpoint_dir: Path | None,
+          log: Log) -> dict[str, Any]:
+    """models/dpo (pipeline_assets/stages.py)."""
+    return run_dpo(cfg, inputs(SFT), inputs(PREFERENCES), work, log=log, checkpoint_dir=checkpoint_dir)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

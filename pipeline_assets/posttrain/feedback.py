@@ -39,9 +39,10 @@ import torch
 
 from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.model_io import assistant, chat_generate, count_params, load_policy, user
-from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads, write_summary
+from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads
 from pipeline_assets.posttrain.config import FeedbackConfig, load_constitution
 from pipeline_assets.posttrain.preference_data import is_benchmark_item, load_bench_keys
+from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic
 from pipeline_assets.tasks.refusal import is_refusal
 

@@ -35,8 +35,9 @@ import torch
 
 from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.model_io import assistant, chat_generate, fixed_samples, load_policy, user
-from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads, stage_cli, write_summary
+from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads, stage_cli
 from pipeline_assets.posttrain.config import PreferenceDataConfig
+from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic, is_heldout_arithmetic
 from pipeline_assets.tasks.heldout import heldout_keys, normalize_prompt
 from pipeline_assets.tasks.refusal import is_refusal

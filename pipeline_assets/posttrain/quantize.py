@@ -32,9 +32,12 @@ from typing import Any
 
 import torch
 
+from pipeline_assets.asset_keys import GRPO
 from pipeline_assets.model_io import SAMPLE_PROMPTS
-from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads, write_summary
+from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads
 from pipeline_assets.posttrain.config import QUANTIZE_METHODS, QuantizeConfig
+from pipeline_assets.stages import StageInputs
+from pipeline_assets.summary import write_summary
 
 
 def _torchao_config(cfg: QuantizeConfig) -> Any:
@@ -176,6 +179,12 @@ def quantize(cfg: QuantizeConfig, src_dir: Path, out_dir: Path, probe_prompts: l
         f"greedy agreement {result['greedy_agreement']:.2f}")
     write_summary(out_dir, result)
     return result
+
+
+def train(cfg: QuantizeConfig, inputs: StageInputs, work: Path, checkpoint_dir: Path | None,
+          log: Log) -> dict[str, Any]:
+    """models/quantized (pipeline_assets/stages.py): a one-shot conversion of its parent, nothing to resume."""
+    return quantize(cfg, inputs(GRPO), work, log=log)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

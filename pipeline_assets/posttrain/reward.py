@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from pipeline_assets.asset_keys import DPO, PREFERENCES
 from pipeline_assets.model_io import Messages, assistant, encode_right_padded, save_checkpoint, user
 from pipeline_assets.posttrain.common import (
     Log,
@@ -29,11 +30,12 @@ from pipeline_assets.posttrain.common import (
     stage_cli,
     train_resumable,
     trl_args,
-    write_summary,
 )
 from pipeline_assets.posttrain.config import RewardModelConfig
 from pipeline_assets.posttrain.preference_data import load_pairs, pair_dataset
 from pipeline_assets.posttrain.sft import trainable_and_total
+from pipeline_assets.stages import StageInputs
+from pipeline_assets.summary import write_summary
 
 # (prompt, response) pairs the reward model scores in its metadata: a right and a wrong sum, a refusal and a
 # compliance for a harmful request, a helpful answer and a needless refusal for a benign look-alike.
@@ -157,6 +159,12 @@ def run_reward_model(cfg: RewardModelConfig, trunk_dir: Path, pairs_dir: Path, o
         f"{result['steps']} steps in {train_time_s:.0f}s")
     write_summary(Path(out_dir), result)
     return result
+
+
+def train(cfg: RewardModelConfig, inputs: StageInputs, work: Path, checkpoint_dir: Path | None,
+          log: Log) -> dict[str, Any]:
+    """models/reward (pipeline_assets/stages.py): a head on the DPO policy's trunk."""
+    return run_reward_model(cfg, inputs(DPO), inputs(PREFERENCES), work, log=log, checkpoint_dir=checkpoint_dir)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline_assets.asset_keys import REWARD, SFT, SFT_DATA
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import assistant, chat_generate, fixed_samples, load_policy, save_checkpoint, user
 from pipeline_assets.posttrain.common import (
@@ -25,11 +26,13 @@ from pipeline_assets.posttrain.common import (
     stage_cli,
     train_resumable,
     trl_args,
-    write_summary,
 )
-from pipeline_assets.posttrain.config import RLHFConfig
+from pipeline_assets.posttrain.config import PreferenceDataConfig, RLHFConfig
+from pipeline_assets.posttrain.data import SFTDataConfig, preference_prompts
 from pipeline_assets.posttrain.preference_data import heldout_record, is_benchmark_item, load_bench_keys
 from pipeline_assets.posttrain.reward import load_reward_model, reward_scores
+from pipeline_assets.stages import StageInputs
+from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic
 
 
@@ -151,6 +154,14 @@ def run_rlhf(cfg: RLHFConfig, sft_dir: Path, reward_dir: Path, prompts: list[dic
         f"(not a target) | {train_time_s:.0f}s")
     write_summary(out_dir, result)
     return result
+
+
+def train(cfg: RLHFConfig, inputs: StageInputs, work: Path, checkpoint_dir: Path | None, log: Log) -> dict[str, Any]:
+    """models/rlhf (pipeline_assets/stages.py): the preference stage's prompts, so RLHF's held-out prompts are
+    the reward model's held-out pairs'."""
+    prompts = preference_prompts(inputs(SFT_DATA), inputs.config(PreferenceDataConfig, "preference_data").prompts,
+                                 inputs.config(SFTDataConfig, "sft_data"))
+    return run_rlhf(cfg, inputs(SFT), inputs(REWARD), prompts, work, log=log, checkpoint_dir=checkpoint_dir)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

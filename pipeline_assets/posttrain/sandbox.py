@@ -3,7 +3,7 @@
     python -m pipeline_assets.posttrain.sandbox 'def add(a, b):\n    return a + b' 'assert add(2, 3) == 5'
     python -m pipeline_assets.posttrain.sandbox --probe      # which mode applies here, and why
 
-rl.py picks `code_execution_reward` by name (`reward_funcs=("code_execution",)`) for datasets with a
+grpo.py picks `code_execution_reward` by name (`reward_funcs=("code_execution",)`) for datasets with a
 `tests` column; the GRPO asset records `sandbox_probe().mode` as metadata `sandbox_mode`.
 
 Modes (`LLMDAG_SANDBOX`; `sandbox_probe()` says which one applied and why):

@@ -5,7 +5,7 @@
     python -m pipeline_assets.posttrain.sft ... --lora --merged-dir OUT_MERGED --learning-rate 3e-3
 
 `run_sft(cfg, base_dir, dataset_path, out_dir, merged_dir)` is what the asset calls; it returns JSON-able
-metadata and also writes it to `out_dir/summary.json (common.SUMMARY_FILE)` (last, as a completion marker).
+metadata and also writes it to `out_dir/summary.json` (pipeline_assets/summary.py) (last, as a completion marker).
 
 Loss is on assistant tokens only (`assistant_only_loss`): our ChatML template wraps each reply AND its
 <|im_end|> in `{% generation %}`, so the model learns to answer and then stop on eos (the tokenizer's
@@ -33,26 +33,30 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from pipeline_assets.asset_keys import BASE, BENCHMARKS, SFT_DATA, SHARDS
+from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import generate_replies, load_causal_lm, save_checkpoint
-from pipeline_assets.posttrain.common import LossHistory, lora_config, train_resumable, trl_args, write_summary
+from pipeline_assets.posttrain.common import LossHistory, lora_config, train_resumable, trl_args
 from pipeline_assets.posttrain.config import DEVICES, SFTStageConfig
-from pipeline_assets.posttrain.data import HELDOUT_FILE
+from pipeline_assets.posttrain.data import DEV_FILE, SFT_FILE, SFT_VAL_FILE
+from pipeline_assets.stages import StageInputs
+from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic
 
 # ---------------------------------------------------------------------------------------------------------
-# Scoring (shared by rl.py and distill.py); generation and loading live in common.py
+# Scoring (shared by grpo.py and distill.py); generation and loading live in common.py
 
 
-def arithmetic_accuracy(model: Any, tok: Any, heldout: Sequence[dict], max_new_tokens: int = 8,
+def arithmetic_accuracy(model: Any, tok: Any, records: Sequence[dict], max_new_tokens: int = 8,
                         n_samples: int = 5) -> dict[str, Any]:
     """Greedy exact-answer accuracy (`check_arithmetic`) on records {"prompt", "answer"[, "kind"]}."""
-    if not heldout:
-        raise ValueError("heldout is empty; pass the benchmark's arithmetic records (load_benchmark(bench, "
-                         "'arithmetic')) or the datasets/reasoning heldout_arithmetic.jsonl rows")
-    replies = generate_replies(model, tok, [r["prompt"] for r in heldout], max_new_tokens)
-    hits = [check_arithmetic(text, r["answer"]) for (text, _), r in zip(replies, heldout, strict=True)]
+    if not records:
+        raise ValueError("records is empty; pass the benchmark's arithmetic records (load_benchmark(bench, "
+                         "'arithmetic')) or the datasets/reasoning dev_arithmetic.jsonl rows")
+    replies = generate_replies(model, tok, [r["prompt"] for r in records], max_new_tokens)
+    hits = [check_arithmetic(text, r["answer"]) for (text, _), r in zip(replies, records, strict=True)]
     by_kind: dict[str, list[bool]] = {}
-    for hit, r in zip(hits, heldout, strict=True):
+    for hit, r in zip(hits, records, strict=True):
         by_kind.setdefault(r.get("kind", "single"), []).append(hit)
     return {
         "accuracy": round(sum(hits) / len(hits), 4),
@@ -60,7 +64,7 @@ def arithmetic_accuracy(model: Any, tok: Any, heldout: Sequence[dict], max_new_t
         "n": len(hits),
         "eos_rate": round(sum(stopped for _, stopped in replies) / len(replies), 4),
         "samples": [{"prompt": r["prompt"], "answer": r["answer"], "completion": text}
-                    for (text, _), r in list(zip(replies, heldout, strict=True))[:n_samples]],
+                    for (text, _), r in list(zip(replies, records, strict=True))[:n_samples]],
     }
 
 
@@ -86,7 +90,7 @@ def load_tokenizer(model_dir: Path, need_generation_markers: bool) -> Any:
     return tok
 
 
-class HeldoutCurve(TrainerCallback):
+class ArithmeticCurve(TrainerCallback):
     """Greedy held-out arithmetic accuracy every `every` optimizer steps -> `curve` [[step, acc], ...].
 
     `stop_at`: end training at the first point whose accuracy reaches it (`stopped_at` = that step); pass
@@ -94,9 +98,9 @@ class HeldoutCurve(TrainerCallback):
     best point so far, for `restore_best` when the run ends without reaching `stop_at`.
     """
 
-    def __init__(self, tok: Any, heldout: Sequence[dict], every: int, max_new_tokens: int,
+    def __init__(self, tok: Any, records: Sequence[dict], every: int, max_new_tokens: int,
                  log: Callable[[str], None], stop_at: float | None = None, keep_best: bool = False) -> None:
-        self.tok, self.heldout, self.every, self.max_new_tokens, self.log = tok, heldout, every, max_new_tokens, log
+        self.tok, self.records, self.every, self.max_new_tokens, self.log = tok, records, every, max_new_tokens, log
         self.stop_at, self.keep_best = stop_at, keep_best
         self.curve: list[list[float]] = []
         self.stopped_at: int | None = None
@@ -116,7 +120,7 @@ class HeldoutCurve(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if model is None or state.global_step % self.every:
             return
-        acc = arithmetic_accuracy(model, self.tok, self.heldout, self.max_new_tokens)["accuracy"]
+        acc = arithmetic_accuracy(model, self.tok, self.records, self.max_new_tokens)["accuracy"]
         model.train()  # generate() left it in eval mode
         self.curve.append([state.global_step, acc])
         self.log(f"step {state.global_step:05d} | held-out arithmetic {acc:.3f}")
@@ -281,7 +285,7 @@ def _with_bucket_sampler(trainer_cls: type, kinds: list[str] | None, seed: int,
 
 def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_dir: Path,
             merged_dir: Path | None = None, log: Callable[[str], None] = print, *,
-            heldout: Sequence[dict] | None = None, val_dataset_path: Path | str | None = None,
+            test: Sequence[dict] | None = None, val_dataset_path: Path | str | None = None,
             replay_shards: Path | None = None, checkpoint_dir: Path | None = None,
             dev: Sequence[dict] | None = None) -> dict[str, Any]:
     """Fine-tune `base_dir` on the chat dataset; write out_dir (and merged_dir for LoRA); return metadata.
@@ -289,9 +293,9 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     `checkpoint_dir`: where trainer resume points go; a rerun with the same dir resumes (common.train_resumable).
 
     `dataset_path`: anything `load_chat_dataset` reads (sft.jsonl, parquet, save_to_disk dir, hub id).
-    `heldout`: arithmetic records {"prompt", "answer"} (the benchmark's set) for before/after accuracy; None
-    skips that metric. `dev`: dev-split records (datasets/sft heldout_arithmetic.jsonl) for the curve
-    (`cfg.eval_every`, on `heldout` without them) and the early stop (`cfg.stop_at_dev_accuracy`, which needs
+    `test`: arithmetic records {"prompt", "answer"} (the benchmark's set) for before/after accuracy; None
+    skips that metric. `dev`: dev-split records (datasets/sft dev_arithmetic.jsonl) for the curve
+    (`cfg.eval_every`, on `test` without them) and the early stop (`cfg.stop_at_dev_accuracy`, which needs
     them). `val_dataset_path`: sft_val.jsonl for a final val loss; None skips it.
     `merged_dir`: required with LoRA; with a full fine-tune out_dir is already a plain model and
     merged_dir must be None. `replay_shards`: the tokenized_shards dir that `cfg.replay_fraction` > 0 draws
@@ -304,7 +308,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     cfg.validate()
     if cfg.stop_at_dev_accuracy is not None and not dev:
         raise ValueError(f"stop_at_dev_accuracy={cfg.stop_at_dev_accuracy} needs dev records (datasets/sft "
-                         f"{HELDOUT_FILE}); the test split is never used to decide training")
+                         f"{DEV_FILE}); the test split is never used to decide training")
     if cfg.replay_fraction and replay_shards is None:
         raise ValueError(f"replay_fraction={cfg.replay_fraction} needs replay_shards (the tokenized_shards dir)")
     if cfg.use_lora and merged_dir is None:
@@ -326,14 +330,14 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     train_ds = train_ds.select_columns(["messages"])
     val_ds = load_chat_dataset(val_dataset_path).select_columns(["messages"]) if val_dataset_path else None
 
-    before = arithmetic_accuracy(model, tok, heldout, cfg.heldout_max_new_tokens) if heldout else None
+    before = arithmetic_accuracy(model, tok, test, cfg.arithmetic_max_new_tokens) if test else None
     if before is not None:
         log(f"sft | held-out arithmetic before: {before['accuracy']:.3f} on {before['n']}")
 
     history = LossHistory(log=log, every=cfg.log_every, keys=("mean_token_accuracy",))
     callbacks: list[Any] = [history]
-    curve_items = dev or heldout
-    curve = (HeldoutCurve(tok, curve_items, cfg.eval_every, cfg.heldout_max_new_tokens, log,
+    curve_items = dev or test
+    curve = (ArithmeticCurve(tok, curve_items, cfg.eval_every, cfg.arithmetic_max_new_tokens, log,
                           stop_at=cfg.stop_at_dev_accuracy, keep_best=cfg.keep_best_dev)
              if cfg.eval_every and curve_items else None)
     if curve is not None:
@@ -380,7 +384,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     else:
         save_checkpoint(model, tok, out_dir)
 
-    after = arithmetic_accuracy(model, tok, heldout, cfg.heldout_max_new_tokens) if heldout else None
+    after = arithmetic_accuracy(model, tok, test, cfg.arithmetic_max_new_tokens) if test else None
     replies = generate_replies(model, tok, list(cfg.eval_prompts), cfg.eval_max_new_tokens)
     losses = [loss for _, loss in history.loss]
     meta: dict[str, Any] = {
@@ -404,15 +408,15 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "train_time_s": round(train_time, 2),
         "trainable_params": trainable,
         "total_params": total,
-        "heldout_arithmetic_accuracy_before": before["accuracy"] if before else None,
-        "heldout_arithmetic_accuracy": after["accuracy"] if after else None,
-        "heldout_arithmetic_by_kind": after["by_kind"] if after else None,
-        "heldout_curve": curve.curve if curve else None,
-        "heldout_curve_split": ("dev" if dev else "heldout") if curve else None,
+        "test_arithmetic_accuracy_before": before["accuracy"] if before else None,
+        "test_arithmetic_accuracy": after["accuracy"] if after else None,
+        "test_arithmetic_by_kind": after["by_kind"] if after else None,
+        "arithmetic_curve": curve.curve if curve else None,
+        "arithmetic_curve_split": ("dev" if dev else "test") if curve else None,
         "stopped_early_at_step": curve.stopped_at if curve else None,
         "kept_best_dev_step": kept_step,  # the weights saved are that step's, not the last one's
-        "heldout_eos_rate": after["eos_rate"] if after else None,
-        "heldout_samples": after["samples"] if after else [],
+        "test_eos_rate": after["eos_rate"] if after else None,
+        "test_samples": after["samples"] if after else [],
         "chat_format_ok": chat_format_rate(replies),
         "samples": [{"prompt": p, "completion": text, "stopped_on_eos": stopped}
                     for p, (text, stopped) in zip(cfg.eval_prompts, replies, strict=True)],
@@ -423,13 +427,26 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     if merged_dir is not None:  # the merged model is what later stages load; its dir carries the lineage too
         write_summary(Path(merged_dir), meta)
     log(f"sft | done in {meta['wall_time_s']:.0f}s | loss {meta['train_loss_first']} -> {meta['train_loss_final']}"
-        f" | held-out arithmetic {meta['heldout_arithmetic_accuracy_before']} -> "
-        f"{meta['heldout_arithmetic_accuracy']} | chat_format_ok {meta['chat_format_ok']}")
+        f" | held-out arithmetic {meta['test_arithmetic_accuracy_before']} -> "
+        f"{meta['test_arithmetic_accuracy']} | chat_format_ok {meta['chat_format_ok']}")
     return meta
 
 
 # ---------------------------------------------------------------------------------------------------------
 # CLI
+
+
+def train(cfg: SFTStageConfig, inputs: StageInputs, work: Path, checkpoint_dir: Path | None,
+          log: Callable[[str], None]) -> dict[str, Any]:
+    """models/sft (pipeline_assets/stages.py): reports on the benchmark's test split, stops on the dev split."""
+    sft_data = inputs(SFT_DATA)
+    # LoRA: the adapter lives in adapter/, the merged model is the asset dir itself (plain from_pretrained).
+    return run_sft(cfg, inputs(BASE), sft_data / SFT_FILE, work / "adapter" if cfg.use_lora else work,
+                   merged_dir=work if cfg.use_lora else None, log=log,
+                   test=read_jsonl(inputs(BENCHMARKS) / "arithmetic.jsonl"),
+                   val_dataset_path=sft_data / SFT_VAL_FILE,
+                   checkpoint_dir=checkpoint_dir, replay_shards=inputs(SHARDS) if cfg.replay_fraction else None,
+                   dev=read_jsonl(sft_data / DEV_FILE))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -463,8 +480,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          max_length=a.max_length,
                          use_lora=a.lora, lora_r=a.lora_r, device=a.device, num_threads=a.num_threads, seed=a.seed,
                          replay_fraction=a.replay_fraction)
-    heldout = load_benchmark(a.bench_dir, "arithmetic") if a.bench_dir else None
-    return run_sft(cfg, a.base_dir, a.dataset, a.out_dir, a.merged_dir, heldout=heldout,
+    test = load_benchmark(a.bench_dir, "arithmetic") if a.bench_dir else None
+    return run_sft(cfg, a.base_dir, a.dataset, a.out_dir, a.merged_dir, test=test,
                    val_dataset_path=a.val_dataset, replay_shards=a.replay_shards)
 
 

@@ -65,6 +65,7 @@ from pipeline_assets.pretrain.model import (
     peak_bf16_flops,
 )
 from pipeline_assets.profiles import PROFILES, section_config
+from pipeline_assets.summary import write_summary
 
 # Changing these between a checkpoint and its resume makes the saved state meaningless (or the data order
 # different): refuse and ask for a new run_dir.
@@ -620,9 +621,11 @@ def _train(
         "tokens_per_param": round(loop["tokens_seen"] / num_params, 4),
         "train_loss_first": loop["loss_history"][0][1] if loop["loss_history"] else None,
         "train_loss_final": loop["loss_history"][-1][1] if loop["loss_history"] else None,
-        "val_loss": round(float(val_loss), 6),
-        "val_bpb": None if bpb is None else round(bpb, 6),
-        "unigram_val_loss": round(data.unigram, 6),
+        # Over the eval_batches fixed val windows, bytes from the split's average bytes per token: the in-training
+        # estimate. evals/base scores the whole val split on exact bytes as val_loss / val_bpb.
+        "window_val_loss": round(float(val_loss), 6),
+        "window_val_bpb": None if bpb is None else round(bpb, 6),
+        "window_unigram_val_loss": round(data.unigram, 6),
         "wall_time_s": round(wall, 3),  # every invocation up to the last checkpoint, + this one to the end
         "train_time_s": round(float(loop["train_time_s"]), 3),  # optimizer steps only
         "tokens_per_s": None if tokens_per_s is None else round(tokens_per_s, 1),
@@ -659,10 +662,10 @@ def _train(
         assert_finite_weights(model.state_dict(), where=f"the model at step {step}")
         model.save_pretrained(out_dir)
         data.tokenizer.save_pretrained(out_dir)
-        (out_dir / "pretrain_summary.json").write_text(json.dumps(result, indent=1))
+        write_summary(out_dir, result)
         log0(
-            f"exported {out_dir} | val loss {result['val_loss']:.4f} (unigram {data.unigram:.4f}) | val bpb "
-            f"{result['val_bpb']} | {result['tokens_seen']:,} tokens | {_fmt_duration(wall)}"
+            f"exported {out_dir} | window val loss {result['window_val_loss']:.4f} (unigram {data.unigram:.4f}) | "
+            f"window val bpb {result['window_val_bpb']} | {result['tokens_seen']:,} tokens | {_fmt_duration(wall)}"
         )
     d.barrier()  # other ranks return only once the export exists
     return result

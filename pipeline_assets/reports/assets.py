@@ -9,11 +9,12 @@ import dagster as dg
 
 from pipeline_assets.asset_keys import RELEASE, REPORT_CARD, model_key
 from pipeline_assets.corpus.assets import registered_sources
-from pipeline_assets.lineage import ModelStage
 from pipeline_assets.metadata import path_md
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.reports.gates import GateConfig, evaluate_gates
 from pipeline_assets.run_config import resolved, stage_config
+from pipeline_assets.stages import ModelStage
+from pipeline_assets.summary import SUMMARY_FILE
 from resources.settings import PipelineSettings
 from resources.storage import ArtifactStore
 
@@ -37,14 +38,14 @@ def _model_summary(reads: Reads, stage: ModelStage) -> dict | None:
     root = _published(reads, stage.key.path)
     if root is None:
         return None
-    summary = _json(root / "summary.json") or _json(root / "pretrain_summary.json")
+    summary = _json(root / SUMMARY_FILE)
     if summary is None:
         return None
-    evals = _json(_file(reads, stage.eval_key.path, "eval.json")) or {}
+    evals = _json(_file(reads, stage.eval_key.path, SUMMARY_FILE)) or {}
     # Missing keys (not None) let the report card fall back to the stage's eval (params, val bpb).
     return {"stage": f"models/{stage.name}", "parent": f"models/{stage.parent}" if stage.parent else None,
             "checkpoint_dir": str(root), **{k: summary[k] for k in (
-                "num_params", "tokens_seen", "train_loss_first", "train_loss_final", "wall_time_s", "val_bpb",
+                "num_params", "tokens_seen", "train_loss_first", "train_loss_final", "wall_time_s",
                 "loss_history", "val_history", "mfu_pct") if summary.get(k) is not None},
             **({"num_params": evals["num_params"]} if "num_params" not in summary and evals.get("num_params") else {})}
 
@@ -57,7 +58,7 @@ def _file(reads: Reads, key: list[str], name: str, partition: str | None = None)
 def _stage_metrics(reads: Reads, stages: list[ModelStage]) -> dict[str, dict]:
     out = {}
     for s in stages:
-        report = _json(_file(reads, s.eval_key.path, "eval.json"))
+        report = _json(_file(reads, s.eval_key.path, SUMMARY_FILE))
         if report:
             out[f"models/{s.name}"] = report["metrics"]
     return out
@@ -67,7 +68,7 @@ def _stage_items(reads: Reads, stages: list[ModelStage]) -> dict[str, dict]:
     """Per-item scores of each evaluated stage; evals written before per-item recording have none (delta gates)."""
     out = {}
     for s in stages:
-        report = _json(_file(reads, s.eval_key.path, "eval.json"))
+        report = _json(_file(reads, s.eval_key.path, SUMMARY_FILE))
         if report and report.get("per_item"):
             out[f"models/{s.name}"] = report["per_item"]
     return out
@@ -83,8 +84,8 @@ def _check_description(release: dict, gates: dict) -> str:
 
 def _corpus_section(reads: Reads, sources: list[str]) -> dict:
     rows = []
-    for asset, stats_file in (("raw_documents", "stats.json"), ("filtered_documents", "stats_summary.json"),
-                              ("decontaminated_documents", "stats_summary.json")):
+    for asset, stats_file in (("raw_documents", SUMMARY_FILE), ("filtered_documents", SUMMARY_FILE),
+                              ("decontaminated_documents", SUMMARY_FILE)):
         for part in sources:
             stats = _json(_file(reads, ["corpus", asset], stats_file, part))
             if stats is None:
@@ -93,9 +94,9 @@ def _corpus_section(reads: Reads, sources: list[str]) -> dict:
                          "docs_in": stats.get("records_in", stats.get("documents_in")),
                          "docs_out": stats.get("documents", stats.get("documents_out")),
                          "removed_by_filter": stats.get("dropped_by_filter", stats.get("quarantine_reasons"))})
-    dedup = _json(_file(reads, ["corpus", "duplicate_clusters"], "report.json")) or {}
+    dedup = _json(_file(reads, ["corpus", "duplicate_clusters"], SUMMARY_FILE)) or {}
     manifest = _json(_file(reads, ["corpus", "training_mixture"], "manifest.json")) or {}
-    decont = [_json(_file(reads, ["corpus", "decontaminated_documents"], "stats_summary.json", p)) or {}
+    decont = [_json(_file(reads, ["corpus", "decontaminated_documents"], SUMMARY_FILE, p)) or {}
               for p in sources]
     by_task: dict[str, int] = {}
     for d in decont:
@@ -129,8 +130,8 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
         reads = Reads(store)
         metrics = _stage_metrics(reads, stages)
         items = _stage_items(reads, stages)
-        evals_full = {f"models/{s.name}": _json(_file(reads, s.eval_key.path, "eval.json")) for s in stages}
-        tok = _json(_file(reads, ["tokenizer", "tokenizer"], "tokenizer_summary.json"))
+        evals_full = {f"models/{s.name}": _json(_file(reads, s.eval_key.path, SUMMARY_FILE)) for s in stages}
+        tok = _json(_file(reads, ["tokenizer", "tokenizer"], SUMMARY_FILE))
         data = {"title": f"llmdag report card ({settings.profile})", "profile": settings.profile,
                 "code_versions": code_versions,
                 "corpus": _corpus_section(reads, registered_sources(context)), "tokenizer": tok,

@@ -27,7 +27,7 @@ Expected shape of `data` (every key optional; a missing or None section renders 
                     "train_documents": int, "roundtrip_exact": bool, "chat_template_ok": bool},
       "models": [                                          # display order = list order
         {"stage": "models/base", "parent": None | "models/...", "num_params": int, "tokens_seen": int,
-         "train_loss_first": float, "train_loss_final": float, "wall_time_s": float, "val_bpb": float,
+         "train_loss_first": float, "train_loss_final": float, "wall_time_s": float,
          "loss_history": [[step, loss], ...], "val_history": [[step, val_loss, ...], ...],
          "checkpoint_dir": str}
       ],
@@ -35,7 +35,7 @@ Expected shape of `data` (every key optional; a missing or None section renders 
       "gates": evaluate_gates(...) result,
     }
 
-Model rows fall back to `loss_history` for loss start/end and to the eval's val_bpb; `parent` falls back
+Model rows fall back to `loss_history` for loss start/end; val bpb is the eval's (exact bytes); `parent` falls back
 to `data["lineage"][stage]`. Returns {"report_path", "json_path", "pngs", "sections", "stages",
 "gates_passed", "released", "git_revision", "markdown_chars"}.
 
@@ -294,7 +294,7 @@ def _model_rows(models: Sequence[Mapping[str, Any]], evals: Mapping[str, Any],
         last = m.get("train_loss_final", hist[-1][1] if hist else None)
         loss = f"{fmt(first)} → {fmt(last)}" if first is not None or last is not None else "–"
         wall = _num(m.get("wall_time_s"))
-        bpb = m.get("val_bpb", mine.get("val_bpb"))
+        bpb = mine.get("val_bpb")
         cells = [f"**{stage}**", parent or "–", fmt(m.get("num_params")),
                  fmt(m.get("tokens_seen", m.get("tokens"))), loss, "–" if wall is None else f"{fmt(wall)} s",
                  fmt(bpb) + fmt_delta(_num(bpb), _num(theirs.get("val_bpb")))]

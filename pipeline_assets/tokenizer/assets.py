@@ -9,6 +9,7 @@ from pipeline_assets.asset_keys import MIXTURE, SHARDS, TOKENIZER
 from pipeline_assets.metadata import table
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import resolved, stage_config
+from pipeline_assets.summary import write_summary
 from pipeline_assets.tokenizer.shards import ShardConfig
 from pipeline_assets.tokenizer.train import TokenizerConfig
 from resources.settings import PipelineSettings
@@ -41,7 +42,7 @@ def tokenizer(context: dg.AssetExecutionContext, store: ArtifactStore, settings:
             eval_files.setdefault(e["domain"], []).append(root / e["file"])
     with writing(context, store) as draft:
         result = train_tokenizer(train_files, draft.work, cfg, eval_files=eval_files, log=context.log.info)
-        (draft.work / "tokenizer_summary.json").write_text(json.dumps(result, indent=2, default=str))
+        write_summary(draft.work, result)
     rows = [{"domain": d, "bytes_per_token": round(v, 3)} for d, v in result["bytes_per_token_by_domain"].items()]
     return finish(
         context, store, draft, reads,

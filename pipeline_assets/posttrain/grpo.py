@@ -1,9 +1,9 @@
 """RL with verifiable rewards (`models/grpo`): TRL GRPOTrainer on datasets/reasoning, rewards picked by name.
 
-    python -m pipeline_assets.posttrain.rl --policy-dir SFT_DIR --dataset REASONING/reasoning.jsonl \
-        --heldout REASONING/heldout_arithmetic.jsonl --out-dir OUT
+    python -m pipeline_assets.posttrain.grpo --policy-dir SFT_DIR --dataset REASONING/reasoning.jsonl \
+        --dev REASONING/dev_arithmetic.jsonl --out-dir OUT
 
-`run_grpo(cfg, policy_dir, dataset_path, out_dir, heldout)` is what the asset calls; it returns JSON-able
+`run_grpo(cfg, policy_dir, dataset_path, out_dir, dev)` is what the asset calls; it returns JSON-able
 metadata (held-out accuracy before/after, reward and loss history) and writes it to out_dir/summary.json.
 
 Rewards are plain functions `f(completions, **dataset_columns) -> list[float]` looked up in REWARD_FUNCS
@@ -38,16 +38,21 @@ from typing import Any
 
 import torch
 
+from pipeline_assets.asset_keys import REASONING, SFT
+from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import load_causal_lm, save_checkpoint
-from pipeline_assets.posttrain.common import LossHistory, train_resumable, trl_args, write_summary
+from pipeline_assets.posttrain.common import LossHistory, train_resumable, trl_args
 from pipeline_assets.posttrain.config import REWARD_NAMES, GRPOStageConfig
+from pipeline_assets.posttrain.data import DEV_FILE, REASONING_FILE
 from pipeline_assets.posttrain.sandbox import code_execution_reward
 from pipeline_assets.posttrain.sft import (
     DEVICES,
-    HeldoutCurve,
+    ArithmeticCurve,
     arithmetic_accuracy,
     load_tokenizer,
 )
+from pipeline_assets.stages import StageInputs
+from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic
 
 # ---------------------------------------------------------------------------------------------------------
@@ -124,11 +129,11 @@ def load_prompt_dataset(path: Path | str, required: Sequence[str] = ("prompt",))
 
 
 def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, out_dir: Path,
-             heldout: Sequence[dict], log: Callable[[str], None] = print, *,
+             dev: Sequence[dict], log: Callable[[str], None] = print, *,
              checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """GRPO from `policy_dir` (the SFT checkpoint) on `dataset_path`; write the policy to out_dir.
 
-    `heldout`: records {"prompt": str, "answer": str} (heldout_arithmetic.jsonl / the benchmark's set),
+    `dev`: records {"prompt": str, "answer": str} (dev_arithmetic.jsonl / the benchmark's set),
     scored greedily before and after with check_arithmetic.
     `checkpoint_dir`: trainer resume points; a rerun with the same dir resumes (common.train_resumable).
     """
@@ -148,14 +153,14 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
     torch.manual_seed(cfg.seed)
     model = load_causal_lm(policy_dir, cfg.device)
 
-    before = arithmetic_accuracy(model, tok, heldout, cfg.heldout_max_new_tokens)
+    before = arithmetic_accuracy(model, tok, dev, cfg.arithmetic_max_new_tokens)
     log(f"grpo | held-out arithmetic before: {before['accuracy']:.3f} on {before['n']}")
     metric_keys = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
                    "completions/clipped_ratio", *(f"rewards/{f.__name__}/mean" for f in reward_funcs))
     history = LossHistory(log=log, every=cfg.log_every, keys=metric_keys)
     callbacks: list[Any] = [history]
     if cfg.eval_every:
-        callbacks.append(HeldoutCurve(tok, heldout, cfg.eval_every, cfg.heldout_max_new_tokens, log))
+        callbacks.append(ArithmeticCurve(tok, dev, cfg.eval_every, cfg.arithmetic_max_new_tokens, log))
     with tempfile.TemporaryDirectory(prefix="grpo-trainer-") as scratch:
         args_kw["output_dir"] = str(checkpoint_dir or scratch)
         args = GRPOConfig(
@@ -172,7 +177,7 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
 
     model = trainer.model
     save_checkpoint(model, tok, out_dir)
-    after = arithmetic_accuracy(model, tok, heldout, cfg.heldout_max_new_tokens)
+    after = arithmetic_accuracy(model, tok, dev, cfg.arithmetic_max_new_tokens)
     rewards = [r for _, r in history.metrics["reward"]]
     window = max(1, min(10, len(rewards) // 2))
     meta: dict[str, Any] = {
@@ -182,12 +187,12 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
         "checkpoint_dir": str(out_dir),
         "steps": int(trainer.state.global_step),
         "resumed_from_step": resumed_from_step,
-        "heldout_arithmetic_accuracy_before": before["accuracy"],
-        "heldout_arithmetic_accuracy": after["accuracy"],
-        "heldout_arithmetic_gain": round(after["accuracy"] - before["accuracy"], 4),
-        "heldout_arithmetic_by_kind_before": before["by_kind"],
-        "heldout_arithmetic_by_kind": after["by_kind"],
-        "heldout_curve": callbacks[1].curve if len(callbacks) > 1 else None,
+        "dev_arithmetic_accuracy_before": before["accuracy"],
+        "dev_arithmetic_accuracy": after["accuracy"],
+        "dev_arithmetic_gain": round(after["accuracy"] - before["accuracy"], 4),
+        "dev_arithmetic_by_kind_before": before["by_kind"],
+        "dev_arithmetic_by_kind": after["by_kind"],
+        "dev_curve": callbacks[1].curve if len(callbacks) > 1 else None,
         "reward_first": round(sum(rewards[:window]) / window, 4) if rewards else None,
         "reward_final": round(sum(rewards[-window:]) / window, 4) if rewards else None,
         "reward_history": history.metrics["reward"],
@@ -197,7 +202,7 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
         "loss_history": history.loss,
         "train_time_s": round(train_time, 2),
         "completions_per_step": cfg.batch_size,
-        "heldout_samples": after["samples"],
+        "dev_samples": after["samples"],
         "config": asdict(cfg),
     }
     meta["wall_time_s"] = round(time.perf_counter() - t_start, 2)
@@ -211,15 +216,26 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
 # CLI
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from pipeline_assets.jsonl import read_jsonl
+def train(cfg: GRPOStageConfig, inputs: StageInputs, work: Path, checkpoint_dir: Path | None,
+          log: Callable[[str], None]) -> dict[str, Any]:
+    """models/grpo (pipeline_assets/stages.py): in-training curves on the dev split of datasets/reasoning."""
+    from pipeline_assets.posttrain.sandbox import sandbox_probe
 
+    reasoning = inputs(REASONING)
+    result = run_grpo(cfg, inputs(SFT), reasoning / REASONING_FILE, work, read_jsonl(reasoning / DEV_FILE),
+                      log=log, checkpoint_dir=checkpoint_dir)
+    # Which isolation the code rewards ran under.
+    result["sandbox_mode"] = sandbox_probe().mode if "code_execution" in cfg.reward_funcs else "unused"
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     d = GRPOStageConfig()
     p = argparse.ArgumentParser(description="GRPO with verifiable rewards (TRL).")
     # Paths
     p.add_argument("--policy-dir", type=Path, required=True, help="starting checkpoint (models/sft)")
     p.add_argument("--dataset", required=True, help="reasoning.jsonl (prompt + answer columns)")
-    p.add_argument("--heldout", type=Path, required=True, help="heldout_arithmetic.jsonl for before/after")
+    p.add_argument("--dev", type=Path, required=True, help="dev_arithmetic.jsonl for before/after")
     p.add_argument("--out-dir", type=Path, required=True, help="where the trained policy goes")
     # Optimization
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
@@ -236,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = GRPOStageConfig(max_steps=a.max_steps, learning_rate=a.learning_rate, num_generations=a.num_generations,
                           batch_size=a.batch_size,
                           reward_funcs=tuple(a.rewards), reward_weights=weights, device=a.device, seed=a.seed)
-    return run_grpo(cfg, a.policy_dir, a.dataset, a.out_dir, read_jsonl(a.heldout))
+    return run_grpo(cfg, a.policy_dir, a.dataset, a.out_dir, read_jsonl(a.dev))
 
 
 if __name__ == "__main__":
