@@ -9,15 +9,19 @@
   sources that changed together, and evals and the report card follow their checkpoints.
 - ``corpus_refresh`` (daily) re-curates sources whose fingerprint differs from the one recorded on
   ``corpus/raw_documents``; ``retrain`` (weekly) rebuilds tokenizer, datasets, models, evals, report.
+- Freshness policies follow those two cadences: the corpus is expected daily, models, evals and the
+  report card weekly (``freshness_policy_for``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 
+from pipeline_assets.asset_keys import BENCHMARKS, CLUSTERS, DEDUPED, FILTERED, RAW, REPORT_CARD, SIGNATURES
 from pipeline_assets.corpus.assets import sources_partitions
 from pipeline_assets.corpus.fingerprint import settle_seconds, spec_fingerprint, waiting_reason
 from pipeline_assets.corpus.sources import SOURCE_NAME, LandingProblem, SourceSpec, landing_sources_checked
@@ -27,11 +31,11 @@ from resources.sources import SourcesResource
 POOLS = (TRAINING_POOL, CORPUS_GLOBAL_POOL)
 FINGERPRINT_METADATA_KEY = "source_fingerprint"  # recorded by corpus/raw_documents: spec_fingerprint(spec)
 
-RAW = dg.AssetKey(["corpus", "raw_documents"])
-PER_SOURCE = [RAW, dg.AssetKey(["corpus", "filtered_documents"]), dg.AssetKey(["corpus", "minhash_signatures"])]
-BENCHMARKS = dg.AssetKey(["evals", "benchmarks"])
-REPORT_CARD = dg.AssetKey(["reports", "report_card"])
+PER_SOURCE = [RAW, FILTERED, SIGNATURES]
 RETRAIN_GROUPS = ("tokenizer", "datasets", "models", "evals", "reports", "release")
+# The schedules' crons and the interval between their ticks (the freshness windows are built on it).
+CORPUS_REFRESH_CRON, CORPUS_REFRESH_CADENCE = "0 3 * * *", timedelta(days=1)
+RETRAIN_CRON, RETRAIN_CADENCE = "0 4 * * 0", timedelta(weeks=1)
 _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED]
 
@@ -67,12 +71,33 @@ FOLLOW_CHECKPOINT = (dg.AutomationCondition.eager() & dg.AutomationCondition.all
                                                                                "blocking checks passed")
 
 
+# deduplicated_documents[s] reads the latest duplicate_clusters and refuses a version that does not cover s
+# ("source 's' is not in corpus/duplicate_clusters version ..."). Eager alone starts it as soon as s's ingest
+# ends, on the clusters version on record: duplicate_clusters waits while any other source's ingest is in
+# progress, and even when requested on the same tick it is a separate run (one partition vs none), free to
+# finish last. So dedup also waits until duplicate_clusters was materialized after s's filtered documents.
+# Both sides carry materialization timestamps: when one tick sees both, the later one decides. Automation
+# starts duplicate_clusters only once no ingest is in progress, so the next version covers s, unless a
+# clusters run was already going when s's ingest started; the sensors hold ingests back then
+# (clusters_run_in_flight).
+CLUSTERS_COVER_SOURCE = (
+    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).allow(
+        dg.AssetSelection.assets(CLUSTERS)).with_label("duplicate_clusters updated")
+    .since(dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).allow(
+        dg.AssetSelection.assets(FILTERED)).with_label("this source's filtered documents updated"))
+).with_label("duplicate_clusters updated since this source's documents")
+FOLLOW_CLUSTERS = (FOLLOW_UPSTREAM & CLUSTERS_COVER_SOURCE).with_label(
+    "eager, blocking checks passed, duplicate_clusters covers this source")
+
+
 def automation_condition_for(key: dg.AssetKey, group: str | None) -> dg.AutomationCondition | None:
     """The corpus after raw (raw follows its source through the sensor/schedule), evals, the report card.
 
     Model stages have none: a checkpoint is hours of accelerator time on the larger profiles, so
     training runs when the ``retrain`` schedule or a person says so.
     """
+    if key == DEDUPED:
+        return FOLLOW_CLUSTERS
     if group == "corpus" and key != RAW:
         return FOLLOW_UPSTREAM
     if (key.path[0] == "evals" and key != BENCHMARKS) or key == REPORT_CARD:
@@ -80,12 +105,43 @@ def automation_condition_for(key: dg.AssetKey, group: str | None) -> dg.Automati
     return None
 
 
+# ---------------------------------------------------------------------------------------------------
+# freshness: what the schedules promise, checked by Dagster's freshness daemon (on in `dagster dev`)
+
+
+def cadence_freshness(cadence: timedelta, allowance: timedelta) -> dg.FreshnessPolicy:
+    """WARN when the run after a scheduled tick is ``allowance`` late, FAIL once a whole tick was missed."""
+    return dg.FreshnessPolicy.time_window(fail_window=2 * cadence, warn_window=cadence + allowance)
+
+
+# Allowances: the whole tiny graph took 988 s (README); 6 h and 1 day leave room for the larger profiles'
+# curation and training before a late run reads as stale. Each cadence is its schedule's cron interval
+# (tests/test_freshness.py derives it from the cron string). Freshness counts materializations only, and
+# corpus_refresh re-curates only sources whose content changed: after 30 h (WARN) / 48 h (FAIL) with no
+# source changed, the corpus reads stale although every refresh ran.
+CORPUS_FRESHNESS = cadence_freshness(CORPUS_REFRESH_CADENCE, timedelta(hours=6))
+MODELS_FRESHNESS = cadence_freshness(RETRAIN_CADENCE, timedelta(days=1))
+
+
+def freshness_policy_for(key: dg.AssetKey, group: str | None) -> dg.FreshnessPolicy | None:
+    """Daily for the corpus (``corpus_refresh``); weekly for models, their evals and the report card
+    (``retrain``). evals/benchmarks is built once, not by either schedule."""
+    if group == "corpus":
+        return CORPUS_FRESHNESS
+    if group == "models" or (key.path[0] == "evals" and key != BENCHMARKS) or key == REPORT_CARD:
+        return MODELS_FRESHNESS
+    return None
+
+
 def with_automation(assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """``assets`` with ``automation_condition_for`` applied: this table decides for the keys it names (it
-    replaces a condition declared on the asset); any other asset keeps its own."""
+    """``assets`` with ``automation_condition_for`` and ``freshness_policy_for`` applied: these tables decide
+    for the keys they name (replacing what the asset declared); any other asset keeps its own."""
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
         condition = automation_condition_for(spec.key, spec.group_name)
-        return spec if condition is None else spec.replace_attributes(automation_condition=condition)
+        policy = freshness_policy_for(spec.key, spec.group_name)
+        if condition is not None:
+            spec = spec.replace_attributes(automation_condition=condition)
+        return spec if policy is None else dg.apply_freshness_policy(spec, policy)
 
     return [a.map_asset_specs(apply) if isinstance(a, dg.AssetsDefinition) else a for a in assets]
 
@@ -155,6 +211,17 @@ def ingest_in_flight(instance: dg.DagsterInstance, name: str) -> bool:
     return False
 
 
+def clusters_run_in_flight(instance: dg.DagsterInstance) -> str | None:
+    """The queued or running run that plans ``corpus/duplicate_clusters``, if any.
+
+    It read (or will read) the signatures published when it started: a source curated beside it would be
+    left out of that version, and its deduplicated documents would then refuse it. Its ingest waits.
+    """
+    planned = instance.get_latest_planned_materialization_info(CLUSTERS)
+    run = instance.get_run_by_id(planned.run_id) if planned else None
+    return run.run_id if run is not None and run.status in _IN_FLIGHT else None
+
+
 def ingest_request(name: str, fingerprint: str, recorded: str | None) -> dg.RunRequest:
     # The recorded fingerprint is part of the key so that content A -> B -> A curates A again; the
     # same content with the same history gets the same key, which Dagster runs only once.
@@ -186,6 +253,11 @@ def changed_sources(instance: dg.DagsterInstance, specs: dict[str, SourceSpec], 
             waiting.append(f"{name}: an ingest_source run for it is queued or running")
             continue
         requests.append(ingest_request(name, fingerprint, recorded))
+    clusters_run = clusters_run_in_flight(instance) if requests else None
+    if clusters_run:
+        waiting += [f"{r.partition_key}: corpus/duplicate_clusters is being rebuilt (run {clusters_run[:8]}); "
+                    "curated beside it, this source would be left out of that version" for r in requests]
+        requests = []
     return requests, waiting
 
 
@@ -239,7 +311,7 @@ def landing_sensor_factory(landing: str) -> dg.SensorDefinition:
 # schedules
 
 
-@dg.schedule(job=ingest_job, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.STOPPED,
+@dg.schedule(job=ingest_job, cron_schedule=CORPUS_REFRESH_CRON, default_status=dg.DefaultScheduleStatus.STOPPED,
              description="Daily: registers new sources and re-curates every source whose content changed "
                          "(fingerprint vs the one recorded on corpus/raw_documents).")
 def corpus_refresh(context: dg.ScheduleEvaluationContext, sources: SourcesResource
@@ -256,7 +328,7 @@ def corpus_refresh(context: dg.ScheduleEvaluationContext, sources: SourcesResour
     return requests
 
 
-@dg.schedule(job=retrain_job, cron_schedule="0 4 * * 0", default_status=dg.DefaultScheduleStatus.STOPPED,
+@dg.schedule(job=retrain_job, cron_schedule=RETRAIN_CRON, default_status=dg.DefaultScheduleStatus.STOPPED,
              description="Weekly: retrain tokenizer and every model stage on the current mixture, then evals, "
                          "report card and the gated release.")
 def retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:

@@ -389,3 +389,163 @@ def test_a_source_in_a_pending_backfill_is_not_requested_again(instance, defs):
     submit_backfill(defs, instance, keys, ["a", "b"], None, title="llmdag materialize test")
     assert ingest_in_flight(instance, "a") and ingest_in_flight(instance, "b")
     assert not ingest_in_flight(instance, "c")
+
+
+def test_a_new_source_waits_for_clusters_computed_after_it(instance, defs):
+    graph = defs.resolve_asset_graph()
+    per_source = ["corpus/raw_documents", "corpus/filtered_documents", "corpus/minhash_signatures"]
+    instance.add_dynamic_partitions("sources", ["a"])
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    for key in per_source:
+        _report(instance, graph, K(key), "a")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    _report(instance, graph, K("corpus/duplicate_clusters"))  # covers a
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert _requested(result, graph)["corpus/deduplicated_documents"] == {"a"}
+    _report(instance, graph, K("corpus/deduplicated_documents"), "a")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+
+    instance.add_dynamic_partitions("sources", ["b"])  # a landing folder curated by its ingest run
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    for key in per_source:
+        _report(instance, graph, K(key), "b")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    # The clusters version on record predates b: b's dedup would read it and refuse (not covered).
+    assert _requested(result, graph) == {"corpus/duplicate_clusters": {None}}
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert "corpus/deduplicated_documents" not in _requested(result, graph)  # still waiting for clusters
+    _report(instance, graph, K("corpus/duplicate_clusters"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert _requested(result, graph)["corpus/deduplicated_documents"] == {"a", "b"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# real runs, launched the way the daemon launches them
+
+
+class _Daemon:
+    """The landing sensor and the automation sensor ticking against one instance, with real corpus runs.
+
+    A requested run is created at once (queued: Dagster counts its assets as in progress) and executed after
+    the tick, in the order the daemon would least like: per-source runs before cross-source ones. ``hold``
+    keeps a partition's ingest run queued for that many more ticks: a slower folder next to a fast one.
+    ``dg.materialize`` cannot stand in: it creates and finishes its run inside one call.
+    """
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, landing: Path):
+        self.defs, self.instance = defs, instance
+        self.graph = defs.resolve_asset_graph()
+        self.job = defs.resolve_implicit_global_asset_job_def()
+        self.sensor = landing_sensor_factory(str(landing))
+        self.cursor = None
+        self.queued: list[list] = []  # [run, ticks to hold]
+        self.hold: dict[str, int] = {}
+
+    def launch(self, keys: list[dg.AssetKey], partition: str | None, hold: int = 0) -> dg.DagsterRun:
+        from dagster._core.execution.api import create_execution_plan
+
+        job = self.job.get_subset(asset_selection=set(keys))
+        tags = {"dagster/partition": partition} if partition else {}
+        run = self.instance.create_run_for_job(job_def=job, execution_plan=create_execution_plan(job, tags=tags),
+                                               tags=tags, asset_selection=frozenset(keys))
+        self.queued.append([run, hold])
+        return run
+
+    def execute(self, run: dg.DagsterRun) -> None:
+        from dagster._core.definitions.job_base import InMemoryJob
+        from dagster._core.execution.api import execute_run
+
+        execute_run(InMemoryJob(self.job), run, self.instance)
+
+    def tick(self) -> bool:
+        """One sensor tick, one automation tick, then every run not held; False once nothing happened."""
+        sensed = self.sensor(dg.build_sensor_context(instance=self.instance))
+        if isinstance(sensed, dg.SensorResult):
+            for request in sensed.dynamic_partitions_requests:
+                self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            for request in sensed.run_requests:
+                self.launch(ingest_job.selection.resolve(self.graph), request.partition_key,
+                            self.hold.pop(request.partition_key, 0))
+        result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
+        self.cursor = result.cursor
+        runs: dict[str | None, list[dg.AssetKey]] = {}
+        for key in self.graph.get_all_asset_keys():
+            for partition in result.get_requested_partitions(key) if result.get_num_requested(key) else ():
+                runs.setdefault(partition, []).append(key)
+        for partition, keys in sorted(runs.items(), key=lambda item: item[0] is None):
+            self.launch(keys, partition)
+        ran = False
+        for item in list(self.queued):
+            if item[1] > 0:
+                item[1] -= 1
+                continue
+            self.queued.remove(item)
+            self.execute(item[0])
+            ran = True
+        return ran or bool(self.queued) or bool(runs)
+
+    def settle(self, max_ticks: int = 12) -> None:
+        for _ in range(max_ticks):
+            if not self.tick():
+                return
+        raise AssertionError(f"automation still running after {max_ticks} ticks")
+
+
+def _topics_folder(landing: Path, name: str, keys: list[str]) -> None:
+    from pydoc_data.topics import topics
+
+    _folder(landing, name, {f"{k}.txt": topics[k] for k in keys} | {READY_MARKER: ""},
+            json.dumps({"domain": "prose"}))
+
+
+def test_two_folders_landing_together_curate_without_a_failed_run(instance, tmp_path, settle):
+    """No source's dedup may start before duplicate_clusters covers it ("source 'land_fast' is not in
+    corpus/duplicate_clusters version ...": a red run). Real runs of the corpus graph, ~25 s."""
+    from pydoc_data.topics import topics
+
+    from pipeline_assets.definitions import build_definitions
+
+    settle(0)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    defs = build_definitions(root=str(tmp_path / "root"), landing=str(landing), builtin_sources=False)
+    assert dg.materialize(list(defs.assets), selection=[K("evals/benchmarks")], instance=instance,
+                          resources=defs.resources).success  # what decontamination reads; no automation builds it
+    daemon = _Daemon(defs, instance, landing)
+    texts = sorted(k for k, v in topics.items() if len(v) > 1500)  # enough text per document to pass the filters
+    _topics_folder(landing, "base", texts[0:10])
+    daemon.settle()  # one source curated end to end: duplicate_clusters exists and covers it
+
+    _topics_folder(landing, "land_fast", texts[10:18] + texts[:1])  # one document is an exact copy of base's
+    _topics_folder(landing, "land_slow", texts[20:28])
+    daemon.hold["land_slow"] = 1  # its ingest ends a tick after land_fast's
+    daemon.settle()
+
+    failed = [(r.tags.get("dagster/partition"), sorted(k.to_user_string() for k in r.asset_selection or ()))
+              for r in instance.get_runs() if r.status != dg.DagsterRunStatus.SUCCESS]
+    assert failed == []
+    sources = {"base", "land_fast", "land_slow"}
+    for key in ("corpus/deduplicated_documents", "corpus/decontaminated_documents"):
+        assert instance.get_materialized_partitions(K(key)) == sources
+    clusters = instance.fetch_materializations(K("corpus/duplicate_clusters"), limit=10).records
+    assert len(clusters) == 2  # once per landing: the two folders are clustered together
+    mixture = instance.fetch_materializations(K("corpus/training_mixture"), limit=1).records[0]
+    assert set(mixture.asset_materialization.metadata["sources"].value) == sources
+    fast = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=K("corpus/deduplicated_documents"),
+                                                                 asset_partitions=["land_fast"]), limit=1)
+    meta = fast.records[0].asset_materialization.metadata
+    assert meta["exact_duplicates_removed"].value + meta["near_duplicates_removed"].value == 1  # base's copy
+
+
+def test_a_landing_folder_waits_while_duplicate_clusters_is_rebuilt(instance, tmp_path, settle, defs):
+    settle(0)
+    landing = tmp_path / "landing"
+    _folder(landing, "late", {"a.txt": "complete", READY_MARKER: ""})
+    daemon = _Daemon(defs, instance, landing)
+    run = daemon.launch([K("corpus/duplicate_clusters")], None)  # queued, not executed
+    result = daemon.sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SkipReason)
+    assert "late: corpus/duplicate_clusters is being rebuilt" in result.skip_message and run.run_id[:8] in (
+        result.skip_message)
+    instance.report_run_canceled(run)
+    assert _run_keys(daemon.sensor(dg.build_sensor_context(instance=instance))).keys() == {"late"}

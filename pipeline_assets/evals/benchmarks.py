@@ -1,6 +1,6 @@
 """Held-out evaluation sets (`evals/benchmarks`): built offline, deterministically, before any training.
 
-    python -m pipeline_assets.evals.benchmarks --out-dir /tmp/benchmarks      # build by hand (< 5 s)
+    python -m pipeline_assets.evals.benchmarks --out /tmp/benchmarks          # build by hand (< 5 s)
     pytest tests/test_benchmarks.py                                          # its tests
 
 Plain Python, no Dagster: `evals/assets.py` calls `build_benchmarks(out_dir, cfg)` and turns the returned
@@ -47,6 +47,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
 from pipeline_assets.tasks.arithmetic import (
     HELDOUT_PERCENT,
     OPERAND_MAX,
@@ -466,27 +467,16 @@ def build_benchmarks(out_dir: Path, cfg: BenchmarkConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    defaults = BenchmarkConfig()
     parser = argparse.ArgumentParser(description="Build the held-out llmdag evaluation sets.")
-    parser.add_argument("--out-dir", type=Path, required=True, help="output directory (created if missing)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="picks items; not the held-out split")
-    # Sizes
-    parser.add_argument("--qa-size", type=int, default=defaults.qa_size, help="open QA items")
-    parser.add_argument("--multiple-choice-size", type=int, default=defaults.multiple_choice_size,
-                        help="multiple-choice items")
-    parser.add_argument("--arithmetic-size", type=int, default=defaults.arithmetic_size,
-                        help="arithmetic items")
-    parser.add_argument("--safety-size", type=int, default=defaults.safety_size,
-                        help="safety items, half harmful and half benign (must be even)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    add_profile_flag(parser)
+    add_config_flags(parser, BenchmarkConfig)
     args = parser.parse_args(argv)
-    cfg = BenchmarkConfig(
-        seed=args.seed, qa_size=args.qa_size, multiple_choice_size=args.multiple_choice_size,
-        arithmetic_size=args.arithmetic_size, safety_size=args.safety_size,
-    )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    summary = build_benchmarks(args.out_dir, cfg)
+    cfg = config_from_args(BenchmarkConfig, "benchmarks", args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = build_benchmarks(args.out, cfg)
     counts = " | ".join(f"{name} {n}" for name, n in summary["counts"].items())
-    print(f"benchmarks | {counts} | total {summary['total_items']} | -> {args.out_dir}")
+    print(f"benchmarks | {counts} | total {summary['total_items']} | -> {args.out}")
     return summary
 
 

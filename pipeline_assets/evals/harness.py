@@ -1,7 +1,7 @@
 """Evaluate one checkpoint on the held-out sets: what `evals/<stage>` assets call, plain Python, no Dagster.
 
-    python -m pipeline_assets.evals.harness --model-dir M --bench-dir B [--shards-dir S] [--parent-dir P]
-        [--judge RM_DIR] [--profile tiny] [--out result.json]
+    python -m pipeline_assets.evals.harness --model-dir M --evals-benchmarks B [--tokenizer-tokenized-shards S]
+        [--parent-dir P --judge RM_DIR] [--profile tiny] [--out result.json]
 
 `evaluate_checkpoint(model_dir, bench_dir, cfg, shards_dir, parent_dir, judge)` runs the eval sets registered
 in evals/sets.py (in registry order; `cfg.sets` picks which) and computes every number from real forward
@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 # INSTRUCTION_PROMPTS is unused here but tests import it from this module.
+from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
 from pipeline_assets.evals.config import INSTRUCTION_PROMPTS, SETS, EvalConfig  # noqa: F401
 from pipeline_assets.evals.safety import adversarial_prompts
 from pipeline_assets.evals.sets import REGISTRY, EvalInputs, SetResult
@@ -64,7 +65,6 @@ from pipeline_assets.model_io import (
     max_context_len,
 )
 from pipeline_assets.posttrain.quantize import dir_size_bytes
-from pipeline_assets.profiles import PROFILES, section_config
 from pipeline_assets.tasks.arithmetic import check_arithmetic
 from pipeline_assets.tasks.heldout import BENCHMARKS, decontamination_texts, load_benchmark
 from pipeline_assets.tasks.refusal import is_refusal
@@ -672,27 +672,21 @@ def contamination_report(train_files: Iterable[Path | str], bench_dir: Path | st
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="Evaluate an llmdag checkpoint on the held-out sets.")
-    # Inputs
     parser.add_argument("--model-dir", type=Path, required=True, help="HF checkpoint dir (or asset dir with model/)")
-    parser.add_argument("--bench-dir", type=Path, required=True, help="evals/benchmarks output dir")
-    parser.add_argument("--shards-dir", type=Path, default=None, help="token shards dir for val loss/bpb")
+    parser.add_argument("--evals-benchmarks", type=Path, required=True, help="evals/benchmarks dir")
+    parser.add_argument("--tokenizer-tokenized-shards", type=Path, default=None, help="token shards for val bpb")
+    parser.add_argument("--datasets-preferences", type=Path, default=None, help="held-out preference pairs")
     parser.add_argument("--parent-dir", type=Path, default=None, help="parent checkpoint for the win rate")
     parser.add_argument("--judge", type=Path, default=None, help="reward-model dir that judges the win rate")
-    # Runtime
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="tiny", help="limits and sizes (profiles.py)")
-    parser.add_argument("--sets", default=None, help=f"comma-separated subset of {','.join(SETS)}")
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the profile's)")
     parser.add_argument("--out", type=Path, default=None, help="write the result JSON here")
+    add_profile_flag(parser)
+    add_config_flags(parser, EvalConfig)
     args = parser.parse_args(argv)
-    cfg = section_config(EvalConfig, "evals", args.profile)
-    if args.sets:
-        cfg = replace(cfg, sets=tuple(s.strip() for s in args.sets.split(",") if s.strip()))
-    if args.device:
-        cfg = replace(cfg, device=args.device)
-    result = evaluate_checkpoint(args.model_dir, args.bench_dir, cfg, args.shards_dir, args.parent_dir, args.judge)
-    text = json.dumps(result, indent=2)
+    cfg = config_from_args(EvalConfig, "evals", args)
+    result = evaluate_checkpoint(args.model_dir, args.evals_benchmarks, cfg, args.tokenizer_tokenized_shards,
+                                 args.parent_dir, args.judge, pairs_dir=args.datasets_preferences)
     if args.out:
-        args.out.write_text(text + "\n")
+        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps(result["metrics"], indent=2))
     return result
 

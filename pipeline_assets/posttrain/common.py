@@ -7,8 +7,6 @@ Every stage takes an HF checkpoint dir (model + tokenizer with the ChatML templa
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -189,32 +187,3 @@ def train_resumable(trainer: Any, checkpoint_dir: Path | None = None, log: Log =
 
 def config_dict(cfg: Any) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
-
-
-def stage_cli(parser: argparse.ArgumentParser, config_cls: type, run: Callable[[Any, argparse.Namespace], dict],
-              argv: list[str] | None, overrides: Callable[[argparse.Namespace], list[str]] = lambda _: []) -> dict:
-    """The shared tail of every stage's command line: --out and --set, build the config, run, print the result."""
-    parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="config override")
-    args = parser.parse_args(argv)
-    cfg = cli_config(config_cls, [*args.set, *overrides(args)])
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = run(cfg, args)
-    print(json.dumps({k: v for k, v in result.items() if not k.endswith("history")}, indent=2, default=str))
-    return result
-
-
-def cli_config(cls: type, overrides: list[str]) -> Any:
-    """`--set name=value` overrides, parsed as JSON when possible (numbers, null, lists)."""
-    kwargs: dict[str, Any] = {}
-    names = {f for f in cls.__dataclass_fields__}
-    for item in overrides:
-        name, sep, raw = item.partition("=")
-        if not sep or name not in names:
-            raise SystemExit(f"--set {item!r}: expected NAME=VALUE with NAME in {sorted(names)}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        kwargs[name] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)

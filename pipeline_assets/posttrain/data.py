@@ -1,7 +1,7 @@
 """Post-training datasets (`datasets/sft`, `datasets/reasoning`), built offline from local material and code.
 
-    python -m pipeline_assets.posttrain.data --out-dir /tmp/sft --bench-dir /tmp/benchmarks            # SFT
-    python -m pipeline_assets.posttrain.data --out-dir /tmp/reasoning --bench-dir /tmp/benchmarks --reasoning
+    python -m pipeline_assets.posttrain.data sft --out /tmp/sft --evals-benchmarks /tmp/benchmarks
+    python -m pipeline_assets.posttrain.data reasoning --out /tmp/reasoning --evals-benchmarks /tmp/benchmarks
 
 Plain Python, no Dagster. Same config + same Python version -> byte-identical files (the docstring QA reads
 this interpreter's standard library, whose docstrings change between releases).
@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
 from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.tasks.arithmetic import (
     OPERATORS,
@@ -607,16 +608,22 @@ def load_chat_dataset(path_or_hf_id: str | Path, split: str = "train") -> Any:
 
 
 def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
+    """``python -m pipeline_assets.posttrain.data {sft,reasoning} --out DIR [--evals-benchmarks DIR] ...``."""
     parser = argparse.ArgumentParser(description="Build the llmdag SFT or reasoning dataset (offline).")
-    parser.add_argument("--out-dir", type=Path, required=True, help="output directory (created if missing)")
-    parser.add_argument("--bench-dir", type=Path, default=None, help="evals/benchmarks dir whose items to exclude")
-    parser.add_argument("--reasoning", action="store_true", help="build reasoning.jsonl instead of sft.jsonl")
-    parser.add_argument("--seed", type=int, default=0, help="row sampling and order")
+    kinds = parser.add_subparsers(dest="dataset", required=True)
+    for name, cls in (("sft", SFTDataConfig), ("reasoning", ReasoningDataConfig)):
+        sub = kinds.add_parser(name, help=f"datasets/{name}")
+        sub.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+        sub.add_argument("--evals-benchmarks", type=Path, default=None,
+                         help="evals/benchmarks dir whose items to exclude")
+        add_profile_flag(sub)
+        add_config_flags(sub, cls)
     args = parser.parse_args(argv)
-    if args.reasoning:
-        summary = build_reasoning_dataset(args.out_dir, ReasoningDataConfig(seed=args.seed), args.bench_dir)
+    if args.dataset == "reasoning":
+        summary = build_reasoning_dataset(args.out, config_from_args(ReasoningDataConfig, "reasoning_data", args),
+                                          args.evals_benchmarks)
     else:
-        summary = build_sft_dataset(args.out_dir, SFTDataConfig(seed=args.seed), args.bench_dir)
+        summary = build_sft_dataset(args.out, config_from_args(SFTDataConfig, "sft_data", args), args.evals_benchmarks)
     log(json.dumps({k: summary[k] for k in ("rows", "counts", "files")}, indent=2))
     return summary
 

@@ -1,7 +1,7 @@
 """Distillation (`models/distilled`): a smaller student (half the layers by default) trained from a teacher.
 
-    python -m pipeline_assets.posttrain.distill --teacher-dir GRPO_DIR --prompts REASONING/reasoning.jsonl \
-        --dev REASONING/dev_arithmetic.jsonl --out-dir OUT
+    python -m pipeline_assets.posttrain.distill --models-grpo GRPO --datasets-sft SFT_DATA \
+        --datasets-reasoning REASONING --out OUT [--max-steps 400 ...]      # --help: every DistillConfig field
 
 `run_distill(cfg, teacher_dir, prompts_dataset_path, out_dir)` is what the asset calls; it returns JSON-able
 metadata and writes it to out_dir/summary.json. The student shares the teacher's tokenizer and vocab.
@@ -36,7 +36,6 @@ answer as the teacher on 200 unseen prompts):
 
 from __future__ import annotations
 
-import argparse
 import copy
 import random
 import tempfile
@@ -52,14 +51,14 @@ from pipeline_assets.asset_keys import GRPO, REASONING, SFT_DATA
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import generate_replies, load_causal_lm, save_checkpoint
 from pipeline_assets.posttrain.common import LossHistory, train_resumable, trl_args
-from pipeline_assets.posttrain.config import DISTILL_METHODS, DistillConfig
+from pipeline_assets.posttrain.config import DistillConfig
 from pipeline_assets.posttrain.data import DEV_FILE, SFT_FILE
 from pipeline_assets.posttrain.sft import (
-    DEVICES,
     arithmetic_accuracy,
     load_tokenizer,
     trainable_and_total,
 )
+from pipeline_assets.stage_cli import stage_main
 from pipeline_assets.stages import StageInputs
 from pipeline_assets.summary import write_summary
 
@@ -313,25 +312,8 @@ def train(cfg: DistillConfig, inputs: StageInputs, work: Path, checkpoint_dir: P
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    d = DistillConfig()
-    p = argparse.ArgumentParser(description="Distil a teacher checkpoint into a smaller student (TRL GKD).")
-    # Paths
-    p.add_argument("--teacher-dir", type=Path, required=True, help="teacher checkpoint (models/grpo or sft)")
-    p.add_argument("--prompts", required=True, help="reasoning.jsonl or sft.jsonl: prompts the teacher answers")
-    p.add_argument("--dev", type=Path, default=None, help="dev_arithmetic.jsonl for accuracy")
-    p.add_argument("--out-dir", type=Path, required=True, help="where the student goes")
-    # Student and optimization
-    p.add_argument("--layer-fraction", type=float, default=d.layer_fraction, help="student layers / teacher's")
-    p.add_argument("--method", default=d.method, choices=DISTILL_METHODS, help="gkd, sft or on_policy")
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="learning rate")
-    # Runtime
-    p.add_argument("--device", default=d.device, choices=DEVICES, help="auto = cuda when available")
-    p.add_argument("--seed", type=int, default=d.seed, help="prompt split, init and data order")
-    a = p.parse_args(argv)
-    cfg = DistillConfig(layer_fraction=a.layer_fraction, method=a.method, max_steps=a.max_steps,
-                        learning_rate=a.learning_rate, device=a.device, seed=a.seed)
-    return run_distill(cfg, a.teacher_dir, a.prompts, a.out_dir, dev=read_jsonl(a.dev) if a.dev else None)
+    """``python -m pipeline_assets.posttrain.distill --help``: the models/distilled asset's run on given dirs."""
+    return stage_main("distilled", argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`models/dpo`: preference-optimize the SFT policy: TRL DPOTrainer (any DPO loss_type), KTO, ORPO or SimPO.
 
-    python -m pipeline_assets.posttrain.dpo --sft SFT_DIR --pairs PAIRS_DIR --out DPO_DIR --algorithm simpo
+    python -m pipeline_assets.posttrain.dpo --models-sft SFT --datasets-preferences PAIRS --out DPO --algorithm simpo
     pytest tests/test_posttrain_preference.py                     # its tests (CPU, ~3 min; -m slow ~10 min)
 
 Plain Python, no Dagster: the `models/dpo` asset calls `run_dpo` and records the returned dict.
@@ -8,7 +8,6 @@ Plain Python, no Dagster: the `models/dpo` asset calls `run_dpo` and records the
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,12 @@ from pipeline_assets.posttrain.common import (
     config_dict,
     quiet_progress,
     set_threads,
-    stage_cli,
     train_resumable,
     trl_args,
 )
-from pipeline_assets.posttrain.config import ALGORITHMS, DPOStageConfig
+from pipeline_assets.posttrain.config import DPOStageConfig
 from pipeline_assets.posttrain.preference_data import load_pairs, pair_dataset
+from pipeline_assets.stage_cli import stage_main
 from pipeline_assets.stages import StageInputs
 from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic
@@ -192,15 +191,8 @@ def train(cfg: DPOStageConfig, inputs: StageInputs, work: Path, checkpoint_dir: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description="llmdag models/dpo: DPO / KTO / ORPO / SimPO on the preference pairs.")
-    parser.add_argument("--sft", type=Path, required=True, help="SFT checkpoint dir")
-    parser.add_argument("--pairs", type=Path, required=True, help="datasets/preferences dir")
-    parser.add_argument("--algorithm", choices=ALGORITHMS, default="dpo")
-
-    def run(cfg: DPOStageConfig, args: argparse.Namespace) -> dict[str, Any]:
-        return run_dpo(cfg, args.sft, args.pairs, args.out)
-
-    return stage_cli(parser, DPOStageConfig, run, argv, overrides=lambda args: [f"algorithm={args.algorithm}"])
+    """``python -m pipeline_assets.posttrain.dpo --help``: the models/dpo asset's run on given dirs."""
+    return stage_main("dpo", argv)
 
 
 if __name__ == "__main__":

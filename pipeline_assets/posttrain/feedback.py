@@ -1,6 +1,6 @@
 """AI feedback (RLAIF / Constitutional AI): preference pairs labelled by a judge model against a written constitution.
 
-    python -m pipeline_assets.posttrain.feedback --judge SFT_DIR --policy SFT_DIR --prompts prompts.jsonl --out DIR
+    python -m pipeline_assets.posttrain.feedback --models-sft SFT_DIR --prompt-records prompts.jsonl --out DIR
     pytest tests/test_posttrain_preference.py -k feedback
 
 Plain Python, no Dagster: the `datasets/ai_feedback` asset calls `label_with_judge(...)` and records the
@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
 from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.model_io import assistant, chat_generate, count_params, load_policy, user
 from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads
@@ -287,20 +288,18 @@ def label_with_judge(judge_dir: Path | None, prompts: list[dict], policy_dir: Pa
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    defaults = FeedbackConfig()
     parser = argparse.ArgumentParser(description="Label policy samples with a constitution-following judge.")
-    parser.add_argument("--policy", type=Path, required=True, help="checkpoint dir that samples responses")
+    parser.add_argument("--models-sft", type=Path, required=True, help="the policy checkpoint dir that samples")
     parser.add_argument("--judge", type=Path, default=None, help="judge checkpoint dir (default: the policy)")
-    parser.add_argument("--prompts", type=Path, required=True, help="prompt records, JSONL")
+    parser.add_argument("--prompt-records", type=Path, required=True, help="prompt records, JSONL")
     parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
-    parser.add_argument("--constitution", default=None, help="constitution file (default: constitution.txt)")
-    parser.add_argument("--revise-fraction", type=float, default=defaults.revise_fraction,
-                        help="share of pairs that get a critique-and-revise pass")
+    add_profile_flag(parser)
+    add_config_flags(parser, FeedbackConfig)
     args = parser.parse_args(argv)
-    cfg = FeedbackConfig(constitution_path=args.constitution, revise_fraction=args.revise_fraction)
+    cfg = config_from_args(FeedbackConfig, "feedback", args)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = label_with_judge(args.judge, read_jsonl(args.prompts), args.policy, args.out, cfg)
-    print(json.dumps(result, indent=2))
+    result = label_with_judge(args.judge, read_jsonl(args.prompt_records), args.models_sft, args.out, cfg)
+    print(json.dumps(result, indent=2, default=str))
     return result
 
 

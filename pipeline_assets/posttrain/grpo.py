@@ -1,7 +1,7 @@
 """RL with verifiable rewards (`models/grpo`): TRL GRPOTrainer on datasets/reasoning, rewards picked by name.
 
-    python -m pipeline_assets.posttrain.grpo --policy-dir SFT_DIR --dataset REASONING/reasoning.jsonl \
-        --dev REASONING/dev_arithmetic.jsonl --out-dir OUT
+    python -m pipeline_assets.posttrain.grpo --models-sft SFT --datasets-reasoning REASONING --out OUT \
+        [--max-steps 200 ...]                                          # --help: every GRPOStageConfig field
 
 `run_grpo(cfg, policy_dir, dataset_path, out_dir, dev)` is what the asset calls; it returns JSON-able
 metadata (held-out accuracy before/after, reward and loss history) and writes it to out_dir/summary.json.
@@ -27,7 +27,6 @@ Measured here (our BPE tokenizer, hidden 128 x 4 layers, 1 thread on a shared 2-
 
 from __future__ import annotations
 
-import argparse
 import re
 import tempfile
 import time
@@ -46,11 +45,11 @@ from pipeline_assets.posttrain.config import REWARD_NAMES, GRPOStageConfig
 from pipeline_assets.posttrain.data import DEV_FILE, REASONING_FILE
 from pipeline_assets.posttrain.sandbox import code_execution_reward
 from pipeline_assets.posttrain.sft import (
-    DEVICES,
     ArithmeticCurve,
     arithmetic_accuracy,
     load_tokenizer,
 )
+from pipeline_assets.stage_cli import stage_main
 from pipeline_assets.stages import StageInputs
 from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic
@@ -230,29 +229,8 @@ def train(cfg: GRPOStageConfig, inputs: StageInputs, work: Path, checkpoint_dir:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    d = GRPOStageConfig()
-    p = argparse.ArgumentParser(description="GRPO with verifiable rewards (TRL).")
-    # Paths
-    p.add_argument("--policy-dir", type=Path, required=True, help="starting checkpoint (models/sft)")
-    p.add_argument("--dataset", required=True, help="reasoning.jsonl (prompt + answer columns)")
-    p.add_argument("--dev", type=Path, required=True, help="dev_arithmetic.jsonl for before/after")
-    p.add_argument("--out-dir", type=Path, required=True, help="where the trained policy goes")
-    # Optimization
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate,
-                   help="learning rate (keep <= 3e-5 on tiny models)")
-    p.add_argument("--num-generations", type=int, default=d.num_generations, help="completions per prompt")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="completions per step")
-    p.add_argument("--rewards", nargs="+", default=list(d.reward_funcs), help=f"of {', '.join(REWARD_FUNCS)}")
-    # Runtime
-    p.add_argument("--device", default=d.device, choices=DEVICES, help="auto = cuda when available")
-    p.add_argument("--seed", type=int, default=d.seed, help="sampling and data order")
-    a = p.parse_args(argv)
-    weights = d.reward_weights if tuple(a.rewards) == d.reward_funcs else None
-    cfg = GRPOStageConfig(max_steps=a.max_steps, learning_rate=a.learning_rate, num_generations=a.num_generations,
-                          batch_size=a.batch_size,
-                          reward_funcs=tuple(a.rewards), reward_weights=weights, device=a.device, seed=a.seed)
-    return run_grpo(cfg, a.policy_dir, a.dataset, a.out_dir, read_jsonl(a.dev))
+    """``python -m pipeline_assets.posttrain.grpo --help``: the models/grpo asset's run on given dirs."""
+    return stage_main("grpo", argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`datasets/preferences`: on-policy preference pairs judged by verifiers and rules, and the pair files.
 
-    python -m pipeline_assets.posttrain.preference_data --policy SFT_DIR --prompts prompts.jsonl --out PAIRS_DIR
+    python -m pipeline_assets.posttrain.preference_data --models-sft SFT_DIR --prompt-records prompts.jsonl --out PAIRS
 
 Plain Python, no Dagster: the `datasets/preferences` asset calls `build_preference_pairs` and records the
 returned dict; it writes train.jsonl + heldout.jsonl (TRL conversational pairs) and summary.json.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import random
 import re
 import time
@@ -33,9 +34,10 @@ from typing import Any
 
 import torch
 
+from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
 from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.model_io import assistant, chat_generate, fixed_samples, load_policy, user
-from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads, stage_cli
+from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads
 from pipeline_assets.posttrain.config import PreferenceDataConfig
 from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic, is_heldout_arithmetic
@@ -245,13 +247,17 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="llmdag datasets/preferences: on-policy pairs judged by rule.")
-    parser.add_argument("--policy", type=Path, required=True, help="SFT checkpoint dir to sample from")
-    parser.add_argument("--prompts", type=Path, required=True, help="prompt records, JSONL")
-
-    def run(cfg: PreferenceDataConfig, args: argparse.Namespace) -> dict[str, Any]:
-        return build_preference_pairs(args.policy, read_jsonl(args.prompts), args.out, cfg)
-
-    return stage_cli(parser, PreferenceDataConfig, run, argv)
+    parser.add_argument("--models-sft", type=Path, required=True, help="the policy checkpoint dir to sample from")
+    parser.add_argument("--prompt-records", type=Path, required=True, help="prompt records, JSONL")
+    parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
+    add_profile_flag(parser)
+    add_config_flags(parser, PreferenceDataConfig)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cfg = config_from_args(PreferenceDataConfig, "preference_data", args)
+    result = build_preference_pairs(args.models_sft, read_jsonl(args.prompt_records), args.out, cfg)
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("history")}, indent=2, default=str))
+    return result
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Quantized deploy artifact (`models/quantized`): int8 weight-only via transformers TorchAoConfig + torchao.
 
-    python -m pipeline_assets.posttrain.quantize --src MODEL_DIR --out QUANT_DIR
+    python -m pipeline_assets.posttrain.quantize --models-grpo MODEL_DIR --out QUANT_DIR
     pytest tests/test_posttrain_preference.py -k quantize
 
 Plain Python, no Dagster. `quantize(cfg, src_dir, out_dir, probe_prompts, log)` loads `src_dir` with
@@ -23,8 +23,6 @@ Why this path (notes/trl.md "Quantization", measured on an older fp32 tiny model
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +33,8 @@ import torch
 from pipeline_assets.asset_keys import GRPO
 from pipeline_assets.model_io import SAMPLE_PROMPTS
 from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads
-from pipeline_assets.posttrain.config import QUANTIZE_METHODS, QuantizeConfig
+from pipeline_assets.posttrain.config import QuantizeConfig
+from pipeline_assets.stage_cli import stage_main
 from pipeline_assets.stages import StageInputs
 from pipeline_assets.summary import write_summary
 
@@ -188,16 +187,8 @@ def train(cfg: QuantizeConfig, inputs: StageInputs, work: Path, checkpoint_dir: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description="Quantize an HF checkpoint to int8 (torchao) and compare.")
-    parser.add_argument("--src", type=Path, required=True, help="HF checkpoint dir (merged, not a LoRA adapter)")
-    parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
-    parser.add_argument("--method", choices=QUANTIZE_METHODS, default=QuantizeConfig.method)
-    parser.add_argument("--prompt", action="append", default=None, help="probe prompt; repeat (default: built-in)")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = quantize(QuantizeConfig(method=args.method), args.src, args.out, args.prompt)
-    print(json.dumps(result, indent=2))
-    return result
+    """``python -m pipeline_assets.posttrain.quantize --help``: the models/quantized asset's run on given dirs."""
+    return stage_main("quantized", argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`models/reward`: a scalar reward model (TRL RewardTrainer, seq-cls head on a policy trunk) on the pairs.
 
-    python -m pipeline_assets.posttrain.reward --trunk DPO_DIR --pairs PAIRS_DIR --out RM_DIR
+    python -m pipeline_assets.posttrain.reward --models-dpo DPO --datasets-preferences PAIRS --out RM
     pytest tests/test_posttrain_preference.py                     # its tests (CPU, ~3 min; -m slow ~10 min)
 
 Plain Python, no Dagster: the `models/reward` asset calls `run_reward_model` and records the returned dict.
@@ -12,7 +12,6 @@ profiles.py (tiny `reward`).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,13 @@ from pipeline_assets.posttrain.common import (
     config_dict,
     lora_config,
     quiet_progress,
-    stage_cli,
     train_resumable,
     trl_args,
 )
 from pipeline_assets.posttrain.config import RewardModelConfig
 from pipeline_assets.posttrain.preference_data import load_pairs, pair_dataset
 from pipeline_assets.posttrain.sft import trainable_and_total
+from pipeline_assets.stage_cli import stage_main
 from pipeline_assets.stages import StageInputs
 from pipeline_assets.summary import write_summary
 
@@ -168,14 +167,8 @@ def train(cfg: RewardModelConfig, inputs: StageInputs, work: Path, checkpoint_di
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description="llmdag models/reward: TRL RewardTrainer on the preference pairs.")
-    parser.add_argument("--trunk", type=Path, required=True, help="policy checkpoint dir (models/dpo or models/sft)")
-    parser.add_argument("--pairs", type=Path, required=True, help="datasets/preferences dir")
-
-    def run(cfg: RewardModelConfig, args: argparse.Namespace) -> dict[str, Any]:
-        return run_reward_model(cfg, args.trunk, args.pairs, args.out)
-
-    return stage_cli(parser, RewardModelConfig, run, argv)
+    """``python -m pipeline_assets.posttrain.reward --help``: the models/reward asset's run on given dirs."""
+    return stage_main("reward", argv)
 
 
 if __name__ == "__main__":

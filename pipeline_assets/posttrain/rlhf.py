@@ -1,6 +1,6 @@
 """`models/rlhf`: RLHF of the SFT policy against the learned reward model (TRL RLOOTrainer, KL to SFT).
 
-    python -m pipeline_assets.posttrain.rlhf --sft SFT_DIR --reward RM_DIR --prompts prompts.jsonl --out DIR
+    python -m pipeline_assets.posttrain.rlhf --models-sft SFT --models-reward RM --datasets-sft SFT_DATA --out DIR
     pytest tests/test_posttrain_preference.py                     # its tests (CPU, ~3 min; -m slow ~10 min)
 
 Plain Python, no Dagster: the `models/rlhf` asset calls `run_rlhf` and records the returned dict. Prompt records
@@ -9,13 +9,11 @@ are those of preference_data.py; the train/held-out split and the benchmark filt
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
 
 from pipeline_assets.asset_keys import REWARD, SFT, SFT_DATA
-from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import assistant, chat_generate, fixed_samples, load_policy, save_checkpoint, user
 from pipeline_assets.posttrain.common import (
     Log,
@@ -23,7 +21,6 @@ from pipeline_assets.posttrain.common import (
     config_dict,
     quiet_progress,
     set_threads,
-    stage_cli,
     train_resumable,
     trl_args,
 )
@@ -31,6 +28,7 @@ from pipeline_assets.posttrain.config import PreferenceDataConfig, RLHFConfig
 from pipeline_assets.posttrain.data import SFTDataConfig, preference_prompts
 from pipeline_assets.posttrain.preference_data import heldout_record, is_benchmark_item, load_bench_keys
 from pipeline_assets.posttrain.reward import load_reward_model, reward_scores
+from pipeline_assets.stage_cli import stage_main
 from pipeline_assets.stages import StageInputs
 from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic
@@ -165,15 +163,8 @@ def train(cfg: RLHFConfig, inputs: StageInputs, work: Path, checkpoint_dir: Path
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description="llmdag models/rlhf: RLOO against the reward model.")
-    parser.add_argument("--sft", type=Path, required=True, help="SFT checkpoint dir")
-    parser.add_argument("--reward", type=Path, required=True, help="models/reward dir")
-    parser.add_argument("--prompts", type=Path, required=True, help="prompt records, JSONL")
-
-    def run(cfg: RLHFConfig, args: argparse.Namespace) -> dict[str, Any]:
-        return run_rlhf(cfg, args.sft, args.reward, read_jsonl(args.prompts), args.out)
-
-    return stage_cli(parser, RLHFConfig, run, argv)
+    """``python -m pipeline_assets.posttrain.rlhf --help``: the models/rlhf asset's run on given dirs."""
+    return stage_main("rlhf", argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Supervised fine-tuning (`models/sft`): TRL SFTTrainer on chat `messages`, full fine-tune or LoRA (peft).
 
-    python -m pipeline_assets.posttrain.sft --base-dir BASE --dataset DATA/sft.jsonl --out-dir OUT \
-        --bench-dir BENCH                                             # full fine-tune, tiny defaults
-    python -m pipeline_assets.posttrain.sft ... --lora --merged-dir OUT_MERGED --learning-rate 3e-3
+    python -m pipeline_assets.posttrain.sft --models-base BASE --datasets-sft SFT_DATA \
+        --tokenizer-tokenized-shards SHARDS --evals-benchmarks BENCH --out OUT    # the tiny profile's run
+    python -m pipeline_assets.posttrain.sft ... --use-lora --learning-rate 3e-3  # --help: every field
 
 `run_sft(cfg, base_dir, dataset_path, out_dir, merged_dir)` is what the asset calls; it returns JSON-able
 metadata and also writes it to `out_dir/summary.json` (pipeline_assets/summary.py) (last, as a completion marker).
@@ -20,7 +20,6 @@ Measured numbers for the tiny profile (CPU, one thread) are in SFTStageConfig's 
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import tempfile
@@ -37,8 +36,9 @@ from pipeline_assets.asset_keys import BASE, BENCHMARKS, SFT_DATA, SHARDS
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import generate_replies, load_causal_lm, save_checkpoint
 from pipeline_assets.posttrain.common import LossHistory, lora_config, train_resumable, trl_args
-from pipeline_assets.posttrain.config import DEVICES, SFTStageConfig
+from pipeline_assets.posttrain.config import SFTStageConfig
 from pipeline_assets.posttrain.data import DEV_FILE, SFT_FILE, SFT_VAL_FILE
+from pipeline_assets.stage_cli import stage_main
 from pipeline_assets.stages import StageInputs
 from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic
@@ -450,39 +450,8 @@ def train(cfg: SFTStageConfig, inputs: StageInputs, work: Path, checkpoint_dir: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from pipeline_assets.tasks.heldout import load_benchmark
-
-    d = SFTStageConfig()
-    p = argparse.ArgumentParser(description="Supervised fine-tuning with TRL (full or LoRA).")
-    # Paths
-    p.add_argument("--base-dir", type=Path, required=True, help="HF checkpoint dir to fine-tune (models/base)")
-    p.add_argument("--dataset", required=True, help="sft.jsonl, a parquet file, a save_to_disk dir or a hub id")
-    p.add_argument("--val-dataset", default=None, help="optional sft_val.jsonl for a final val loss")
-    p.add_argument("--out-dir", type=Path, required=True, help="model (full) or adapter (LoRA) output dir")
-    p.add_argument("--merged-dir", type=Path, default=None, help="LoRA only: where the merged model goes")
-    p.add_argument("--bench-dir", type=Path, default=None, help="evals/benchmarks dir for held-out accuracy")
-    # Optimization
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="conversations per step")
-    p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per conversation (truncated)")
-    p.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of every weight")
-    p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
-    p.add_argument("--replay-shards", type=Path, default=None, help="tokenized_shards dir for pretraining replay")
-    p.add_argument("--replay-fraction", type=float, default=d.replay_fraction,
-                   help="share of training rows that are pretraining windows (needs --replay-shards)")
-    # Runtime
-    p.add_argument("--device", default=d.device, choices=DEVICES, help="auto = cuda when available")
-    p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=d.seed, help="init, data order and dropout")
-    a = p.parse_args(argv)
-    cfg = SFTStageConfig(max_steps=a.max_steps, learning_rate=a.learning_rate, batch_size=a.batch_size,
-                         max_length=a.max_length,
-                         use_lora=a.lora, lora_r=a.lora_r, device=a.device, num_threads=a.num_threads, seed=a.seed,
-                         replay_fraction=a.replay_fraction)
-    test = load_benchmark(a.bench_dir, "arithmetic") if a.bench_dir else None
-    return run_sft(cfg, a.base_dir, a.dataset, a.out_dir, a.merged_dir, test=test,
-                   val_dataset_path=a.val_dataset, replay_shards=a.replay_shards)
+    """``python -m pipeline_assets.posttrain.sft --help``: the models/sft asset's run on given dirs."""
+    return stage_main("sft", argv)
 
 
 if __name__ == "__main__":

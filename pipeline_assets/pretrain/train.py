@@ -46,6 +46,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from pipeline_assets import faults
+from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
 from pipeline_assets.finite import assert_finite_weights, check_scalar
 from pipeline_assets.pretrain.checkpoint import (
     latest_checkpoint,
@@ -64,7 +65,6 @@ from pipeline_assets.pretrain.model import (
     flops_per_token,
     peak_bf16_flops,
 )
-from pipeline_assets.profiles import PROFILES, section_config
 from pipeline_assets.summary import write_summary
 
 # Changing these between a checkpoint and its resume makes the saved state meaningless (or the data order
@@ -727,14 +727,6 @@ _CLI_FLAGS: dict[str, dict[str, str]] = {
 }
 
 
-def _optional(kind: type) -> Callable[[str], Any]:
-    def parse(s: str) -> Any:
-        return None if s.lower() == "none" else kind(s)
-
-    parse.__name__ = f"{kind.__name__}|none"
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Pretrain a Llama-style model on llmdag token shards (resumable)."
@@ -744,42 +736,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path, required=True, help="HF tokenizer dir the shards were made with")
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints + tensorboard; re-run to resume")
     p.add_argument("--out", type=Path, required=True, help="final HF model + tokenizer export dir")
-    p.add_argument("--profile", choices=sorted(PROFILES), default="tiny",
-                   help="base config: that profile's pretrain section (profiles.py); flags below override")
-    by_name = {f.name: f for f in fields(PretrainConfig)}
+    add_profile_flag(p)
     listed = {n for group in _CLI_FLAGS.values() for n in group}
-    assert set(by_name) == listed, f"add {set(by_name) ^ listed} to _CLI_FLAGS in train.py (group + help)"
-    for title, helps in _CLI_FLAGS.items():
-        g = p.add_argument_group(title)
-        for name, h in helps.items():
-            # SUPPRESS: a flag not given is absent from the namespace, so the preset's value stays and an
-            # explicit "none" (e.g. --grad-clip none) is a real override.
-            flag, ann = "--" + name.replace("_", "-"), str(by_name[name].type)
-            kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": h}
-            if ann == "bool":
-                g.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-            elif name == "betas":
-                g.add_argument(flag, type=float, nargs=2, **kw)
-            elif name == "sample_prompts":
-                g.add_argument(flag, type=str, nargs="+", **kw)
-            else:
-                base = {"int": int, "float": float, "str": str}[ann.split(" | ")[0]]
-                g.add_argument(flag, type=_optional(base) if "None" in ann else base, **kw)
+    missing = {f.name for f in fields(PretrainConfig)} ^ listed
+    assert not missing, f"add {missing} to _CLI_FLAGS in train.py (group + help)"
+    add_config_flags(p, PretrainConfig, _CLI_FLAGS)
     return p
-
-
-def config_from_args(args: argparse.Namespace) -> PretrainConfig:
-    names = {f.name for f in fields(PretrainConfig)}
-    overrides = {k: v for k, v in vars(args).items() if k in names}
-    for key in ("betas", "sample_prompts"):
-        if key in overrides:
-            overrides[key] = tuple(overrides[key])
-    return section_config(PretrainConfig, "pretrain", args.profile).replace(**overrides).validate()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    result = train(config_from_args(args), args.shards, args.tokenizer, args.run_dir, args.out)
+    result = train(config_from_args(PretrainConfig, "pretrain", args), args.shards, args.tokenizer, args.run_dir,
+                   args.out)
     if int(os.environ.get("RANK", "0")) == 0:
         skip = ("loss_history", "val_history", "config", "data_consumed")
         print(json.dumps({k: v for k, v in result.items() if k not in skip}, indent=1))

@@ -47,7 +47,7 @@ def read_manifest(bench_dir: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"no {MANIFEST} in {bench_dir}: the benchmarks were never built or the build was interrupted; "
-            "materialize evals/benchmarks (or run python -m pipeline_assets.evals.benchmarks --out-dir DIR)"
+            "materialize evals/benchmarks (or run python -m pipeline_assets.evals.benchmarks --out DIR)"
         )
     return json.loads(path.read_text(encoding="utf-8"))
 

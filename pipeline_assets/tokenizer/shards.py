@@ -1,6 +1,6 @@
 """Tokenize JSONL documents into numpy token shards for pretraining (format "llmdag-token-shards/1").
 
-    python -m pipeline_assets.tokenizer.shards --tokenizer-dir /tmp/tok --out-dir /tmp/shards \
+    python -m pipeline_assets.tokenizer.shards --tokenizer-tokenizer /tmp/tok --out /tmp/shards \
         --split train=data/train/a.jsonl,data/train/b.jsonl --split val=data/val/a.jsonl
 
 `tokenize_to_shards(...)` is what the `tokenizer/tokenized_shards` asset calls. Output in `out_dir`:
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
 from pipeline_assets.tokenizer.train import iter_documents, require_files
 
 SHARD_FORMAT = "llmdag-token-shards/1"
@@ -259,23 +260,20 @@ def _split_arg(value: str) -> tuple[str, list[Path]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    defaults = ShardConfig()
     parser = argparse.ArgumentParser(description="Tokenize JSONL splits into llmdag token shards.")
-    parser.add_argument("--tokenizer-dir", type=Path, required=True, help="dir saved by tokenizer.train")
+    parser.add_argument("--tokenizer-tokenizer", type=Path, required=True, help="tokenizer/tokenizer dir")
     parser.add_argument("--split", type=_split_arg, action="append", required=True, metavar="NAME=FILE,...",
                         help="one split and its JSONL files; repeat per split")
-    parser.add_argument("--out-dir", type=Path, required=True, help="empty (or new) dir for the shards")
-    parser.add_argument("--shard-tokens", type=int, default=defaults.shard_tokens,
-                        help="tokens per shard file")
-    parser.add_argument("--batch-documents", type=int, default=defaults.batch_documents,
-                        help="documents per encode_batch call")
+    parser.add_argument("--out", type=Path, required=True, help="empty (or new) dir for the shards")
+    add_profile_flag(parser)
+    add_config_flags(parser, ShardConfig)
     args = parser.parse_args(argv)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = ShardConfig(shard_tokens=args.shard_tokens, batch_documents=args.batch_documents)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cfg = config_from_args(ShardConfig, "shards", args)
     split_files: dict[str, list[Path]] = {}
     for split, files in args.split:
         split_files.setdefault(split, []).extend(files)
-    result = tokenize_to_shards(args.tokenizer_dir, split_files, args.out_dir, cfg)
+    result = tokenize_to_shards(args.tokenizer_tokenizer, split_files, args.out, cfg)
     print(json.dumps({k: v for k, v in result.items() if k != "splits"}, indent=2))
     return result
 

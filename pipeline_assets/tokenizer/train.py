@@ -1,6 +1,6 @@
 """Train the llmdag tokenizer: byte-level BPE plus a ChatML chat template, saved as a transformers dir.
 
-    python -m pipeline_assets.tokenizer.train --out-dir /tmp/tok --train data/train/*.jsonl \
+    python -m pipeline_assets.tokenizer.train --out /tmp/tok --train data/train/*.jsonl \
         --eval prose=data/val/prose.jsonl --eval code=data/val/code.jsonl --vocab-size 4096
 
 `train_tokenizer(...)` is what the `tokenizer/tokenizer` asset calls; it returns plain JSON metadata. The
@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
 
 # GPT-4's split (cl100k). On the stdlib-code + Python-docs corpus it buys no compression: bytes/token at
 # vocab 4096 was code 3.42 vs 3.40 (GPT-2 split), docs 3.66 vs 3.68, licenses 2.97 vs 3.08. We keep it for
@@ -455,31 +457,21 @@ def _eval_arg(value: str) -> tuple[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    defaults = TokenizerConfig()
     parser = argparse.ArgumentParser(description="Train the llmdag byte-level BPE tokenizer.")
-    # Data
     parser.add_argument("--train", nargs="+", type=Path, required=True, help="train JSONL files")
     parser.add_argument("--eval", type=_eval_arg, action="append", default=[], metavar="DOMAIN=FILE",
                         help="held-out JSONL file for one domain; repeat per file (default: the train files)")
-    parser.add_argument("--out-dir", type=Path, required=True, help="directory to save the tokenizer into")
-    # Tokenizer
-    parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size,
-                        help="total vocab, byte tokens and specials included")
-    parser.add_argument("--min-frequency", type=int, default=defaults.min_frequency,
-                        help="min pair count to merge")
-    parser.add_argument("--max-train-bytes", type=int, default=defaults.max_train_bytes,
-                        help="cap on text fed to the trainer; 0 = all")
-    parser.add_argument("--split-pattern", choices=sorted(SPLIT_PATTERNS), default=defaults.split_pattern,
-                        help="pre-tokenizer regex")
+    parser.add_argument("--out", type=Path, required=True, help="directory to save the tokenizer into")
+    add_profile_flag(parser)
+    add_config_flags(parser, TokenizerConfig)
     args = parser.parse_args(argv)
-    cfg = TokenizerConfig(vocab_size=args.vocab_size, min_frequency=args.min_frequency,
-                          max_train_bytes=args.max_train_bytes or None, split_pattern=args.split_pattern)
+    cfg = config_from_args(TokenizerConfig, "tokenizer", args)
     eval_files: dict[str, list[Path]] | None = None
     for domain, path in args.eval:
         eval_files = eval_files or {}
         eval_files.setdefault(domain, []).append(path)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    result = train_tokenizer(args.train, args.out_dir, cfg, eval_files)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = train_tokenizer(args.train, args.out, cfg, eval_files)
     print(json.dumps(result, indent=2))
     return result
 

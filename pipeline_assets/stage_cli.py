@@ -1,0 +1,52 @@
+"""The command line of a registered model stage (pipeline_assets/stages.py): its inputs as
+``--<asset-key>`` dirs and its config's fields as flags (pipeline_assets/config_flags.py).
+
+A registered model stage (pipeline_assets/stages.py) runs exactly as its asset does, on published dirs:
+
+    python -m pipeline_assets.posttrain.sft --help
+    python -m pipeline_assets.posttrain.sft --models-base DIR --datasets-sft DIR \\
+        --tokenizer-tokenized-shards DIR --evals-benchmarks DIR --out OUT --max-steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
+from pipeline_assets.stages import StageInputs, resolve, stage
+from pipeline_assets.summary import write_summary
+
+
+def input_flag(key: str) -> str:
+    """``models/base`` -> ``--models-base``: the flag that names an input asset's published dir."""
+    return "--" + key.replace("/", "-").replace("_", "-")
+
+
+def stage_main(name: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run registered model stage ``name`` from the command line, as its asset runs it."""
+    entry = stage(name)
+    cls = resolve(entry.config)
+    parser = argparse.ArgumentParser(prog=f"python -m {entry.trainer.partition(':')[0]}",
+                                     description=entry.description or f"models/{name}")
+    paths = parser.add_argument_group("Inputs: the published dir of each asset the stage reads")
+    keys = [k.to_user_string() for k in (entry.parent_key, *entry.inputs) if k is not None]
+    for key in keys:
+        paths.add_argument(input_flag(key), dest=key, type=Path, required=True, metavar="DIR", help=key)
+    parser.add_argument("--out", type=Path, required=True, help="the checkpoint dir to write (created)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="trainer resume points; a rerun with the same dir resumes (default: none)")
+    add_profile_flag(parser)
+    add_config_flags(parser, cls)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(cls, entry.section, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    inputs = StageInputs({key: getattr(args, key) for key in keys}, args.profile)
+    result = resolve(entry.trainer)(cfg, inputs, args.out, args.checkpoint_dir if entry.resumable else None, print)
+    write_summary(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith(("history", "curve", "samples"))},
+                     indent=2, default=str))
+    return result
