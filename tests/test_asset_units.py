@@ -114,15 +114,15 @@ def evaluated(base):
 def test_corpus_counts_dedup_lineage_and_partitioned_checks(corpus):
     inst, root = corpus["instance"], corpus["root"]
     raw_a = latest_metadata(inst, ["corpus", "raw_documents"], "docs_a")
-    assert raw_a["records_in"] == len(A_TOPICS) + len(BAD_RECORDS)
-    assert raw_a["records_in"] == raw_a["documents"] + raw_a["quarantined"]
+    assert raw_a["docs_in"] == len(A_TOPICS) + len(BAD_RECORDS)
+    assert raw_a["docs_in"] == raw_a["docs_out"] + raw_a["quarantined"]
     assert raw_a["quarantine_reasons"] == {"malformed_json": 1, "missing_text": 1}
     raw_b = latest_metadata(inst, ["corpus", "raw_documents"], "docs_b")
-    assert (raw_b["documents"], raw_b["quarantined"]) == (len(B_TOPICS) + 1, 0)
+    assert (raw_b["docs_out"], raw_b["quarantined"]) == (len(B_TOPICS) + 1, 0)
     for p in SOURCES:
         filt = latest_metadata(inst, ["corpus", "filtered_documents"], p)
-        assert filt["documents_in"] == latest_metadata(inst, ["corpus", "raw_documents"], p)["documents"]
-        assert filt["documents_in"] == filt["documents_out"] + sum(filt["dropped_by_filter"].values())
+        assert filt["docs_in"] == latest_metadata(inst, ["corpus", "raw_documents"], p)["docs_out"]
+        assert filt["docs_in"] == filt["docs_out"] + sum(filt["removed_by_filter"].values())
         # dagster/uri is the immutable version downstream reads, not the moving `current` link
         for key in ("raw_documents", "filtered_documents", "deduplicated_documents", "decontaminated_documents"):
             meta = latest_metadata(inst, ["corpus", key], p)
@@ -134,7 +134,7 @@ def test_corpus_counts_dedup_lineage_and_partitioned_checks(corpus):
         # Dedup reads the filtered documents the clusters were computed on (ranks must line up), not "current".
         assert Path(dedup["documents_read"]) == published(root, "corpus/filtered_documents", p).resolve() / "documents"
         decont = latest_metadata(inst, ["corpus", "decontaminated_documents"], p)
-        assert decont["documents_in"] == dedup["documents_out"] and decont["contaminated_removed"] == 0
+        assert decont["docs_in"] == dedup["docs_out"] and decont["contaminated_removed"] == 0
         assert decont["upstream_versions"] == {
             f"corpus/deduplicated_documents[{p}]": _version(corpus, "corpus/deduplicated_documents", p),
             "evals/benchmarks": _version(corpus, "evals/benchmarks")}
@@ -144,10 +144,10 @@ def test_corpus_counts_dedup_lineage_and_partitioned_checks(corpus):
     assert f"docs_a/{PLANTED}" in kept_a and f"docs_b/copy-{PLANTED}.txt" not in kept_b
     dedup_a = latest_metadata(inst, ["corpus", "deduplicated_documents"], "docs_a")
     dedup_b = latest_metadata(inst, ["corpus", "deduplicated_documents"], "docs_b")
-    assert dedup_a["documents_out"] == dedup_a["documents_in"]
+    assert dedup_a["docs_out"] == dedup_a["docs_in"]
     # Exact or near: which of the two filters claims the copy is bookkeeping; that it goes exactly once is not.
     assert dedup_b["exact_duplicates_removed"] + dedup_b["near_duplicates_removed"] == 1
-    assert dedup_b["documents_out"] == dedup_b["documents_in"] - 1
+    assert dedup_b["docs_out"] == dedup_b["docs_in"] - 1
     clusters = latest_metadata(inst, ["corpus", "duplicate_clusters"])
     assert (clusters["clusters"], clusters["cross_source_clusters"], clusters["largest_cluster"]) == (1, 1, 2)
     assert clusters["upstream_versions"] == {f"corpus/minhash_signatures[{p}]":
@@ -280,7 +280,7 @@ def test_a_source_emptied_by_dedup_decontaminates_to_an_empty_version(tmp_path):
     (tmp_path / "dedup" / "documents").mkdir(parents=True)
     result = decontaminate_partition(tmp_path / "dedup" / "documents", tmp_path / "no-index", tmp_path / "out",
                                      CorpusConfig(), run=lambda *a, **k: pytest.fail("nothing to run"))
-    assert result["documents_in"] == result["documents_out"] == 0
+    assert result["docs_in"] == result["docs_out"] == 0
     assert (tmp_path / "out" / "documents").is_dir()
 
 

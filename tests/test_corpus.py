@@ -129,8 +129,8 @@ def test_language_and_quality_filters(fixture_run):
                for line in p.open()}
     assert removed["web_a/french"] == "wrong_language_or_low_score"
     meta = latest_metadata(fixture_run["instance"], ["corpus", "filtered_documents"], "web_a")
-    assert meta["dropped_by_filter"]["language"] >= 2 and meta["documents_in"] == meta["documents_out"] + sum(
-        meta["dropped_by_filter"].values())
+    assert meta["removed_by_filter"]["language"] >= 2 and meta["docs_in"] == meta["docs_out"] + sum(
+        meta["removed_by_filter"].values())
 
 
 def test_pii_masked(fixture_run):
@@ -194,7 +194,7 @@ def test_default_sources_real_text(default_graph):
         filt = latest_metadata(instance, ["corpus", "filtered_documents"], p)
         dedup = latest_metadata(instance, ["corpus", "deduplicated_documents"], p)
         decont = latest_metadata(instance, ["corpus", "decontaminated_documents"], p)
-        assert raw["documents"] >= filt["documents_out"] >= dedup["documents_out"] >= decont["documents_out"] > 0
+        assert raw["docs_out"] >= filt["docs_out"] >= dedup["docs_out"] >= decont["docs_out"] > 0
     clusters = latest_metadata(instance, ["corpus", "duplicate_clusters"])
     assert clusters["near_duplicates_to_remove"] > 0 and clusters["largest_cluster"] >= 3
     mix = latest_metadata(instance, ["corpus", "training_mixture"])

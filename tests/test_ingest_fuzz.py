@@ -1,7 +1,7 @@
 """Seeded fuzzing of ingestion: random bytes, truncated and corrupted files, mixed encodings.
 
 Each round writes a landing folder of generated files, some intact and holding known-good records, and
-ingests it. Whatever the bytes: no exception, strict JSON out, records_in == documents + quarantined (checked
+ingests it. Whatever the bytes: no exception, strict JSON out, docs_in == docs_out + quarantined (checked
 by `_ingest`), every quarantined record has a reason, and every known-good record of an intact file comes
 out as a document (nothing silently lost). A seeded generator rather than hypothesis: the same files every
 run, so a failure reproduces from its seed alone.
@@ -114,7 +114,7 @@ def test_fuzzed_landing_folder_never_crashes_and_counts_add_up(tmp_path: Path, s
     assert all(q["reason"] for q in quarantine)
     missing = [i for i in expected if i not in docs]
     assert not missing, (seed, missing[:5], stats["quarantine_reasons"])
-    assert stats["records_in"] >= len(expected)
+    assert stats["docs_in"] >= len(expected)
 
 
 def test_jsonl_readers_keep_records_with_unicode_line_separators(tmp_path: Path) -> None:

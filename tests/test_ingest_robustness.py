@@ -1,5 +1,5 @@
 """Bad input at the plain-function level: every bad file or record is counted with its own reason,
-never ends the source, never silently lost; ``records_in == documents + quarantined`` in every case."""
+never ends the source, never silently lost; ``docs_in == docs_out + quarantined`` in every case."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def _ingest(src: Path, out: Path, max_doc_bytes: int = 1_000_000) -> tuple[dict,
     # JSONL lines end at "\n" only: splitlines() would also cut at a raw U+2028 or \x85 inside a string.
     text = (out / "quarantine.jsonl").read_text(encoding="utf-8").rstrip("\n")
     quarantine = [_strict(line) for line in text.split("\n")] if text else []
-    assert stats["records_in"] == stats["documents"] + stats["quarantined"]
-    assert stats["documents"] == len(docs) and stats["quarantined"] == len(quarantine)
+    assert stats["docs_in"] == stats["docs_out"] + stats["quarantined"]
+    assert stats["docs_out"] == len(docs) and stats["quarantined"] == len(quarantine)
     assert stats["quarantine_reasons"] == {r: sum(q["reason"] == r for q in quarantine)
                                            for r in {q["reason"] for q in quarantine}}
     assert all(len(q["preview"]) <= PREVIEW_CHARS for q in quarantine)
@@ -67,7 +67,7 @@ def test_deep_json_and_huge_int_lines_are_quarantined_and_the_file_goes_on(tmp_p
     stats, docs, quarantine = _ingest(src, tmp_path / "out")
     assert _reasons(quarantine) == {"a.jsonl:1": "json_too_deep", "a.jsonl:2": "json_too_deep",
                                     "a.jsonl:3": "int_too_large"}
-    assert list(docs) == ["src/good"] and stats["records_in"] == 4
+    assert list(docs) == ["src/good"] and stats["docs_in"] == 4
 
 
 def test_parquet_timestamp_bytes_and_binary_text_columns_are_converted(tmp_path):
@@ -200,7 +200,7 @@ def test_memory_stays_bounded_for_a_50_mb_line(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["stats"]["quarantine_reasons"] == {"line_too_long": 1, "oversized": 1}
-    assert result["stats"]["documents"] == 1
+    assert result["stats"]["docs_out"] == 1
     assert result["grown_kb"] < 15 * 1024, result  # the line and the file are 50 MB each
 
 
@@ -270,9 +270,9 @@ def test_one_folders_failure_never_stops_another(tmp_path):
     results = {}
     for name, spec in specs.items():
         results[name] = ingest_source(spec, tmp_path / "out" / name, 1, None, 1_000_000)
-        assert results[name]["records_in"] == results[name]["documents"] + results[name]["quarantined"]
-    assert results["good"]["documents"] == 2 and results["good"]["quarantined"] == 0
-    assert results["broken"]["documents"] == 0
+        assert results[name]["docs_in"] == results[name]["docs_out"] + results[name]["quarantined"]
+    assert results["good"]["docs_out"] == 2 and results["good"]["quarantined"] == 0
+    assert results["broken"]["docs_out"] == 0
     assert results["broken"]["quarantine_reasons"] == {"corrupt_compressed": 1, "corrupt_parquet": 1,
                                                        "malformed_json": 1, "symlink_outside_source": 1}
 
@@ -282,7 +282,7 @@ def test_int_id_and_custom_text_field_still_work(tmp_path, text_field):
     src = _write(tmp_path / "src", {"a.jsonl": json.dumps({"id": 1, text_field: "t", "tag": "x"}) + "\n"})
     stats = ingest_source(SourceSpec("src", "folder", "web", path=str(src), text_field=text_field),
                           tmp_path / "out", 1, None, 1000)
-    assert (stats["documents"], stats["quarantined"], stats["records_in"]) == (1, 0, 1)
+    assert (stats["docs_out"], stats["quarantined"], stats["docs_in"]) == (1, 0, 1)
 
 
 def test_a_damaged_saved_dataset_is_one_quarantined_record(tmp_path):

@@ -266,7 +266,7 @@ def test_asset_graph_shows_our_assets_and_source_partition(page, dagster_ui):
     expect(partition).to_be_visible(timeout=TIMEOUT_MS)
     expect(page.get_by_text("Materialized (1)")).to_be_visible(timeout=TIMEOUT_MS)
     partition.click()
-    expect(page.get_by_text("records_in", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("docs_in", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
     _shot(page, "02-raw-documents-partitions")
 
 

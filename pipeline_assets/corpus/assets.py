@@ -72,10 +72,10 @@ def raw_documents(context: dg.AssetExecutionContext, store: ArtifactStore, setti
         result = ingest_source(spec, draft.work, cfg.tasks,
                                cfg.max_bytes_per_source if spec.kind != "folder" else None, cfg.max_doc_bytes)
         write_summary(draft.work, result)
-    context.log.info(f"{spec.name}: {result['documents']} documents, {result['quarantined']} quarantined")
+    context.log.info(f"{spec.name}: {result['docs_out']} documents, {result['quarantined']} quarantined")
     return finish(context, store, draft, None, {
         **{k: v for k, v in result.items() if not isinstance(v, dict)},
-        "dagster/row_count": result["documents"], "domain": spec.domain, "source_kind": spec.kind,
+        "dagster/row_count": result["docs_out"], "domain": spec.domain, "source_kind": spec.kind,
         # what the corpus_refresh schedule and the landing sensor compare to decide "changed"
         "source_fingerprint": fingerprint_before,
         "quarantine_reasons": dg.MetadataValue.json(result["quarantine_reasons"])},
@@ -97,11 +97,11 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
         write_summary(draft.work, result)
     rows = [{"filter": name, "dropped": n, "reasons": ", ".join(f"{k}={v}" for k, v in
                                                                  result["drop_reasons"][name].items())}
-            for name, n in result["dropped_by_filter"].items()]
+            for name, n in result["removed_by_filter"].items()]
     return finish(context, store, draft, reads, {
-        "documents_in": result["documents_in"], "documents_out": result["documents_out"],
-        "dagster/row_count": result["documents_out"], "domain": spec.domain, "drops": table(rows),
-        "dropped_by_filter": dg.MetadataValue.json(result["dropped_by_filter"]),
+        "docs_in": result["docs_in"], "docs_out": result["docs_out"],
+        "dagster/row_count": result["docs_out"], "domain": spec.domain, "drops": table(rows),
+        "removed_by_filter": dg.MetadataValue.json(result["removed_by_filter"]),
         "pii_documents_masked": result["pii_documents_masked"], "pii_emails_masked": result["pii_emails_masked"],
         "cpu_s_by_step": dg.MetadataValue.json(result["cpu_s_by_step"])},
         checks.filtered(FILTERED, result))
@@ -163,7 +163,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactSto
     with writing(context, store, fingerprint(docs, clusters / "file_index.json", cfg.__dict__)) as draft:
         result = deduplicate_partition(docs, clusters, context.partition_key, draft.work, cfg, datatrove.run)
     check = checks.unique_ids(DEDUPED, draft.version.path / "documents")
-    return finish(context, store, draft, reads, {**result, "dagster/row_count": result["documents_out"],
+    return finish(context, store, draft, reads, {**result, "dagster/row_count": result["docs_out"],
                                                  "documents_read": path_md(docs)}, [check])
 
 
@@ -184,7 +184,7 @@ def decontaminated_documents(context: dg.AssetExecutionContext, store: ArtifactS
     check = checks.no_eval_ngrams_left(DECONT, out / "documents", out / "index", cfg)
     return finish(context, store, draft, reads, {
         **{k: v for k, v in result.items() if not isinstance(v, dict)},
-        "dagster/row_count": result["documents_out"],
+        "dagster/row_count": result["docs_out"],
         "contaminated_by_task": dg.MetadataValue.json(result["contaminated_by_task"]),
         "eval_ngrams_indexed": dg.MetadataValue.json(ngram_counts)}, [check])
 

@@ -38,15 +38,15 @@ def _result(key: dg.AssetKey, name: str, passed: bool, **metadata) -> dg.AssetCh
 
 
 def raw(key: dg.AssetKey, r: dict) -> list[dg.AssetCheckResult]:
-    frac = r["quarantined"] / max(r["records_in"], 1)
-    return [_result(key, "has_documents", r["documents"] > 0, documents=r["documents"]),
+    frac = r["quarantined"] / max(r["docs_in"], 1)
+    return [_result(key, "has_documents", r["docs_out"] > 0, documents=r["docs_out"]),
             _result(key, "quarantine_below_half", frac < MAX_QUARANTINE_FRACTION,
                     quarantine_fraction=round(frac, 4), threshold=MAX_QUARANTINE_FRACTION)]
 
 
 def filtered(key: dg.AssetKey, r: dict) -> list[dg.AssetCheckResult]:
-    frac = 1 - r["documents_out"] / max(r["documents_in"], 1)
-    return [_result(key, "has_documents", r["documents_out"] > 0, documents=r["documents_out"]),
+    frac = 1 - r["docs_out"] / max(r["docs_in"], 1)
+    return [_result(key, "has_documents", r["docs_out"] > 0, documents=r["docs_out"]),
             _result(key, "drop_ratio_sane", frac < MAX_FILTER_DROP_FRACTION, drop_fraction=round(frac, 4),
                     threshold=MAX_FILTER_DROP_FRACTION)]
 

@@ -55,7 +55,7 @@ def decontaminate_partition(docs_dir: Path, index_dir: Path, out_dir: Path, cfg:
         # Dedup can empty a source (every document a copy of an earlier source's): nothing to decontaminate,
         # and datatrove's reader would raise on an empty folder.
         (out_dir / "documents").mkdir(parents=True, exist_ok=True)
-        return {"documents_in": 0, "contaminated_removed": 0, "contaminated_by_task": {}, "documents_out": 0,
+        return {"docs_in": 0, "contaminated_removed": 0, "contaminated_by_task": {}, "docs_out": 0,
                 "decont_ngrams": cfg.decont_ngrams}
     run([
         JsonlReader(str(docs_dir), glob_pattern="*.jsonl", compression=None),
@@ -66,8 +66,8 @@ def decontaminate_partition(docs_dir: Path, index_dir: Path, out_dir: Path, cfg:
     step = step_summary(merged_stats(out_dir / "logs"))[1]
     by_task = {k.removeprefix("contaminated_"): v for k, v in step["counters"].items()
                if k.startswith("contaminated_")}
-    return {"documents_in": step["in"], "contaminated_removed": step["dropped"],
-            "contaminated_by_task": by_task, "documents_out": step["in"] - step["dropped"],
+    return {"docs_in": step["in"], "contaminated_removed": step["dropped"],
+            "contaminated_by_task": by_task, "docs_out": step["in"] - step["dropped"],
             "decont_ngrams": cfg.decont_ngrams}
 
 

@@ -224,8 +224,8 @@ def deduplicate_partition(docs_dir: Path, clusters_dir: Path, partition: str, ou
     steps = step_summary(merged_stats(out_dir / "logs"))
     exact, near = steps[1], steps[2]
     return {
-        "documents_in": exact["in"],
+        "docs_in": exact["in"],
         "exact_duplicates_removed": exact["dropped"],
         "near_duplicates_removed": near["dropped"],
-        "documents_out": near["in"] - near["dropped"],
+        "docs_out": near["in"] - near["dropped"],
     }

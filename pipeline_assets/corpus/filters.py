@@ -91,9 +91,9 @@ def filter_partition(in_dir: Path, out_dir: Path, domain: str, cfg: CorpusConfig
     return {
         "domain": domain,
         "recipe": [name for name, _ in recipe],
-        "documents_in": docs_in,
-        "documents_out": docs_out,
-        "dropped_by_filter": {name: s["dropped"] for (name, _), s in zip(recipe, filters, strict=True)},
+        "docs_in": docs_in,
+        "docs_out": docs_out,
+        "removed_by_filter": {name: s["dropped"] for (name, _), s in zip(recipe, filters, strict=True)},
         "drop_reasons": {name: s["reasons"] for (name, _), s in zip(recipe, filters, strict=True)},
         "pii_documents_masked": pii["counters"].get("documents_masked", 0),
         "pii_emails_masked": pii["counters"].get("emails_masked", 0),

@@ -4,7 +4,7 @@ Why our own gate in front of datatrove's readers: ``JsonlReader`` silently drops
 after a non-UTF-8 byte, crashes on a non-object line or a non-string ``text``, and its filters can
 run for minutes on one 50 MB record (../shared/notes/datatrove.md §8). Here every bad record is
 counted with a reason and kept in ``quarantine.jsonl``; nothing is silently lost, and nothing in a
-record or a file ends the source: ``records_in == documents + quarantined`` always.
+record or a file ends the source: ``docs_in == docs_out + quarantined`` always.
 
 Output: ``documents/{rank:05d}.jsonl`` (one file per datatrove task) with ``{"id", "text",
 "metadata"}`` records, ``metadata.source`` and ``metadata.domain`` set; ``quarantine.jsonl``. Both are
@@ -203,7 +203,7 @@ def ingest_source(spec: SourceSpec, out_dir: Path, tasks: int, max_bytes: int | 
         raise RuntimeError(f"{spec.name}: {records} records in but {kept} kept + {quarantined} quarantined")
     return {
         "source": spec.name, "domain": spec.domain, "kind": spec.kind,
-        "records_in": records, "documents": kept, "bytes": kept_bytes,
+        "docs_in": records, "docs_out": kept, "bytes": kept_bytes,
         "quarantined": quarantined, "quarantine_reasons": dict(sorted(quarantine.items())),
         "values_nulled": nulled,
     }

@@ -56,32 +56,8 @@ DEFAULT_EVAL_PROMPTS: tuple[str, ...] = (
 class SFTStageConfig:
     """Used by: models/sft. Defaults = the tiny profile (CPU, 1 thread).
 
-    Recipe from ../shared/notes/post-training.md (bs64, lr 1e-3 constant after 20 warmup steps, 400 steps),
-    re-measured with OUR tokenizer (BPE, vocab 1024, digits one per token) on a random-init hidden-128 x
-    4-layer base (0.98M params), one thread of a shared 2-core box; held-out = 200 problems of the
-    benchmark's hash split, greedy, exact:
-      * "a + b", a, b <= 49 (2,000 rows + 240 of the other kinds; the tests' setting): 0.265 and 0.26
-        (seeds 0, 1) after 400 steps, 0.15 at 300; ~210 s of training (0.5 s/step);
-      * the benchmark's own space (+ and -, 0..99; default sft.jsonl): 0.02 after 400 steps and 0.03-0.075
-        from 500 to 1000 (581 s). Arithmetic-only data was no better (0.03 at 300 steps with 3.8k rows,
-        0.035 at 400 with 12k rows); lr 3e-3 was worse (0.015 at 300). The model gets magnitudes right
-        ("18 + 76" -> 103) long before digits; this space needs the `small` profile, not more CPU steps.
-    The default graph (tiny profile: 1,600 a + b rows + 380 others, from the pretrained base that saw the
-    synthetic arithmetic stream), test split of 240: 0.142 after 400 steps; 0.567 after 600 (constant lr),
-    0.213 after 600 with cosine decay. 600 it is: the tiny model's phase transition lies between 400 and 600.
-    With pretraining replay (replay_fraction, profiles.py), val bpb vs the base / test accuracy, same base:
-    no replay +59% / 0.46; 25% of 128-token windows, 600 steps: +1.5% / 0.19; 10% of 128-token windows,
-    660 steps: +15% / 0.28; 10% of 64-token windows repeated every epoch: +24% / 0.45; 10% of fresh 64-token
-    windows (the default): +2.4% / 0.30. The same default on a fresh venv's corpus (another base): +2.3% /
-    0.09. The transition is fragile at ~600 chat steps; on that fresh-venv base, lr 2e-3 gives 0.27 (bpb
-    +5.7%) and 1,000 steps give 0.88 (bpb +0.8%), 800 steps 0.90 (0.78 on the dev-venv base), which leaves
-    GRPO little room for its +0.10 target.
-    Why a fixed step count cannot work here: dev/test accuracy every 20 steps of one 900-step run (both
-    bases) swings 0.41 -> 0.27 -> 0.14 -> 0.52 (steps 580-640) and 0.56 -> 0.05 -> 0.45 (820-880), and the
-    step where the transition starts moves by ~150 steps with the data order. A decay to 0 over the last
-    160 of 660 steps (decay_steps, warmup_stable_decay) locks in whatever the run reached: 0.88 on one base,
-    0.18 on the other. What the tiny profile does instead: stop_at_dev_accuracy=0.4 (dev split, every 40
-    steps); dev and test agree within ~0.05 at each point (e.g. 0.41/0.43, 0.40/0.46).
+    Tiny stops on the dev split rather than a fixed step count: the step of the tiny model's phase transition
+    moves by ~150 steps with the data order (measurements: docs/recipes.md, SFTStageConfig).
     """
 
     max_steps: int = 660  # 600 chat steps (the tiny model's phase transition lies between 400 and 600) + replay
@@ -126,7 +102,7 @@ class SFTStageConfig:
     # past the format and into the task, with room left for the RL stage that follows.
     stop_at_dev_accuracy: float | None = None
     # When the run ends without reaching stop_at_dev_accuracy, save the weights of its best dev point instead
-    # of the last step's (a fresh clone at 5b49605 ran to the 1,000 cap: dev 0.224 at step 920, 0.148 at 1,000).
+    # of the last step's (a run at the 1,000-step cap was at dev 0.224 at step 920, 0.148 at 1,000).
     keep_best_dev: bool = False
     eval_prompts: tuple[str, ...] = DEFAULT_EVAL_PROMPTS
     eval_max_new_tokens: int = 96  # long enough for a docstring answer to reach eos

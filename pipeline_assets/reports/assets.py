@@ -91,9 +91,9 @@ def _corpus_section(reads: Reads, sources: list[str]) -> dict:
             if stats is None:
                 continue
             rows.append({"stage": f"corpus/{asset}", "partition": part,
-                         "docs_in": stats.get("records_in", stats.get("documents_in")),
-                         "docs_out": stats.get("documents", stats.get("documents_out")),
-                         "removed_by_filter": stats.get("dropped_by_filter", stats.get("quarantine_reasons"))})
+                         "docs_in": stats.get("docs_in"), "docs_out": stats.get("docs_out"),
+                         # raw_documents removes nothing by filter: its quarantine reasons stand in that column
+                         "removed_by_filter": stats.get("removed_by_filter", stats.get("quarantine_reasons"))})
     dedup = _json(_file(reads, ["corpus", "duplicate_clusters"], SUMMARY_FILE)) or {}
     manifest = _json(_file(reads, ["corpus", "training_mixture"], "manifest.json")) or {}
     decont = [_json(_file(reads, ["corpus", "decontaminated_documents"], SUMMARY_FILE, p)) or {}
@@ -103,7 +103,7 @@ def _corpus_section(reads: Reads, sources: list[str]) -> dict:
         for task, n in d.get("contaminated_by_task", {}).items():
             by_task[task] = by_task.get(task, 0) + n
     return {"stages": rows,
-            "decontamination": {"documents_in": sum(d.get("documents_in", 0) for d in decont),
+            "decontamination": {"docs_in": sum(d.get("docs_in", 0) for d in decont),
                                 "contaminated_removed": sum(d.get("contaminated_removed", 0) for d in decont),
                                 "contaminated_by_task": by_task},
             "dedup": {"exact_removed": dedup.get("exact_duplicates"),

@@ -17,7 +17,7 @@ Expected shape of `data` (every key optional; a missing or None section renders 
         "stages": [{"stage": "corpus/filtered_documents", "partition": "stdlib", "docs_in": int,
                     "docs_out": int, "bytes_out": int, "removed_by_filter": {name: int}}],
         "dedup": {"exact_removed": int, "near_dup_removed": int, "clusters": int, "largest_cluster": int},
-        "decontamination": {"documents_in": int, "contaminated_removed": int,
+        "decontamination": {"docs_in": int, "contaminated_removed": int,
                             "contaminated_by_task": {task: int}},
         "contamination": {"before": contamination_report(...), "after": contamination_report(...)},
         "mixture": {"domain_weights": {domain: float}, "train_documents": int, "val_documents": int,
