@@ -10,6 +10,11 @@
 asset backfill to the DAGSTER_HOME instance (it shows in the UI's Backfills tab), and, unless a Dagster
 daemon is already running for that instance, runs ``dagster-daemon`` until the backfill ends. Dagster
 decides the runs: per-source assets once per source, cross-source assets once, after every source.
+
+After a crash that killed the last ``materialize`` mid-run (OOM killer, power loss), the next one first marks
+the runs whose process is gone failed and gives back their pool slots, cancels the backfill nobody waits for
+any more, and, when it is asked for the same thing, requests only what the crashed one had not materialized,
+so training resumes from its last complete checkpoint (``recover_after_crash``, ``continuation``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,11 +35,28 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+# No public export in dagster 1.13.27 (dir(dagster) has no BulkActionStatus and no backfill API): the status of
+# a backfill is read and set with the enum the UI's GraphQL layer uses (tests/test_crash_recovery.py covers it).
+from dagster._core.execution.backfill import BulkActionStatus
+
 from pipeline_assets.automation import ensure_pool_limits
 from pipeline_assets.corpus.assets import sources_partitions
 from pipeline_assets.names import source_name_problem, validate_source_name
+from pipeline_assets.recovery import (
+    HOST_TAG,
+    OWNER_PID_TAG,
+    OWNER_STARTED_TAG,
+    PARENT_BACKFILL_TAG,
+    RECOVER_EVERY_S,
+    continuation,
+    process_alive,
+    process_start_time,
+    recover_after_crash,
+    recover_dead_runs,
+)
 
 DAEMON_FRESH_S = 60  # a daemon heartbeat younger than this means one is running for this instance
+
 
 # Written only into a DAGSTER_HOME that has no dagster.yaml, i.e. where Dagster's defaults would apply.
 # Dagster's run queue is checked every 5 s and launches queued runs one after another; the default graph's
@@ -103,7 +126,7 @@ def validate_run_config(defs: dg.Definitions, keys: list[dg.AssetKey], run_confi
     from pipeline_assets.run_config import check_op_config
 
     graph = defs.resolve_asset_graph()
-    profile = defs.resources["settings"].get()
+    profile = defs.resources["settings"].profile  # the profile name (resources/settings.py)
     for op, op_config in ops.items():
         fn = graph.get(by_op[op]).assets_def.op.compute_fn.decorated_fn
         config_cls = typing.get_type_hints(fn).get("config")
@@ -114,19 +137,38 @@ def validate_run_config(defs: dg.Definitions, keys: list[dg.AssetKey], run_confi
                 raise SystemExit(f"invalid run config for {by_op[op].to_user_string()}: {e}") from None
 
 
-def submit_backfill(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey],
-                    partitions: list[str] | None, run_config: dict | None, title: str) -> str:
-    # Private module, public behaviour: this is what the UI's launchPartitionBackfill mutation submits.
+def new_backfill(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey],
+                 partitions: list[str] | None, run_config: dict | None, title: str,
+                 tags: dict[str, str] | None = None):
+    """The asset backfill of ``keys`` over ``partitions`` (all when None), not yet submitted."""
+    # Private module, public behaviour: this is what the UI's launchPartitionBackfill mutation submits; dagster
+    # 1.13.27 has no public API that submits an asset backfill without a running webserver.
     from dagster._core.execution.backfill import PartitionBackfill
     from dagster._core.utils import make_new_backfill_id
 
-    backfill = PartitionBackfill.from_asset_partitions(
+    return PartitionBackfill.from_asset_partitions(
         backfill_id=make_new_backfill_id(), asset_graph=defs.resolve_asset_graph(), partition_names=partitions,
-        asset_selection=keys, backfill_timestamp=time.time(), tags={"llmdag/submitted_by": "cli"},
+        asset_selection=keys, backfill_timestamp=time.time(),
+        tags={"llmdag/submitted_by": "cli", **(tags or {})},
         dynamic_partitions_store=instance, all_partitions=partitions is None, title=title, description=None,
         run_config=run_config)
+
+
+def submit_backfill(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey],
+                    partitions: list[str] | None, run_config: dict | None, title: str,
+                    tags: dict[str, str] | None = None) -> str:
+    backfill = new_backfill(defs, instance, keys, partitions, run_config, title, tags)
     instance.add_backfill(backfill)
     return backfill.backfill_id
+
+
+def owner_tags(wait: bool) -> dict[str, str]:
+    """This host, and with ``wait`` this process as the backfill's owner (``--no-wait`` hands it to a daemon)."""
+    tags = {HOST_TAG: socket.gethostname()}
+    started = process_start_time(os.getpid())
+    if wait and started is not None:
+        tags |= {OWNER_PID_TAG: str(os.getpid()), OWNER_STARTED_TAG: f"{started:.2f}"}
+    return tags
 
 
 def backfill_title(select: str) -> str:
@@ -135,17 +177,38 @@ def backfill_title(select: str) -> str:
     return title if len(title) <= 100 else title[:97] + "..."
 
 
+DAEMON_RECORD = "llmdag-daemon.json"  # in DAGSTER_HOME: the daemon this command last started, and its heartbeat id
+
+
+def _daemon_record(instance: dg.DagsterInstance) -> Path:
+    return Path(instance.root_directory) / DAEMON_RECORD
+
+
+def _beat_of_dead_daemon(instance: dg.DagsterInstance, daemon_id: str) -> bool:
+    """Whether heartbeat id ``daemon_id`` is that of a daemon a `llmdag materialize` on this host started and
+    that is gone: after a crash its heartbeats stay younger than DAEMON_FRESH_S for up to a minute, and a
+    rerun that took them for a live daemon waited that minute before starting its own."""
+    try:
+        record = json.loads(_daemon_record(instance).read_text())
+    except (OSError, ValueError):
+        return False
+    return (record.get("daemon_id") == daemon_id and record.get("host") == socket.gethostname()
+            and not process_alive(int(record["pid"]), float(record["started_at"])))
+
+
 def daemon_running(instance: dg.DagsterInstance) -> bool:
     beats = instance.get_daemon_heartbeats()
     beat = beats.get("BACKFILL")
-    return beat is not None and time.time() - beat.timestamp < DAEMON_FRESH_S
+    return (beat is not None and time.time() - beat.timestamp < DAEMON_FRESH_S
+            and not _beat_of_dead_daemon(instance, beat.daemon_id))
 
 
 def start_daemon() -> subprocess.Popen:
     # Own process group, SIGINT not ignored: it then stops in under a second (../shared/notes/ops.md §5).
     log = open(Path(os.environ["DAGSTER_HOME"]) / "llmdag-daemon.log", "ab")  # noqa: SIM115 (lives with the child)
-    return subprocess.Popen([sys.executable, "-m", "pipeline_assets.daemon"], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    # LLMDAG_DAEMON_PARENT: the daemon stops when this process is gone, however it died (pipeline_assets/daemon.py).
+    return subprocess.Popen([sys.executable, "-m", "pipeline_assets.daemon"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "LLMDAG_DAEMON_PARENT": str(os.getpid())})
 
 
 def stop_daemon(proc: subprocess.Popen, instance: dg.DagsterInstance) -> None:
@@ -160,28 +223,47 @@ def stop_daemon(proc: subprocess.Popen, instance: dg.DagsterInstance) -> None:
     # in that minute took them for a live daemon and waited for a backfill nobody ran. This daemon was started
     # because none was beating, so the heartbeats are its own; a daemon started meanwhile beats again in 30 s.
     instance.wipe_daemon_heartbeats()
+    _daemon_record(instance).unlink(missing_ok=True)
 
 
 class DaemonKeeper:
     """Runs our own daemon whenever no daemon serves the instance, for as long as a backfill is waited for.
 
     Checked at every poll, not only at the start: a `dagster dev` that was serving the instance can be
-    stopped mid-backfill, and then the backfill would wait forever.
+    stopped mid-backfill, and then the backfill would wait forever. The daemon it starts is recorded with its
+    heartbeat id (DAEMON_RECORD) once it beats, so a rerun after a crash knows those heartbeats for a dead one's.
     """
 
     def __init__(self, instance: dg.DagsterInstance, log=print) -> None:
         self.instance, self.log, self.proc = instance, log, None
+        self.started_at: float | None = None
+        self.recorded = False
 
     def check(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is not None:
                 raise SystemExit(f"the Dagster daemon this command started exited with {self.proc.returncode}; "
                                  "see $DAGSTER_HOME/llmdag-daemon.log")
+            if not self.recorded:
+                self._record()
             return
         if not daemon_running(self.instance):
             self.log(f"no Dagster daemon has a heartbeat younger than {DAEMON_FRESH_S}s on this instance: "
                      "starting one (log: $DAGSTER_HOME/llmdag-daemon.log)")
             self.proc = start_daemon()
+            self.started_at = process_start_time(self.proc.pid)
+
+    def _record(self) -> None:
+        beat = self.instance.get_daemon_heartbeats().get("BACKFILL")
+        if beat is None or self.started_at is None or beat.timestamp < self.started_at:
+            return  # not beating yet: it beats when its daemon loops start
+        record = {"host": socket.gethostname(), "pid": self.proc.pid, "started_at": self.started_at,
+                  "daemon_id": beat.daemon_id}
+        path = _daemon_record(self.instance)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(path)
+        self.recorded = True
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -191,8 +273,6 @@ class DaemonKeeper:
 
 def wait_for(instance: dg.DagsterInstance, backfill_id: str, log=print, poll_s: float = 2.0,
              each_poll: typing.Callable[[], None] = lambda: None):
-    from dagster._core.execution.backfill import BulkActionStatus
-
     seen: dict[str, str] = {}
     while True:
         each_poll()
@@ -226,6 +306,18 @@ def release_report(instance: dg.DagsterInstance) -> tuple[bool | None, str]:
     if not isinstance(evaluation, dg.AssetCheckEvaluation):  # planned, but its run failed before the check ran
         return None, "release/model was not evaluated (its run failed before the gates check)"
     return evaluation.passed, evaluation.description or ""
+
+
+class Every:
+    """Call ``fn`` at most once per ``period_s``."""
+
+    def __init__(self, period_s: float, fn: typing.Callable[[], object]) -> None:
+        self.period_s, self.fn, self.last = period_s, fn, time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last >= self.period_s:
+            self.last = time.monotonic()
+            self.fn()
 
 
 def _load_config(path: str | None) -> dict | None:
@@ -285,15 +377,34 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args.partition or []) - set(registered))
     if unknown:
         raise SystemExit(f"unknown source partitions {unknown}; registered: {registered}")
+    dead, abandoned = recover_after_crash(instance)
+    if dead or abandoned:
+        print(f"recovered from a crash: {len(dead)} run(s) whose process was gone marked failed, "
+              f"{len(abandoned)} abandoned backfill(s) canceled")
     t0 = time.time()
-    backfill_id = submit_backfill(defs, instance, keys, args.partition, run_config, title=backfill_title(args.select))
+    backfill = new_backfill(defs, instance, keys, args.partition, run_config, title=backfill_title(args.select),
+                            tags=owner_tags(wait=not args.no_wait))
+    rest = continuation(defs, instance, backfill, abandoned) if abandoned else None
+    if rest is not None:
+        parent = rest.tags[PARENT_BACKFILL_TAG]
+        graph = defs.resolve_asset_graph()
+        total = backfill.get_asset_backfill_data(graph).target_subset.num_partitions_and_non_partitioned_assets
+        left = rest.get_asset_backfill_data(graph).target_subset.num_partitions_and_non_partitioned_assets
+        print(f"the same request was interrupted (backfill {parent}): {total - left} of its {total} asset partitions "
+              f"were materialized and are kept; training resumes from its checkpoints")
+        backfill = rest
+    instance.add_backfill(backfill)
+    backfill_id = backfill.backfill_id
     print(f"submitted backfill {backfill_id}: {len(keys)} assets over {len(args.partition or registered)} sources "
           f"(see it in `dagster dev` -> Overview -> Backfills)")
     if args.no_wait:
         return
     daemon = DaemonKeeper(instance)
+    # Also while waiting: a run worker killed alone (OOM killer) leaves its slots held although its code server
+    # reports the run failed; one whose code server died too stays STARTED.
+    recover = Every(RECOVER_EVERY_S, lambda: recover_dead_runs(instance))
     try:
-        backfill = wait_for(instance, backfill_id, each_poll=daemon.check)
+        backfill = wait_for(instance, backfill_id, each_poll=lambda: (daemon.check(), recover()))
     finally:
         daemon.stop()
     print(f"backfill {backfill_id} {backfill.status.value} in {time.time() - t0:.0f}s; "

@@ -21,19 +21,36 @@ dagster (1.13.27), set before the daemon starts:
 - The code location is loaded once (``LLMDAG_DAEMON_RELOAD_S``, default an hour) instead of every 60 s:
   each reload starts a new code server that imports the whole project (~2.5 s of CPU), and a backfill
   should run the code it was submitted with.
+
+It also stops when the ``llmdag materialize`` that started it is gone (``LLMDAG_DAEMON_PARENT``, which that
+command sets), however it went: it runs in a session of its own, so a kill of the command alone (kill -9,
+the OOM killer, ``timeout``'s SIGTERM) left it ticking for ever. It stops the way the command stops it
+(SIGINT to its process group): the daemon and its code server end, while a run already executing finishes
+on its own (the code server waits for it; in a kill -9 of the command mid-pretraining its run went on to
+SUCCESS), and the next ``llmdag materialize`` cancels the backfill nobody waits for
+(pipeline_assets/cli.py, cancel_abandoned_backfills).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import time
 
 BACKFILL_DAEMONS = "BACKFILL,QUEUED_RUN_COORDINATOR,MONITORING,EVENT_LOG_CONSUMER"
+PARENT_ENV = "LLMDAG_DAEMON_PARENT"
+PARENT_POLL_S = 5.0  # a getppid() per poll: free beside training, and the daemon outlives the command <= 5 s
 
 
 def configure(env: dict[str, str]) -> None:
     """Apply the settings above (from ``env``, e.g. ``os.environ``) to this process's dagster."""
-    from dagster._core.instance import DagsterInstance
+    from dagster import DagsterInstance
+
+    # Private: dagster 1.13.27 has no setting for the daemon's tick or its workspace reload interval (neither in
+    # dagster.yaml nor on the `dagster-daemon run` command line); these module constants are the only knob
+    # (tests/test_daemon.py checks they still exist and take effect).
     from dagster._daemon import controller
 
     controller.DEFAULT_DAEMON_INTERVAL_SECONDS = int(env.get("LLMDAG_DAEMON_TICK_S", "10"))
@@ -46,10 +63,34 @@ def configure(env: dict[str, str]) -> None:
         DagsterInstance.get_required_daemon_types = lambda self: [t for t in required(self) if t in wanted]
 
 
+def exit_with_parent(env: dict[str, str]) -> threading.Thread | None:
+    """Once process ``env[PARENT_ENV]`` is no longer this process's parent (it died and this one was
+    re-parented), interrupt this process group as ``llmdag materialize`` does when it stops its daemon."""
+    if not env.get(PARENT_ENV):
+        return None
+    parent = int(env[PARENT_ENV])
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        # The command starts this daemon as a session leader (start_new_session); anywhere else, only itself.
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpgrp(), signal.SIGINT)
+        else:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=watch, name="llmdag-exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> None:
+    # Private: `dagster-daemon run` is public only as a console script, and the settings above must be applied in
+    # the process that runs it; this is the function that script calls.
     from dagster._daemon.cli import main as daemon_cli
 
     configure(dict(os.environ))
+    exit_with_parent(dict(os.environ))
     sys.argv = ["dagster-daemon", "run", "-m", "pipeline_assets.definitions", *sys.argv[1:]]
     sys.exit(daemon_cli())
 
