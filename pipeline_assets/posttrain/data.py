@@ -446,11 +446,11 @@ def build_sft_dataset(out_dir: Path, cfg: SFTDataConfig, bench_dir: Path | None)
         train += rows[n_val:]
     rng.shuffle(train)
     rng.shuffle(val)
-    heldout = split_arithmetic(cfg.operand_max, cfg.dev_size, cfg.operators, split="dev")
-    files = {SFT_FILE: train, SFT_VAL_FILE: val, DEV_FILE: heldout}
+    dev = split_arithmetic(cfg.operand_max, cfg.dev_size, cfg.operators, split="dev")
+    files = {SFT_FILE: train, SFT_VAL_FILE: val, DEV_FILE: dev}
     sha = {name: write_jsonl(out_dir / name, rows) for name, rows in files.items()}
     return {
-        "rows": len(train), "val_rows": len(val), "heldout_rows": len(heldout),
+        "rows": len(train), "val_rows": len(val), "dev_rows": len(dev),
         "counts": dict(Counter(r["kind"] for r in train)), "val_counts": dict(Counter(r["kind"] for r in val)),
         "skipped_heldout": skipped,
         "heldout_arithmetic_excluded": sum(is_heldout_arithmetic(a, op, b) for op in cfg.operators
@@ -523,12 +523,12 @@ def build_reasoning_dataset(out_dir: Path, cfg: ReasoningDataConfig, bench_dir: 
     rng.shuffle(items)
     rows = [{"prompt": [{"role": "user", "content": p}], "answer": a, "kind": k} for p, a, k in items]
     # GRPO's and distillation's in-training curves: the dev split, so nothing is tuned on the reported items.
-    heldout = split_arithmetic(cfg.operand_max, cfg.dev_size, cfg.operators, split="dev")
+    dev = split_arithmetic(cfg.operand_max, cfg.dev_size, cfg.operators, split="dev")
     sha = {REASONING_FILE: write_jsonl(out_dir / REASONING_FILE, rows),
-           DEV_FILE: write_jsonl(out_dir / DEV_FILE, heldout)}
+           DEV_FILE: write_jsonl(out_dir / DEV_FILE, dev)}
     return {
-        "rows": len(rows), "counts": dict(Counter(k for _, _, k in items)), "heldout_rows": len(heldout),
-        "heldout_source": "dev split of the arithmetic hash split (evals/benchmarks reports the test split)",
+        "rows": len(rows), "counts": dict(Counter(k for _, _, k in items)), "dev_rows": len(dev),
+        "dev_source": "dev split of the arithmetic hash split (evals/benchmarks reports the test split)",
         "files": {REASONING_FILE: str(out_dir / REASONING_FILE), DEV_FILE: str(out_dir / DEV_FILE)},
         "sha256": sha, "config": asdict(cfg),
     }
