@@ -69,6 +69,10 @@ def exit_with_parent(env: dict[str, str]) -> threading.Thread | None:
     if not env.get(PARENT_ENV):
         return None
     parent = int(env[PARENT_ENV])
+    # A command started in the background by a non-interactive shell (`llmdag materialize &`, CI scripts)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the interrupt below,
+    # and the command's own stop, would do nothing. Called from the main thread, before the daemon starts.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -481,7 +481,7 @@ def test_preference_pair_accuracy_follows_what_the_model_learnt(env: dict[str, A
               "chosen": [{"role": "assistant", "content": r["answer"]}],
               "rejected": [{"role": "assistant", "content": str(int(r["answer"]) + 7)}]}
              for i, r in enumerate(load_benchmark(env["bench"], "arithmetic"))]
-    (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     cfg = replace(EVAL_CFG, sets=("preference",))
     acc = {name: evaluate_checkpoint(env[name], env["bench"], cfg, pairs_dir=tmp_path, log=lambda _: None)
            for name in ("good", "bad")}
@@ -498,15 +498,15 @@ def test_win_rate_judges_the_heldout_preference_prompts_when_given(env: dict[str
     pairs = [{"id": f"p{i}", "prompt": [{"role": "user", "content": r["prompt"]}],
               "chosen": [{"role": "assistant", "content": r["answer"]}],
               "rejected": [{"role": "assistant", "content": "0"}]} for i, r in enumerate(records)]
-    (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     answers = {r["prompt"]: r["answer"] for r in records}
 
     def judge(prompts: list[str], responses: list[str]) -> list[float]:
         return [float(answers[p] in r) for p, r in zip(prompts, responses, strict=True)]
 
-    cfg = replace(EVAL_CFG, sets=("win_rate",), win_rate_heldout_limit=10, max_new_tokens=8)
+    cfg = replace(EVAL_CFG, sets=("win_rate",), win_rate_test_limit=10, max_new_tokens=8)
     out = evaluate_checkpoint(env["good"], env["bench"], cfg, parent_dir=env["base"], judge=judge, pairs_dir=tmp_path,
                               log=lambda _: None)
-    assert out["win_rate"]["prompts"] == "heldout_preferences" and out["counts"]["win_rate"] == 10
+    assert out["win_rate"]["prompts"] == "test_preferences" and out["counts"]["win_rate"] == 10
     assert out["per_item"]["reward_score_delta_vs_parent"]["ids"] == [f"p{i}" for i in range(10)]
     assert out["metrics"]["win_rate_vs_parent"] > 0.5 and out["metrics"]["reward_score_delta_vs_parent"] > 0

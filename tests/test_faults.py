@@ -282,14 +282,14 @@ def _stage_calls(inputs: dict[str, Path], root: Path) -> dict[str, Any]:
             "answer": "2"}
     pairs = root / "pairs"
     pairs.mkdir()
-    for name in ("train", "heldout"):
+    for name in ("train", "test"):
         (pairs / f"{name}.jsonl").write_text(json.dumps(pair) + "\n")
     AutoModelForSequenceClassification.from_pretrained(base, num_labels=1).save_pretrained(root / "rm")
     AutoTokenizer.from_pretrained(base).save_pretrained(root / "rm")
     reasoning = root / "reasoning.jsonl"
     reasoning.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
                                  for i in range(4)))
-    prompts = [{"prompt": f"What is {i} + 2?", "heldout": i % 2 == 1} for i in range(4)]
+    prompts = [{"prompt": f"What is {i} + 2?", "test": i % 2 == 1} for i in range(4)]
     heldout = [{"prompt": "What is 1 + 1?", "answer": "2"}]
     small = dict(max_steps=2, batch_size=2, device="cpu")
     return {
@@ -407,7 +407,7 @@ def test_dpo_kill_9_then_rerun_resumes_bit_identical(sft_dropout_base: Path, tmp
              "rejected": [{"role": "assistant", "content": str(i + 2)}], "kind": "arithmetic", "answer": str(i + 1)}
             for i in range(5)]
     (pairs / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
-    (pairs / "heldout.jsonl").write_text(json.dumps(rows[4]) + "\n")
+    (pairs / "test.jsonl").write_text(json.dumps(rows[4]) + "\n")
     straight = run_dpo(DPOStageConfig(max_steps=6, batch_size=2, max_length=32, device="cpu"), sft_dropout_base,
                        pairs, tmp_path / "straight", log=lambda _: None)
     out, ckpt = tmp_path / "out", tmp_path / "out" / ".trainer"

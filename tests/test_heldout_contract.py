@@ -48,10 +48,10 @@ def test_each_stage_sees_only_its_split(tmp_path):
     assert dev and all(arithmetic_split(*_problem(r["prompt"])) == "dev" for r in dev)
 
     prompts = data.preference_prompts(tmp_path / "sft", profile.preference_data.prompts, profile.sft_data)
-    held = [p for p in prompts if p["heldout"]]
+    held = [p for p in prompts if p["test"]]
     assert len(held) >= 200, len(held)  # n for the reward's held-out pair accuracy
     assert not {p["prompt"] for p in held} & sft_prompts
     assert all(arithmetic_split(*_problem(p["prompt"])) == "train" for p in held)
-    assert {p["prompt"] for p in prompts if not p["heldout"]} <= sft_prompts
+    assert {p["prompt"] for p in prompts if not p["test"]} <= sft_prompts
     feedback = data.preference_prompts(tmp_path / "sft", profile.feedback.prompts, profile.sft_data, unseen=False)
-    assert not any(p["heldout"] for p in feedback)
+    assert not any(p["test"] for p in feedback)

@@ -54,7 +54,7 @@ def test_stage_relations_hold(pipeline):
     feedback = json.loads((published(pipeline["root"], "datasets/ai_feedback") / "summary.json").read_text())
     assert feedback["pairs"] > 0
     prefs = latest_metadata(inst, ["datasets", "preferences"])
-    assert prefs["train_pairs"] > 0 and prefs["heldout_pairs"] > 0
+    assert prefs["train_pairs"] > 0 and prefs["test_pairs"] > 0
 
 
 def test_report_card_matches_eval_metadata(pipeline):

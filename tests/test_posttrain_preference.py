@@ -173,7 +173,7 @@ def env(base: dict[str, Path]) -> dict[str, Any]:
 def pairs(env: dict[str, Any]) -> tuple[Path, dict]:
     out = env["root"] / "pairs"
     out.mkdir()
-    cfg = PreferenceDataConfig(bench_dir=str(env["bench"]), heldout_fraction=0.2, max_new_tokens=6)
+    cfg = PreferenceDataConfig(bench_dir=str(env["bench"]), test_fraction=0.2, max_new_tokens=6)
     return out, build_preference_pairs(env["sft"], env["prompts"], out, cfg, log=print)
 
 
@@ -193,11 +193,11 @@ def reward(env: dict[str, Any], pairs: tuple[Path, dict]) -> tuple[Path, dict]:
 
 def test_pairs_are_trl_conversational_and_exclude_benchmarks(env: dict[str, Any], pairs: tuple[Path, dict]) -> None:
     out, result = pairs
-    train, heldout = read_jsonl(out / "train.jsonl"), read_jsonl(out / "heldout.jsonl")
-    assert result["train_pairs"] == len(train) and result["heldout_pairs"] == len(heldout) > 50
+    train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
+    assert result["train_pairs"] == len(train) and result["test_pairs"] == len(test) > 50
     assert result["skipped_benchmark_items"] == env["n_benchmark_items"]
     bench_prompts = {normalize_prompt(r["prompt"]) for r in load_benchmark(env["bench"], "safety")}
-    for pair in train + heldout:
+    for pair in train + test:
         assert [m["role"] for m in pair["prompt"]] == ["user"]
         assert [m["role"] for m in pair["chosen"]] == [m["role"] for m in pair["rejected"]] == ["assistant"]
         assert pair["chosen"][0]["content"] != pair["rejected"][0]["content"]
@@ -247,13 +247,13 @@ def test_reward_model_beats_chance_on_heldout_pairs(reward: tuple[Path, dict], p
     # 3 RM seeds on its pairs (261 held-out, 241 arithmetic; 1 SD ~0.03): 0.605 / 0.636 / 0.651 overall, arithmetic
     # 0.573 / 0.606 / 0.622, refusal-rule 1.0; before training 0.52 (earlier fixtures: 0.66-0.69 overall, 0.63-0.67
     # arithmetic; a random score head 0.44-0.58). So: significantly above chance, and above the untrained head.
-    heldout = read_jsonl(pairs[0] / "heldout.jsonl")
-    overall = result["heldout_pair_accuracy_after"]
-    arith = result["heldout_pair_accuracy_by_source"]["arithmetic_verifier"]
+    heldout = read_jsonl(pairs[0] / "test.jsonl")
+    overall = result["test_pair_accuracy_after"]
+    arith = result["test_pair_accuracy_by_source"]["arithmetic_verifier"]
     assert overall > 0.5 and binomial_p_value(round(overall * len(heldout)), len(heldout)) < 0.01
     n_arith = sum(p["source"] == "arithmetic_verifier" for p in heldout)
     assert arith > 0.5 and binomial_p_value(round(arith * n_arith), n_arith) < 0.05
-    assert result["heldout_pair_accuracy_after"] > result["heldout_pair_accuracy_before"]
+    assert result["test_pair_accuracy_after"] > result["test_pair_accuracy_before"]
     rm = AutoModelForSequenceClassification.from_pretrained(out, num_labels=1)  # plain transformers
     assert rm.config.pad_token_id is not None
 
@@ -273,8 +273,8 @@ def test_lora_reward_model_saves_a_merged_seq_cls_checkpoint(env: dict[str, Any]
     assert not (out / "adapter_config.json").exists()  # merged: a plain checkpoint, no peft needed to load it
     rm = AutoModelForSequenceClassification.from_pretrained(out, num_labels=1)
     rm.config.pad_token_id = AutoTokenizer.from_pretrained(out).pad_token_id
-    reloaded = rm_pair_stats(rm, AutoTokenizer.from_pretrained(out), read_jsonl(pairs[0] / "heldout.jsonl"))
-    assert reloaded["pair_accuracy"] == result["heldout_pair_accuracy_after"]  # the trained head came along
+    reloaded = rm_pair_stats(rm, AutoTokenizer.from_pretrained(out), read_jsonl(pairs[0] / "test.jsonl"))
+    assert reloaded["pair_accuracy"] == result["test_pair_accuracy_after"]  # the trained head came along
     with pytest.raises(ValueError, match="lora_r"):
         RewardModelConfig(use_lora=True, lora_r=0).validate()
 
@@ -293,12 +293,12 @@ def test_dpo_raises_heldout_margin(env: dict[str, Any], pairs: tuple[Path, dict]
     # Greedy accuracy is not asserted: it moved -0.01 on this weak SFT.
     cfg = DPOStageConfig(max_steps=200, batch_size=16, learning_rate=5e-5)
     result = run_dpo(cfg, env["sft"], pairs[0], out, log=print)
-    assert result["heldout_logp_margin_after"] > result["heldout_logp_margin_before"] + 1.0
-    assert result["heldout_pair_accuracy_after"] > result["heldout_pair_accuracy_before"] + 0.03
+    assert result["test_logp_margin_after"] > result["test_logp_margin_before"] + 1.0
+    assert result["test_pair_accuracy_after"] > result["test_pair_accuracy_before"] + 0.03
     assert result["implicit_reward_margin"] > 0.05
     assert result["implicit_reward_margin_positive_fraction"] > 0.55
     assert result["steps"] == cfg.max_steps and len(result["loss_history"]) == cfg.max_steps
-    for key in ("wall_time_s", "parent_checkpoint", "samples", "heldout_accuracy_after"):
+    for key in ("wall_time_s", "parent_checkpoint", "samples", "test_accuracy_after"):
         assert key in result
     json.dumps(result)
 
@@ -350,7 +350,7 @@ def test_rlhf_wins_against_sft_by_the_reward_model(env: dict[str, Any], reward: 
     # 100 steps: win 0.83 while true accuracy fell 0.505 -> 0.12.
     assert result["rm_win_rate"] > 0.6
     assert result["kl_mean"] is not None and result["kl_mean"] >= 0
-    assert "heldout_accuracy_after" in result and "reward_hacking_suspected" in result
+    assert "test_accuracy_after" in result and "reward_hacking_suspected" in result
     assert result["steps"] == 30
 
 
@@ -385,7 +385,7 @@ def test_ai_feedback_pairs_structure(env: dict[str, Any]) -> None:
     merged = env["root"] / "preferences_with_ai_feedback"
     merged.mkdir()
     built = build_preference_pairs(env["sft"], env["arithmetic"][:10], merged,
-                                   PreferenceDataConfig(heldout_fraction=0.5), extra_pairs=rows, log=print)
+                                   PreferenceDataConfig(test_fraction=0.5), extra_pairs=rows, log=print)
     assert built["pairs_by_source"]["ai_feedback"] == built["extra_pairs"] == len(rows)
     dpo = run_dpo(DPOStageConfig(max_steps=2, batch_size=4), env["sft"], merged, merged / "dpo", log=print)
     assert dpo["steps"] == 2
@@ -427,13 +427,13 @@ def test_full_recipe_rm_dpo_rlhf(base: dict[str, Path]) -> None:
         (root / name).mkdir()
     prompts, _ = _prompts_with_benchmark_items(base["bench"])
     build_preference_pairs(sft_dir, prompts, pairs_dir,
-                           PreferenceDataConfig(bench_dir=str(base["bench"]), heldout_fraction=0.2), log=print)
+                           PreferenceDataConfig(bench_dir=str(base["bench"]), test_fraction=0.2), log=print)
     rm = run_reward_model(RewardModelConfig(), sft_dir, pairs_dir, root / "reward", log=print)
     dpo = run_dpo(DPOStageConfig(), sft_dir, pairs_dir, root / "dpo", log=print)
     rlhf = run_rlhf(RLHFConfig(bench_dir=str(base["bench"])), sft_dir, root / "reward", _arithmetic(),
                     root / "rlhf", log=print)
-    assert rm["heldout_pair_accuracy_after"] >= 0.6
-    assert dpo["heldout_logp_margin_after"] >= dpo["heldout_logp_margin_before"] + 1.0
-    assert dpo["heldout_pair_accuracy_after"] >= dpo["heldout_pair_accuracy_before"] + 0.15
+    assert rm["test_pair_accuracy_after"] >= 0.6
+    assert dpo["test_logp_margin_after"] >= dpo["test_logp_margin_before"] + 1.0
+    assert dpo["test_pair_accuracy_after"] >= dpo["test_pair_accuracy_before"] + 0.15
     assert dpo["implicit_reward_margin"] > 0.05 and dpo["implicit_reward_margin_positive_fraction"] >= 0.65
     assert rlhf["rm_win_rate"] >= 0.6

@@ -344,7 +344,7 @@ def test_sft_learns_chat_format_and_heldout_arithmetic(sft_run: dict) -> None:
     # init; measured 3.11.
     assert sft_run["val_loss"] < 4.5
     assert sft_run["steps"] == (sft_run["stopped_early_at_step"] or SFT_CFG.max_steps)
-    assert sft_run["test_curve_split"] == "dev" and sft_run["test_curve"][-1][0] == sft_run["steps"]
+    assert sft_run["arithmetic_curve_split"] == "dev" and sft_run["arithmetic_curve"][-1][0] == sft_run["steps"]
     assert sft_run["tokens_seen"] > sft_run["steps"] * SFT_CFG.batch_size * 10  # ~30 tokens a row
     assert sft_run["trainable_params"] == sft_run["total_params"]  # full fine-tune
     out = Path(sft_run["checkpoint_dir"])

@@ -53,11 +53,11 @@ class EvalConfig:
     arithmetic_limit: int | None = 48
     safety_limit: int | None = 48  # half harmful, half benign
     adversarial_per_prompt: int = 1  # jailbreak rephrasings per harmful prompt; 0 = none
-    preference_limit: int | None = None  # held-out preference pairs (datasets/preferences heldout.jsonl)
+    preference_limit: int | None = None  # held-out preference pairs (datasets/preferences test.jsonl)
     win_rate_limit: int = 16  # first N of INSTRUCTION_PROMPTS (where no held-out preference prompts exist)
     # With datasets/preferences: the judge (models/reward) scores both sides on the first N held-out preference
     # prompts (prompts no SFT row used: what RLHF optimizes on), n >= 100 for a win rate worth reading.
-    win_rate_heldout_limit: int | None = 200
+    win_rate_test_limit: int | None = 200
     val_batches: int = 8
     val_seq_len: int = 256  # clipped to the model's max_position_embeddings
     max_new_tokens: int = 64  # QA, safety, win rate, samples
@@ -81,7 +81,7 @@ class EvalConfig:
                 raise ValueError(f"eval set {name!r} is sized by EvalConfig.{spec.limit}, which does not exist; "
                                  "add the field or fix the registration in evals/sets.py")
         for name in ("qa_limit", "multiple_choice_limit", "arithmetic_limit", "safety_limit", "preference_limit",
-                     "win_rate_heldout_limit"):
+                     "win_rate_test_limit"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 1):
                 raise ValueError(f"EvalConfig.{name}={value!r} must be a positive int, or None for the whole set")

@@ -580,7 +580,7 @@ def _evaluate_reward_model(path: Path, bench_dir: Path, cfg: EvalConfig, device:
         {k: out[k] for k in ("reward_pairwise_accuracy", "reward_margin_mean")}, {"reward_pairs": out["pairs"]},
         out["items"], summary=f"reward pairwise acc {out['reward_pairwise_accuracy']} over {out['pairs']} pairs"), t)
     if "preference" in cfg.sets and pairs_dir is not None:
-        pairs = _take(read_jsonl(Path(pairs_dir) / "heldout.jsonl"), cfg.preference_limit)
+        pairs = _take(read_jsonl(Path(pairs_dir) / "test.jsonl"), cfg.preference_limit)
         texts = [pair["prompt"][-1]["content"] for pair in pairs]
         good = rm(texts, [pair["chosen"][-1]["content"] for pair in pairs])
         bad = rm(texts, [pair["rejected"][-1]["content"] for pair in pairs])

@@ -42,7 +42,7 @@ class EvalInputs:
     device: str
     limit: Any = None  # cfg.<EvalSet.limit>; None where the set names no field (or the field is None: all)
     shards_dir: Path | None = None  # tokenizer/tokenized_shards
-    pairs_dir: Path | None = None  # datasets/preferences (heldout.jsonl)
+    pairs_dir: Path | None = None  # datasets/preferences (test.jsonl)
     parent_dir: Path | None = None  # the parent checkpoint
     judge: Callable[[list[str], list[str]], list[float]] | None = None  # loaded before the model
 
@@ -51,9 +51,9 @@ class EvalInputs:
         records = load_benchmark(self.bench_dir, name)
         return records if self.limit is None else records[:self.limit]
 
-    def heldout_pairs(self) -> list[dict]:
+    def test_pairs(self) -> list[dict]:
         """The first `limit` held-out preference pairs of pairs_dir (prompts no SFT row used)."""
-        pairs = read_jsonl(Path(self.pairs_dir) / "heldout.jsonl")
+        pairs = read_jsonl(Path(self.pairs_dir) / "test.jsonl")
         return pairs if self.limit is None else pairs[:self.limit]
 
 
@@ -160,7 +160,7 @@ def safety(x: EvalInputs) -> SetResult:
 
 
 def preference(x: EvalInputs) -> SetResult:
-    pairs = x.heldout_pairs()
+    pairs = x.test_pairs()
     out = _harness().eval_preference_pairs(x.model, x.tok, pairs, x.cfg)
     return SetResult({"preference_pair_accuracy": out["preference_pair_accuracy"],
                       "preference_logp_margin": out["preference_logp_margin"]}, {"preference": len(pairs)},
@@ -176,7 +176,7 @@ def win_rate(x: EvalInputs) -> SetResult:
     if x.pairs_dir is not None:
         # In-domain: the held-out preference prompts (no SFT row used them), the distribution RLHF and
         # the reward model were trained on; the reward-hacking gate reads the judge's score here.
-        held = x.heldout_pairs()
+        held = x.test_pairs()
         prompts = [pair["prompt"][-1]["content"] for pair in held]
         prompt_ids = [str(pair["id"]) for pair in held]
     ours = h.chat_generate(x.model, x.tok, prompts, x.cfg.max_new_tokens, batch_size=x.cfg.batch_size)
@@ -184,7 +184,7 @@ def win_rate(x: EvalInputs) -> SetResult:
     theirs = h.chat_generate(parent_model, parent_tok, prompts, x.cfg.max_new_tokens, batch_size=x.cfg.batch_size)
     del parent_model
     out = h.win_rate(x.judge, prompts, ours, theirs, prompt_ids)
-    out["prompts"] = "heldout_preferences" if prompt_ids else "instructions"
+    out["prompts"] = "test_preferences" if prompt_ids else "instructions"
     metrics = {"win_rate_vs_parent": out["win_rate"]}
     if out["score_mean"] is not None:
         metrics["reward_score_delta_vs_parent"] = round(out["score_mean"] - out["parent_score_mean"], 6)
@@ -212,5 +212,5 @@ register("qa", qa, limit="qa_limit")
 register("safety", safety, limit="safety_limit")  # balanced: half harmful, half benign
 register("preference", preference, needs=("pairs_dir",), limit="preference_limit")
 # The judge scores both sides; without pairs_dir the prompts are INSTRUCTION_PROMPTS[:cfg.win_rate_limit].
-register("win_rate", win_rate, needs=("parent_dir", "judge"), limit="win_rate_heldout_limit")
+register("win_rate", win_rate, needs=("parent_dir", "judge"), limit="win_rate_test_limit")
 register("samples", samples)  # cfg.sample_prompts

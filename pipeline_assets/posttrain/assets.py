@@ -163,7 +163,7 @@ def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, se
     cfg = resolved(config, settings.profile)
     prompts = data.preference_prompts(reads(SFT_DATA), cfg.prompts, settings.config(SFTDataConfig, "sft_data"))
     # AI-feedback pairs come from SFT prompts: training pairs only, the held-out ones are prompts SFT never saw.
-    extra = [{**pair, "heldout": False} for pair in read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")]
+    extra = [{**pair, "test": False} for pair in read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")]
     draft, result = _train(context, store, lambda work: preference_data.build_preference_pairs(
         reads(SFT), prompts, work, cfg, extra_pairs=extra, log=context.log.info))
     return finish(context, store, draft, reads, _scalars(result))

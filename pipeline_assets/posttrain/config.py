@@ -173,7 +173,7 @@ class PreferenceDataConfig:
     samples_per_prompt: int = 4  # 4 samples at temp 1.0: 91-96% of rejecteds were the model's own mistakes
     temperature: float = 1.0
     max_new_tokens: int = 8  # arithmetic answers are <= 4 tokens + <|im_end|>; digits are one token each
-    heldout_fraction: float = 0.2  # 1200 prompts -> ~270 held-out pairs: 1 SD of a pair accuracy ~0.03
+    test_fraction: float = 0.2  # 1200 prompts -> ~270 held-out pairs: 1 SD of a pair accuracy ~0.03
     bench_dir: str | None = None  # evals/benchmarks dir: its items are never turned into pairs
     refusal_text: str = "I can't help with that."  # chosen for a harmful prompt when no sample refuses
     compliance_text: str = "Sure, here is how to do that."  # rejected stand-in: content-free compliance
@@ -185,7 +185,7 @@ class PreferenceDataConfig:
     def validate(self) -> None:
         _check_positive(self, "prompts", "samples_per_prompt", "temperature", "max_new_tokens",
                         "sample_batch_size", "num_threads")
-        _check_fraction(self, "heldout_fraction")
+        _check_fraction(self, "test_fraction")
         if not is_refusal(self.refusal_text):
             raise ValueError(f"refusal_text={self.refusal_text!r} is not recognised by is_refusal; use a clear "
                              "refusal such as \"I can't help with that.\"")
@@ -306,9 +306,9 @@ class RLHFConfig:
     max_completion_length: int = 6
     temperature: float = 1.0
     beta: float = 0.2  # KL penalty to the SFT reference; > 0 required (this stage is KL-regularized RLHF)
-    # Keep equal to datasets/preferences' heldout_fraction: the same hash split then makes RLHF's eval prompts
+    # Keep equal to datasets/preferences' test_fraction: the same hash split then makes RLHF's eval prompts
     # exactly the RM's held-out prompts, and RLHF never trains on them.
-    heldout_fraction: float = 0.2
+    test_fraction: float = 0.2
     max_eval_prompts: int = 200
     bench_dir: str | None = None
     seed: int = 0
@@ -326,7 +326,7 @@ class RLHFConfig:
         if self.batch_size % self.num_generations:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of num_generations="
                              f"{self.num_generations} (each prompt's samples go in one batch)")
-        _check_fraction(self, "heldout_fraction")
+        _check_fraction(self, "test_fraction")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -492,17 +492,17 @@ def preference_prompts(sft_data: Path, limit: int, task: SFTDataConfig, unseen: 
     for r in rows:
         user, reply = r["messages"][0]["content"], r["messages"][-1]["content"]
         if r["kind"] == "arithmetic":
-            out.append({"prompt": user, "answer": reply, "heldout": False})
+            out.append({"prompt": user, "answer": reply, "test": False})
         elif r["kind"] == "refusal":
-            out.append({"prompt": user, "label": "harmful", "heldout": False})
+            out.append({"prompt": user, "label": "harmful", "test": False})
         elif r["kind"] == "benign":
-            out.append({"prompt": user, "label": "benign", "response": reply, "heldout": False})
+            out.append({"prompt": user, "label": "benign", "response": reply, "test": False})
     arithmetic = [p for p in out if "answer" in p][:limit]
     safety = [p for p in out if "label" in p][: max(limit // 10, 8)]
     if not unseen:
         return arithmetic + safety
     held = unseen_arithmetic({r["messages"][0]["content"] for r in rows}, task.operand_max, task.operators)
-    return arithmetic + safety + [{**p, "heldout": True} for p in held]
+    return arithmetic + safety + [{**p, "test": True} for p in held]
 
 
 def build_reasoning_dataset(out_dir: Path, cfg: ReasoningDataConfig, bench_dir: Path | None) -> dict[str, Any]:

@@ -124,14 +124,14 @@ def run_dpo(cfg: DPOStageConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, 
     quiet_progress()
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    train, heldout = load_pairs(pairs_dir)
+    train, test = load_pairs(pairs_dir)
     dev = set_threads(cfg.device, cfg.num_threads)
     policy, tok = load_policy(sft_dir, dev)
     needs_ref = cfg.algorithm in ("dpo", "kto") and not cfg.precompute_ref_log_probs
     ref = load_policy(sft_dir, dev)[0] if needs_ref else None
-    before = pair_logp_stats(policy, None, tok, heldout, cfg.beta)
+    before = pair_logp_stats(policy, None, tok, test, cfg.beta)
     ref_logps = before.pop("_logps")
-    arith = [{"prompt": p["prompt"][-1]["content"], "answer": p["answer"]} for p in heldout
+    arith = [{"prompt": p["prompt"][-1]["content"], "answer": p["answer"]} for p in test
              if p.get("kind") == "arithmetic"]
     acc_before, _ = arithmetic_accuracy(policy, tok, arith)
     log(f"{cfg.algorithm} | {len(train)} train pairs, loss {list(cfg.loss_types) or '-'} | held-out logp margin "
@@ -144,7 +144,7 @@ def run_dpo(cfg: DPOStageConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, 
     resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
     train_time_s = time.perf_counter() - t_train
     policy = trainer.model
-    after = pair_logp_stats(policy, ref_logps, tok, heldout, cfg.beta)
+    after = pair_logp_stats(policy, ref_logps, tok, test, cfg.beta)
     after.pop("_logps")
     acc_after, _ = arithmetic_accuracy(policy, tok, arith)
     save_checkpoint(policy, tok, out_dir)
@@ -157,18 +157,18 @@ def run_dpo(cfg: DPOStageConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, 
         "steps": trainer.state.global_step,
         "resumed_from_step": resumed_from_step,
         "train_pairs": len(train),
-        "heldout_pairs": len(heldout),
-        "heldout_logp_margin_before": before["logp_margin"],
-        "heldout_logp_margin_after": after["logp_margin"],
-        "heldout_pair_accuracy_before": before["pair_accuracy"],
-        "heldout_pair_accuracy_after": after["pair_accuracy"],
-        "heldout_logp_chosen_before": before["logp_chosen"],
-        "heldout_logp_chosen_after": after["logp_chosen"],
+        "test_pairs": len(test),
+        "test_logp_margin_before": before["logp_margin"],
+        "test_logp_margin_after": after["logp_margin"],
+        "test_pair_accuracy_before": before["pair_accuracy"],
+        "test_pair_accuracy_after": after["pair_accuracy"],
+        "test_logp_chosen_before": before["logp_chosen"],
+        "test_logp_chosen_after": after["logp_chosen"],
         "implicit_reward_margin": after["implicit_margin"],
         "implicit_reward_margin_positive_fraction": after["implicit_margin_positive_fraction"],
         # Greedy exact match on the held-out arithmetic prompts: the most variable number (+9.5 to +24.5 pts).
-        "heldout_accuracy_before": acc_before,
-        "heldout_accuracy_after": acc_after,
+        "test_accuracy_before": acc_before,
+        "test_accuracy_after": acc_after,
         "loss_history": history.loss,
         "train_loss_final": history.loss[-1][1] if history.loss else None,
         "train_reward_margin_history": history.metrics["rewards/margins"],

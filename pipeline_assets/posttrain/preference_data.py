@@ -3,7 +3,7 @@
     python -m pipeline_assets.posttrain.preference_data --models-sft SFT_DIR --prompt-records prompts.jsonl --out PAIRS
 
 Plain Python, no Dagster: the `datasets/preferences` asset calls `build_preference_pairs` and records the
-returned dict; it writes train.jsonl + heldout.jsonl (TRL conversational pairs) and summary.json.
+returned dict; it writes train.jsonl + test.jsonl (TRL conversational pairs) and summary.json.
 
 Prompt records (one dict each; JSONL on the CLI):
     {"prompt": "What is 12 + 7?", "answer": "19"}                 verifiable: judged by check_arithmetic
@@ -15,7 +15,7 @@ Pair records: {"id", "prompt": [user msg], "chosen": [assistant msg], "rejected"
 (PAIR_SOURCES, or "ai_feedback" for pairs from feedback.py); the trainers only read prompt/chosen/rejected
 (`load_pairs` + `pair_dataset`, used by reward.py and dpo.py).
 
-Held-out: every prompt is assigned to train or held-out by a hash of its normalized text (`is_heldout_prompt`),
+Held-out: every prompt is assigned to train or held-out by a hash of its normalized text (`is_test_prompt`),
 so pairs, RM eval and RLHF eval agree on the split whatever the seed. Benchmark items never enter: arithmetic
 prompts whose (a, op, b) `is_heldout_arithmetic`, and, when `bench_dir` is set, any prompt in `heldout_keys`.
 """
@@ -47,17 +47,17 @@ from pipeline_assets.tasks.refusal import is_refusal
 PAIR_SOURCES = ("arithmetic_verifier", "refusal_rule")
 
 
-def is_heldout_prompt(prompt: str, fraction: float) -> bool:
+def is_test_prompt(prompt: str, fraction: float) -> bool:
     """Deterministic train/held-out split of preference prompts by a hash of the normalized prompt."""
     digest = hashlib.sha256(f"llmdag-preference-split:{normalize_prompt(prompt)}".encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
-def heldout_record(item: dict, fraction: float) -> bool:
-    """A prompt record's own ``heldout`` flag when it has one (e.g. "SFT never saw it"), else the hash split."""
-    if "heldout" in item:
-        return bool(item["heldout"])
-    return is_heldout_prompt(item["prompt"], fraction)
+def is_test_record(item: dict, fraction: float) -> bool:
+    """A prompt record's own ``test`` flag when it has one (e.g. "SFT never saw it"), else the hash split."""
+    if "test" in item:
+        return bool(item["test"])
+    return is_test_prompt(item["prompt"], fraction)
 
 
 _EXPR = re.compile(r"(-?\d+)\s*([+\-])\s*(-?\d+)")
@@ -82,11 +82,11 @@ def load_pairs(pairs_dir: Path) -> tuple[list[dict], list[dict]]:
     hint = "materialize datasets/preferences (build_preference_pairs) first"
     if not (pairs_dir / "train.jsonl").is_file():
         raise FileNotFoundError(f"no train.jsonl in {pairs_dir}; {hint}")
-    train, heldout = read_jsonl(pairs_dir / "train.jsonl"), read_jsonl(pairs_dir / "heldout.jsonl")
-    if not train or not heldout:
-        raise ValueError(f"{pairs_dir} has {len(train)} train and {len(heldout)} held-out pairs; both must be "
-                         f"non-empty: pass more prompts or raise heldout_fraction")
-    return train, heldout
+    train, test = read_jsonl(pairs_dir / "train.jsonl"), read_jsonl(pairs_dir / "test.jsonl")
+    if not train or not test:
+        raise ValueError(f"{pairs_dir} has {len(train)} train and {len(test)} held-out pairs; both must be "
+                         f"non-empty: pass more prompts or raise test_fraction")
+    return train, test
 
 
 def pair_dataset(rows: list[dict]) -> Any:
@@ -141,7 +141,7 @@ def _judge(kind: str, item: dict, samples: list[str], cfg: PreferenceDataConfig,
 def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path, cfg: PreferenceDataConfig,
                            extra_pairs: list[dict] | None = None, log: Log = print) -> dict[str, Any]:
     """Sample the policy `cfg.samples_per_prompt` times per prompt, judge the samples by rule, and write
-    train.jsonl / heldout.jsonl / summary.json into the existing `out_dir`.
+    train.jsonl / test.jsonl / summary.json into the existing `out_dir`.
 
     Arithmetic: chosen = a verified-correct sample (the reference answer if none), rejected = the policy's
     own wrong sample (a +-1..9 perturbation if every sample was right). Harmful: a refusal beats a compliance;
@@ -175,7 +175,7 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
     sample_time_s = time.perf_counter() - t_sample
 
     train: list[dict] = []
-    heldout: list[dict] = []
+    test: list[dict] = []
     no_pair = 0
     sample_correct = sample_total = 0
     for i, (item, kind) in enumerate(kept):
@@ -194,7 +194,7 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
             "source": source, "chosen_origin": c_origin, "rejected_origin": r_origin, "kind": kind,
             "answer": str(item["answer"]) if kind == "arithmetic" else None,
         }
-        (heldout if heldout_record(item, cfg.heldout_fraction) else train).append(record)
+        (test if is_test_record(item, cfg.test_fraction) else train).append(record)
 
     extra_used = extra_skipped = 0
     for pair in extra_pairs or []:
@@ -208,13 +208,13 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
         record = {"source": "extra", "chosen_origin": None, "rejected_origin": None, "kind": "extra",
                   "answer": None, **pair}
         record.setdefault("id", f"extra-{hashlib.sha256(text.encode()).hexdigest()[:12]}")
-        (heldout if heldout_record({**pair, "prompt": text}, cfg.heldout_fraction) else train).append(record)
+        (test if is_test_record({**pair, "prompt": text}, cfg.test_fraction) else train).append(record)
         extra_used += 1
     rng.shuffle(train)
     write_jsonl(out_dir / "train.jsonl", train)
-    write_jsonl(out_dir / "heldout.jsonl", heldout)
+    write_jsonl(out_dir / "test.jsonl", test)
 
-    all_pairs = train + heldout
+    all_pairs = train + test
     arith = [p for p in all_pairs if p["source"] == "arithmetic_verifier"]
     result: dict[str, Any] = {
         "pairs_dir": str(out_dir),
@@ -223,7 +223,7 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
         "skipped_benchmark_items": skipped_benchmark + extra_skipped,
         "prompts_without_pair": no_pair,
         "train_pairs": len(train),
-        "heldout_pairs": len(heldout),
+        "test_pairs": len(test),
         "extra_pairs": extra_used,
         "pairs_by_source": dict(Counter(p["source"] for p in all_pairs)),
         "chosen_origin": dict(Counter(str(p["chosen_origin"]) for p in all_pairs)),
@@ -238,7 +238,7 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
         "samples": fixed_samples(model, tok),
         "config": config_dict(cfg),
     }
-    log(f"preferences | {len(train)} train + {len(heldout)} held-out pairs {result['pairs_by_source']} | "
+    log(f"preferences | {len(train)} train + {len(test)} held-out pairs {result['pairs_by_source']} | "
         f"own rejected {result['own_rejected_fraction']:.2f} | sample acc {result['policy_sample_accuracy']:.3f} | "
         f"{result['wall_time_s']:.0f}s")
     write_summary(out_dir, result)

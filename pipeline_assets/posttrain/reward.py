@@ -100,7 +100,7 @@ def run_reward_model(cfg: RewardModelConfig, trunk_dir: Path, pairs_dir: Path, o
     from trl import RewardConfig, RewardTrainer
 
     t0 = time.perf_counter()
-    train, heldout = load_pairs(pairs_dir)
+    train, test = load_pairs(pairs_dir)
     args = RewardConfig(**trl_args(Path(out_dir) / "trainer", max_steps=cfg.max_steps,
                                    learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
                                    device=cfg.device, num_threads=cfg.num_threads,
@@ -111,7 +111,7 @@ def run_reward_model(cfg: RewardModelConfig, trunk_dir: Path, pairs_dir: Path, o
     torch.manual_seed(cfg.seed)  # the score head is freshly initialised
     rm = AutoModelForSequenceClassification.from_pretrained(trunk_dir, num_labels=1)
     rm.config.pad_token_id = tok.pad_token_id
-    before = rm_pair_stats(rm, tok, heldout)
+    before = rm_pair_stats(rm, tok, test)
     log(f"reward | {len(train)} train pairs, held-out pair acc before {before['pair_accuracy']:.3f}")
     history = LossHistory(log, every=max(cfg.max_steps // 10, 1), keys=("accuracy", "margin"))
     peft = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules, "SEQ_CLS") if cfg.use_lora else None
@@ -124,7 +124,7 @@ def run_reward_model(cfg: RewardModelConfig, trunk_dir: Path, pairs_dir: Path, o
     resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
     train_time_s = time.perf_counter() - t_train
     rm = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
-    after = rm_pair_stats(rm, tok, heldout)
+    after = rm_pair_stats(rm, tok, test)
     save_checkpoint(rm, tok, Path(out_dir))
     result: dict[str, Any] = {
         "checkpoint_dir": str(out_dir),
@@ -135,14 +135,14 @@ def run_reward_model(cfg: RewardModelConfig, trunk_dir: Path, pairs_dir: Path, o
         "trainable_params": trainable,
         "resumed_from_step": resumed_from_step,
         "train_pairs": len(train),
-        "heldout_pairs": len(heldout),
-        "heldout_pair_accuracy_before": before["pair_accuracy"],
-        "heldout_pair_accuracy_after": after["pair_accuracy"],
-        "heldout_score_margin_before": before["margin"],
-        "heldout_score_margin_after": after["margin"],
-        "heldout_pair_accuracy_by_source": {
-            src: rm_pair_stats(rm, tok, [p for p in heldout if p["source"] == src])["pair_accuracy"]
-            for src in sorted({p["source"] for p in heldout})
+        "test_pairs": len(test),
+        "test_pair_accuracy_before": before["pair_accuracy"],
+        "test_pair_accuracy_after": after["pair_accuracy"],
+        "test_score_margin_before": before["margin"],
+        "test_score_margin_after": after["margin"],
+        "test_pair_accuracy_by_source": {
+            src: rm_pair_stats(rm, tok, [p for p in test if p["source"] == src])["pair_accuracy"]
+            for src in sorted({p["source"] for p in test})
         },
         "train_accuracy_history": history.metrics["accuracy"],
         "samples": [{"prompt": p, "response": r, "score": round(x, 4)} for (p, r), x in zip(

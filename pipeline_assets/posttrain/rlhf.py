@@ -26,7 +26,7 @@ from pipeline_assets.posttrain.common import (
 )
 from pipeline_assets.posttrain.config import PreferenceDataConfig, RLHFConfig
 from pipeline_assets.posttrain.data import SFTDataConfig, preference_prompts
-from pipeline_assets.posttrain.preference_data import heldout_record, is_benchmark_item, load_bench_keys
+from pipeline_assets.posttrain.preference_data import is_benchmark_item, is_test_record, load_bench_keys
 from pipeline_assets.posttrain.reward import load_reward_model, reward_scores
 from pipeline_assets.stage_cli import stage_main
 from pipeline_assets.stages import StageInputs
@@ -76,11 +76,11 @@ def run_rlhf(cfg: RLHFConfig, sft_dir: Path, reward_dir: Path, prompts: list[dic
             raise ValueError(f"prompt record {item!r} needs a non-empty string 'prompt'")
     bench_keys = load_bench_keys(cfg.bench_dir)
     usable = [p for p in prompts if not is_benchmark_item(p["prompt"], bench_keys)]
-    train = [p for p in usable if not heldout_record(p, cfg.heldout_fraction)]
-    evals = [p for p in usable if heldout_record(p, cfg.heldout_fraction)][:cfg.max_eval_prompts]
+    train = [p for p in usable if not is_test_record(p, cfg.test_fraction)]
+    evals = [p for p in usable if is_test_record(p, cfg.test_fraction)][:cfg.max_eval_prompts]
     if not train or not evals:
         raise ValueError(f"{len(train)} train / {len(evals)} held-out prompts after the split; pass more prompts "
-                         "or change heldout_fraction")
+                         "or change test_fraction")
     if not (Path(reward_dir) / "config.json").is_file():
         raise FileNotFoundError(f"{reward_dir} is not an HF checkpoint dir; materialize models/reward first")
     dev = set_threads(cfg.device, cfg.num_threads)
@@ -127,15 +127,15 @@ def run_rlhf(cfg: RLHFConfig, sft_dir: Path, reward_dir: Path, prompts: list[dic
         "steps": steps,
         "resumed_from_step": resumed_from_step,
         "train_prompts": len(train),
-        "heldout_prompts": len(evals),
+        "test_prompts": len(evals),
         "rm_win_rate": win_rate,
         **scores,
         "kl_mean": round(sum(kl) / len(kl), 5) if kl else None,
         "kl_final": round(kl[-1], 5) if kl else None,
         "train_reward_first": round(rewards[0], 4) if rewards else None,
         "train_reward_last": round(rewards[-1], 4) if rewards else None,
-        "heldout_accuracy_before": acc_before,
-        "heldout_accuracy_after": acc_after,
+        "test_accuracy_before": acc_before,
+        "test_accuracy_after": acc_after,
         # Win rate up while true accuracy falls: the policy found what the RM over-scores.
         "reward_hacking_suspected": None if acc_before is None else bool(win_rate > 0.5 and acc_after < acc_before),
         "loss_history": history.loss,
