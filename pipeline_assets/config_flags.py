@@ -13,7 +13,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline_assets.profiles import PROFILES, default_profile, section_config
@@ -91,3 +91,12 @@ def config_from_args(cls: type, section: str, args: argparse.Namespace) -> Any:
     if validate is not None:
         validate()
     return cfg
+
+
+def parse_config_args(parser: argparse.ArgumentParser, cls: type, section: str,
+                      argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Any]:
+    """Add ``--profile`` and ``cls``'s flags to ``parser``, parse ``argv``: (the namespace, the validated config)."""
+    add_profile_flag(parser)
+    add_config_flags(parser, cls)
+    args = parser.parse_args(argv)
+    return args, config_from_args(cls, section, args)

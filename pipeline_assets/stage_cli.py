@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
+from pipeline_assets.config_flags import parse_config_args
 from pipeline_assets.stages import StageInputs, resolve, stage
 from pipeline_assets.summary import write_summary
 
@@ -39,10 +39,7 @@ def stage_main(name: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, required=True, help="the checkpoint dir to write (created)")
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="trainer resume points; a rerun with the same dir resumes (default: none)")
-    add_profile_flag(parser)
-    add_config_flags(parser, cls)
-    args = parser.parse_args(argv)
-    cfg = config_from_args(cls, entry.section, args)
+    args, cfg = parse_config_args(parser, cls, entry.section, argv)
     args.out.mkdir(parents=True, exist_ok=True)
     inputs = StageInputs({key: getattr(args, key) for key in keys}, args.profile)
     result = resolve(entry.trainer)(cfg, inputs, args.out, args.checkpoint_dir if entry.resumable else None, print)

@@ -47,7 +47,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
+from pipeline_assets.config_flags import parse_config_args
 from pipeline_assets.tasks.arithmetic import (
     HELDOUT_PERCENT,
     OPERAND_MAX,
@@ -469,10 +469,7 @@ def build_benchmarks(out_dir: Path, cfg: BenchmarkConfig) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Build the held-out llmdag evaluation sets.")
     parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
-    add_profile_flag(parser)
-    add_config_flags(parser, BenchmarkConfig)
-    args = parser.parse_args(argv)
-    cfg = config_from_args(BenchmarkConfig, "benchmarks", args)
+    args, cfg = parse_config_args(parser, BenchmarkConfig, "benchmarks", argv)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = build_benchmarks(args.out, cfg)
     counts = " | ".join(f"{name} {n}" for name, n in summary["counts"].items())

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 # INSTRUCTION_PROMPTS is unused here but tests import it from this module.
-from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
+from pipeline_assets.config_flags import parse_config_args
 from pipeline_assets.evals.config import INSTRUCTION_PROMPTS, SETS, EvalConfig  # noqa: F401
 from pipeline_assets.evals.safety import adversarial_prompts
 from pipeline_assets.evals.sets import REGISTRY, EvalInputs, SetResult
@@ -679,10 +679,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--parent-dir", type=Path, default=None, help="parent checkpoint for the win rate")
     parser.add_argument("--judge", type=Path, default=None, help="reward-model dir that judges the win rate")
     parser.add_argument("--out", type=Path, default=None, help="write the result JSON here")
-    add_profile_flag(parser)
-    add_config_flags(parser, EvalConfig)
-    args = parser.parse_args(argv)
-    cfg = config_from_args(EvalConfig, "evals", args)
+    args, cfg = parse_config_args(parser, EvalConfig, "evals", argv)
     result = evaluate_checkpoint(args.model_dir, args.evals_benchmarks, cfg, args.tokenizer_tokenized_shards,
                                  args.parent_dir, args.judge, pairs_dir=args.datasets_preferences)
     if args.out:

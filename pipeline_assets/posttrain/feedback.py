@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
+from pipeline_assets.config_flags import parse_config_args
 from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.model_io import assistant, chat_generate, count_params, load_policy, user
 from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads
@@ -293,10 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--judge", type=Path, default=None, help="judge checkpoint dir (default: the policy)")
     parser.add_argument("--prompt-records", type=Path, required=True, help="prompt records, JSONL")
     parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
-    add_profile_flag(parser)
-    add_config_flags(parser, FeedbackConfig)
-    args = parser.parse_args(argv)
-    cfg = config_from_args(FeedbackConfig, "feedback", args)
+    args, cfg = parse_config_args(parser, FeedbackConfig, "feedback", argv)
     args.out.mkdir(parents=True, exist_ok=True)
     result = label_with_judge(args.judge, read_jsonl(args.prompt_records), args.models_sft, args.out, cfg)
     print(json.dumps(result, indent=2, default=str))

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
+from pipeline_assets.config_flags import parse_config_args
 from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.model_io import assistant, chat_generate, fixed_samples, load_policy, user
 from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads
@@ -250,11 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--models-sft", type=Path, required=True, help="the policy checkpoint dir to sample from")
     parser.add_argument("--prompt-records", type=Path, required=True, help="prompt records, JSONL")
     parser.add_argument("--out", type=Path, required=True, help="output dir (created if missing)")
-    add_profile_flag(parser)
-    add_config_flags(parser, PreferenceDataConfig)
-    args = parser.parse_args(argv)
+    args, cfg = parse_config_args(parser, PreferenceDataConfig, "preference_data", argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    cfg = config_from_args(PreferenceDataConfig, "preference_data", args)
     result = build_preference_pairs(args.models_sft, read_jsonl(args.prompt_records), args.out, cfg)
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("history")}, indent=2, default=str))
     return result

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
+from pipeline_assets.config_flags import parse_config_args
 from pipeline_assets.tokenizer.train import iter_documents, require_files
 
 SHARD_FORMAT = "llmdag-token-shards/1"
@@ -265,11 +265,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--split", type=_split_arg, action="append", required=True, metavar="NAME=FILE,...",
                         help="one split and its JSONL files; repeat per split")
     parser.add_argument("--out", type=Path, required=True, help="empty (or new) dir for the shards")
-    add_profile_flag(parser)
-    add_config_flags(parser, ShardConfig)
-    args = parser.parse_args(argv)
+    args, cfg = parse_config_args(parser, ShardConfig, "shards", argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    cfg = config_from_args(ShardConfig, "shards", args)
     split_files: dict[str, list[Path]] = {}
     for split, files in args.split:
         split_files.setdefault(split, []).extend(files)

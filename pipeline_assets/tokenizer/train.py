@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
+from pipeline_assets.config_flags import parse_config_args
 
 # GPT-4's split (cl100k). On the stdlib-code + Python-docs corpus it buys no compression: bytes/token at
 # vocab 4096 was code 3.42 vs 3.40 (GPT-2 split), docs 3.66 vs 3.68, licenses 2.97 vs 3.08. We keep it for
@@ -462,10 +462,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--eval", type=_eval_arg, action="append", default=[], metavar="DOMAIN=FILE",
                         help="held-out JSONL file for one domain; repeat per file (default: the train files)")
     parser.add_argument("--out", type=Path, required=True, help="directory to save the tokenizer into")
-    add_profile_flag(parser)
-    add_config_flags(parser, TokenizerConfig)
-    args = parser.parse_args(argv)
-    cfg = config_from_args(TokenizerConfig, "tokenizer", args)
+    args, cfg = parse_config_args(parser, TokenizerConfig, "tokenizer", argv)
     eval_files: dict[str, list[Path]] | None = None
     for domain, path in args.eval:
         eval_files = eval_files or {}
