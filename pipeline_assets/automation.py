@@ -114,8 +114,8 @@ def cadence_freshness(cadence: timedelta, allowance: timedelta) -> dg.FreshnessP
     return dg.FreshnessPolicy.time_window(fail_window=2 * cadence, warn_window=cadence + allowance)
 
 
-# Allowances: the whole tiny graph took 988 s (README); 6 h and 1 day leave room for the larger profiles'
-# curation and training before a late run reads as stale. Each cadence is its schedule's cron interval
+# Allowances: the whole tiny graph takes 805-988 s (docs/default-run.md); 6 h and 1 day leave room for the
+# larger profiles' curation and training before a late run reads as stale. Each cadence is its schedule's cron interval
 # (tests/test_freshness.py derives it from the cron string). Freshness counts materializations only, and
 # corpus_refresh re-curates only sources whose content changed: after 30 h (WARN) / 48 h (FAIL) with no
 # source changed, the corpus reads stale although every refresh ran.

@@ -234,7 +234,7 @@ def load_checkpoint(model_dir: Path | str, device: str = "cpu") -> tuple[Any, An
     adapter_config.json names and merged, so it is scored exactly like the merged checkpoint. A full
     checkpoint goes through load_causal_lm (fp32)."""
     path = find_model_dir(model_dir)
-    tok = load_tokenizer(path)
+    tok = load_checkpoint_tokenizer(path)
     if is_adapter(path):
         from peft import AutoPeftModelForCausalLM
 
@@ -244,7 +244,8 @@ def load_checkpoint(model_dir: Path | str, device: str = "cpu") -> tuple[Any, An
     return model.eval(), tok
 
 
-def load_tokenizer(path: Path) -> Any:
+def load_checkpoint_tokenizer(path: Path) -> Any:
+    """The tokenizer saved beside a checkpoint, with the pad token batched scoring needs."""
     from transformers import AutoTokenizer
 
     if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):

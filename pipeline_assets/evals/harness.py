@@ -60,7 +60,7 @@ from pipeline_assets.model_io import (
     generate_texts,
     is_adapter,
     load_checkpoint,
-    load_tokenizer,
+    load_checkpoint_tokenizer,
     loglikelihoods,
     max_context_len,
 )
@@ -100,7 +100,7 @@ class RewardModelJudge:
         if model_kind(path) != "reward_model":
             raise ValueError(f"{path} is not a reward model (config.architectures has no *ForSequenceClassification);"
                              " pass the models/reward checkpoint as the judge")
-        self.tok = load_tokenizer(path)
+        self.tok = load_checkpoint_tokenizer(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).to(device)
         self.model.eval()
         if self.model.config.num_labels != 1:
