@@ -5,6 +5,7 @@ import dagster as dg
 
 # corpus
 RAW = dg.AssetKey(["corpus", "raw_documents"])
+QUALITY_CLASSIFIER = dg.AssetKey(["corpus", "quality_classifier"])
 FILTERED = dg.AssetKey(["corpus", "filtered_documents"])
 SIGNATURES = dg.AssetKey(["corpus", "minhash_signatures"])
 CLUSTERS = dg.AssetKey(["corpus", "duplicate_clusters"])

@@ -84,6 +84,7 @@ def corpus(tmp_path_factory):
         graph = {"root": root, "defs": defs, "instance": instance}
         # Dagster's order for a per-source / all-source graph: one run per source up to the signatures, the
         # cross-source clusters once, then per source again, then the mixture over every source.
+        run(graph, ["corpus/quality_classifier"])
         for p in SOURCES:
             run(graph, ["corpus/raw_documents", "corpus/filtered_documents", "corpus/minhash_signatures"], p)
         run(graph, ["corpus/duplicate_clusters", "evals/benchmarks"])

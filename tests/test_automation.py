@@ -509,8 +509,9 @@ def test_two_folders_landing_together_curate_without_a_failed_run(instance, tmp_
     landing = tmp_path / "landing"
     landing.mkdir()
     defs = build_definitions(root=str(tmp_path / "root"), landing=str(landing), builtin_sources=False)
-    assert dg.materialize(list(defs.assets), selection=[K("evals/benchmarks")], instance=instance,
-                          resources=defs.resources).success  # what decontamination reads; no automation builds it
+    # what filtering and decontamination read, built before any source lands
+    assert dg.materialize(list(defs.assets), selection=[K("evals/benchmarks"), K("corpus/quality_classifier")],
+                          instance=instance, resources=defs.resources).success
     daemon = _Daemon(defs, instance, landing)
     texts = sorted(k for k, v in topics.items() if len(v) > 1500)  # enough text per document to pass the filters
     _topics_folder(landing, "base", texts[0:10])

@@ -28,6 +28,10 @@ FRENCH = ("Le musée municipal présente cette année une exposition consacrée 
           "et des visites guidées sont organisées pour les écoles pendant toute la durée de l'exposition.") * 2
 JUNK = " ".join(f"{i * 7919 % 10007:05d} @@ ## %% ||" for i in range(120))
 PII = "\nFor questions write to jane.doe@example.org or connect to 93.184.216.34 directly."
+# Web documents, each labelled: clean prose and benign look-alikes must reach the mixture; word salad, keyword
+# spam, harassment and exploit payloads must not (the heuristics miss some of each).
+PLANTED = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "planted_web.jsonl").open()]
+WANTED = ("clean", "benign")
 
 
 def _doc(i: str, text: str) -> str:
@@ -71,6 +75,9 @@ def fixture_run(tmp_path_factory):
     (landing / "notes" / "yield.txt").write_text(topics["yield"])
     for name in ("web_a", "web_b", "notes"):
         (landing / name / "llmdag_source.json").write_text(json.dumps({"domain": "prose"}))
+    (landing / "planted_web").mkdir()  # no llmdag_source.json: the default domain, web
+    (landing / "planted_web" / "docs.jsonl").write_text("".join(
+        json.dumps({"id": d["id"], "text": d["text"], "metadata": {"label": d["label"]}}) + "\n" for d in PLANTED))
     home = tmp_path_factory.mktemp("dagster_home")
     env = {**os.environ, "DAGSTER_HOME": str(home), "LLMDAG_HOME": str(root), "LLMDAG_LANDING": str(landing),
            "LLMDAG_BUILTIN_SOURCES": "0"}
@@ -102,8 +109,9 @@ def test_backfill_runs_each_source_once_and_cross_source_assets_once(fixture_run
         for key in r.asset_selection or []:
             per_key.setdefault(key.to_user_string(), []).append(r.tags.get("dagster/partition"))
     for key in ("corpus/raw_documents", "corpus/deduplicated_documents", "corpus/decontaminated_documents"):
-        assert sorted(per_key[key]) == ["notes", "web_a", "web_b"], (key, per_key[key])
-    for key in ("corpus/duplicate_clusters", "corpus/training_mixture", "evals/benchmarks"):
+        assert sorted(per_key[key]) == ["notes", "planted_web", "web_a", "web_b"], (key, per_key[key])
+    for key in ("corpus/quality_classifier", "corpus/duplicate_clusters", "corpus/training_mixture",
+                "evals/benchmarks"):
         assert per_key[key] == [None], (key, per_key[key])
     assert "COMPLETED_SUCCESS" in fixture_run["cli"]
 
@@ -169,7 +177,7 @@ def test_decontamination_removes_planted_eval_item(fixture_run):
 def test_mixture_manifest_and_checks(fixture_run):
     mixture = published(fixture_run["root"], "corpus/training_mixture")
     manifest = json.loads((mixture / "manifest.json").read_text())
-    assert {e["source"] for e in manifest["train"]} == {"web_a", "web_b", "notes"}
+    assert {e["source"] for e in manifest["train"]} == {"web_a", "web_b", "notes", "planted_web"}
     assert abs(sum(manifest["domain_weights"]["effective"].values()) - 1) < 1e-6
     for e in manifest["train"] + manifest["val"]:
         assert (mixture / e["file"]).exists()
@@ -179,10 +187,41 @@ def test_mixture_manifest_and_checks(fixture_run):
     names = {ev.check_name for ev in evaluations}
     assert {"no_eval_ngrams_left", "unique_ids", "weights_sum_to_one", "has_documents"} <= names
     # per-source checks are recorded per partition: one source passing never hides another
-    assert {ev.partition for ev in evaluations if ev.check_name == "no_eval_ngrams_left"} == {"web_a", "web_b", "notes"}
+    assert {ev.partition for ev in evaluations if ev.check_name == "no_eval_ngrams_left"} == {
+        "web_a", "web_b", "notes", "planted_web"}
     lineage = latest_metadata(fixture_run["instance"], ["corpus", "training_mixture"])["upstream_versions"]
-    assert sorted(lineage) == ["corpus/decontaminated_documents[notes]", "corpus/decontaminated_documents[web_a]",
-                               "corpus/decontaminated_documents[web_b]"]
+    assert sorted(lineage) == [f"corpus/decontaminated_documents[{p}]" for p in ("notes", "planted_web", "web_a",
+                                                                                  "web_b")]
+
+
+def _removed_reasons(run, partition: str) -> dict[str, str]:
+    """id -> the filter (folder ``removed/<i>_<filter>``) that dropped it."""
+    removed = _stage(run, "filtered_documents", partition) / "removed"
+    return {json.loads(line)["id"]: p.parent.name.split("_", 1)[1] for p in removed.rglob("*.jsonl")
+            for line in p.open()}
+
+
+def test_planted_web_only_clean_and_look_alikes_reach_the_mixture(fixture_run):
+    labels = {f"planted_web/{d['id']}": d["label"] for d in PLANTED}
+    kept = _ids(_stage(fixture_run, "decontaminated_documents", "planted_web") / "documents")
+    mixture = published(fixture_run["root"], "corpus/training_mixture")
+    in_mixture = {json.loads(line)["id"] for p in mixture.rglob("*.jsonl") for line in p.open()}
+    wanted = {i for i, label in labels.items() if label in WANTED}
+    assert wanted <= kept and wanted <= in_mixture, wanted - (kept & in_mixture)
+    unwanted = set(labels) - wanted
+    assert not unwanted & (kept | in_mixture), unwanted & (kept | in_mixture)
+    # each removal is attributed: safety reasons to the safety filters, incoherent text to the classifier
+    reasons = _removed_reasons(fixture_run, "planted_web")
+    assert unwanted <= set(reasons)
+    for doc_id, label in labels.items():
+        if label == "toxic":
+            assert reasons[doc_id] == "toxicity", (doc_id, reasons[doc_id])
+        if label == "malware":
+            assert reasons[doc_id] == "malware", (doc_id, reasons[doc_id])
+    meta = latest_metadata(fixture_run["instance"], ["corpus", "filtered_documents"], "planted_web")
+    removed = meta["removed_by_filter"]
+    assert removed["toxicity"] == 2 and removed["malware"] == 3 and removed["quality_classifier"] >= 1, removed
+    assert "quality_scores" in meta  # the histogram of P(hq), kept vs dropped
 
 
 def test_default_sources_real_text(default_graph):

@@ -49,6 +49,7 @@ def test_the_stream_survives_curation_into_the_mixture(tmp_path):
             assert dg.materialize(list(defs.assets), selection=selection, partition_key=partition,
                                   instance=instance, resources=defs.resources).success
 
+        run(["corpus/quality_classifier"])  # filtering reads it (math is not scored by it)
         run(["raw_documents", "filtered_documents", "minhash_signatures"], "synthetic_arithmetic")
         run(["duplicate_clusters", "evals/benchmarks"])
         run(["deduplicated_documents", "decontaminated_documents"], "synthetic_arithmetic")

@@ -13,20 +13,38 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline_assets.asset_keys import BENCHMARKS, CLUSTERS, DECONT, DEDUPED, FILTERED, MIXTURE, RAW, SIGNATURES
+from pipeline_assets.asset_keys import (
+    BENCHMARKS,
+    CLUSTERS,
+    DECONT,
+    DEDUPED,
+    FILTERED,
+    MIXTURE,
+    QUALITY_CLASSIFIER,
+    RAW,
+    SIGNATURES,
+)
 from pipeline_assets.corpus import checks
 from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.corpus.decontaminate import build_index, decontaminate_partition
 from pipeline_assets.corpus.dedup import deduplicate_partition, find_duplicates, signatures
-from pipeline_assets.corpus.filters import filter_partition
+from pipeline_assets.corpus.filters import filter_partition, heuristic_recipe
 from pipeline_assets.corpus.fingerprint import spec_fingerprint
 from pipeline_assets.corpus.ingest import ingest_source
 from pipeline_assets.corpus.mixture import build_mixture
-from pipeline_assets.metadata import path_md, table
+from pipeline_assets.corpus.quality import (
+    QualityClassifierConfig,
+    builtin_reference,
+    folder_reference,
+    train_classifier,
+)
+from pipeline_assets.corpus.safety import ContentSafetyConfig
+from pipeline_assets.corpus.score_plots import score_histogram_png
+from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import CORPUS_GLOBAL_POOL
 from pipeline_assets.publishing import Reads, finish, writing
-from pipeline_assets.run_config import resolved, stage_config
-from pipeline_assets.summary import write_summary
+from pipeline_assets.run_config import register_section, resolved, stage_config
+from pipeline_assets.summary import read_summary, write_summary
 from pipeline_assets.tasks.heldout import decontamination_texts
 from resources.datatrove import DatatroveExecutorResource
 from resources.settings import PipelineSettings
@@ -37,8 +55,11 @@ from resources.storage import ArtifactStore, fingerprint
 # offered: the dedup stages replay the ranks the filter wrote, so it must not change between per-source steps.
 RawRunConfig = stage_config("RawRunConfig", CorpusConfig, "corpus", only=("max_bytes_per_source", "max_doc_bytes"))
 FilterRunConfig = stage_config("FilterRunConfig", CorpusConfig, "corpus", only=("languages", "language_threshold"))
+QualityRunConfig = stage_config("QualityRunConfig", QualityClassifierConfig, "quality_classifier")
+register_section("content_safety", ContentSafetyConfig)  # thresholds per profile; no Launchpad form of its own
 SignaturesRunConfig = stage_config("SignaturesRunConfig", CorpusConfig, "corpus",
                                    only=("minhash_ngrams", "minhash_buckets", "minhash_hashes_per_bucket"))
+ClustersRunConfig = stage_config("ClustersRunConfig", CorpusConfig, "corpus", only=("near_dup_jaccard",))
 DecontRunConfig = stage_config("DecontRunConfig", CorpusConfig, "corpus", only=("decont_ngrams",))
 MixtureRunConfig = stage_config("MixtureRunConfig", CorpusConfig, "corpus",
                                 only=("val_fraction", "domain_weights", "max_repeats", "seed"))
@@ -82,18 +103,60 @@ def raw_documents(context: dg.AssetExecutionContext, store: ArtifactStore, setti
         checks.raw(RAW, result))
 
 
-@dg.asset(key=FILTERED, deps=[RAW], **PER_SOURCE, kinds={"datatrove"},
+@dg.asset(key=QUALITY_CLASSIFIER, group_name="corpus", code_version="1", kinds={"fasttext"},
+          check_specs=checks.specs(QUALITY_CLASSIFIER, ["better_than_chance", "keeps_reference"]))
+def quality_classifier(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                       config: QualityRunConfig) -> dg.MaterializeResult:
+    """fastText quality classifier: reference text vs word salad and keyword spam (corpus/quality.py).
+
+    It learns from text on the machine (or ``reference_path``), not from the sources it then filters, so a
+    new landing folder never retrains it and re-curates every other source.
+    """
+    cfg = resolved(config, settings.profile)
+    corpus = settings.config(CorpusConfig, "corpus")
+    web = [step for step in heuristic_recipe("web", corpus) if step[0] != "language"]
+    reference = (folder_reference(cfg.reference_path) if cfg.reference_path
+                 else builtin_reference(web, cfg.reference_max_bytes))
+    with writing(context, store) as draft:
+        result = train_classifier(cfg, reference, draft.work)
+        write_summary(draft.work, result)
+    held, balanced = result["heldout"], result["heldout_balanced"]
+    context.log.info(f"quality classifier: held-out F1 {held['f1']} AUC {held['auc']} at lq share "
+                     f"{cfg.heldout_lq_share} (n={held['n']}), {result['model_bytes'] / 1e6:.1f} MB")
+    rows = [{"test": name, **{k: m[k] for k in ("n", "n_lq", "precision", "recall", "f1", "auc")}}
+            for name, m in (("held out at lq share " + str(cfg.heldout_lq_share), held), ("balanced", balanced))]
+    return finish(context, store, draft, None, {
+        "heldout_precision": held["precision"], "heldout_recall": held["recall"], "heldout_f1": held["f1"],
+        "heldout_auc": held["auc"], "heldout_n": held["n"], "auc_p_value": result["auc_p_value"],
+        "heldout_hq_kept": result["heldout_hq_kept"], "metrics": table(rows),
+        "recall_by_kind": dg.MetadataValue.json(result["heldout_recall_by_kind"]),
+        "reference": dg.MetadataValue.json(result["reference"]), "thresholds": dg.MetadataValue.json(cfg.thresholds),
+        "model_bytes": result["model_bytes"], "train_s": result["train_s"],
+        "model": path_md(draft.version.path / result["model"]),
+        "score_histogram": png_md(score_histogram_png(result["score_histogram"], result["threshold"]),
+                                  "held-out P(hq)")},
+        checks.quality_classifier(QUALITY_CLASSIFIER, result))
+
+
+@dg.asset(key=FILTERED, deps=[RAW, QUALITY_CLASSIFIER], **PER_SOURCE, kinds={"datatrove"},
           check_specs=checks.specs(FILTERED, ["has_documents", "drop_ratio_sane"], sources_partitions))
 def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                        sources: SourcesResource, datatrove: DatatroveExecutorResource,
                        config: FilterRunConfig) -> dg.MaterializeResult:
-    """Language ID, quality filters per domain, PII masking; rejects kept per filter under ``removed/``."""
+    """Language ID, heuristic and model-based quality filters per domain, PII masking; rejects kept per filter."""
     cfg = resolved(config, settings.profile)
     spec = sources.spec(context.partition_key)
     reads = Reads(store)
     raw = reads(RAW, context.partition_key)
-    with writing(context, store, fingerprint(raw, spec.domain, cfg.__dict__)) as draft:
-        result = filter_partition(raw, draft.work, spec.domain, cfg, datatrove.run)
+    classifier = reads(QUALITY_CLASSIFIER)
+    threshold = settings.config(QualityClassifierConfig, "quality_classifier").thresholds.get(spec.domain)
+    quality = None
+    if threshold is not None:
+        quality = (str(classifier / read_summary(classifier)["model"]), threshold)
+    safety = settings.config(ContentSafetyConfig, "content_safety")
+    with writing(context, store, fingerprint(raw, spec.domain, cfg.__dict__, {"quality": quality},
+                                             safety.__dict__)) as draft:
+        result = filter_partition(raw, draft.work, spec.domain, cfg, datatrove.run, quality, safety)
         write_summary(draft.work, result)
     rows = [{"filter": name, "dropped": n, "reasons": ", ".join(f"{k}={v}" for k, v in
                                                                  result["drop_reasons"][name].items())}
@@ -103,7 +166,9 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
         "dagster/row_count": result["docs_out"], "domain": spec.domain, "drops": table(rows),
         "removed_by_filter": dg.MetadataValue.json(result["removed_by_filter"]),
         "pii_documents_masked": result["pii_documents_masked"], "pii_emails_masked": result["pii_emails_masked"],
-        "cpu_s_by_step": dg.MetadataValue.json(result["cpu_s_by_step"])},
+        "cpu_s_by_step": dg.MetadataValue.json(result["cpu_s_by_step"]),
+        **({"quality_scores": png_md(score_histogram_png(result["quality_score_histogram"], quality[1]),
+                                     "P(hq) of kept and dropped documents")} if quality else {})},
         checks.filtered(FILTERED, result))
 
 
@@ -123,12 +188,13 @@ def minhash_signatures(context: dg.AssetExecutionContext, store: ArtifactStore, 
 
 
 @dg.asset(key=CLUSTERS, deps=[dg.AssetDep(SIGNATURES, partition_mapping=ALL)], group_name="corpus",
-          code_version="1", kinds={"datatrove"}, pool=CORPUS_GLOBAL_POOL,
+          code_version="2", kinds={"datatrove"}, pool=CORPUS_GLOBAL_POOL,
           check_specs=checks.specs(CLUSTERS, ["removal_fraction_sane"]))
 def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                       datatrove: DatatroveExecutorResource) -> dg.MaterializeResult:
-    """Exact and near-duplicate clusters across ALL sources (earlier-registered sources keep their copy)."""
-    cfg = settings.config(CorpusConfig, "corpus")
+                       datatrove: DatatroveExecutorResource, config: ClustersRunConfig) -> dg.MaterializeResult:
+    """Exact and near-duplicate clusters across ALL sources (earlier-registered sources keep their copy);
+    every MinHash candidate pair is confirmed by its exact Jaccard before a copy is removed."""
+    cfg = resolved(config, settings.profile)
     reads = Reads(store)
     sig_dirs = reads.many(SIGNATURES, registered_sources(context))
     if not sig_dirs:
@@ -162,6 +228,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactSto
     reads.versions[f"{FILTERED.to_user_string()}[{context.partition_key}]"] = docs.parent.name
     with writing(context, store, fingerprint(docs, clusters / "file_index.json", cfg.__dict__)) as draft:
         result = deduplicate_partition(docs, clusters, context.partition_key, draft.work, cfg, datatrove.run)
+        write_summary(draft.work, result)
     check = checks.unique_ids(DEDUPED, draft.version.path / "documents")
     return finish(context, store, draft, reads, {**result, "dagster/row_count": result["docs_out"],
                                                  "documents_read": path_md(docs)}, [check])
@@ -217,5 +284,5 @@ def training_mixture(context: dg.AssetExecutionContext, store: ArtifactStore, se
         checks.mixture(MIXTURE, draft.version.path))
 
 
-corpus_assets = [raw_documents, filtered_documents, minhash_signatures, duplicate_clusters,
+corpus_assets = [raw_documents, quality_classifier, filtered_documents, minhash_signatures, duplicate_clusters,
                  deduplicated_documents, decontaminated_documents, training_mixture]

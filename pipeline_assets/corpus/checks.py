@@ -16,7 +16,8 @@ import dagster as dg
 from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.corpus.decontaminate import count_contaminated
 
-BLOCKING = {"has_documents", "unique_ids", "no_eval_ngrams_left", "weights_sum_to_one", "train_val_disjoint"}
+BLOCKING = {"better_than_chance", "has_documents", "unique_ids", "no_eval_ngrams_left", "weights_sum_to_one",
+            "train_val_disjoint"}
 MAX_QUARANTINE_FRACTION = 0.5
 MAX_FILTER_DROP_FRACTION = 0.95
 MAX_DEDUP_REMOVAL_FRACTION = 0.8
@@ -49,6 +50,18 @@ def filtered(key: dg.AssetKey, r: dict) -> list[dg.AssetCheckResult]:
     return [_result(key, "has_documents", r["docs_out"] > 0, documents=r["docs_out"]),
             _result(key, "drop_ratio_sane", frac < MAX_FILTER_DROP_FRACTION, drop_fraction=round(frac, 4),
                     threshold=MAX_FILTER_DROP_FRACTION)]
+
+
+MAX_AUC_P_VALUE = 0.01
+MIN_REFERENCE_KEPT = 0.9  # a classifier dropping >10% of held-out reference text would gut the clean sources
+
+
+def quality_classifier(key: dg.AssetKey, r: dict) -> list[dg.AssetCheckResult]:
+    held = r["heldout"]
+    return [_result(key, "better_than_chance", r["auc_p_value"] < MAX_AUC_P_VALUE and held["auc"] > 0.5,
+                    auc=held["auc"], p_value=r["auc_p_value"], n=held["n"], threshold=MAX_AUC_P_VALUE),
+            _result(key, "keeps_reference", r["heldout_hq_kept"] >= MIN_REFERENCE_KEPT,
+                    heldout_hq_kept=r["heldout_hq_kept"], threshold=MIN_REFERENCE_KEPT)]
 
 
 def clusters(key: dg.AssetKey, report: dict) -> list[dg.AssetCheckResult]:

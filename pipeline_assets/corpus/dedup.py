@@ -6,9 +6,15 @@ in that rank's stream, so the per-source runs are stitched into one global numbe
 1. ``signatures`` (per partition): exact-dedup and MinHash signatures of the filtered documents.
 2. ``find_duplicates`` (all partitions): copies every partition's signature files into one folder as
    global file ``g`` (partitions in the given order, then rank), runs ``ExactFindDedups`` and
-   MinHash buckets + clustering over all of them, and records which ``g`` is which partition/rank.
+   MinHash buckets over all of them, confirms each candidate pair by its exact Jaccard
+   (``near_dup.NearDupConfirm``, when ``near_dup_jaccard`` is set), clusters the confirmed pairs, and
+   records which ``g`` is which partition/rank.
 3. ``deduplicate_partition``: maps global results back to the partition's ranks and runs
    ``ExactDedupFilter`` then ``MinhashDedupFilter`` over the same reader as stage 1.
+
+The LSH shape is loose (a pair at the threshold is a candidate with probability ~0.99, see
+``CorpusConfig``), so the confirmation step is what decides: a pair is removed only if its word-n-gram
+shingle sets, computed exactly as the signatures were, reach ``near_dup_jaccard``.
 
 Exact duplicates always share a MinHash cluster (identical shingles), so the near-dup removal set
 already contains every exact duplicate except the cluster survivor. The exact filter removes the
@@ -21,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -45,6 +52,7 @@ from pipeline_assets import faults
 from pipeline_assets.corpus.blocks import RegexWordTokenizer
 from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.corpus.filters import Runner
+from pipeline_assets.corpus.near_dup import PAIR_RECORD, NearDupConfirm, SignedFile
 from pipeline_assets.corpus.stats import merged_stats, step_summary
 
 U32 = np.dtype("<u4")
@@ -89,7 +97,8 @@ def signatures(docs_dir: Path, out_dir: Path, cfg: CorpusConfig, run: Runner, ke
     result = {"documents": docs, "tasks": cfg.tasks, "minhash_buckets": cfg.minhash_buckets,
               "minhash_hashes_per_bucket": cfg.minhash_hashes_per_bucket, "minhash_ngrams": cfg.minhash_ngrams,
               "numbers_normalized": not keep_numbers}
-    (out_dir / "signatures.json").write_text(json.dumps(result, indent=1))
+    # The confirmation stage re-reads the documents these signatures number.
+    (out_dir / "signatures.json").write_text(json.dumps(result | {"documents_dir": str(docs_dir)}, indent=1))
     return result
 
 
@@ -107,8 +116,49 @@ def signature_shape(partitions: dict[str, Path], cfg: CorpusConfig) -> CorpusCon
     return dataclasses.replace(cfg, **next(iter(shapes.values()))) if shapes else cfg
 
 
+def _signed_documents(sig_dir: Path) -> tuple[Path, bool]:
+    """The documents a signatures dir hashed and whether their digits were normalized."""
+    info = json.loads((sig_dir / "signatures.json").read_text())
+    inputs = sig_dir / "inputs.json"  # the asset's record of what it hashed
+    docs = json.loads(inputs.read_text())["documents"] if inputs.exists() else info.get("documents_dir")
+    if docs is None:
+        raise ValueError(f"{sig_dir} does not record which documents it hashed (no inputs.json, no documents_dir "
+                         "in signatures.json): re-materialize corpus/minhash_signatures")
+    return Path(docs), info.get("numbers_normalized", True)
+
+
+def _distinct_pairs(dups_dir: Path) -> int:
+    pairs = set()
+    for path in dups_dir.glob("*.dups"):
+        pairs.update(PAIR_RECORD.iter_unpack(path.read_bytes()))
+    return len(pairs)
+
+
+def confirm_candidates(partitions: dict[str, Path], out_dir: Path, cfg: CorpusConfig, run: Runner) -> dict:
+    """``out_dir/buckets`` -> ``out_dir/confirmed``: the candidate pairs whose exact Jaccard >= ``near_dup_jaccard``.
+
+    A datatrove step (one task, like the cluster stage), so it runs on the same executor as the rest.
+    """
+    files = []
+    for sig_dir in partitions.values():
+        docs, normalized = _signed_documents(sig_dir)
+        files += [SignedFile(_reader(docs), rank, cfg.tasks, minhash_config(cfg, keep_numbers=not normalized))
+                  for rank in range(cfg.tasks)]
+    started = time.perf_counter()
+    run([NearDupConfirm(str(out_dir / "buckets"), str(out_dir / "confirmed"), files, cfg.near_dup_jaccard,
+                        RegexWordTokenizer())], out_dir / "logs" / "confirm", 1)
+    counters = step_summary(merged_stats(out_dir / "logs" / "confirm"))[0]["counters"]
+    return {key: counters.get(key, 0) for key in ("candidate_pairs", "confirmed_pairs", "rejected_pairs")} | {
+        "confirm_s": round(time.perf_counter() - started, 2)}
+
+
 def find_duplicates(partitions: dict[str, Path], out_dir: Path, cfg: CorpusConfig, run: Runner) -> dict:
-    """Global stages 2-3 over ``partitions`` (name -> signatures dir, in priority order)."""
+    """Global stages 2-3 over ``partitions`` (name -> signatures dir, in priority order).
+
+    ``candidate_pairs``: distinct document pairs the LSH buckets proposed and exact Jaccard checked
+    (without confirmation: the distinct pairs the bucket stage wrote, all of which are clustered);
+    ``confirmed_pairs`` of them reached ``near_dup_jaccard`` and ``rejected_pairs`` did not.
+    """
     cfg = signature_shape(partitions, cfg)
     files: list[dict] = []
     for name, sig_dir in partitions.items():
@@ -129,13 +179,21 @@ def find_duplicates(partitions: dict[str, Path], out_dir: Path, cfg: CorpusConfi
     run([MinhashDedupBuckets(str(out_dir / "sigs" / "minhash"), str(out_dir / "buckets"), config=mh)],
         out_dir / "logs" / "buckets", cfg.minhash_buckets)
     faults.at("curation.mid_clusters")  # kill-test hook: buckets written, no cluster yet
-    run([MinhashDedupCluster(str(out_dir / "buckets"), str(out_dir / "clusters"), config=mh,
+    if cfg.near_dup_jaccard is None:
+        pairs = _distinct_pairs(out_dir / "buckets")
+        confirm = {"candidate_pairs": pairs, "confirmed_pairs": pairs, "rejected_pairs": 0, "confirm_s": 0.0}
+        pairs_dir = out_dir / "buckets"
+    else:
+        confirm = confirm_candidates(partitions, out_dir, cfg, run)
+        pairs_dir = out_dir / "confirmed"
+    run([MinhashDedupCluster(str(pairs_dir), str(out_dir / "clusters"), config=mh,
                              save_cluster_id=True, save_cluster_size=True)], out_dir / "logs" / "clusters", 1)
     run([ExactFindDedups(str(out_dir / "sigs" / "exact"), str(out_dir / "exact"), config=exact_config())],
         out_dir / "logs" / "exact", 1)
     docs = {name: step_summary(merged_stats(d / "logs" / "minhash"))[0]["counters"].get("documents", 0)
             for name, d in partitions.items()}
-    return cluster_report(out_dir, files) | {"documents_total": sum(docs.values()), "documents_by_partition": docs}
+    return (cluster_report(out_dir, files) | confirm | {"near_dup_jaccard": cfg.near_dup_jaccard}
+            | {"documents_total": sum(docs.values()), "documents_by_partition": docs})
 
 
 def _read(path: Path, dtype: np.dtype) -> np.ndarray:

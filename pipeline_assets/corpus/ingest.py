@@ -131,6 +131,12 @@ def _decode(record: RawRecord, spec: SourceSpec) -> Decoded:
     return Decoded({"id": f"{spec.name}/{doc_id}", "text": text, "metadata": meta}, None, nulled)
 
 
+def source_texts(spec: SourceSpec, max_bytes: int | None = None, max_doc_bytes: int | None = None) -> list[str]:
+    """The texts of a source's valid records, read and validated as ``ingest_source`` does (refusals skipped)."""
+    decoded = (_decode(r, spec) for r in iter_records(spec, max_bytes, max_doc_bytes))
+    return [d.doc["text"] for d in decoded if d.doc is not None]
+
+
 def _document_line(doc: dict) -> tuple[bytes | None, str | None]:
     """The strict-JSON line of ``doc``, or why it cannot be written."""
     try:

@@ -82,6 +82,37 @@ def _check_description(release: dict, gates: dict) -> str:
     return head + ("\nreported, not blocking:\n" + "\n".join(others) if others else "")
 
 
+# The columns of the report card's per-source table: each filter of a domain recipe counts under one of them.
+SAFETY_FILTERS = ("toxicity", "malware")
+MODEL_FILTERS = ("quality_classifier",)
+
+
+def per_source(reads: Reads, sources: list[str]) -> dict[str, dict]:
+    """Per source: documents in, dropped by each kind of filter, kept (what reached the mixture's input)."""
+    out = {}
+    for part in sources:
+        raw = _json(_file(reads, ["corpus", "raw_documents"], SUMMARY_FILE, part))
+        filtered = _json(_file(reads, ["corpus", "filtered_documents"], SUMMARY_FILE, part))
+        if raw is None or filtered is None:
+            continue
+        dedup = _json(_file(reads, ["corpus", "deduplicated_documents"], SUMMARY_FILE, part)) or {}
+        decont = _json(_file(reads, ["corpus", "decontaminated_documents"], SUMMARY_FILE, part)) or {}
+        removed = filtered["removed_by_filter"]
+        out[part] = {
+            "docs_in": raw["docs_in"], "quarantined": raw["quarantined"],
+            "language": removed.get("language", 0),
+            "heuristic": sum(n for k, n in removed.items()
+                             if k not in ("language", *SAFETY_FILTERS, *MODEL_FILTERS)),
+            "quality": removed.get("quality_classifier", 0),
+            **{k: removed.get(k, 0) for k in SAFETY_FILTERS},
+            "safety_reasons": {k: filtered["drop_reasons"].get(k, {}) for k in SAFETY_FILTERS if removed.get(k)},
+            "dedup": dedup.get("exact_duplicates_removed", 0) + dedup.get("near_duplicates_removed", 0),
+            "decontamination": decont.get("contaminated_removed", 0),
+            "kept": decont.get("docs_out"),
+        }
+    return out
+
+
 def _corpus_section(reads: Reads, sources: list[str]) -> dict:
     rows = []
     for asset, stats_file in (("raw_documents", SUMMARY_FILE), ("filtered_documents", SUMMARY_FILE),
@@ -102,7 +133,8 @@ def _corpus_section(reads: Reads, sources: list[str]) -> dict:
     for d in decont:
         for task, n in d.get("contaminated_by_task", {}).items():
             by_task[task] = by_task.get(task, 0) + n
-    return {"stages": rows,
+    return {"stages": rows, "per_source": per_source(reads, sources),
+            "quality_classifier": _json(_file(reads, ["corpus", "quality_classifier"], SUMMARY_FILE)),
             "decontamination": {"docs_in": sum(d.get("docs_in", 0) for d in decont),
                                 "contaminated_removed": sum(d.get("contaminated_removed", 0) for d in decont),
                                 "contaminated_by_task": by_task},

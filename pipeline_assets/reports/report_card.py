@@ -20,6 +20,9 @@ Expected shape of `data` (every key optional; a missing or None section renders 
         "decontamination": {"docs_in": int, "contaminated_removed": int,
                             "contaminated_by_task": {task: int}},
         "contamination": {"before": contamination_report(...), "after": contamination_report(...)},
+        "per_source": {source: {"docs_in", "quarantined", "language", "heuristic", "quality", "toxicity", "malware",
+                                "dedup", "decontamination", "kept", "safety_reasons": {filter: {reason: n}}}},
+        "quality_classifier": corpus/quality_classifier's summary.json,
         "mixture": {"domain_weights": {domain: float}, "train_documents": int, "val_documents": int,
                     "train_bytes": int, "val_bytes": int, "by_source": {source: {"documents": int, "bytes": int}}},
       },
@@ -47,7 +50,12 @@ Stages use short names (base, sft, reward, dpo, rlhf, grpo, distilled, quantized
                         "target": {"metric", "value", "n", "ci95": [lo, hi] | null, "delta_vs_parent", "p_value"},
                         "metrics": {metric: value}}},
      "gates": [{"stage", "name", "status": "pass" | "fail" | "not_enforced", "reason"}],
-     "release": {"stage", "released": bool, "blocked_by": [gate message]}}
+     "release": {"stage", "released": bool, "blocked_by": [gate message]},
+     "data": {"sources": {SOURCE: {"docs_in", "quarantined", "language", "heuristic", "quality", "toxicity",
+                                   "malware", "dedup", "decontamination", "kept"}},
+              "drop_reasons": {SOURCE: {filter: {reason: n}}},
+              "quality_classifier": {"precision", "recall", "f1", "auc", "auc_ci95", "n", "n_lq", "lq_share",
+                                     "p_value"}}}
 """
 
 from __future__ import annotations
@@ -222,6 +230,28 @@ def _section_corpus(corpus: Mapping[str, Any] | None) -> str:
     if not corpus:
         return f"## Data\n\n{NOT_MATERIALIZED}\n"
     out = ["## Data"]
+    sources = corpus.get("per_source")
+    if sources:
+        out.append("### Per source: documents in, dropped by each filter, kept")
+        cols = ("docs_in", "quarantined", "language", "heuristic", "quality", "toxicity", "malware", "dedup",
+                "decontamination", "kept")
+        out.append(table(["source", *(c.replace("_", " ") for c in cols)],
+                         [[name, *(row.get(c) for c in cols)] for name, row in sources.items()]))
+        reasons = {f"{name}: {kind}": r for name, row in sources.items()
+                   for kind, r in (row.get("safety_reasons") or {}).items()}
+        if reasons:
+            out.append(table(["source: filter", "drop reasons"],
+                             [[k, ", ".join(f"{a} {b}" for a, b in v.items())] for k, v in reasons.items()]))
+    classifier = corpus.get("quality_classifier")
+    if classifier:
+        held = classifier["heldout"]
+        out.append("### Quality classifier (corpus/quality_classifier)")
+        out.append(f"Held out at a low-quality share of {classifier['heldout_lq_share']} (n={held['n']}, "
+                   f"{held['n_lq']} low quality): precision {held['precision']}, recall {held['recall']}, "
+                   f"F1 {held['f1']}, AUC {held['auc']} (95% CI {classifier.get('auc_ci95')}, "
+                   f"p={classifier['auc_p_value']:.1e} vs chance); "
+                   f"balanced F1 {classifier['heldout_balanced']['f1']}; {classifier['model_bytes'] / 1e6:.1f} MB, "
+                   f"trained in {classifier['train_s']} s.")
     stages = corpus.get("stages")
     out.append("### Documents per corpus stage")
     if stages:
@@ -368,7 +398,22 @@ def build_report_card_json(data: Mapping[str, Any]) -> dict[str, Any]:
                       for g in gates.get("gates", [])],
             "release": {"stage": short_stage(release.get("stage")), "released": bool(release.get("released")),
                         "blocked_by": list(release.get("blocked_by") or [])},
-            "controls": {"pretraining": PRETRAINING_CONTROL}}
+            "controls": {"pretraining": PRETRAINING_CONTROL},
+            "data": _data_json(data.get("corpus") or {})}
+
+
+def _data_json(corpus: Mapping[str, Any]) -> dict[str, Any]:
+    """report_card.json's "data": per-source filter counts and the quality classifier's held-out metrics."""
+    classifier = corpus.get("quality_classifier") or {}
+    held = classifier.get("heldout") or {}
+    return {"sources": {name: {k: v for k, v in row.items() if k != "safety_reasons"}
+                        for name, row in (corpus.get("per_source") or {}).items()},
+            "drop_reasons": {name: row["safety_reasons"] for name, row in (corpus.get("per_source") or {}).items()
+                             if row.get("safety_reasons")},
+            "quality_classifier": {**{k: held.get(k) for k in ("precision", "recall", "f1", "auc", "n", "n_lq")},
+                                   "auc_ci95": classifier.get("auc_ci95"),
+                                   "lq_share": classifier.get("heldout_lq_share"),
+                                   "p_value": classifier.get("auc_p_value")} if classifier else None}
 
 
 def validate_report_card(card: Mapping[str, Any]) -> list[str]:
