@@ -84,6 +84,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "small": {
         "pipeline": {"datatrove_workers": 8},  # the 16-core GPU hosts
         "corpus": {"max_bytes_per_source": None, "tasks": 8},  # the whole of every built-in source
+        # a bounded sample (tiny: 4,000 chunks, ~8 s): the classifier's cost never grows with the corpus
+        "quality_classifier": {"sample_docs": 20_000, "reference_max_bytes": 30_000_000},
         "tokenizer": {"vocab_size": 32768, "max_train_bytes": 500_000_000},
         # GPT-2-small shape: ~110M params with a 32k vocab; 131k tokens per step, 4,000 steps = 0.52B tokens.
         "pretrain": {"d_model": 768, "n_layers": 12, "n_heads": 12, "n_kv_heads": 12, "intermediate_size": 2048,
@@ -195,6 +197,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "scale": {
         "pipeline": {"datatrove_executor": "slurm", "datatrove_workers": -1, "dagster_executor": "k8s"},
         "corpus": {"max_bytes_per_source": None, "tasks": 256},
+        "quality_classifier": {"sample_docs": 100_000, "reference_max_bytes": None},
         "tokenizer": {"vocab_size": 65536, "max_train_bytes": 2_000_000_000},
         # torchrun DDP: GQA 16q/8kv, 16 seqs/rank: 262k tokens per step on 8 GPUs.
         "pretrain": {"d_model": 1024, "n_layers": 24, "n_heads": 16, "n_kv_heads": 8, "intermediate_size": 2816,

@@ -255,6 +255,16 @@ def test_report_card_and_blocked_release(evaluated):
     run(evaluated, ["reports/report_card"])
     card = (published(root, "reports/report_card") / "report_card.md").read_text()
     assert "**models/base**" in card and "| corpus/raw_documents | docs_a |" in card
+    # the Data section: per source, every filter's drops, and the classifier's held-out metrics
+    assert "### Per source: documents in, dropped by each filter, kept" in card and "### Quality classifier" in card
+    data = json.loads((published(root, "reports/report_card") / "report_card.json").read_text())["data"]
+    assert set(data["sources"]) == set(SOURCES)
+    for name, row in data["sources"].items():
+        dropped = sum(row[k] for k in ("language", "heuristic", "quality", "toxicity", "malware"))
+        filtered = latest_metadata(inst, ["corpus", "filtered_documents"], name)
+        assert row["docs_in"] - row["quarantined"] - dropped == filtered["docs_out"], (name, row)
+        assert row["kept"] == filtered["docs_out"] - row["dedup"] - row["decontamination"], (name, row)
+    assert data["quality_classifier"]["p_value"] < 0.01 and data["quality_classifier"]["n"] > 100
     # Whatever else exists shows up (models/sft when its test ran first), and nothing that does not.
     assert ("**models/sft**" in card) == published(root, "models/sft").exists()
     assert "**models/grpo**" not in card

@@ -207,7 +207,9 @@ def test_planted_web_only_clean_and_look_alikes_reach_the_mixture(fixture_run):
     mixture = published(fixture_run["root"], "corpus/training_mixture")
     in_mixture = {json.loads(line)["id"] for p in mixture.rglob("*.jsonl") for line in p.open()}
     wanted = {i for i, label in labels.items() if label in WANTED}
-    assert wanted <= kept and wanted <= in_mixture, wanted - (kept & in_mixture)
+    # every wanted document reaches the mixture's input; the mixture samples the web domain to its weight
+    assert wanted <= kept, wanted - kept
+    assert in_mixture & wanted
     unwanted = set(labels) - wanted
     assert not unwanted & (kept | in_mixture), unwanted & (kept | in_mixture)
     # each removal is attributed: safety reasons to the safety filters, incoherent text to the classifier
