@@ -636,6 +636,7 @@ CURATE = textwrap.dedent('''
     from pipeline_assets.corpus.dedup import deduplicate_partition, find_duplicates, signatures
     from pipeline_assets.corpus.filters import filter_partition
     from pipeline_assets.corpus.ingest import ingest_source
+    from pipeline_assets.corpus.safety import ContentSafetyConfig
     from pipeline_assets.corpus.sources import SourceSpec
     from resources.datatrove import DatatroveExecutorResource
     from resources.storage import ArtifactStore, fingerprint
@@ -656,7 +657,7 @@ CURATE = textwrap.dedent('''
     if not store.has_current(FILTERED, "src"):
         # a resumable work dir keyed by inputs + config; completed ranks are skipped
         with store.writing(FILTERED, "src", resume_key=fingerprint(raw, spec.domain, cfg.__dict__)) as draft:
-            filter_partition(raw, draft.work, spec.domain, cfg, run)
+            filter_partition(raw, draft.work, spec.domain, cfg, run, safety=ContentSafetyConfig())
         store.publish(draft.version)
     docs = store.current(FILTERED, "src") / "documents"
     if not store.has_current(SIGS, "src"):

@@ -149,10 +149,9 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
     reads = Reads(store)
     raw = reads(RAW, context.partition_key)
     classifier = reads(QUALITY_CLASSIFIER)
-    threshold = settings.config(QualityClassifierConfig, "quality_classifier").thresholds.get(spec.domain)
-    quality = None
-    if threshold is not None:
-        quality = (str(classifier / read_summary(classifier)["model"]), threshold)
+    trained = read_summary(classifier)  # the model and the per-domain thresholds it was trained and measured for
+    threshold = trained["thresholds"].get(spec.domain)
+    quality = (str(classifier / trained["model"]), threshold) if threshold is not None else None
     safety = settings.config(ContentSafetyConfig, "content_safety")
     with writing(context, store, fingerprint(raw, spec.domain, cfg.__dict__, {"quality": quality},
                                              safety.__dict__)) as draft:
