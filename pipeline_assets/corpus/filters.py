@@ -116,7 +116,6 @@ def filter_partition(in_dir: Path, out_dir: Path, domain: str, cfg: CorpusConfig
     pii = next(s for s in steps if "PII" in s["step"])
     docs_in = steps[0]["counters"].get("documents", filters[0]["in"] if filters else 0)
     docs_out = sum(1 for f in (out_dir / "documents").glob("*.jsonl") for _ in f.open())
-    scores = {"kept": _scores(out_dir / "documents"), "dropped": _scores(out_dir / "removed")}
     return {
         "domain": domain,
         "recipe": [name for name, _ in applied],
@@ -127,7 +126,9 @@ def filter_partition(in_dir: Path, out_dir: Path, domain: str, cfg: CorpusConfig
         "pii_documents_masked": pii["counters"].get("documents_masked", 0),
         "pii_emails_masked": pii["counters"].get("emails_masked", 0),
         "cpu_s_by_step": {s["step"]: s["cpu_s"] for s in steps},
-        "quality_score_histogram": {k: histogram(v) for k, v in scores.items()} if quality else None,
+        # parses every written document: only where the classifier ran
+        "quality_score_histogram": {"kept": histogram(_scores(out_dir / "documents")),
+                                    "dropped": histogram(_scores(out_dir / "removed"))} if quality else None,
     }
 
 

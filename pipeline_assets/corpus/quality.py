@@ -89,10 +89,6 @@ class QualityClassifierConfig:
             raise ValueError(f"reference_path {self.reference_path!r} is not a directory")
 
 
-def one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def skeleton(text: str) -> str:
     """Function words as written (lower-cased), other words as shape tokens, numbers and punctuation kept apart."""
     out = []
@@ -247,7 +243,7 @@ def train_classifier(cfg: QualityClassifierConfig, reference: dict[str, list[str
     rng = random.Random(cfg.seed)
     # Exact copies dropped before the split (licence texts repeat across packages): a held-out document
     # must not also be a training document.
-    docs = list({one_line(t): t for texts in reference.values() for t in texts}.values())
+    docs = list({" ".join(t.split()): t for texts in reference.values() for t in texts}.values())
     rng.shuffle(docs)
     n_test = max(1, int(len(docs) * cfg.heldout_fraction))
     hq_test = [c for t in docs[:n_test] for c in chunks(t, cfg.chunk_words)]

@@ -87,16 +87,22 @@ SAFETY_FILTERS = ("toxicity", "malware")
 MODEL_FILTERS = ("quality_classifier",)
 
 
-def per_source(reads: Reads, sources: list[str]) -> dict[str, dict]:
+def _source_summaries(reads: Reads, sources: list[str]) -> dict[str, dict[str, dict]]:
+    """Per-source corpus asset -> source -> its summary.json (a source without one is left out), read once."""
+    return {asset: {p: stats for p in sources
+                    if (stats := _json(_file(reads, ["corpus", asset], SUMMARY_FILE, p))) is not None}
+            for asset in ("raw_documents", "filtered_documents", "deduplicated_documents", "decontaminated_documents")}
+
+
+def per_source(summaries: dict[str, dict[str, dict]]) -> dict[str, dict]:
     """Per source: documents in, dropped by each kind of filter, kept (what reached the mixture's input)."""
     out = {}
-    for part in sources:
-        raw = _json(_file(reads, ["corpus", "raw_documents"], SUMMARY_FILE, part))
-        filtered = _json(_file(reads, ["corpus", "filtered_documents"], SUMMARY_FILE, part))
-        if raw is None or filtered is None:
+    for part, filtered in summaries["filtered_documents"].items():
+        raw = summaries["raw_documents"].get(part)
+        if raw is None:
             continue
-        dedup = _json(_file(reads, ["corpus", "deduplicated_documents"], SUMMARY_FILE, part)) or {}
-        decont = _json(_file(reads, ["corpus", "decontaminated_documents"], SUMMARY_FILE, part)) or {}
+        dedup = summaries["deduplicated_documents"].get(part, {})
+        decont = summaries["decontaminated_documents"].get(part, {})
         removed = filtered["removed_by_filter"]
         out[part] = {
             "docs_in": raw["docs_in"], "quarantined": raw["quarantined"],
@@ -114,26 +120,21 @@ def per_source(reads: Reads, sources: list[str]) -> dict[str, dict]:
 
 
 def _corpus_section(reads: Reads, sources: list[str]) -> dict:
-    rows = []
-    for asset, stats_file in (("raw_documents", SUMMARY_FILE), ("filtered_documents", SUMMARY_FILE),
-                              ("decontaminated_documents", SUMMARY_FILE)):
-        for part in sources:
-            stats = _json(_file(reads, ["corpus", asset], stats_file, part))
-            if stats is None:
-                continue
-            rows.append({"stage": f"corpus/{asset}", "partition": part,
-                         "docs_in": stats.get("docs_in"), "docs_out": stats.get("docs_out"),
-                         # raw_documents removes nothing by filter: its quarantine reasons stand in that column
-                         "removed_by_filter": stats.get("removed_by_filter", stats.get("quarantine_reasons"))})
+    summaries = _source_summaries(reads, sources)
+    # raw_documents removes nothing by filter: its quarantine reasons stand in that column
+    rows = [{"stage": f"corpus/{asset}", "partition": part, "docs_in": stats.get("docs_in"),
+             "docs_out": stats.get("docs_out"),
+             "removed_by_filter": stats.get("removed_by_filter", stats.get("quarantine_reasons"))}
+            for asset in ("raw_documents", "filtered_documents", "decontaminated_documents")
+            for part, stats in summaries[asset].items()]
     dedup = _json(_file(reads, ["corpus", "duplicate_clusters"], SUMMARY_FILE)) or {}
     manifest = _json(_file(reads, ["corpus", "training_mixture"], "manifest.json")) or {}
-    decont = [_json(_file(reads, ["corpus", "decontaminated_documents"], SUMMARY_FILE, p)) or {}
-              for p in sources]
+    decont = list(summaries["decontaminated_documents"].values())
     by_task: dict[str, int] = {}
     for d in decont:
         for task, n in d.get("contaminated_by_task", {}).items():
             by_task[task] = by_task.get(task, 0) + n
-    return {"stages": rows, "per_source": per_source(reads, sources),
+    return {"stages": rows, "per_source": per_source(summaries),
             "quality_classifier": _json(_file(reads, ["corpus", "quality_classifier"], SUMMARY_FILE)),
             "decontamination": {"docs_in": sum(d.get("docs_in", 0) for d in decont),
                                 "contaminated_removed": sum(d.get("contaminated_removed", 0) for d in decont),
