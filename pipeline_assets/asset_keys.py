@@ -22,6 +22,7 @@ SFT_DATA = dg.AssetKey(["datasets", "sft"])
 REASONING = dg.AssetKey(["datasets", "reasoning"])
 AI_FEEDBACK = dg.AssetKey(["datasets", "ai_feedback"])
 PREFERENCES = dg.AssetKey(["datasets", "preferences"])
+SYNTHETIC = dg.AssetKey(["datasets", "synthetic"])  # teacher-generated, verifier-filtered rows
 # reports and release
 REPORT_CARD = dg.AssetKey(["reports", "report_card"])
 RELEASE = dg.AssetKey(["release", "model"])

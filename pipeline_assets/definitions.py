@@ -20,6 +20,7 @@ from pipeline_assets.pretrain.assets import pretrain_assets
 from pipeline_assets.profiles import PipelineConfig, default_profile, section_config
 from pipeline_assets.reports.assets import report_assets
 from pipeline_assets.stages import model_stages, stages_in
+from pipeline_assets.synthetic.assets import synthetic_data
 from pipeline_assets.tokenizer.assets import tokenizer_assets
 from resources.datatrove import DatatroveExecutorResource
 from resources.settings import PipelineSettings
@@ -82,7 +83,7 @@ def build_definitions(**kwargs) -> dg.Definitions:
     stages = stages_in({key for a in models for key in a.keys})
     has_reward = any(s.name == "reward" for s in stages)
     evals = [eval_asset(s, judged=has_reward and s.parent is not None and s.kind != "reward") for s in stages]
-    assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, *evals]
+    assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, synthetic_data, *evals]
     code_versions = {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items() if v}
     return dg.Definitions(
         assets=with_automation([*assets, *report_assets(stages, code_versions)]),

@@ -141,6 +141,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "max_length": 256,  # prompt (<= ~70 tokens) + teacher answer (<= 8 new tokens), with headroom
             "device": "cuda",
         },
+        # The small SFT task space (0..99, +/-) is used up by SFT rows and held-out pairs like tiny's: one band
+        # wider again (0..119: 7,072 more training-split problems), and ~all usable stdlib docstrings.
+        "synthetic_data": {"arithmetic_prompts": 4000, "docstring_prompts": 500, "code_prompts": 200,
+                           "operand_max": 119, "operators": ("+", "-"), "long_max_new_tokens": 128,
+                           "device": "cuda"},
         "feedback": {
             "prompts": 1000,  # 5x tiny: ~1,000 labelled pairs on top of the on-policy ones
             "responses_per_prompt": 4,  # 4 samples give the judge more pairs with a real quality gap than 2
@@ -217,6 +222,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                  "max_completion_length": 32, "device": "cuda", "eval_every": 100},
         "distill": {"layer_fraction": 0.5, "max_steps": 1000, "learning_rate": 5e-5, "batch_size": 256,
                     "num_prompts": 16000, "num_val_prompts": 1000, "max_length": 512, "device": "cuda"},
+        "synthetic_data": {"arithmetic_prompts": 8000, "docstring_prompts": 500, "code_prompts": 1000,
+                           "operand_max": 119, "operators": ("+", "-"), "long_max_new_tokens": 256,
+                           "device": "cuda"},
         "feedback": {"prompts": 4000, "responses_per_prompt": 4, "max_new_tokens": 64, "revision_max_new_tokens": 64,
                      "reference_checks": 500, "judge_batch_size": 512, "device": "cuda"},
         "preference_data": {"prompts": 10000, "samples_per_prompt": 8, "max_new_tokens": 64,

@@ -28,6 +28,7 @@ from pipeline_assets.asset_keys import (
     REWARD,
     SFT_DATA,
     SHARDS,
+    SYNTHETIC,
     eval_key,
     model_key,
 )
@@ -164,9 +165,10 @@ for _s in (
                                             "(TRL RLOO; TRL 1.16 has no PPO)."),
     _stage("grpo", "sft", "grpo", "grpo", "GRPOStageConfig", inputs=(REASONING,),
            description="TRL GRPOTrainer with verifiable rewards (exact answer + format) on datasets/reasoning."),
-    _stage("distilled", "grpo", "distill", "distill", "DistillConfig", inputs=(SFT_DATA, REASONING),
+    _stage("distilled", "grpo", "distill", "distill", "DistillConfig", inputs=(SFT_DATA, REASONING, SYNTHETIC),
            retain=True, retain_fraction=0.8, max_param_fraction=0.6,
-           description="A smaller student trained from the GRPO teacher."),
+           description="A smaller student trained from the GRPO teacher (plus the datasets/synthetic rows at "
+                       "a capped share; the same recipe without them is its ablation)."),
     _stage("quantized", "grpo", "quantize", "quantize", "QuantizeConfig", retain=True, quantized=True,
            resumable=False, trained=False,
            description="int8 weight-only deploy artifact (torchao via transformers), with size and speed vs "

@@ -16,8 +16,9 @@ from pipeline_assets.stages import model_stages
 
 FAST = {"models/sft": {"max_steps": 60}, "models/grpo": {"max_steps": 6}, "models/reward": {"max_steps": 10},
         "models/dpo": {"max_steps": 10}, "models/rlhf": {"max_steps": 4}, "models/distilled": {"max_steps": 10},
-        "datasets/ai_feedback": {"reference_checks": 8}}
-POSTTRAIN = "datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences"
+        "datasets/ai_feedback": {"reference_checks": 8},
+        "datasets/synthetic": {"arithmetic_prompts": 40, "docstring_prompts": 6, "code_prompts": 2}}
+POSTTRAIN = "datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences or datasets/synthetic"
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,20 @@ def test_stage_relations_hold(pipeline):
     assert prefs["train_pairs"] > 0 and prefs["test_pairs"] > 0
 
 
+def test_synthetic_rows_accumulate_across_materializations(pipeline):
+    first = latest_metadata(pipeline["instance"], ["datasets", "synthetic"])
+    again = run_assets(pipeline, 'key:"datasets/synthetic"', {"datasets/synthetic": FAST["datasets/synthetic"]})
+    assert again.success
+    second = latest_metadata(pipeline["instance"], ["datasets", "synthetic"])
+    assert (first["generation"], second["generation"]) == (1, 2) and second["asked"] > 0
+    assert second["rows"] == first["rows"] + second["new_rows"]
+    assert second["rejected_rows"] == first["rejected_rows"] + second["asked"] - second["new_rows"]
+    assert second["accumulated_from"] == first["dagster/uri"]
+    # Both blocking checks ran on every row and passed; the version was published.
+    checks = {e.check_name: e.passed for e in again.get_asset_check_evaluations()}
+    assert checks == {"accepted_rows_reverify": True, "no_eval_overlap": True} and second["published"]
+
+
 def test_report_card_matches_eval_metadata(pipeline):
     card = (published(pipeline["root"], "reports/report_card") / "report_card.md").read_text()
     for stage in model_stages():
@@ -64,6 +79,11 @@ def test_report_card_matches_eval_metadata(pipeline):
     assert "data:image/png;base64," in card
     mc = latest_metadata(pipeline["instance"], ["evals", "sft"])["mc_accuracy"]
     assert f"{mc:.4g}" in card or f"{mc:.4f}" in card
+    synthetic = json.loads((published(pipeline["root"], "reports/report_card") / "report_card.json").read_text()
+                           )["data"]["synthetic"]
+    assert synthetic["generation"] >= 1 and synthetic["acceptance_by_verifier_all"]["exact_answer"]["asked"] > 0
+    distilled = synthetic["consumers"]["models/distilled"]
+    assert distilled["share"] <= distilled["max_share"] and "### Synthetic data (datasets/synthetic)" in card
 
 
 def test_release_blocked_by_impossible_budget_and_allowed_by_sane_one(pipeline):

@@ -15,6 +15,7 @@ from pipeline_assets.asset_keys import BENCHMARKS, DEDUPED, MIXTURE, PREFERENCES
 from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
 from pipeline_assets.evals.config import EvalConfig
 from pipeline_assets.metadata import table
+from pipeline_assets.posttrain.data import WITHOUT_SYNTHETIC_DIR
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import register_section, resolved, stage_config
 from pipeline_assets.stages import ModelStage
@@ -61,7 +62,11 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
               description=f"Eval report of models/{stage.name} on the held-out sets.")
     def _eval(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
               config: EvalRunConfig) -> dg.MaterializeResult:
-        from pipeline_assets.evals.harness import contamination_report, evaluate_checkpoint  # torch: run time only
+        from pipeline_assets.evals.harness import (  # torch: run time only
+            ablation_effect,
+            contamination_report,
+            evaluate_checkpoint,
+        )
 
         cfg = resolved(config, settings.profile)
         if stage.parent is None:  # the base model never saw the chat template: score it the way it was trained
@@ -73,6 +78,14 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
             parent_dir=reads(parent) if parent and judged else None,
             judge=reads(REWARD) if judged else None, log=context.log.info,
             pairs_dir=reads(PREFERENCES) if paired else None)
+        # A stage that trained on datasets/synthetic saved the same recipe without it: the paired effect.
+        ablation = reads(stage.key) / WITHOUT_SYNTHETIC_DIR
+        if (ablation / "config.json").is_file():
+            effect = ablation_effect(result, ablation, bench, stage.target[0], cfg, log=context.log.info)
+            result["synthetic_effect"] = effect
+            result["metrics"].update({"synthetic_effect_delta": effect["delta"],
+                                      "synthetic_effect_p_value": effect["p_value"],
+                                      f"without_synthetic_{effect['metric']}": effect["without"]})
         # Contamination of each eval set with the training data, before vs after decontamination.
         contamination = {"before_decontamination": contamination_report(_raw_files(reads), bench),
                          "after_decontamination": contamination_report(_mixture_train_files(reads), bench)}
@@ -89,6 +102,8 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
             "metrics": dg.MetadataValue.json(metrics), "contamination": table(rows),
             "samples": table(samples), "num_params": result.get("num_params"),
+            **({"synthetic_effect": dg.MetadataValue.json(result["synthetic_effect"])}
+               if "synthetic_effect" in result else {}),
             "wall_time_s": round(result["wall_time_s"], 1)})
 
     return _eval

@@ -36,7 +36,6 @@ import json
 import math
 import re
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -51,7 +50,7 @@ from pipeline_assets.config_flags import parse_config_args
 from pipeline_assets.evals.config import INSTRUCTION_PROMPTS, SETS, EvalConfig  # noqa: F401
 from pipeline_assets.evals.safety import adversarial_prompts
 from pipeline_assets.evals.sets import REGISTRY, EvalInputs, SetResult
-from pipeline_assets.evals.stats import summarize
+from pipeline_assets.evals.stats import align, paired_test, summarize
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import (
     chat_generate,
@@ -66,6 +65,7 @@ from pipeline_assets.model_io import (
 )
 from pipeline_assets.posttrain.quantize import dir_size_bytes
 from pipeline_assets.tasks.arithmetic import check_arithmetic
+from pipeline_assets.tasks.docstrings import answer_tokens, token_f1
 from pipeline_assets.tasks.heldout import BENCHMARKS, decontamination_texts, load_benchmark
 from pipeline_assets.tasks.refusal import is_refusal
 
@@ -140,26 +140,9 @@ def as_judge(judge: Judge | Path | str | None, device: str, batch_size: int) -> 
 # Scoring primitives
 
 
-_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
-
-
-def _answer_tokens(text: str) -> list[str]:
-    """SQuAD normalisation: case-folded, punctuation and articles dropped, split on whitespace."""
-    return _ARTICLES.sub(" ", re.sub(r"[^\w\s]", " ", text.casefold())).split()
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    pred, ref = _answer_tokens(prediction), _answer_tokens(reference)
-    same = sum((Counter(pred) & Counter(ref)).values())
-    if not same:
-        return 0.0
-    precision, recall = same / len(pred), same / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F1 over normalised words (LCS dynamic programme; answers are one sentence, so O(n*m) is fine)."""
-    pred, ref = _answer_tokens(prediction), _answer_tokens(reference)
+    pred, ref = answer_tokens(prediction), answer_tokens(reference)
     if not pred or not ref:
         return 0.0
     prev = [0] * (len(ref) + 1)
@@ -564,6 +547,20 @@ def evaluate_checkpoint(
                   wall_time_s=round(time.perf_counter() - t_start, 3),
                   config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()})
     return result
+
+
+def ablation_effect(result: dict[str, Any], ablation_dir: Path | str, bench_dir: Path | str, metric: str,
+                    cfg: EvalConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The checkpoint of ``result`` vs its ablation (the same recipe without one ingredient) on the items of
+    ``metric``: both scores, n, and the paired test (delta = with - without, its 95% CI and p-value)."""
+    items = result["per_item"].get(metric)
+    if items is None:
+        raise ValueError(f"the eval result has no per-item scores of {metric!r}; it has {sorted(result['per_item'])}")
+    other = evaluate_checkpoint(ablation_dir, bench_dir, replace(cfg, sets=(items["set"],)), log=log)
+    theirs = other["per_item"][metric]
+    with_scores, without_scores = align(items["ids"], items["scores"], theirs["ids"], theirs["scores"])
+    return {"metric": metric, "with": result["metrics"][metric], "without": other["metrics"][metric],
+            **paired_test(with_scores, without_scores), "ablation_dir": str(ablation_dir)}
 
 
 def _evaluate_reward_model(path: Path, bench_dir: Path, cfg: EvalConfig, device: str,

@@ -494,6 +494,12 @@ class DistillConfig:
     save_every: int = 0
     log_every: int = 25
     arithmetic_max_new_tokens: int = 8
+    # datasets/synthetic rows (verified teacher answers to prompts no real row asks) join the teacher-labelled
+    # training prompts at most at this share of the training rows (0 = none); the rest stay real prompts.
+    synthetic_max_share: float = 0.2
+    # Also train the same recipe without the synthetic rows (its eval pairs the two on the target's items):
+    # the measured effect of the synthetic data, at the cost of a second training run.
+    synthetic_ablation: bool = True
 
     def validate(self) -> DistillConfig:
         _check_non_negative(self, "save_every")
@@ -519,6 +525,8 @@ class DistillConfig:
         need(0.0 <= self.lmbda <= 1.0, f"lmbda={self.lmbda} must be in [0, 1]")
         need(self.temperature > 0, f"temperature={self.temperature} must be > 0")
         need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
+        need(0.0 <= self.synthetic_max_share < 1.0,
+             f"synthetic_max_share={self.synthetic_max_share} must be in [0, 1)")
         return self
 
 

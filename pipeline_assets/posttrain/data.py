@@ -61,6 +61,12 @@ SFT_FILE = "sft.jsonl"
 SFT_VAL_FILE = "sft_val.jsonl"
 REASONING_FILE = "reasoning.jsonl"
 DEV_FILE = "dev_arithmetic.jsonl"
+# datasets/synthetic (pipeline_assets/synthetic): accepted chat rows, and the rejected ones with their reason
+SYNTHETIC_FILE = "synthetic.jsonl"
+REJECTED_FILE = "rejected.jsonl"
+# A stage that trains on datasets/synthetic also saves the same recipe trained without those rows here, inside
+# its checkpoint dir; its eval scores both on the target's items (the paired synthetic effect).
+WITHOUT_SYNTHETIC_DIR = "ablation_without_synthetic"
 ROLES = ("system", "user", "assistant")
 
 # Stdlib modules with plenty of plain one-sentence docstrings; none of them is (or re-exports from) a
@@ -219,7 +225,8 @@ def _word_items(n: int, operand_max: int, operators: tuple[str, ...], rng: rando
 # ---------------------------------------------------------------------------------------------------------
 # Docstring QA
 
-def _usable(sentence: str) -> bool:
+def usable_sentence(sentence: str) -> bool:
+    """A first sentence worth a question: 4-30 words, a full sentence, no signature residue."""
     words = sentence.split()
     return (4 <= len(words) <= 30 and "->" not in sentence and sentence[0].isupper()
             and "(" not in words[0] and sentence.endswith("."))
@@ -250,7 +257,7 @@ def docstring_items(modules: tuple[str, ...]) -> list[tuple[str, str, str]]:
                 found.append((module_name, name, first_sentence(obj.__doc__)))
     counts = Counter(sentence for _, _, sentence in found)
     # A sentence shared by several names (aliases) has no single right question.
-    return [item for item in found if _usable(item[2]) and counts[item[2]] == 1]
+    return [item for item in found if usable_sentence(item[2]) and counts[item[2]] == 1]
 
 
 def docstring_question(module_name: str, qualname: str) -> str:

@@ -47,12 +47,12 @@ from typing import Any
 
 import torch
 
-from pipeline_assets.asset_keys import GRPO, REASONING, SFT_DATA
+from pipeline_assets.asset_keys import GRPO, REASONING, SFT_DATA, SYNTHETIC
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import generate_replies, load_causal_lm, save_checkpoint
 from pipeline_assets.posttrain.common import LossHistory, train_resumable, trl_args
 from pipeline_assets.posttrain.config import DistillConfig
-from pipeline_assets.posttrain.data import DEV_FILE, SFT_FILE
+from pipeline_assets.posttrain.data import DEV_FILE, SFT_FILE, SYNTHETIC_FILE, WITHOUT_SYNTHETIC_DIR
 from pipeline_assets.posttrain.sft import (
     arithmetic_accuracy,
     load_tokenizer,
@@ -203,14 +203,39 @@ def _trainer(cfg: DistillConfig, student: Any, teacher: Any, tok: Any, train_row
                                processing_class=tok, callbacks=callbacks)
 
 
+def synthetic_sample(rows: Sequence[dict], real_rows: int, max_share: float, seed: int) -> list[dict]:
+    """At most ``max_share`` of the training rows from ``rows`` (datasets/synthetic), a seeded sample."""
+    cap = int(max_share / (1.0 - max_share) * real_rows) if max_share > 0 else 0
+    picked = list(rows)
+    random.Random(f"{seed}:synthetic").shuffle(picked)
+    return [{"messages": r["messages"]} for r in picked[:cap]]
+
+
+def _fit(cfg: DistillConfig, teacher: Any, tok: Any, rows: list[dict], args_kw: dict,
+         checkpoint_dir: Path | None, log: Callable[[str], None]) -> tuple[Any, Any, LossHistory, float, int | None]:
+    """A fresh student trained on ``rows``: (student, trainer, loss history, train seconds, resumed step)."""
+    student, _ = build_student(teacher, cfg)
+    student.to(teacher.device)
+    history = LossHistory(log=log, every=cfg.log_every)
+    with tempfile.TemporaryDirectory(prefix="distill-trainer-") as scratch:
+        trainer = _trainer(cfg, student, teacher, tok, rows, {**args_kw, "output_dir": str(checkpoint_dir or scratch)},
+                           [history])
+        t_train = time.perf_counter()
+        resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
+        train_time = time.perf_counter() - t_train
+    return trainer.model, trainer, history, train_time, resumed_from_step
+
+
 def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Path | str, out_dir: Path,
                 log: Callable[[str], None] = print, *, dev: Sequence[dict] | None = None,
-                checkpoint_dir: Path | None = None) -> dict[str, Any]:
+                checkpoint_dir: Path | None = None, synthetic: Sequence[dict] = ()) -> dict[str, Any]:
     """Train a smaller student from `teacher_dir` on prompts from `prompts_dataset_path`; save it to out_dir.
 
     `dev`: arithmetic records {"prompt", "answer"} for student/teacher accuracy; None skips that metric
     (teacher agreement on held-back prompts is always measured).
     `checkpoint_dir`: trainer resume points; a rerun with the same dir resumes (common.train_resumable).
+    `synthetic`: datasets/synthetic rows; up to `cfg.synthetic_max_share` of the training rows come from them,
+    and with `cfg.synthetic_ablation` the same recipe without them is saved in out_dir/WITHOUT_SYNTHETIC_DIR.
     """
     cfg.validate()
     t_start = time.perf_counter()
@@ -239,29 +264,38 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
                          f"{cfg.max_new_tokens} tokens; raise max_new_tokens or distill from a fine-tuned model")
     log(f"distill | teacher labelled {len(train_rows)}/{len(train_prompts)} prompts in "
         f"{time.perf_counter() - t_gen:.0f}s")
+    synthetic_rows = synthetic_sample(synthetic, len(train_rows), cfg.synthetic_max_share, cfg.seed)
+    share = len(synthetic_rows) / (len(train_rows) + len(synthetic_rows))
+    if synthetic:
+        log(f"distill | + {len(synthetic_rows)} of {len(synthetic)} synthetic rows (share {share:.3f}, "
+            f"cap {cfg.synthetic_max_share})")
 
     student, layers = build_student(teacher, cfg)
-    student.to(teacher.device)
     teacher_params, student_params = trainable_and_total(teacher)[1], trainable_and_total(student)[1]
     teacher_acc = arithmetic_accuracy(teacher, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
-    before_acc = arithmetic_accuracy(student, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
+    before_acc = arithmetic_accuracy(student.to(teacher.device), tok, dev, cfg.arithmetic_max_new_tokens) \
+        if dev else None
     before_agree = teacher_agreement(generate_replies(student, tok, val_prompts, cfg.max_new_tokens), teacher_val)
     log(f"distill | student {student_params:,} params ({student.config.num_hidden_layers} layers, init "
         f"{cfg.student_init}{' ' + str(layers) if layers else ''}) vs teacher {teacher_params:,} | agreement "
         f"before {before_agree:.3f}")
 
-    history = LossHistory(log=log, every=cfg.log_every)
-    with tempfile.TemporaryDirectory(prefix="distill-trainer-") as scratch:
-        args_kw["output_dir"] = str(checkpoint_dir or scratch)
-        trainer = _trainer(cfg, student, teacher, tok, train_rows, args_kw, [history])
-        t_train = time.perf_counter()
-        resumed_from_step = train_resumable(trainer, checkpoint_dir, log)
-        train_time = time.perf_counter() - t_train
-    student = trainer.model
+    student, trainer, history, train_time, resumed_from_step = _fit(
+        cfg, teacher, tok, train_rows + synthetic_rows, args_kw, checkpoint_dir, log)
     save_checkpoint(student, tok, out_dir)
-
     after_acc = arithmetic_accuracy(student, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
     after_agree = teacher_agreement(generate_replies(student, tok, val_prompts, cfg.max_new_tokens), teacher_val)
+
+    ablation: dict[str, Any] = {}
+    if synthetic_rows and cfg.synthetic_ablation:
+        # Not resumable: a kill in this arm re-runs it (one training run of the same size as the main one).
+        log(f"distill | ablation: the same recipe without the {len(synthetic_rows)} synthetic rows")
+        without, _, _, without_time, _ = _fit(cfg, teacher, tok, train_rows, args_kw, None, log)
+        save_checkpoint(without, tok, out_dir / WITHOUT_SYNTHETIC_DIR)
+        without_acc = arithmetic_accuracy(without, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
+        ablation = {"without_synthetic_dir": str(out_dir / WITHOUT_SYNTHETIC_DIR),
+                    "without_synthetic_dev_arithmetic_accuracy": without_acc["accuracy"] if without_acc else None,
+                    "without_synthetic_train_time_s": round(without_time, 2)}
     losses = [loss for _, loss in history.loss]
     meta: dict[str, Any] = {
         "stage": "distill",
@@ -278,6 +312,11 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
         "student_init": cfg.student_init,
         "student_init_layers": layers,
         "teacher_labelled_prompts": len(train_rows),
+        "synthetic_rows_available": len(synthetic),
+        "synthetic_rows": len(synthetic_rows),
+        "synthetic_share": round(share, 4),
+        "synthetic_max_share": cfg.synthetic_max_share,
+        **ablation,
         "steps": int(trainer.state.global_step),
         "resumed_from_step": resumed_from_step,
         "loss_history": history.loss,
@@ -296,7 +335,8 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
     write_summary(out_dir, meta)
     log(f"distill | done in {meta['wall_time_s']:.0f}s | agreement {before_agree:.3f} -> {after_agree:.3f} | "
         f"held-out arithmetic {meta['dev_arithmetic_accuracy_before']} -> {meta['dev_arithmetic_accuracy']} "
-        f"(teacher {meta['teacher_dev_arithmetic_accuracy']})")
+        f"(teacher {meta['teacher_dev_arithmetic_accuracy']}, without synthetic "
+        f"{ablation.get('without_synthetic_dev_arithmetic_accuracy', 'not trained')})")
     return meta
 
 
@@ -306,9 +346,11 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
 
 def train(cfg: DistillConfig, inputs: StageInputs, work: Path, checkpoint_dir: Path | None,
           log: Callable[[str], None]) -> dict[str, Any]:
-    """models/distilled (pipeline_assets/stages.py): the SFT prompts, the dev split for the agreement curve."""
+    """models/distilled (pipeline_assets/stages.py): the SFT prompts, the dev split for the agreement curve,
+    and the datasets/synthetic rows."""
     return run_distill(cfg, inputs(GRPO), inputs(SFT_DATA) / SFT_FILE, work, log=log,
-                       dev=read_jsonl(inputs(REASONING) / DEV_FILE), checkpoint_dir=checkpoint_dir)
+                       dev=read_jsonl(inputs(REASONING) / DEV_FILE), checkpoint_dir=checkpoint_dir,
+                       synthetic=read_jsonl(inputs(SYNTHETIC) / SYNTHETIC_FILE))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

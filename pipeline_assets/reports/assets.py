@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline_assets.asset_keys import RELEASE, REPORT_CARD, model_key
+from pipeline_assets.asset_keys import RELEASE, REPORT_CARD, SYNTHETIC, model_key
 from pipeline_assets.corpus.assets import registered_sources
 from pipeline_assets.metadata import path_md
 from pipeline_assets.publishing import Reads, finish, writing
@@ -119,6 +119,28 @@ def per_source(summaries: dict[str, dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+SYNTHETIC_FIGURES = ("generation", "teacher_version", "rows", "rejected_rows", "new_rows", "asked", "acceptance_rate",
+                     "acceptance_by_verifier", "acceptance_by_verifier_all", "rejected_by_reason_all",
+                     "rows_by_generation", "rows_by_kind", "distinct_1", "distinct_2")
+
+
+def _synthetic_section(reads: Reads, stages: list[ModelStage]) -> dict | None:
+    """datasets/synthetic's figures, and per training stage that reads it: the share it trained at and the
+    paired effect its eval measured against the same recipe without the rows."""
+    summary = _json(_file(reads, SYNTHETIC.path, SUMMARY_FILE))
+    if summary is None:
+        return None
+    consumers = {}
+    for s in stages:
+        if SYNTHETIC in s.inputs:
+            model = _json(_file(reads, s.key.path, SUMMARY_FILE)) or {}
+            report = _json(_file(reads, s.eval_key.path, SUMMARY_FILE)) or {}
+            consumers[f"models/{s.name}"] = {"rows": model.get("synthetic_rows"), "share": model.get("synthetic_share"),
+                                            "max_share": model.get("synthetic_max_share"),
+                                            "effect": report.get("synthetic_effect")}
+    return {**{k: summary.get(k) for k in SYNTHETIC_FIGURES}, "consumers": consumers}
+
+
 def _corpus_section(reads: Reads, sources: list[str]) -> dict:
     summaries = _source_summaries(reads, sources)
     # raw_documents removes nothing by filter: its quarantine reasons stand in that column
@@ -167,7 +189,8 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
         tok = _json(_file(reads, ["tokenizer", "tokenizer"], SUMMARY_FILE))
         data = {"title": f"llmdag report card ({settings.profile})", "profile": settings.profile,
                 "code_versions": code_versions,
-                "corpus": _corpus_section(reads, registered_sources(context)), "tokenizer": tok,
+                "corpus": {**_corpus_section(reads, registered_sources(context)),
+                           "synthetic": _synthetic_section(reads, stages)}, "tokenizer": tok,
                 "models": [m for s in stages if (m := _model_summary(reads, s))],
                 "evals": {k: v for k, v in evals_full.items() if v},
                 "gates": evaluate_gates(metrics, lineage, settings.config(GateConfig, "gates"), items,

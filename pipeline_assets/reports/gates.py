@@ -17,6 +17,8 @@ paired tests; `lineage` maps a stage to its parent stage. Gate kinds, each evalu
     quantized       a quantized stage's tracked metrics stay within +-quantized_max_delta of its parent, and
                     its checkpoint is quantized_min_compression times smaller on disk
     reward_hacking  rlhf: the reward model's score rose vs the parent while gold (verifier) accuracy fell
+    synthetic       a stage trained on datasets/synthetic rows must not be significantly worse on its target
+                    than the same recipe without them (its eval's paired ablation, at alpha)
 
 Status is "pass", "fail" or "not_enforced". A gate is not_enforced, with its reason, when its inputs are
 missing (stage or parent not evaluated; blocks only with `fail_on_missing`) or its threshold is disabled on
@@ -40,7 +42,7 @@ from typing import Any
 from pipeline_assets.evals.stats import align, binomial_p_value, paired_bootstrap, paired_test
 from pipeline_assets.stages import model_stages
 
-GATE_KINDS: tuple[str, ...] = ("regression", "target", "safety", "quantized", "reward_hacking")
+GATE_KINDS: tuple[str, ...] = ("regression", "target", "safety", "quantized", "reward_hacking", "synthetic")
 STATUSES: tuple[str, ...] = ("pass", "fail", "not_enforced")
 
 # Metrics where smaller is better; every other tracked metric is "higher is better".
@@ -500,6 +502,21 @@ def _reward_hacking(stage: str, parent: str, metrics: Mapping, parent_metrics: M
     return _finish(gate)
 
 
+def _synthetic(stage: str, metrics: Mapping, cfg: GateConfig) -> dict[str, Any]:
+    """The eval paired the stage with its ablation without datasets/synthetic (evals.harness.ablation_effect)."""
+    gate = _gate("synthetic", stage, None, cfg)
+    delta, p = _num(metrics.get("synthetic_effect_delta")), _num(metrics.get("synthetic_effect_p_value"))
+    if delta is None or p is None:
+        return _not_enforced(gate, f"{stage} has no synthetic_effect_delta/p_value (its eval found no ablation)")
+    gate["checked"]["synthetic_effect_delta"] = {"value": delta, "p_value": p, "alpha": cfg.alpha}
+    text = f"with vs without datasets/synthetic rows {_signed(delta)} on its target (paired p={p:.3g})"
+    if delta < 0 and p < cfg.alpha:
+        _fail(gate, f"{stage}: the synthetic rows made it worse: {text}, significant at alpha {cfg.alpha}")
+    else:
+        gate["reason"] = text
+    return _finish(gate)
+
+
 def _stage_gates(stage: str, stage_metrics: Mapping, lineage: Mapping, stage_items: Mapping,
                  cfg: GateConfig) -> list[dict[str, Any]]:
     metrics = dict(stage_metrics[stage] or {})
@@ -528,6 +545,8 @@ def _stage_gates(stage: str, stage_metrics: Mapping, lineage: Mapping, stage_ite
         gates.append(_target(stage, parent, metrics, parent_metrics, items, parent_items, cfg))
     if stage not in cfg.safety_exempt:
         gates.append(_safety(stage, metrics, cfg))
+    if "synthetic_effect_delta" in metrics:
+        gates.append(_synthetic(stage, metrics, cfg))
     return gates
 
 

@@ -252,6 +252,9 @@ def _section_corpus(corpus: Mapping[str, Any] | None) -> str:
                    f"p={classifier['auc_p_value']:.1e} vs chance); "
                    f"balanced F1 {classifier['heldout_balanced']['f1']}; {classifier['model_bytes'] / 1e6:.1f} MB, "
                    f"trained in {classifier['train_s']} s.")
+    synthetic = corpus.get("synthetic")
+    if synthetic:
+        out.append(_synthetic_lines(synthetic))
     stages = corpus.get("stages")
     out.append("### Documents per corpus stage")
     if stages:
@@ -297,6 +300,27 @@ def _section_corpus(corpus: Mapping[str, Any] | None) -> str:
     else:
         out.append(NOT_MATERIALIZED)
     return "\n\n".join(out) + "\n"
+
+
+def _synthetic_lines(syn: Mapping[str, Any]) -> str:
+    out = ["### Synthetic data (datasets/synthetic)",
+           f"{syn['rows']} accepted rows over {syn['generation']} generation(s) {syn.get('rows_by_generation')} from "
+           f"teacher `{syn.get('teacher_version')}`, {syn.get('rejected_rows')} rejected "
+           f"({', '.join(f'{k} {v}' for k, v in (syn.get('rejected_by_reason_all') or {}).items()) or 'none'}); "
+           f"distinct-1 {syn.get('distinct_1')}, distinct-2 {syn.get('distinct_2')}."]
+    rates = syn.get("acceptance_by_verifier_all") or {}
+    if rates:
+        out.append(table(["verifier", "asked", "accepted", "acceptance"],
+                         [[v, r["asked"], r["accepted"], r["rate"]] for v, r in rates.items()]))
+    rows = []
+    for stage, c in (syn.get("consumers") or {}).items():
+        e = c.get("effect") or {}
+        rows.append([stage, c.get("rows"), c.get("share"), c.get("max_share"), e.get("metric", "–"),
+                     e.get("with"), e.get("without"), e.get("delta"), _ci(e.get("ci95")), e.get("p_value"), e.get("n")])
+    if rows:
+        out.append(table(["training set", "synthetic rows", "share", "cap", "target", "with", "without", "delta",
+                          "95% CI", "p", "n"], rows))
+    return "\n\n".join(out)
 
 
 def _section_tokenizer(tok: Mapping[str, Any] | None) -> str:
@@ -403,7 +427,8 @@ def build_report_card_json(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _data_json(corpus: Mapping[str, Any]) -> dict[str, Any]:
-    """report_card.json's "data": per-source filter counts and the quality classifier's held-out metrics."""
+    """report_card.json's "data": per-source filter counts, the quality classifier's held-out metrics, and
+    datasets/synthetic (acceptance per verifier, rows per generation, share and paired effect per consumer)."""
     classifier = corpus.get("quality_classifier") or {}
     held = classifier.get("heldout") or {}
     return {"sources": {name: {k: v for k, v in row.items() if k != "safety_reasons"}
@@ -413,7 +438,8 @@ def _data_json(corpus: Mapping[str, Any]) -> dict[str, Any]:
             "quality_classifier": {**{k: held.get(k) for k in ("precision", "recall", "f1", "auc", "n", "n_lq")},
                                    "auc_ci95": classifier.get("auc_ci95"),
                                    "lq_share": classifier.get("heldout_lq_share"),
-                                   "p_value": classifier.get("auc_p_value")} if classifier else None}
+                                   "p_value": classifier.get("auc_p_value")} if classifier else None,
+            "synthetic": corpus.get("synthetic")}
 
 
 def validate_report_card(card: Mapping[str, Any]) -> list[str]:

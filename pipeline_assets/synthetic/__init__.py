@@ -1,0 +1,1 @@
+"""datasets/synthetic: teacher-generated, verifier-filtered training data (and its collapse guard)."""
