@@ -86,15 +86,18 @@ def chat_generate(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts:
 
 
 def generate_replies(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Sequence[str],
-                     max_new_tokens: int, batch_size: int = 64) -> list[tuple[str, bool]]:
-    """Greedy single-turn chat replies as (text, stopped_on_eos); text is cut at the first eos.
+                     max_new_tokens: int, batch_size: int = 64, do_sample: bool = False,
+                     temperature: float = 1.0) -> list[tuple[str, bool]]:
+    """Single-turn chat replies (greedy unless ``do_sample``) as (text, stopped_on_eos); text is cut at the
+    first eos.
 
     Unlike chat_generate this keeps whether the reply ended with eos within the budget, which is
     what `chat_format_ok` measures.
     """
     eos = tok.eos_token_id
     out: list[tuple[str, bool]] = []
-    for row in generate_ids(model, tok, _chat_texts(tok, prompts), max_new_tokens, batch_size=batch_size):
+    for row in generate_ids(model, tok, _chat_texts(tok, prompts), max_new_tokens, do_sample, temperature,
+                            batch_size):
         stopped = eos in row
         ids = row[:row.index(eos)] if stopped else row
         out.append((tok.decode(ids, skip_special_tokens=True).strip(), stopped))

@@ -18,7 +18,6 @@ from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
 from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.posttrain.data import (
-    REASONING_FILE,
     REJECTED_FILE,
     SFT_FILE,
     SFT_VAL_FILE,
@@ -133,10 +132,9 @@ def test_pools_are_grounded_in_training_problems_and_documents() -> None:
     assert prompts.module_name("python_docs/topics.txt") is None
 
 
-def _inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
-    sft, reasoning = tmp_path / "sft", tmp_path / "reasoning"
+def _inputs(tmp_path: Path) -> tuple[Path, Path]:
+    sft = tmp_path / "sft"
     sft.mkdir()
-    reasoning.mkdir()
     rows = [{"messages": [{"role": "user", "content": f"What is {a} + 1?"},
                           {"role": "assistant", "content": str(a + 1)}], "kind": "arithmetic"}
             for a in range(10) if arithmetic_split(a, "+", 1) == "train"]
@@ -144,21 +142,24 @@ def _inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
                               {"role": "assistant", "content": "Return the area of a circle."}], "kind": "docstring"})
     write_jsonl(sft / SFT_FILE, rows)
     write_jsonl(sft / SFT_VAL_FILE, [])
-    write_jsonl(reasoning / REASONING_FILE, [{"prompt": [{"role": "user", "content": "What is 2 + 2?"}],
-                                             "answer": "4"}])
     mixture = tmp_path / "stdlib.jsonl"
     write_jsonl(mixture, [STDLIB_DOC])
-    return sft, reasoning, mixture
+    return sft, mixture
 
 
-def _fake_teacher(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Right answers for even first operands, wrong for odd; the docstring reference; code that passes."""
-    def replies(model, tok, batch, max_new_tokens):
+def _fake_teacher(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Greedy: right answers for even first operands, wrong for odd; sampled: right unless the first operand
+    is 1 mod 4 (so resampling rescues half the wrong ones). The docstring reference; code that passes."""
+    sampled_calls = []
+
+    def replies(model, tok, batch, max_new_tokens, do_sample=False, temperature=1.0):
+        sampled_calls.append(do_sample)
         out = []
         for prompt in batch:
             if prompt.startswith("What is "):
                 a, b = (int(x) for x in prompt[len("What is "):-1].split(" + "))
-                out.append((str(a + b + a % 2), True))
+                wrong = a % 4 == 1 if do_sample else a % 2 == 1
+                out.append((str(a + b + wrong), True))
             elif prompt.startswith("Write"):
                 expr = prompt.split("value of ")[1].rstrip(".")
                 out.append((f"def solve():\n    return {expr}", True))
@@ -169,16 +170,17 @@ def _fake_teacher(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(generate, "generate_replies", replies)
     monkeypatch.setattr(generate, "load_tokenizer", lambda path, need_generation_markers: None)
     monkeypatch.setattr(generate, "load_causal_lm", lambda path, device: type("M", (), {"eval": lambda s: s})())
+    return sampled_calls
 
 
 def test_generations_accumulate_and_every_row_reverifies(tmp_path: Path, bench: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_teacher(monkeypatch)
-    sft, reasoning, mixture = _inputs(tmp_path)
+    sampled = _fake_teacher(monkeypatch)
+    sft, mixture = _inputs(tmp_path)
     teacher = tmp_path / "teacher-v1"
-    first = generate.build_synthetic_dataset(tmp_path / "g1", CFG, teacher, sft, reasoning, bench, [mixture],
+    first = generate.build_synthetic_dataset(tmp_path / "g1", CFG, teacher, sft, bench, [mixture],
                                              CorpusConfig(), TASK, log=lambda _: None)
-    second = generate.build_synthetic_dataset(tmp_path / "g2", CFG, teacher, sft, reasoning, bench, [mixture],
+    second = generate.build_synthetic_dataset(tmp_path / "g2", CFG, teacher, sft, bench, [mixture],
                                               CorpusConfig(), TASK, previous_dir=tmp_path / "g1",
                                               log=lambda _: None)
     rows1, rows2 = read_jsonl(tmp_path / "g1" / SYNTHETIC_FILE), read_jsonl(tmp_path / "g2" / SYNTHETIC_FILE)
@@ -189,10 +191,16 @@ def test_generations_accumulate_and_every_row_reverifies(tmp_path: Path, bench: 
                                                                        "2": second["new_rows"]}
     asked = [normalize_prompt(r["messages"][0]["content"]) for r in rows2 + rejected2]
     assert len(asked) == len(set(asked)), "a prompt was asked in two generations"
-    # Never a real row's or an eval item's prompt; odd first operands were answered wrong and rejected.
+    # Never a real row's prompt. Greedy answers to odd first operands were wrong: resampling rescued those
+    # with a first operand 3 mod 4 (kept with their sample index), those 1 mod 4 stayed wrong and rejected.
     real = {normalize_prompt(r["messages"][0]["content"]) for r in read_jsonl(sft / SFT_FILE)}
-    assert not real & set(asked) and "What is 2 + 2?" not in {r["messages"][0]["content"] for r in rows2}
-    assert {r["reason"] for r in rejected2} >= {"wrong_answer"}
+    assert not real & set(asked) and True in sampled
+    arithmetic = [r for r in rows2 if r["kind"] == "arithmetic"]
+    first_operand = [int(r["messages"][0]["content"].split()[2]) for r in arithmetic]
+    assert all(a % 4 != 1 for a in first_operand) and any(a % 4 == 3 for a in first_operand)
+    assert all((r["sample"] > 0) == (a % 2 == 1) for r, a in zip(arithmetic, first_operand, strict=True))
+    assert {r["reason"] for r in rejected2} == {"wrong_answer"}
+    assert second["accepted_after_resampling"] > 0
     for row in rows2:
         assert row["teacher_version"] == "teacher-v1" and row["verifier"] and row["score"] > 0
         assert row["messages"][0]["role"] == "user" and row["messages"][1]["role"] == "assistant"

@@ -1,7 +1,8 @@
 """Distillation (`models/distilled`): a smaller student (half the layers by default) trained from a teacher.
 
     python -m pipeline_assets.posttrain.distill --models-grpo GRPO --datasets-sft SFT_DATA \
-        --datasets-reasoning REASONING --out OUT [--max-steps 400 ...]      # --help: every DistillConfig field
+        --datasets-reasoning REASONING --datasets-synthetic SYNTHETIC --out OUT [--max-steps 400 ...]
+                                                                        # --help: every DistillConfig field
 
 `run_distill(cfg, teacher_dir, prompts_dataset_path, out_dir)` is what the asset calls; it returns JSON-able
 metadata and writes it to out_dir/summary.json. The student shares the teacher's tokenizer and vocab.
@@ -12,7 +13,10 @@ How (the default, method="gkd"):
   2. the student is the teacher's config with `layer_fraction` of its layers, initialised from the teacher's
      embeddings, final norm and evenly spaced layers (first and last kept), like DistilBERT;
   3. TRL's GKDTrainer with lmbda=0, beta=0: token-level forward KL to the teacher's full next-token
-     distribution on the teacher's own answers (Hinton-style KD on sequence-level KD data).
+     distribution on the teacher's own answers (Hinton-style KD on sequence-level KD data);
+  4. with datasets/synthetic rows (verified teacher answers to prompts the SFT rows do not ask), up to
+     `synthetic_max_share` of the training rows are those, and the same recipe without them is trained too
+     and saved in WITHOUT_SYNTHETIC_DIR: evals/distilled pairs the two (the measured synthetic effect).
 Why this and not the alternatives (CPU, ~1 min, 1 thread; numbers in the table below):
   * on-policy DistillationTrainer (method="on_policy") makes the student generate every step: 40% more time
     per step, and while the student is still poor its samples are contexts the teacher's answers never

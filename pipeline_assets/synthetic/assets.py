@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline_assets.asset_keys import BENCHMARKS, GRPO, MIXTURE, REASONING, SFT_DATA, SYNTHETIC
+from pipeline_assets.asset_keys import BENCHMARKS, GRPO, MIXTURE, SFT_DATA, SYNTHETIC
 from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.metadata import path_md, table
@@ -52,7 +52,7 @@ def overlapping(rows: list[dict], bench_dir: Path, corpus: CorpusConfig) -> list
         decont.close()
 
 
-@dg.asset(key=SYNTHETIC, deps=[GRPO, SFT_DATA, REASONING, BENCHMARKS, MIXTURE], group_name="datasets",
+@dg.asset(key=SYNTHETIC, deps=[GRPO, SFT_DATA, BENCHMARKS, MIXTURE], group_name="datasets",
           code_version="1", kinds={"pytorch"},
           check_specs=[dg.AssetCheckSpec(REVERIFY_CHECK, asset=SYNTHETIC, blocking=True),
                        dg.AssetCheckSpec(OVERLAP_CHECK, asset=SYNTHETIC, blocking=True)])
@@ -67,7 +67,7 @@ def synthetic_data(context: dg.AssetExecutionContext, store: ArtifactStore, sett
     teacher = Path(cfg.teacher_path) if cfg.teacher_path else reads(GRPO)
     with writing(context, store) as draft:
         result = build_synthetic_dataset(
-            draft.work, cfg, teacher, reads(SFT_DATA), reads(REASONING), reads(BENCHMARKS),
+            draft.work, cfg, teacher, reads(SFT_DATA), reads(BENCHMARKS),
             _stdlib_files(reads(MIXTURE)), corpus, settings.config(SFTDataConfig, "sft_data"), previous,
             log=context.log.info)
         write_summary(draft.work, result)

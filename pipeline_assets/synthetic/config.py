@@ -22,11 +22,19 @@ class SyntheticDataConfig:
     arithmetic_prompts: int = 400
     docstring_prompts: int = 48
     code_prompts: int = 8
-    # The arithmetic prompts' space: training-split problems of 0..operand_max. The tiny task space (0..49) has
-    # no problem left that neither SFT (1,600) nor the preference stages' held-out pairs (399) hold, so the
-    # teacher is asked one band wider (0..59: 890 more training-split problems, none an eval item).
-    operand_max: int = 59
-    operators: tuple[str, ...] = ("+",)
+    # The arithmetic prompts' space: training-split problems of 0..operand_max (None: SFT's task space, where
+    # the teacher is measured). On tiny the problems no SFT row holds are the 399 the preference stages hold
+    # out from SFT; GRPO trained on 309 of them (its prompts span the whole training split), so its students
+    # gain no access to anything the teacher's lineage had not seen. A wider band is for teachers that
+    # generalise past their training space: the tiny SFT model answered 0 of 300 problems of 50..59 even
+    # with 8 samples each.
+    operand_max: int | None = None
+    operators: tuple[str, ...] | None = None
+    # Rejection sampling (as in STaR / RFT): a greedy answer first, then up to samples_per_prompt - 1 sampled
+    # ones at `temperature` for prompts whose answers all failed verification so far; the first that passes
+    # is kept.
+    samples_per_prompt: int = 4
+    temperature: float = 1.0
     # Docstring answers: token F1 against the document's own first sentence (the eval's QA metric). 0.6 keeps
     # paraphrases ("Return the sum of x and y" vs "Return x plus y": 0.67) and drops topic-only answers.
     docstring_min_f1: float = 0.6
@@ -45,12 +53,15 @@ class SyntheticDataConfig:
                 raise ValueError(f"synthetic_data.{name}={getattr(self, name)} must be >= 0")
         if self.arithmetic_prompts + self.docstring_prompts + self.code_prompts == 0:
             raise ValueError("synthetic_data: every *_prompts count is 0: nothing to generate")
-        for name in ("operand_max", "max_new_tokens", "long_max_new_tokens", "dedup_ngrams", "num_threads"):
+        for name in ("max_new_tokens", "long_max_new_tokens", "dedup_ngrams", "num_threads", "samples_per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"synthetic_data.{name}={getattr(self, name)} must be >= 1")
-        unknown = sorted(set(self.operators) - set(OPERATORS))
-        if unknown or not self.operators:
+        if self.operand_max is not None and self.operand_max < 1:
+            raise ValueError(f"synthetic_data.operand_max={self.operand_max} must be >= 1 or None (SFT's space)")
+        if self.operators is not None and (not self.operators or set(self.operators) - set(OPERATORS)):
             raise ValueError(f"synthetic_data.operators={self.operators!r}: each must be one of {OPERATORS}")
+        if self.temperature <= 0:
+            raise ValueError(f"synthetic_data.temperature={self.temperature} must be > 0")
         if not 0.0 < self.docstring_min_f1 <= 1.0:
             raise ValueError(f"synthetic_data.docstring_min_f1={self.docstring_min_f1} must be in (0, 1]")
         return self

@@ -1,7 +1,7 @@
 """Grounded prompt pools for `datasets/synthetic`: nothing is asked from nothing.
 
-    arithmetic  training-split problems (tasks/arithmetic.py hash split: never dev or test) that no real
-                training row and no held-out preference pair uses; the answer is computed
+    arithmetic  training-split problems (tasks/arithmetic.py hash split: never dev or test) that no real row
+                of the consuming training set asks; the answer is computed
     docstring   "What does `mod.f` do?" for the public functions of the standard-library source documents
                 the training mixture holds (parsed with ``ast``); the reference is the document's own first
                 docstring sentence, so the question is about text the pipeline trains on
