@@ -1,7 +1,7 @@
 """Collapse guard (pipeline_assets/synthetic/collapse.py): replacing data with samples degrades, accumulating holds.
 
     python -m pytest -q tests/test_synthetic_collapse.py              # input validation (fast)
-    python -m pytest -q -m slow tests/test_synthetic_collapse.py      # both arms, 5 generations (~2.5 min, 1 thread)
+    python -m pytest -q -m slow tests/test_synthetic_collapse.py      # both arms, 4 generations (~2.5-3 min)
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 from pipeline_assets.synthetic.collapse import (
-    GENERATIONS,
     HELDOUT_ROWS,
     TRAIN_ROWS,
     CollapseConfig,
@@ -56,14 +55,19 @@ def test_real_split_is_fixed_and_disjoint_and_tokens_round_trip():
 
 @pytest.mark.slow
 def test_replace_collapses_and_accumulate_holds():
-    """One seed, both arms, 5 generations. Measured over seeds 0-5 (module docstring of collapse.py)."""
+    """Seed 0, both arms, generations 0-3 (7 trainings, generation 0 shared).
+
+    Over seeds 0-5 at generation 3 (collapse.py's docstring): replace +0.61 to +0.72 nats above generation 0,
+    accumulate at most x1.030 of it and 0.55-0.68 below replace. Bounds: +0.3, 0.3 below, x1.08.
+    """
+    generations = 4
     train, heldout = real_split(TRAIN_ROWS, HELDOUT_ROWS)
-    arms = run_arms(train, heldout, generations=GENERATIONS, seed=0)
+    arms = run_arms(train, heldout, generations=generations, seed=0)
     replace = [r["heldout_loss"] for r in arms["replace"]]
     accumulate = [r["heldout_loss"] for r in arms["accumulate"]]
     assert replace[0] == accumulate[0]  # generation 0 is shared: real data only
-    assert [r["train_rows"] for r in arms["replace"]] == [TRAIN_ROWS] * GENERATIONS
-    assert [r["train_rows"] for r in arms["accumulate"]] == [TRAIN_ROWS * (g + 1) for g in range(GENERATIONS)]
-    assert replace[-1] > replace[0] + 0.15, f"replace did not degrade: {replace}"
-    assert accumulate[-1] < replace[-1] - 0.1, f"accumulate not below replace: {accumulate} vs {replace}"
-    assert accumulate[-1] < 1.1 * accumulate[0], f"accumulate drifted from generation 0: {accumulate}"
+    assert [r["train_rows"] for r in arms["replace"]] == [TRAIN_ROWS] * generations
+    assert [r["train_rows"] for r in arms["accumulate"]] == [TRAIN_ROWS * (g + 1) for g in range(generations)]
+    assert replace[-1] > replace[0] + 0.3, f"replace did not degrade: {replace}"
+    assert accumulate[-1] < replace[-1] - 0.3, f"accumulate not clearly below replace: {accumulate} vs {replace}"
+    assert accumulate[-1] < 1.08 * accumulate[0], f"accumulate drifted from generation 0: {accumulate}"

@@ -7,7 +7,7 @@
   every candidate pair confirmed by its exact shingle Jaccard (corpus/near_dup.py) at the corpus's
   threshold. Run in memory: a materialization holds a few thousand short rows, where writing datatrove's
   bucket files for its disk pipeline would cost more than the rows.
-* Diversity: distinct-n (share of unique word n-grams among all) over the accepted answers.
+* Diversity: distinct-n (share of unique word n-grams among all) over the accepted rows' text.
 """
 
 from __future__ import annotations

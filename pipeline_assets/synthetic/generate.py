@@ -160,7 +160,7 @@ def build_synthetic_dataset(out_dir: Path, cfg: SyntheticDataConfig, teacher_dir
     all_accepted, all_rejected = earlier + accepted, earlier_rejected + rejected
     write_jsonl(out_dir / SYNTHETIC_FILE, all_accepted)
     write_jsonl(out_dir / REJECTED_FILE, all_rejected)
-    answers = [r["messages"][-1]["content"] for r in all_accepted]
+    texts = [row_text(r) for r in all_accepted]  # arithmetic answers alone are one word: no bigram
     result: dict[str, Any] = {
         "generation": generation,
         "teacher": str(teacher_dir),
@@ -177,8 +177,8 @@ def build_synthetic_dataset(out_dir: Path, cfg: SyntheticDataConfig, teacher_dir
         "rejected_by_reason_all": dict(Counter(r["reason"] for r in all_rejected)),
         "rows_by_generation": dict(sorted(Counter(str(r["generation"]) for r in all_accepted).items())),
         "rows_by_kind": dict(Counter(r["kind"] for r in all_accepted)),
-        "distinct_1": distinct_n(answers, 1),
-        "distinct_2": distinct_n(answers, 2),
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
         "real_rows_compared": len(real),
         "accepted_after_resampling": sum(r["sample"] > 0 for r in accepted),
         "generation_time_s": round(gen_time, 2),
