@@ -250,3 +250,31 @@ def test_quantized_target_may_drop_two_points_whatever_the_other_metrics_allow()
         items["models/quantized"] = _items(quantized)
         gate = _gate(evaluate_gates(metrics, LINEAGE, CFG, items), "models/quantized", "target")
         assert gate["status"] == status, gate  # CFG's quantized_max_delta is 0.1: the target's 0.02 decides
+
+
+def test_synthetic_gate_fails_only_a_significant_harm_and_the_card_carries_the_effect(tmp_path: Path) -> None:
+    metrics, items = _stages()
+    lineage = {**LINEAGE, "models/distilled": "models/grpo"}
+    metrics["models/distilled"] = _metrics(28, synthetic_effect_delta=0.088, synthetic_effect_p_value=0.014)
+    assert _gate(evaluate_gates(metrics, lineage, CFG, items), "models/distilled", "synthetic")["status"] == "pass"
+    metrics["models/distilled"].update(synthetic_effect_delta=-0.09, synthetic_effect_p_value=0.2)
+    assert _gate(evaluate_gates(metrics, lineage, CFG, items), "models/distilled", "synthetic")["status"] == "pass"
+    metrics["models/distilled"].update(synthetic_effect_p_value=0.01)
+    harmed = _gate(evaluate_gates(metrics, lineage, CFG, items), "models/distilled", "synthetic")
+    assert harmed["status"] == "fail" and "synthetic rows made it worse" in harmed["reason"]
+    # A stage that trained without synthetic rows (no ablation) has no synthetic gate at all.
+    assert all(g["kind"] != "synthetic" for g in evaluate_gates(metrics, lineage, CFG, items)["gates"]
+               if g["stage"] == "models/grpo")
+    effect = {"metric": "arithmetic_accuracy", "with": 0.554, "without": 0.467, "delta": 0.088,
+              "ci95": [0.021, 0.154], "p_value": 0.014, "n": 240}
+    synthetic = {"generation": 2, "rows": 340, "rejected_rows": 113, "teacher_version": "v1",
+                 "rejected_by_reason_all": {"wrong_answer": 59}, "rows_by_generation": {"1": 340, "2": 0},
+                 "acceptance_by_verifier_all": {"exact_answer": {"asked": 399, "accepted": 340, "rate": 0.852}},
+                 "distinct_1": 0.2, "distinct_2": 0.4,
+                 "consumers": {"models/distilled": {"rows": 340, "share": 0.2, "max_share": 0.2, "effect": effect}}}
+    card = render_report_card({"corpus": {"synthetic": synthetic}, "models": [], "evals": {}}, tmp_path)
+    data = json.loads((tmp_path / "report_card.json").read_text())["data"]["synthetic"]
+    assert data["consumers"]["models/distilled"]["effect"]["p_value"] == 0.014
+    md = (tmp_path / "report_card.md").read_text()
+    assert "### Synthetic data (datasets/synthetic)" in md and "exact_answer" in md and "[0.021, 0.154]" in md
+    assert card is not None
