@@ -166,7 +166,7 @@ for _s in (
     _stage("grpo", "sft", "grpo", "grpo", "GRPOStageConfig", inputs=(REASONING,),
            description="TRL GRPOTrainer with verifiable rewards (exact answer + format) on datasets/reasoning."),
     _stage("distilled", "grpo", "distill", "distill", "DistillConfig", inputs=(SFT_DATA, REASONING, SYNTHETIC),
-           retain=True, retain_fraction=0.8, max_param_fraction=0.6,
+           code_version="2", retain=True, retain_fraction=0.8, max_param_fraction=0.6,
            description="A smaller student trained from the GRPO teacher (plus the datasets/synthetic rows at "
                        "a capped share; the same recipe without them is its ablation)."),
     _stage("quantized", "grpo", "quantize", "quantize", "QuantizeConfig", retain=True, quantized=True,
