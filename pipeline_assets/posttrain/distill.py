@@ -215,11 +215,9 @@ def synthetic_sample(rows: Sequence[dict], real_rows: int, max_share: float, see
     return [{"messages": r["messages"]} for r in picked[:cap]]
 
 
-def _fit(cfg: DistillConfig, teacher: Any, tok: Any, rows: list[dict], args_kw: dict,
+def _fit(cfg: DistillConfig, student: Any, teacher: Any, tok: Any, rows: list[dict], args_kw: dict,
          checkpoint_dir: Path | None, log: Callable[[str], None]) -> tuple[Any, Any, LossHistory, float, int | None]:
-    """A fresh student trained on ``rows``: (student, trainer, loss history, train seconds, resumed step)."""
-    student, _ = build_student(teacher, cfg)
-    student.to(teacher.device)
+    """``student`` trained on ``rows``: (trained model, trainer, loss history, train seconds, resumed step)."""
     history = LossHistory(log=log, every=cfg.log_every)
     with tempfile.TemporaryDirectory(prefix="distill-trainer-") as scratch:
         trainer = _trainer(cfg, student, teacher, tok, rows, {**args_kw, "output_dir": str(checkpoint_dir or scratch)},
@@ -277,15 +275,15 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
     student, layers = build_student(teacher, cfg)
     teacher_params, student_params = trainable_and_total(teacher)[1], trainable_and_total(student)[1]
     teacher_acc = arithmetic_accuracy(teacher, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
-    before_acc = arithmetic_accuracy(student.to(teacher.device), tok, dev, cfg.arithmetic_max_new_tokens) \
-        if dev else None
+    student.to(teacher.device)
+    before_acc = arithmetic_accuracy(student, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
     before_agree = teacher_agreement(generate_replies(student, tok, val_prompts, cfg.max_new_tokens), teacher_val)
     log(f"distill | student {student_params:,} params ({student.config.num_hidden_layers} layers, init "
         f"{cfg.student_init}{' ' + str(layers) if layers else ''}) vs teacher {teacher_params:,} | agreement "
         f"before {before_agree:.3f}")
 
     student, trainer, history, train_time, resumed_from_step = _fit(
-        cfg, teacher, tok, train_rows + synthetic_rows, args_kw, checkpoint_dir, log)
+        cfg, student, teacher, tok, train_rows + synthetic_rows, args_kw, checkpoint_dir, log)
     save_checkpoint(student, tok, out_dir)
     after_acc = arithmetic_accuracy(student, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
     after_agree = teacher_agreement(generate_replies(student, tok, val_prompts, cfg.max_new_tokens), teacher_val)
@@ -294,7 +292,9 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
     if synthetic_rows and cfg.synthetic_ablation:
         # Not resumable: a kill in this arm re-runs it (one training run of the same size as the main one).
         log(f"distill | ablation: the same recipe without the {len(synthetic_rows)} synthetic rows")
-        without, _, _, without_time, _ = _fit(cfg, teacher, tok, train_rows, args_kw, None, log)
+        fresh, _ = build_student(teacher, cfg)  # the same seeded init as the main arm's student
+        without, _, _, without_time, _ = _fit(cfg, fresh.to(teacher.device), teacher, tok, train_rows, args_kw,
+                                              None, log)
         save_checkpoint(without, tok, out_dir / WITHOUT_SYNTHETIC_DIR)
         without_acc = arithmetic_accuracy(without, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
         ablation = {"without_synthetic_dir": str(out_dir / WITHOUT_SYNTHETIC_DIR),

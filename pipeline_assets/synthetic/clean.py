@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from datatrove.data import Document
 from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
-from datatrove.utils.hashing import HashConfig
+from datatrove.utils.hashing import HashConfig, create_hash_func
 from datatrove.utils.text import TextNormConfig
 
 from pipeline_assets.corpus.blocks import RegexWordTokenizer
@@ -67,6 +67,7 @@ class NearDuplicates:
         self.threshold = corpus.near_dup_jaccard or 1.0
         self._sig = MinhashDedupSignature(output_folder=tempfile.gettempdir(), config=self.config,
                                           language=RegexWordTokenizer())
+        self._hash = create_hash_func(self.config.hash_config)
         self._buckets: list[dict[tuple[int, ...], list[str]]] = [defaultdict(list)
                                                                  for _ in range(self.config.num_buckets)]
         self._shingles: dict[str, np.ndarray] = {}
@@ -76,7 +77,7 @@ class NearDuplicates:
         # whole normalized text is one shingle (two such rows are duplicates only when equal).
         shingles = self._sig.get_shingles(text)
         if not shingles.size:
-            shingles = np.array([[self._sig._hash_func(" ".join(text.lower().split()))]], dtype=np.uint64)
+            shingles = np.array([[self._hash(" ".join(text.lower().split()))]], dtype=np.uint64)
         return shingles
 
     def add(self, row_id: str, text: str, *, register: bool = True) -> str | None:
