@@ -230,6 +230,7 @@ def test_distillation_trains_on_a_capped_share_and_saves_its_ablation(pretrained
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """models/distilled with synthetic rows: at most its cap, and the same recipe without them saved beside it,
     which its eval pairs with it on the target's items (evals.harness.ablation_effect)."""
+    import torch
     from conftest import published
 
     from pipeline_assets.evals.config import EvalConfig
@@ -263,3 +264,9 @@ def test_distillation_trains_on_a_capped_share_and_saves_its_ablation(pretrained
     none = distill.run_distill(replace(cfg, synthetic_max_share=0.0), base, prompts, tmp_path / "plain",
                                log=lambda _: None, synthetic=synthetic)
     assert none["synthetic_rows"] == 0 and not (tmp_path / "plain" / WITHOUT_SYNTHETIC_DIR).exists()
+    # With 2 threads on CPU the arm without them trains beside the main one, in a side process on 1 thread.
+    beside = distill.run_distill(replace(cfg, num_threads=2), base, prompts, tmp_path / "beside", log=lambda _: None,
+                                 synthetic=synthetic)
+    assert beside["without_synthetic_threads"] == 1 and beside["without_synthetic_train_time_s"] > 0
+    assert (tmp_path / "beside" / WITHOUT_SYNTHETIC_DIR / "model.safetensors").is_file()
+    assert meta["without_synthetic_threads"] == 1 and torch.get_num_threads() == 2  # the stage's count restored

@@ -40,6 +40,7 @@ answer as the teacher on 200 unseen prompts):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import tempfile
@@ -53,7 +54,7 @@ import torch
 
 from pipeline_assets.asset_keys import GRPO, REASONING, SFT_DATA, SYNTHETIC
 from pipeline_assets.jsonl import read_jsonl
-from pipeline_assets.model_io import generate_replies, load_causal_lm, save_checkpoint
+from pipeline_assets.model_io import device_for, generate_replies, load_causal_lm, save_checkpoint
 from pipeline_assets.posttrain.common import LossHistory, train_resumable, trl_args
 from pipeline_assets.posttrain.config import DistillConfig
 from pipeline_assets.posttrain.data import DEV_FILE, SFT_FILE, SYNTHETIC_FILE, WITHOUT_SYNTHETIC_DIR
@@ -62,6 +63,7 @@ from pipeline_assets.posttrain.sft import (
     load_tokenizer,
     trainable_and_total,
 )
+from pipeline_assets.posttrain.side_process import SideProcess
 from pipeline_assets.stage_cli import stage_main
 from pipeline_assets.stages import StageInputs
 from pipeline_assets.summary import write_summary
@@ -228,6 +230,25 @@ def _fit(cfg: DistillConfig, student: Any, teacher: Any, tok: Any, rows: list[di
     return trainer.model, trainer, history, train_time, resumed_from_step
 
 
+def train_ablation_arm(cfg: DistillConfig, teacher_dir: Path, rows: list[dict], out: Path,
+                       dev: Sequence[dict] | None, num_threads: int,
+                       log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The main arm's recipe on ``rows`` alone (no synthetic rows), from the same seeded student, saved to
+    ``out``. Not resumable: a kill re-runs it (one training of the main arm's size)."""
+    log = log or (lambda m: print(f"[without synthetic] {m}", flush=True))  # a side process's stdout
+    tok = load_tokenizer(teacher_dir, need_generation_markers=cfg.method == "sft")
+    args_kw = trl_args(out, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+                       seed=cfg.seed, device=cfg.device, num_threads=num_threads, save_every=cfg.save_every)
+    teacher = load_causal_lm(teacher_dir, cfg.device).eval()
+    student, _ = build_student(teacher, cfg)
+    without, _, _, seconds, _ = _fit(cfg, student.to(teacher.device), teacher, tok, rows, args_kw, None, log)
+    save_checkpoint(without, tok, out)
+    acc = arithmetic_accuracy(without, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
+    return {"without_synthetic_dir": str(out),
+            "without_synthetic_dev_arithmetic_accuracy": acc["accuracy"] if acc else None,
+            "without_synthetic_train_time_s": round(seconds, 2), "without_synthetic_threads": num_threads}
+
+
 def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Path | str, out_dir: Path,
                 log: Callable[[str], None] = print, *, dev: Sequence[dict] | None = None,
                 checkpoint_dir: Path | None = None, synthetic: Sequence[dict] = ()) -> dict[str, Any]:
@@ -272,34 +293,42 @@ def run_distill(cfg: DistillConfig, teacher_dir: Path, prompts_dataset_path: Pat
         log(f"distill | + {len(synthetic_rows)} of {len(synthetic)} synthetic rows (share {share:.3f}, "
             f"cap {cfg.synthetic_max_share})")
 
-    student, layers = build_student(teacher, cfg)
-    teacher_params, student_params = trainable_and_total(teacher)[1], trainable_and_total(student)[1]
-    teacher_acc = arithmetic_accuracy(teacher, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
-    student.to(teacher.device)
-    before_acc = arithmetic_accuracy(student, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
-    before_agree = teacher_agreement(generate_replies(student, tok, val_prompts, cfg.max_new_tokens), teacher_val)
-    log(f"distill | student {student_params:,} params ({student.config.num_hidden_layers} layers, init "
-        f"{cfg.student_init}{' ' + str(layers) if layers else ''}) vs teacher {teacher_params:,} | agreement "
-        f"before {before_agree:.3f}")
+    ablate = bool(synthetic_rows) and cfg.synthetic_ablation
+    ablation_kw = dict(cfg=cfg, teacher_dir=teacher_dir, rows=train_rows, out=out_dir / WITHOUT_SYNTHETIC_DIR,
+                       dev=dev)
+    # On CPU the arm without the synthetic rows trains beside the main one, the threads split between them:
+    # two 1-thread trainings did 200 GKD steps in 50 s on 2 cores where one 2-thread training took 63 s.
+    side_threads = cfg.num_threads // 2 if ablate and device_for(cfg.device) == "cpu" else 0
+    with contextlib.ExitStack() as stack:
+        side = None
+        if side_threads:
+            side = stack.enter_context(SideProcess(train_ablation_arm, {**ablation_kw, "num_threads": side_threads}))
+            torch.set_num_threads(cfg.num_threads - side_threads)
+            stack.callback(torch.set_num_threads, cfg.num_threads)  # per process: restored for later steps
+            log(f"distill | ablation without the {len(synthetic_rows)} synthetic rows: a side process on "
+                f"{side_threads} of {cfg.num_threads} threads")
+        student, layers = build_student(teacher, cfg)
+        teacher_params, student_params = trainable_and_total(teacher)[1], trainable_and_total(student)[1]
+        teacher_acc = arithmetic_accuracy(teacher, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
+        student.to(teacher.device)
+        before_acc = arithmetic_accuracy(student, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
+        before_agree = teacher_agreement(generate_replies(student, tok, val_prompts, cfg.max_new_tokens), teacher_val)
+        log(f"distill | student {student_params:,} params ({student.config.num_hidden_layers} layers, init "
+            f"{cfg.student_init}{' ' + str(layers) if layers else ''}) vs teacher {teacher_params:,} | agreement "
+            f"before {before_agree:.3f}")
 
-    student, trainer, history, train_time, resumed_from_step = _fit(
-        cfg, student, teacher, tok, train_rows + synthetic_rows, args_kw, checkpoint_dir, log)
-    save_checkpoint(student, tok, out_dir)
-    after_acc = arithmetic_accuracy(student, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
-    after_agree = teacher_agreement(generate_replies(student, tok, val_prompts, cfg.max_new_tokens), teacher_val)
+        student, trainer, history, train_time, resumed_from_step = _fit(
+            cfg, student, teacher, tok, train_rows + synthetic_rows, args_kw, checkpoint_dir, log)
+        save_checkpoint(student, tok, out_dir)
+        after_acc = arithmetic_accuracy(student, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
+        after_agree = teacher_agreement(generate_replies(student, tok, val_prompts, cfg.max_new_tokens), teacher_val)
 
-    ablation: dict[str, Any] = {}
-    if synthetic_rows and cfg.synthetic_ablation:
-        # Not resumable: a kill in this arm re-runs it (one training run of the same size as the main one).
-        log(f"distill | ablation: the same recipe without the {len(synthetic_rows)} synthetic rows")
-        fresh, _ = build_student(teacher, cfg)  # the same seeded init as the main arm's student
-        without, _, _, without_time, _ = _fit(cfg, fresh.to(teacher.device), teacher, tok, train_rows, args_kw,
-                                              None, log)
-        save_checkpoint(without, tok, out_dir / WITHOUT_SYNTHETIC_DIR)
-        without_acc = arithmetic_accuracy(without, tok, dev, cfg.arithmetic_max_new_tokens) if dev else None
-        ablation = {"without_synthetic_dir": str(out_dir / WITHOUT_SYNTHETIC_DIR),
-                    "without_synthetic_dev_arithmetic_accuracy": without_acc["accuracy"] if without_acc else None,
-                    "without_synthetic_train_time_s": round(without_time, 2)}
+        ablation: dict[str, Any] = {}
+        if side is not None:
+            ablation = side.result()
+        elif ablate:
+            log(f"distill | ablation: the same recipe without the {len(synthetic_rows)} synthetic rows")
+            ablation = train_ablation_arm(**ablation_kw, num_threads=cfg.num_threads, log=log)
     losses = [loss for _, loss in history.loss]
     meta: dict[str, Any] = {
         "stage": "distill",
