@@ -41,7 +41,7 @@ Log = Callable[[str], None]
 @dataclass(frozen=True)
 class ModelStage:
     name: str
-    parent: str | None  # the checkpoint it starts from (or distils / quantizes)
+    parent: str | None  # the checkpoint it starts from (or distils / quantizes; a from-scratch variant: compares with)
     kind: str = "causal_lm"  # "reward" models are scored on preference pairs, not generations
     description: str = ""
     # --- training (stages the generic model asset trains; None for models/base, which pretrain/ owns)
@@ -59,6 +59,9 @@ class ModelStage:
     target_baseline_metric: str | None = None  # ... or against another metric of its own eval (base: unigram)
     target_alpha: float | None = None  # significance its paired target test must reach (None: GateConfig.alpha)
     retain_fraction: float | None = None  # a cheaper copy: keep this fraction of the parent's target
+    # A variant judged by non-inferiority: the worse end of its paired delta's 95% CI vs the parent may lie at most
+    # this fraction of the parent's value on the wrong side (0.02: at most 2% worse, with confidence).
+    non_inferiority: float | None = None
     retain: bool = False  # a cheaper copy: its target is kept, not improved
     quantized: bool = False  # the quantized gate applies (size and tracked metrics vs the parent)
     max_param_fraction: float | None = None  # must be this much smaller than its parent (distillation)
@@ -70,6 +73,11 @@ class ModelStage:
     @property
     def key(self) -> dg.AssetKey:
         return model_key(self.name)
+
+    @property
+    def from_scratch(self) -> bool:
+        """Pretrained from random init (pipeline_assets/pretrain owns its asset): scored as a base model."""
+        return self.trainer is None
 
     @property
     def eval_key(self) -> dg.AssetKey:
@@ -145,6 +153,10 @@ for _s in (
     ModelStage("base", None, description="Pretraining from the token shards (pipeline_assets/pretrain).",
                target=("val_bpb",), target_baseline_metric="unigram_val_bpb", chat=False,
                lm_eval_task="llmdag_arithmetic"),
+    # Equal active parameters per token and equal tokens: its val bpb is paired with the dense base's window by
+    # window, and the 95% CI of the difference must stay under +2% of the dense value (tiny measured +0.6-0.8%).
+    ModelStage("base_moe", "base", description="Pretraining with mixture-of-experts FFNs (pipeline_assets/pretrain).",
+               target=("val_bpb",), retain=True, non_inferiority=0.02, chat=False, lm_eval_task="llmdag_arithmetic"),
     _stage("sft", "base", "sft", "sft", "SFTStageConfig", inputs=(SFT_DATA, SHARDS, BENCHMARKS), code_version="2",
            target_alpha=0.01, description="TRL SFTTrainer on the chat rows (plus pretraining replay from the "
            "shards); full fine-tune, or LoRA (peft) with a merged copy as the checkpoint."),

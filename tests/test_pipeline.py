@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import check_evaluations, latest_metadata, published, run_assets
+from conftest import BASE_RUN, check_evaluations, latest_metadata, published, run_assets
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeline_assets.stages import model_stages
 
 FAST = {"models/sft": {"max_steps": 60}, "models/grpo": {"max_steps": 6}, "models/reward": {"max_steps": 10},
         "models/dpo": {"max_steps": 10}, "models/rlhf": {"max_steps": 4}, "models/distilled": {"max_steps": 10},
-        "datasets/ai_feedback": {"reference_checks": 8},
+        "datasets/ai_feedback": {"reference_checks": 8}, "models/base_moe": BASE_RUN,
         "datasets/synthetic": {"arithmetic_prompts": 40, "docstring_prompts": 6, "code_prompts": 2}}
 POSTTRAIN = "datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences or datasets/synthetic"
 
@@ -56,6 +56,16 @@ def test_stage_relations_hold(pipeline):
     assert feedback["pairs"] > 0
     prefs = latest_metadata(inst, ["datasets", "preferences"])
     assert prefs["train_pairs"] > 0 and prefs["test_pairs"] > 0
+    # The MoE base beside the dense one: its active parameters and tokens, its routing, its paired val bpb.
+    moe = latest_metadata(inst, ["models", "base_moe"])
+    assert moe["vs_dense"]["tokens_ratio"] == 1.0 and abs(moe["vs_dense"]["active_params_ratio"] - 1) < 0.01
+    assert moe["vs_dense"]["total_params_ratio"] > 1.1 and moe["num_experts"] == 8
+    moe_eval = json.loads((published(pipeline["root"], "evals/base_moe") / "summary.json").read_text())
+    assert moe_eval["moe_routing"]["layers"] and 0 < moe_eval["metrics"]["moe_router_entropy"] <= 1
+    assert len(moe_eval["per_item"]["val_bpb"]["ids"]) >= 20
+    card = json.loads((published(pipeline["root"], "reports/report_card") / "report_card.json").read_text())
+    target = card["stages"]["base_moe"]["target"]
+    assert target["metric"] == "val_bpb" and target["p_value"] is not None and target["n"] >= 20
 
 
 def test_synthetic_rows_accumulate_across_materializations(pipeline):

@@ -55,7 +55,7 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
     deps = [stage.key, BENCHMARKS, SHARDS, MIXTURE] + ([parent] if parent else []) + ([REWARD] if judged else [])
     # Held-out preference pairs (prompts no SFT row used) score every post-trained stage, sft included, so
     # dpo's pair accuracy is paired against its parent's on the same pairs.
-    paired = stage.parent is not None
+    paired = not stage.from_scratch
     deps += [PREFERENCES] if paired else []
 
     @dg.asset(key=stage.eval_key, deps=deps, group_name="evals", code_version="1", kinds={"pytorch"},
@@ -69,7 +69,7 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
         )
 
         cfg = resolved(config, settings.profile)
-        if stage.parent is None:  # the base model never saw the chat template: score it the way it was trained
+        if stage.from_scratch:  # a base model never saw the chat template: score it the way it was trained
             cfg = dataclasses.replace(cfg, arithmetic_format="plain")
         reads = Reads(store)
         bench = reads(BENCHMARKS)

@@ -258,6 +258,8 @@ def eval_val(model: Any, shards_dir: Path, cfg: EvalConfig, tok: Any = None) -> 
     bytes tokenized_shards counted; a capped one decodes its scored tokens (byte-level BPE round-trips), so
     no split-wide tokens/bytes ratio is ever applied to a subset. Cap: val_batches * batch_size * seq_len
     tokens, shared equally by the segments. The eos after each document counts as a target with no bytes.
+    With `tok`, "items" holds each window's bpb (ids "<domain>:<first token>"): two models on the same shards
+    score the same windows, so their val bpb is paired window by window (models/base_moe vs models/base).
     """
     from pipeline_assets.pretrain.data import TokenWindows, read_index, unigram_log_probs
 
@@ -275,11 +277,19 @@ def eval_val(model: Any, shards_dir: Path, cfg: EvalConfig, tok: Any = None) -> 
     eos = int(index["eos_id"])
     by_domain: dict[str, dict[str, float]] = {}
     total = {"nats": 0.0, "unigram_nats": 0.0, "tokens": 0, "bytes": 0}
+    window_ids: list[str] = []
+    window_bpb: list[float] = []
     whole = True
     for seg in _val_spans(index, cfg.val_batches * cfg.batch_size * seq_len):
         start, stop = seg["span"]
         nll = _span_nll(model, stream, start, stop, seq_len, cfg.batch_size, device)
         scored = stream[max(start, 1):stop].astype(np.int64)
+        for w in range(0, len(scored), seq_len) if tok is not None else ():
+            window = [t for t in scored[w:w + seq_len].tolist() if t != eos]
+            w_bytes = len(tok.decode(window).encode("utf-8")) if window else 0
+            if w_bytes:
+                window_ids.append(f"{seg['domain'] or seg['source']}:{max(start, 1) + w}")
+                window_bpb.append(float(nll[w:w + seq_len].sum()) / (w_bytes * math.log(2)))
         if stop == seg["stream_range"][1] and start == seg["stream_range"][0]:
             n_bytes = int(seg["bytes"])
         else:
@@ -305,7 +315,8 @@ def eval_val(model: Any, shards_dir: Path, cfg: EvalConfig, tok: Any = None) -> 
             "val_bpb": bpb(total["nats"], total["bytes"]),
             "unigram_val_bpb": bpb(total["unigram_nats"], total["bytes"]),
             "val_tokens": total["tokens"], "val_bytes": total["bytes"], "val_seq_len": seq_len,
-            "val_whole_split": whole, "val_by_domain": domains}
+            "val_whole_split": whole, "val_by_domain": domains,
+            "items": {"val_bpb": _items("val", window_ids, window_bpb)} if window_ids else {}}
 
 
 def _mc_requests(tok: Any, record: dict, fmt: str) -> tuple[list[int], list[list[int]]]:

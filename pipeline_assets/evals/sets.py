@@ -107,10 +107,29 @@ def val(x: EvalInputs) -> SetResult:
     for domain, row in out["val_by_domain"].items():  # the base's target gate reads each domain
         metrics[f"val_bpb/{domain}"] = row["val_bpb"]
         metrics[f"unigram_val_bpb/{domain}"] = row["unigram_bpb"]
-    return SetResult(metrics, {"val_tokens": out["val_tokens"]}, extra={"val_by_domain": out["val_by_domain"]},
+    return SetResult(metrics, {"val_tokens": out["val_tokens"]}, out["items"],
+                     extra={"val_by_domain": out["val_by_domain"]},
                      summary=f"val loss {out['val_loss']:.4f} | val bpb {out['val_bpb']} (unigram "
                              f"{out['unigram_val_bpb']}) | {out['val_tokens']:,} tokens, {out['val_bytes']:,} bytes | "
                              + " | ".join(f"{d} {r['val_bpb']}" for d, r in out["val_by_domain"].items()))
+
+
+def moe_routing(x: EvalInputs) -> SetResult | None:
+    """Expert load and router entropy per layer (evals/routing.py); None for a dense model."""
+    from pipeline_assets.evals import routing
+
+    if not routing.is_moe(x.model):
+        return None
+    seq_len = min(x.cfg.val_seq_len, int(x.model.config.max_position_embeddings))
+    windows = routing.val_windows(x.shards_dir, seq_len, (x.limit or 1) * x.cfg.batch_size)
+    out = routing.routing_stats(x.model, windows, x.cfg.batch_size)
+    metrics = {"moe_aux_loss": out["aux_loss"], "moe_load_max_over_mean": out["max_over_mean"],
+               "moe_load_cv": out["cv"], "moe_dead_experts": out["dead_experts"],
+               "moe_router_entropy": out["router_entropy"]}
+    return SetResult(metrics, {"moe_routing_tokens": out["tokens"]}, extra={"moe_routing": out},
+                     summary=f"moe routing | {out['num_experts']} experts top-{out['top_k']} | aux {out['aux_loss']} "
+                             f"(balanced ~{out['top_k']}) | load max/mean {out['max_over_mean']} | cv {out['cv']} | "
+                             f"dead {out['dead_experts']} | entropy {out['router_entropy']}")
 
 
 def multiple_choice(x: EvalInputs) -> SetResult:
@@ -206,6 +225,7 @@ def samples(x: EvalInputs) -> SetResult | None:
 
 
 register("val", val, needs=("shards_dir",), limit="val_batches")  # eval_val reads it with batch_size, val_seq_len
+register("moe_routing", moe_routing, needs=("shards_dir",), limit="val_batches")
 register("multiple_choice", multiple_choice, limit="multiple_choice_limit")
 register("arithmetic", arithmetic, limit="arithmetic_limit")
 register("qa", qa, limit="qa_limit")

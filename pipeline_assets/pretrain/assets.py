@@ -1,9 +1,13 @@
-"""``models/base``: a decoder-only transformer pretrained from scratch on the token shards; resumes after a kill."""
+"""``models/base``: a decoder-only transformer pretrained from scratch on the token shards; resumes after a kill.
+``models/base_moe``: the same recipe with mixture-of-experts FFNs (profile section ``pretrain_moe``), at the dense
+base's active parameters per token and its tokens, compared with it in its metadata."""
 
+import json
+from typing import Any
 
 import dagster as dg
 
-from pipeline_assets.asset_keys import BASE, SHARDS, TOKENIZER
+from pipeline_assets.asset_keys import BASE, BASE_MOE, SHARDS, TOKENIZER
 from pipeline_assets.finite import NonFiniteError
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
@@ -14,62 +18,104 @@ from resources.settings import PipelineSettings
 from resources.storage import ArtifactStore, fingerprint
 
 PretrainRunConfig = stage_config("PretrainRunConfig", PretrainConfig, "pretrain")
+PretrainMoeRunConfig = stage_config("PretrainMoeRunConfig", PretrainConfig, "pretrain_moe")
 
 # Fields that change neither the weights nor the data order: a run with other values resumes the same run dir.
 RESUME_FREE_FIELDS = {"stop_after_steps", "log_every", "checkpoint_every", "keep_last", "sample_prompts",
                       "sample_max_new_tokens"}
+CHECK = "loss_finite_and_below_unigram"
 
 
-# Pretraining resumes from its newest checkpoint, so a retry after a crash (OOM, preemption) loses little.
-@dg.asset(key=BASE, deps=[SHARDS, TOKENIZER], group_name="models", code_version="1", kinds={"pytorch"},
-          pool=TRAINING_POOL, retry_policy=dg.RetryPolicy(max_retries=1, delay=10),
-          check_specs=[dg.AssetCheckSpec("loss_finite_and_below_unigram", asset=BASE, blocking=True)])
-def base(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-         config: PretrainRunConfig) -> dg.MaterializeResult:
-    """Pretraining. Checkpoints go to a run dir keyed by data + config, so a re-materialization resumes."""
-    from pipeline_assets.pretrain.plots import loss_curve_png
-    from pipeline_assets.pretrain.train import train  # torch: imported by the run, not the code location
-
-    cfg = resolved(config, settings.profile)
-    reads = Reads(store)
-    shards, tok = reads(SHARDS), reads(TOKENIZER)
-    # The run dir outlives failed attempts; its key changes when the data or the config does.
-    run_key = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_FIELDS}
-    run_dir = store.slot(["_runs", *BASE.path], fingerprint(shards / "index.json", run_key))
-    with store.exclusive(run_dir), writing(context, store) as draft:
-        try:
-            result = train(cfg, shards, tok, run_dir, draft.work, log=context.log.info)
-        except NonFiniteError as e:
-            # Deterministic on a resume from the same checkpoint: a retry would only fail again.
-            raise dg.Failure(f"{e}; the last published models/base stays current", allow_retries=False) from e
-        if not result["complete"]:
-            # Not retried: the stop was asked for; re-materializing resumes from the checkpoint.
-            raise dg.Failure(f"training stopped at step {result['steps']} of {cfg.max_steps} (stop_after_steps); "
-                             f"re-materialize models/base to resume from {run_dir}", allow_retries=False)
-    loss, unigram = result["window_val_loss"], result["window_unigram_val_loss"]
-    passed = loss == loss and loss < unigram
-    samples = [{"prompt": s["prompt"], "completion": s["completion"][:120].replace("\n", "⏎").replace("|", "\\|")}
-               for s in result["samples"]]
-    return finish(
-        context, store, draft, reads, {
-            "num_params": result["num_params"], "tokens_seen": result["tokens_seen"],
-            "tokens_per_param": round(result["tokens_per_param"], 3), "steps": result["steps"],
-            "train_loss_first": round(result["train_loss_first"], 4),
-            "train_loss_final": round(result["train_loss_final"], 4),
-            # The in-training estimate on fixed windows; evals/base has val_loss / val_bpb on exact bytes.
-            "window_val_loss": round(loss, 4), "window_val_bpb": round(result["window_val_bpb"], 4),
-            "window_unigram_val_loss": round(unigram, 4),
-            "wall_time_s": round(result["wall_time_s"], 1), "tokens_per_s": round(result["tokens_per_s"]),
-            "mfu_pct": result["mfu_pct"], "resumed_from_step": result["resumed_from_step"],
-            "loss_curve": png_md(loss_curve_png(result["loss_history"], result["val_history"]), "loss curve"),
-            "samples": table(samples),
-            "data_consumed": dg.MetadataValue.json(result["data_consumed"]),
-            "loss_history": dg.MetadataValue.json(result["loss_history"]),
-            "tokenizer": path_md(tok), "checkpoint_dir": path_md(draft.version.path), "run_dir": path_md(run_dir),
-        },
-        [dg.AssetCheckResult(
-            check_name="loss_finite_and_below_unigram", passed=bool(passed),
-            metadata={"window_val_loss": loss, "window_unigram_val_loss": unigram})])
+def vs_dense(moe: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
+    """The MoE run beside the dense one (both pretrain summaries): what the comparison is fair on (active
+    parameters per token, tokens) and what it costs (total parameters, training state, throughput)."""
+    return {"dense_params": dense["num_params"],
+            "active_params_ratio": round(moe["active_params"] / dense["num_params"], 4),
+            "total_params_ratio": round(moe["num_params"] / dense["num_params"], 4),
+            "tokens_ratio": round(moe["tokens_seen"] / dense["tokens_seen"], 4),
+            "dense_tokens_per_s": dense.get("tokens_per_s"),
+            "tokens_per_s_ratio": (round(moe["tokens_per_s"] / dense["tokens_per_s"], 4)
+                                   if moe.get("tokens_per_s") and dense.get("tokens_per_s") else None),
+            "train_state_mb_ratio": (round(moe["train_state_mb"] / dense["train_state_mb"], 4)
+                                     if dense.get("train_state_mb") else None),
+            "dense_window_val_bpb": dense.get("window_val_bpb")}
 
 
-pretrain_assets = [base]
+def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: dg.AssetKey | None = None,
+                   description: str = "") -> dg.AssetsDefinition:
+    deps = [SHARDS, TOKENIZER] + ([compare_with] if compare_with else [])
+
+    # Pretraining resumes from its newest checkpoint, so a retry after a crash (OOM, preemption) loses little.
+    @dg.asset(key=key, deps=deps, group_name="models", code_version="1", kinds={"pytorch"}, pool=TRAINING_POOL,
+              retry_policy=dg.RetryPolicy(max_retries=1, delay=10), description=description,
+              check_specs=[dg.AssetCheckSpec(CHECK, asset=key, blocking=True)])
+    def _pretrain(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                  config: dg.Config) -> dg.MaterializeResult:
+        from pipeline_assets.pretrain.plots import loss_curve_png
+        from pipeline_assets.pretrain.train import train  # torch: imported by the run, not the code location
+
+        cfg = resolved(config, settings.profile)
+        reads = Reads(store)
+        shards, tok = reads(SHARDS), reads(TOKENIZER)
+        # The run dir outlives failed attempts; its key changes when the data or the config does.
+        run_key = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_FIELDS}
+        run_dir = store.slot(["_runs", *key.path], fingerprint(shards / "index.json", run_key))
+        with store.exclusive(run_dir), writing(context, store) as draft:
+            try:
+                result = train(cfg, shards, tok, run_dir, draft.work, log=context.log.info)
+            except NonFiniteError as e:
+                # Deterministic on a resume from the same checkpoint: a retry would only fail again.
+                raise dg.Failure(f"{e}; the last published {key.to_user_string()} stays current",
+                                 allow_retries=False) from e
+            if not result["complete"]:
+                # Not retried: the stop was asked for; re-materializing resumes from the checkpoint.
+                raise dg.Failure(f"training stopped at step {result['steps']} of {cfg.max_steps} (stop_after_steps);"
+                                 f" re-materialize {key.to_user_string()} to resume from {run_dir}",
+                                 allow_retries=False)
+        loss, unigram = result["window_val_loss"], result["window_unigram_val_loss"]
+        passed = loss == loss and loss < unigram
+        samples = [{"prompt": s["prompt"],
+                    "completion": s["completion"][:120].replace("\n", "⏎").replace("|", "\\|")}
+                   for s in result["samples"]]
+        moe: dict[str, Any] = {}
+        if cfg.moe:
+            moe = {"num_experts": cfg.moe_num_experts, "top_k": cfg.moe_top_k,
+                   "active_params": result["active_params"], "router_aux_loss_final": result["router_aux_loss_final"],
+                   "train_state_mb": result["train_state_mb"]}
+            if compare_with is not None:
+                dense = json.loads((reads(compare_with) / "summary.json").read_text())
+                moe["vs_dense"] = dg.MetadataValue.json(vs_dense(result, dense))
+        return finish(
+            context, store, draft, reads, {
+                "num_params": result["num_params"], "tokens_seen": result["tokens_seen"],
+                "tokens_per_param": round(result["tokens_per_param"], 3), "steps": result["steps"],
+                "train_loss_first": round(result["train_loss_first"], 4),
+                "train_loss_final": round(result["train_loss_final"], 4),
+                # The in-training estimate on fixed windows; evals/<stage> has val_loss / val_bpb on exact bytes.
+                "window_val_loss": round(loss, 4), "window_val_bpb": round(result["window_val_bpb"], 4),
+                "window_unigram_val_loss": round(unigram, 4),
+                "wall_time_s": round(result["wall_time_s"], 1), "tokens_per_s": round(result["tokens_per_s"]),
+                "mfu_pct": result["mfu_pct"], "peak_memory_mb": result["peak_memory_mb"],
+                "resumed_from_step": result["resumed_from_step"], **moe,
+                "loss_curve": png_md(loss_curve_png(result["loss_history"], result["val_history"]), "loss curve"),
+                "samples": table(samples),
+                "data_consumed": dg.MetadataValue.json(result["data_consumed"]),
+                "loss_history": dg.MetadataValue.json(result["loss_history"]),
+                "tokenizer": path_md(tok), "checkpoint_dir": path_md(draft.version.path),
+                "run_dir": path_md(run_dir),
+            },
+            [dg.AssetCheckResult(
+                check_name=CHECK, passed=bool(passed),
+                metadata={"window_val_loss": loss, "window_unigram_val_loss": unigram})])
+
+    _pretrain.__annotations__["config"] = run_config  # Dagster reads the form's schema from this annotation
+    return _pretrain
+
+
+base = pretrain_asset(BASE, PretrainRunConfig, description="Pretraining from the token shards: a dense Llama.")
+base_moe = pretrain_asset(
+    BASE_MOE, PretrainMoeRunConfig, compare_with=BASE,
+    description="Pretraining with mixture-of-experts FFNs (Mixtral) at the dense base's active parameters per "
+                "token and its tokens; evals/base_moe pairs its val bpb with models/base's.")
+
+pretrain_assets = [base, base_moe]

@@ -34,6 +34,14 @@ class PretrainConfig:
     dropout: float = 0.0  # attention dropout; modern pretraining uses 0, >0 is supported and resumes exactly
     vocab_multiple_of: int = 64  # pad the embedding rows: GPU matmuls on a multiple of 64 are faster
     init_std: float = 0.02
+    # Mixture of experts (0 = dense Llama): every FFN becomes moe_num_experts SwiGLU experts of
+    # intermediate_size each plus a router sending each token to moe_top_k of them (transformers' Mixtral:
+    # Llama attention, so the dense base and the MoE differ only in the FFN). Equal active parameters per token
+    # with a dense config of FFN width W: intermediate_size = W / moe_top_k. moe_aux_loss_coef weighs the
+    # load-balancing loss (HF's value is ~moe_top_k at perfect balance, not 1; OLMoE uses 0.01).
+    moe_num_experts: int = 0
+    moe_top_k: int = 2
+    moe_aux_loss_coef: float = 0.01
 
     # --- Optimization
     batch_size: int = 8  # sequences per micro-batch per rank
@@ -70,6 +78,10 @@ class PretrainConfig:
     sample_max_new_tokens: int = 32
 
     # ------------------------------------------------------------------------------------------------
+    @property
+    def moe(self) -> bool:
+        return self.moe_num_experts > 0
+
     @property
     def tokens_per_step(self) -> int:
         """Tokens per optimizer step on ONE rank (multiply by world size for the global batch)."""
@@ -129,6 +141,15 @@ class PretrainConfig:
         )
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
         need(self.init_std > 0, f"init_std={self.init_std} must be > 0")
+        need(
+            self.moe_num_experts == 0 or self.moe_num_experts >= 2,
+            f"moe_num_experts={self.moe_num_experts} must be 0 (dense) or >= 2",
+        )
+        need(
+            self.moe_num_experts == 0 or 1 <= self.moe_top_k <= self.moe_num_experts,
+            f"moe_top_k={self.moe_top_k} must be in [1, moe_num_experts={self.moe_num_experts}]",
+        )
+        need(self.moe_aux_loss_coef >= 0, f"moe_aux_loss_coef={self.moe_aux_loss_coef} must be >= 0")
         need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
         need(self.dtype in DTYPES, f"dtype={self.dtype!r} is not one of {DTYPES}")
         need(

@@ -1,8 +1,9 @@
-"""Model for pretraining: a transformers `LlamaForCausalLM` built from PretrainConfig, plus FLOP math.
+"""Model for pretraining: a transformers `LlamaForCausalLM` (or, with ``moe_num_experts``, the same model with
+mixture-of-experts FFNs: `MixtralForCausalLM`) built from PretrainConfig, plus FLOP math.
 
-transformers defines the architecture (RMSNorm, RoPE, SwiGLU, GQA, sdpa/flash attention), so a checkpoint is a
-plain HF model dir that `AutoModelForCausalLM.from_pretrained` loads with no llmdag code. Used by train.py and
-bench/pretrain_mfu.py; there is no command for this file alone.
+transformers defines the architecture (RMSNorm, RoPE, SwiGLU, GQA, sdpa/flash attention, top-k routing), so a
+checkpoint is a plain HF model dir that `AutoModelForCausalLM.from_pretrained` loads with no llmdag code. Used
+by train.py and bench/pretrain_mfu.py; there is no command for this file alone.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, MixtralConfig, PretrainedConfig
 
 from pipeline_assets.pretrain.config import PretrainConfig
 
@@ -41,11 +42,22 @@ def padded_vocab_size(vocab_size: int, multiple_of: int) -> int:
 
 def build_model_config(
     cfg: PretrainConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int | None
-) -> LlamaConfig:
-    """LlamaConfig for `cfg`; embedding rows padded to cfg.vocab_multiple_of (ids >= vocab_size unused)."""
+) -> PretrainedConfig:
+    """LlamaConfig (MixtralConfig with experts) for `cfg`; embedding rows padded to cfg.vocab_multiple_of (ids >=
+    vocab_size unused)."""
     if vocab_size < 2:
         raise ValueError(f"vocab_size={vocab_size} is too small; is the tokenizer dir right?")
-    return LlamaConfig(
+    if cfg.moe:
+        # Mixtral's attention, norms and RoPE are Llama's; only the FFN differs. Router logits are asked for per
+        # forward (train.py), so generate() stays as cheap as a dense model's.
+        moe = dict(num_local_experts=cfg.moe_num_experts, num_experts_per_tok=cfg.moe_top_k,
+                   router_aux_loss_coef=cfg.moe_aux_loss_coef, output_router_logits=False, sliding_window=None)
+        return MixtralConfig(**_shared_config(cfg, vocab_size, bos_id, eos_id, pad_id), **moe)
+    return LlamaConfig(**_shared_config(cfg, vocab_size, bos_id, eos_id, pad_id))
+
+
+def _shared_config(cfg: PretrainConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int | None) -> dict:
+    return dict(
         vocab_size=padded_vocab_size(vocab_size, cfg.vocab_multiple_of),
         hidden_size=cfg.d_model,
         intermediate_size=cfg.intermediate_size,
@@ -69,9 +81,9 @@ def build_model_config(
 
 def build_model(
     cfg: PretrainConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int | None
-) -> LlamaForCausalLM:
+) -> torch.nn.Module:
     """A freshly initialised fp32 model (master weights stay fp32; bf16 comes from autocast)."""
-    return LlamaForCausalLM(build_model_config(cfg, vocab_size, bos_id, eos_id, pad_id))
+    return AutoModelForCausalLM.from_config(build_model_config(cfg, vocab_size, bos_id, eos_id, pad_id))
 
 
 def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
@@ -86,14 +98,22 @@ def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
     return n
 
 
+def expert_params(cfg: PretrainConfig) -> int:
+    """One SwiGLU FFN (gate, up, down) of width cfg.intermediate_size: a dense layer's FFN or one expert."""
+    return 3 * cfg.d_model * cfg.intermediate_size
+
+
 def matmul_params(cfg: PretrainConfig, vocab_size: int) -> int:
     """Parameters that take part in a matmul per token: every block weight plus the LM head.
 
-    The input embedding is a lookup (no FLOPs), so an untied input table is left out; when tied, the shared
+    With experts, only the router and the top_k experts a token is sent to count (active, not total). The
+    input embedding is a lookup (no FLOPs), so an untied input table is left out; when tied, the shared
     matrix is counted once, as the head. Norm weights are ~0.01% and left out. Same N as nanoGPT/PaLM.
     """
     d, kv = cfg.d_model, cfg.n_kv_heads * (cfg.d_model // cfg.n_heads)
-    per_layer = 2 * d * d + 2 * d * kv + 3 * d * cfg.intermediate_size  # q,o + k,v + gate,up,down
+    per_layer = 2 * d * d + 2 * d * kv + expert_params(cfg)  # q,o + k,v + gate,up,down
+    if cfg.moe:  # a token passes the router and its top_k experts: the active parameters
+        per_layer += (cfg.moe_top_k - 1) * expert_params(cfg) + d * cfg.moe_num_experts
     return cfg.n_layers * per_layer + d * padded_vocab_size(vocab_size, cfg.vocab_multiple_of)
 
 

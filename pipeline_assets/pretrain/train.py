@@ -62,6 +62,7 @@ from pipeline_assets.pretrain.model import (
     build_model,
     build_model_config,
     count_params,
+    expert_params,
     flops_per_token,
     peak_bf16_flops,
 )
@@ -166,6 +167,16 @@ def _autocast(device: torch.device, cfg: PretrainConfig) -> contextlib.AbstractC
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: CUDA's allocator peak, or on CPU the peak resident set (which also
+    counts whatever the process held before training)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
 def _fmt_duration(s: float) -> str:
@@ -324,7 +335,7 @@ def _prepare_data(cfg: PretrainConfig, shards_dir: Path, tokenizer_dir: Path, d:
 
 def _init_model(cfg: PretrainConfig, data: _Data, ckpt: Path | None) -> torch.nn.Module:
     """Fresh fp32 model from cfg.seed, or the checkpoint's weights (bit-exact) in the model cfg describes."""
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -333,7 +344,7 @@ def _init_model(cfg: PretrainConfig, data: _Data, ckpt: Path | None) -> torch.nn
         return build_model(cfg, data.vocab_size, data.bos_id, data.eos_id, data.pad_id)
     # config= pins attention kernel and dropout to the current cfg; the weights come from safetensors.
     model_config = build_model_config(cfg, data.vocab_size, data.bos_id, data.eos_id, data.pad_id)
-    model, info = LlamaForCausalLM.from_pretrained(
+    model, info = AutoModelForCausalLM.from_pretrained(
         ckpt, config=model_config, dtype=torch.float32, output_loading_info=True
     )
     # from_pretrained only warns and re-initialises missing or mis-shaped weights; a resume must refuse.
@@ -352,11 +363,14 @@ def _train_step(
     device: torch.device,
     d: DistInfo,
 ) -> torch.Tensor:
-    """One optimizer step over cfg.grad_accum micro-batches: ``[mean loss, pre-clip grad norm]`` on device.
+    """One optimizer step over cfg.grad_accum micro-batches: ``[mean loss, pre-clip grad norm, mean router aux
+    loss]`` on device (aux 0 for a dense model; the loss is the LM loss alone, comparable across both).
 
-    Both stay on device (no host sync); the flush checks them finite before any checkpoint is written.
+    They stay on device (no host sync); the flush checks them finite before any checkpoint is written.
     """
     loss_sum = torch.zeros((), device=device)
+    aux_sum = torch.zeros((), device=device)
+    router = {"output_router_logits": True} if cfg.moe else {}
     for micro in range(cfg.grad_accum):
         batch = loader.next_batch()
         if device.type == "cuda":
@@ -365,18 +379,23 @@ def _train_step(
         no_sync = d.enabled and micro < cfg.grad_accum - 1
         with train_model.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
             with _autocast(device, cfg):
-                logits = train_model(input_ids=batch[:, :-1], use_cache=False).logits
+                out = train_model(input_ids=batch[:, :-1], use_cache=False, **router)
+            logits = out.logits
             # fp32 log-softmax: bf16 (8 mantissa bits) is too coarse for a softmax over the whole vocab.
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
-            (loss / cfg.grad_accum).backward()
+            objective = loss + cfg.moe_aux_loss_coef * out.aux_loss if cfg.moe else loss
+            (objective / cfg.grad_accum).backward()
         loss_sum += loss.detach()
+        if cfg.moe:
+            aux_sum += out.aux_loss.detach().float()
     if cfg.grad_clip is not None:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     else:
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return torch.stack([loss_sum / cfg.grad_accum, grad_norm.to(loss_sum.device, loss_sum.dtype)])
+    return torch.stack([loss_sum / cfg.grad_accum, grad_norm.to(loss_sum.device, loss_sum.dtype),
+                        aux_sum / cfg.grad_accum])
 
 
 # --- Training ---------------------------------------------------------------------------------------------
@@ -537,11 +556,14 @@ def _train(
 
             # --- flush: one host sync for all losses since the last one
             pairs = (_all_reduce_sum(torch.stack([v for _, v in pending]), d) / d.world_size).tolist()
-            for (s, _), (v, g) in zip(pending, pairs, strict=True):
+            for (s, _), (v, g, _aux) in zip(pending, pairs, strict=True):
                 check_scalar("train loss", v, s, f"lower lr (now {cfg.learning_rate}), raise warmup_steps, or check "
                                                  f"the shards for garbage tokens")
                 check_scalar("grad norm", g, s, f"lower lr (now {cfg.learning_rate}) or set grad_clip")
-            values = [v for v, _ in pairs]
+            values = [v for v, _, _ in pairs]
+            if cfg.moe:
+                loop.setdefault("aux_loss_history", []).extend([s, round(a, 6)] for (s, _), (_, _, a)
+                                                               in zip(pending, pairs, strict=True))
             _sync(device)
             dt, n_steps = time.perf_counter() - t_mark, len(pending)
             loop["train_time_s"] += dt
@@ -562,6 +584,8 @@ def _train(
                 # Mean over the log window: on tiny, consecutive steps' losses differ by ~0.19 on average.
                 line = f"step {step:0{width}d}/{cfg.max_steps:0{width}d} | loss "
                 line += f"{sum(window_losses) / len(window_losses):.4f} | lr {lr:.1e} | tok/s {tok_s:,.0f}"
+                if cfg.moe:
+                    line += f" | aux {loop['aux_loss_history'][-1][1]:.3f} (balanced ~{cfg.moe_top_k})"
                 if peak:
                     line += f" | mfu {100 * tok_s * fpt / (peak * d.world_size):.1f}%"
                 log0(line + f" | eta {_fmt_duration((stop_at - step) * dt / n_steps)}")
@@ -617,6 +641,15 @@ def _train(
     wall = elapsed_before + (time.time() - t_invocation)
     result: dict[str, Any] = {
         "num_params": num_params,
+        # per token: the embedding lookup is free, so the dense count less the experts a token skips
+        "active_params": num_params - (cfg.moe_num_experts - cfg.moe_top_k) * expert_params(cfg) * cfg.n_layers
+        if cfg.moe else num_params,
+        # fp32 weights + grads + AdamW's two moments, the training state every step holds (16 bytes/param)
+        "train_state_mb": round(16 * num_params / 2**20, 2),
+        "peak_memory_mb": peak_memory_mb(device),
+        "router_aux_loss_final": (round(sum(a for _, a in loop["aux_loss_history"][-10:])
+                                        / len(loop["aux_loss_history"][-10:]), 6)
+                                  if loop.get("aux_loss_history") else None),
         "tokens_seen": int(loop["tokens_seen"]),
         "tokens_per_param": round(loop["tokens_seen"] / num_params, 4),
         "train_loss_first": loop["loss_history"][0][1] if loop["loss_history"] else None,
@@ -639,6 +672,7 @@ def _train(
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "checkpoint_dir": str(last_ckpt) if last_ckpt else None,
         "loss_history": loop["loss_history"],
+        "aux_loss_history": loop.get("aux_loss_history", []),
         "val_history": loop["val_history"],
         "samples": samples,
         "data_consumed": {
@@ -692,6 +726,9 @@ _CLI_FLAGS: dict[str, dict[str, str]] = {
         "dropout": "attention dropout",
         "vocab_multiple_of": "pad embedding rows to this",
         "init_std": "weight init std",
+        "moe_num_experts": "experts per FFN (0 = dense; >= 2 = Mixtral MoE)",
+        "moe_top_k": "experts each token is routed to",
+        "moe_aux_loss_coef": "weight of the router's load-balancing loss",
     },
     "Optimization": {
         "batch_size": "sequences per micro-batch per rank",
