@@ -66,6 +66,8 @@ def test_stage_relations_hold(pipeline):
     card = json.loads((published(pipeline["root"], "reports/report_card") / "report_card.json").read_text())
     target = card["stages"]["base_moe"]["target"]
     assert target["metric"] == "val_bpb" and target["p_value"] is not None and target["n"] >= 20
+    arch = card["architectures"]["base_moe"]
+    assert arch["vs"] == "base" and arch["routing"]["layers"] and arch["tokens_ratio"] == 1.0
 
 
 def test_synthetic_rows_accumulate_across_materializations(pipeline):
@@ -115,3 +117,17 @@ def test_release_blocked_by_impossible_budget_and_allowed_by_sane_one(pipeline):
     lineage = latest_metadata(pipeline["instance"], ["release", "model"])["upstream_versions"]
     assert lineage["models/grpo"] == published(pipeline["root"], "models/grpo").resolve().name
     assert check_evaluations(pipeline["instance"])
+
+
+def test_post_training_accepts_the_moe_base(pipeline, tmp_path):
+    """SFT from models/base_moe: TRL takes the router's balancing coefficient from the MoE config, so the
+    fine-tune optimizes it too (SFTTrainer logs aux_loss), and the result is still a plain Mixtral checkpoint."""
+    from pipeline_assets.posttrain.sft import SFTStageConfig, run_sft
+
+    cfg = SFTStageConfig(max_steps=3, batch_size=4, max_length=32, warmup_steps=0, device="cpu", log_every=1,
+                         eval_prompts=("Hi",), eval_max_new_tokens=2, replay_fraction=0.0)
+    data = published(pipeline["root"], "datasets/sft") / "sft.jsonl"
+    result = run_sft(cfg, published(pipeline["root"], "models/base_moe"), data, tmp_path, log=lambda _: None)
+    assert result["steps"] == 3 and len(result["router_aux_loss_history"]) == 3
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(model).__name__ == "MixtralForCausalLM"

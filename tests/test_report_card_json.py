@@ -278,3 +278,25 @@ def test_synthetic_gate_fails_only_a_significant_harm_and_the_card_carries_the_e
     md = (tmp_path / "report_card.md").read_text()
     assert "### Synthetic data (datasets/synthetic)" in md and "exact_answer" in md and "[0.021, 0.154]" in md
     assert card is not None
+
+
+def test_a_moe_variant_gets_its_comparison_with_the_dense_base(tmp_path: Path) -> None:
+    from pipeline_assets.pretrain.variants import vs_dense
+
+    dense = {"num_params": 1_000, "tokens_seen": 600, "tokens_per_s": 5000.0, "train_state_mb": 1.0,
+             "peak_memory_mb": 900.0, "window_val_bpb": 2.9}
+    moe = {"num_params": 1_600, "active_params": 1_010, "tokens_seen": 600, "tokens_per_s": 4500.0,
+           "train_state_mb": 1.6, "peak_memory_mb": 950.0, "window_val_bpb": 2.88}
+    routing = {"tokens": 4096, "aux_loss": 4.1, "max_over_mean": 1.9, "cv": 0.4, "dead_experts": 0,
+               "router_entropy": 0.72, "layers": [{"layer": 0, "load": [0.2, 0.3, 0.25, 0.25], "max_over_mean": 1.2,
+                                                   "cv": 0.14, "dead_experts": 0, "router_entropy": 0.9}]}
+    data = {**_card_data(), "architectures": {"models/base_moe": {
+        "vs": "models/base", "num_experts": 4, "top_k": 2, **vs_dense(moe, dense), "router_aux_loss_final": 2.01,
+        "routing": routing}}}
+    out = render_report_card(data, tmp_path)
+    arch = json.loads(Path(out["json_path"]).read_text())["architectures"]["base_moe"]
+    assert arch["vs"] == "base" and arch["active_params_ratio"] == 1.01 and arch["tokens_ratio"] == 1.0
+    assert arch["total_params_ratio"] == 1.6 and arch["tokens_per_s_ratio"] == 0.9
+    md = Path(out["report_path"]).read_text()
+    assert "### Mixture of experts: models/base_moe vs models/base" in md
+    assert "| train tokens/s | 4,500.0 | 5,000.0 | 0.9 |" in md and "| 0 | 0.20 0.30 0.25 0.25 | 1.2 |" in md

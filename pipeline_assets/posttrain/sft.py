@@ -334,7 +334,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     if before is not None:
         log(f"sft | held-out arithmetic before: {before['accuracy']:.3f} on {before['n']}")
 
-    history = LossHistory(log=log, every=cfg.log_every, keys=("mean_token_accuracy",))
+    # aux_loss: a mixture-of-experts parent's router balancing loss, which TRL adds at the config's coefficient
+    history = LossHistory(log=log, every=cfg.log_every, keys=("mean_token_accuracy", "aux_loss"))
     callbacks: list[Any] = [history]
     curve_items = dev or test
     curve = (ArithmeticCurve(tok, curve_items, cfg.eval_every, cfg.arithmetic_max_new_tokens, log,
@@ -397,6 +398,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "steps": int(trainer.state.global_step),
         "resumed_from_step": resumed_from_step,
         "loss_history": history.loss,
+        "router_aux_loss_history": history.metrics.get("aux_loss") or None,
         "train_loss_first": losses[0] if losses else None,
         "train_loss_final": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None,
         "val_loss": round(val_loss, 4) if val_loss is not None else None,

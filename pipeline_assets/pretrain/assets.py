@@ -12,6 +12,7 @@ from pipeline_assets.finite import NonFiniteError
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.pretrain.config import PretrainConfig
+from pipeline_assets.pretrain.variants import vs_dense
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import resolved, stage_config
 from resources.settings import PipelineSettings
@@ -26,29 +27,10 @@ RESUME_FREE_FIELDS = {"stop_after_steps", "log_every", "checkpoint_every", "keep
 CHECK = "loss_finite_and_below_unigram"
 
 
-def vs_dense(moe: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
-    """The MoE run beside the dense one (both pretrain summaries): what the comparison is fair on (active
-    parameters per token, tokens) and what it costs (total parameters, training state, throughput)."""
-    return {"dense_params": dense["num_params"],
-            "active_params_ratio": round(moe["active_params"] / dense["num_params"], 4),
-            "total_params_ratio": round(moe["num_params"] / dense["num_params"], 4),
-            "tokens_ratio": round(moe["tokens_seen"] / dense["tokens_seen"], 4),
-            "dense_tokens_per_s": dense.get("tokens_per_s"),
-            "tokens_per_s_ratio": (round(moe["tokens_per_s"] / dense["tokens_per_s"], 4)
-                                   if moe.get("tokens_per_s") and dense.get("tokens_per_s") else None),
-            "train_state_mb_ratio": (round(moe["train_state_mb"] / dense["train_state_mb"], 4)
-                                     if dense.get("train_state_mb") else None),
-            "dense_window_val_bpb": dense.get("window_val_bpb")}
-
-
 def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: dg.AssetKey | None = None,
                    description: str = "") -> dg.AssetsDefinition:
     deps = [SHARDS, TOKENIZER] + ([compare_with] if compare_with else [])
 
-    # Pretraining resumes from its newest checkpoint, so a retry after a crash (OOM, preemption) loses little.
-    @dg.asset(key=key, deps=deps, group_name="models", code_version="1", kinds={"pytorch"}, pool=TRAINING_POOL,
-              retry_policy=dg.RetryPolicy(max_retries=1, delay=10), description=description,
-              check_specs=[dg.AssetCheckSpec(CHECK, asset=key, blocking=True)])
     def _pretrain(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                   config: dg.Config) -> dg.MaterializeResult:
         from pipeline_assets.pretrain.plots import loss_curve_png
@@ -109,7 +91,10 @@ def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: 
                 metadata={"window_val_loss": loss, "window_unigram_val_loss": unigram})])
 
     _pretrain.__annotations__["config"] = run_config  # Dagster reads the form's schema from this annotation
-    return _pretrain
+    # Pretraining resumes from its newest checkpoint, so a retry after a crash (OOM, preemption) loses little.
+    return dg.asset(key=key, deps=deps, group_name="models", code_version="1", kinds={"pytorch"}, pool=TRAINING_POOL,
+                    retry_policy=dg.RetryPolicy(max_retries=1, delay=10), description=description,
+                    check_specs=[dg.AssetCheckSpec(CHECK, asset=key, blocking=True)])(_pretrain)
 
 
 base = pretrain_asset(BASE, PretrainRunConfig, description="Pretraining from the token shards: a dense Llama.")

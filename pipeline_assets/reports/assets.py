@@ -10,6 +10,7 @@ import dagster as dg
 from pipeline_assets.asset_keys import RELEASE, REPORT_CARD, SYNTHETIC, model_key
 from pipeline_assets.corpus.assets import registered_sources
 from pipeline_assets.metadata import path_md
+from pipeline_assets.pretrain.variants import vs_dense
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.reports.gates import GateConfig, evaluate_gates
 from pipeline_assets.run_config import resolved, stage_config
@@ -141,6 +142,23 @@ def _synthetic_section(reads: Reads, stages: list[ModelStage]) -> dict | None:
     return {**{k: summary.get(k) for k in SYNTHETIC_FIGURES}, "consumers": consumers}
 
 
+def _architecture_section(reads: Reads, stages: list[ModelStage]) -> dict[str, dict]:
+    """Per pretraining variant with experts (models/base_moe): its cost and fairness figures beside the dense
+    model it is compared with, and its routing as its eval measured it."""
+    out = {}
+    for s in stages:
+        model = _json(_file(reads, s.key.path, SUMMARY_FILE)) or {}
+        if not (model.get("config") or {}).get("moe_num_experts") or s.parent_key is None:
+            continue
+        dense = _json(_file(reads, s.parent_key.path, SUMMARY_FILE)) or {}
+        report = _json(_file(reads, s.eval_key.path, SUMMARY_FILE)) or {}
+        out[f"models/{s.name}"] = {"vs": f"models/{s.parent}", "num_experts": model["config"]["moe_num_experts"],
+                                   "top_k": model["config"]["moe_top_k"], **vs_dense(model, dense),
+                                   "router_aux_loss_final": model.get("router_aux_loss_final"),
+                                   "routing": report.get("moe_routing")}
+    return out
+
+
 def _corpus_section(reads: Reads, sources: list[str]) -> dict:
     summaries = _source_summaries(reads, sources)
     # raw_documents removes nothing by filter: its quarantine reasons stand in that column
@@ -192,6 +210,7 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
                 "corpus": {**_corpus_section(reads, registered_sources(context)),
                            "synthetic": _synthetic_section(reads, stages)}, "tokenizer": tok,
                 "models": [m for s in stages if (m := _model_summary(reads, s))],
+                "architectures": _architecture_section(reads, stages),
                 "evals": {k: v for k, v in evals_full.items() if v},
                 "gates": evaluate_gates(metrics, lineage, settings.config(GateConfig, "gates"), items,
                                         release_stage=f"models/{release_stage}"), "lineage": lineage}

@@ -51,6 +51,9 @@ Stages use short names (base, sft, reward, dpo, rlhf, grpo, distilled, quantized
                         "metrics": {metric: value}}},
      "gates": [{"stage", "name", "status": "pass" | "fail" | "not_enforced", "reason"}],
      "release": {"stage", "released": bool, "blocked_by": [gate message]},
+     "architectures": {STAGE: {"vs": STAGE, "num_experts", "top_k", "active_params", "dense_active_params",
+                               "active_params_ratio", ... (total_params, tokens, tokens_per_s, train_state_mb,
+                               peak_memory_mb, window_val_bpb: each with dense_ and _ratio), "routing"}},
      "data": {"sources": {SOURCE: {"docs_in", "quarantined", "language", "heuristic", "quality", "toxicity",
                                    "malware", "dedup", "decontamination", "kept"}},
               "drop_reasons": {SOURCE: {filter: {reason: n}}},
@@ -323,6 +326,30 @@ def _synthetic_lines(syn: Mapping[str, Any]) -> str:
     return "\n\n".join(out)
 
 
+def _section_architecture(name: str, arch: Mapping[str, Any]) -> str:
+    """A mixture-of-experts variant beside its dense model: what makes the comparison fair, what it costs, and
+    how evenly its router spreads tokens (the target row above pairs their val bpb)."""
+    rows = [[figure, arch.get(key), arch.get(f"dense_{key}"), arch.get(f"{key}_ratio")]
+            for figure, key in (("active params per token", "active_params"), ("total params", "total_params"),
+                                ("training tokens", "tokens"), ("train tokens/s", "tokens_per_s"),
+                                ("weights + grads + AdamW (MB)", "train_state_mb"),
+                                ("peak memory of the run (MB)", "peak_memory_mb"),
+                                ("in-training val bpb", "window_val_bpb"))]
+    out = [f"### Mixture of experts: models/{name} vs models/{arch.get('vs')}",
+           f"{arch.get('num_experts')} experts per FFN, top-{arch.get('top_k')}; router balancing loss at the end of "
+           f"training {arch.get('router_aux_loss_final')} (HF's value is ~top_k when balanced).",
+           table(["figure", name, arch.get("vs") or "dense", "ratio"], rows)]
+    routing = arch.get("routing") or {}
+    if routing.get("layers"):
+        out.append(f"Routing on {routing['tokens']:,} val tokens: balancing loss {routing['aux_loss']}, load max/mean "
+                   f"{routing['max_over_mean']} (1 = even), dead experts {routing['dead_experts']}, router entropy "
+                   f"{routing['router_entropy']} (1 = uniform).")
+        out.append(table(["layer", "expert load", "max/mean", "cv", "dead", "entropy"],
+                         [[r["layer"], " ".join(f"{x:.2f}" for x in r["load"]), r["max_over_mean"], r["cv"],
+                           r["dead_experts"], r["router_entropy"]] for r in routing["layers"]]))
+    return "\n\n".join(out) + "\n"
+
+
 def _section_tokenizer(tok: Mapping[str, Any] | None) -> str:
     if not tok:
         return f"## Tokenizer\n\n{NOT_MATERIALIZED}\n"
@@ -423,6 +450,8 @@ def build_report_card_json(data: Mapping[str, Any]) -> dict[str, Any]:
             "release": {"stage": short_stage(release.get("stage")), "released": bool(release.get("released")),
                         "blocked_by": list(release.get("blocked_by") or [])},
             "controls": {"pretraining": PRETRAINING_CONTROL},
+            "architectures": {short_stage(k): {**v, "vs": short_stage(v.get("vs"))}
+                              for k, v in (data.get("architectures") or {}).items()},
             "data": _data_json(data.get("corpus") or {})}
 
 
@@ -628,6 +657,8 @@ def render_report_card(data: Mapping[str, Any], out_dir: Path | str) -> dict[str
         if by_domain:
             parts.append(by_domain)
         parts.append(_section_control(card["controls"]["pretraining"]))
+    for name, arch in card["architectures"].items():
+        parts.append(_section_architecture(name, arch))
     parts.append(_section_gates(card, data.get("gates")))
     if data.get("gates"):
         parts.append(_section_release(card))
