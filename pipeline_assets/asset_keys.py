@@ -38,5 +38,6 @@ def eval_key(stage: str) -> dg.AssetKey:
     return dg.AssetKey(["evals", stage])
 
 
-BASE, BASE_MOE, SFT, REWARD, DPO, RLHF, GRPO, DISTILLED, QUANTIZED = (
-    model_key(s) for s in ("base", "base_moe", "sft", "reward", "dpo", "rlhf", "grpo", "distilled", "quantized"))
+BASE, BASE_MOE, LONG_CONTEXT, SFT, REWARD, DPO, RLHF, GRPO, DISTILLED, QUANTIZED = (
+    model_key(s) for s in ("base", "base_moe", "long_context", "sft", "reward", "dpo", "rlhf", "grpo", "distilled",
+                           "quantized"))

@@ -82,7 +82,7 @@ def build_definitions(**kwargs) -> dg.Definitions:
     models = [*pretrain_assets, *dataset_assets, *model_assets(model_stages())]
     stages = stages_in({key for a in models for key in a.keys})
     has_reward = any(s.name == "reward" for s in stages)
-    evals = [eval_asset(s, judged=has_reward and not s.from_scratch and s.kind != "reward") for s in stages]
+    evals = [eval_asset(s, judged=has_reward and not s.base_model and s.kind != "reward") for s in stages]
     assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, synthetic_data, *evals]
     code_versions = {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items() if v}
     return dg.Definitions(

@@ -52,6 +52,8 @@ _TINY_SAFETY = ("a ~1M-parameter model trained for minutes on CPU does not learn
 _TINY_DISTILLED = ("the tiny student is distilled for seconds from a tiny teacher; its drop on every metric "
                    "is expected and reported, not gated, on tiny")
 
+# models/long_context: YaRN (NTK-by-parts + attention temperature), factor 4 from the base's own length.
+_EXTEND_4X = {"rope_type": "yarn", "rope_factor": 4.0}
 # GPT-2-small shape: ~110M params with a 32k vocab; 131k tokens per step, 4,000 steps = 0.52B tokens.
 SMALL_PRETRAIN: dict[str, Any] = {
     "d_model": 768, "n_layers": 12, "n_heads": 12, "n_kv_heads": 12, "intermediate_size": 2048, "seq_len": 1024,
@@ -76,6 +78,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # paired on 155 val windows vs the dense base (2.515 bpb): this 2.500 (-0.009 [-0.017, +0.0005]); 8 of
         # half width top-2 +0.016 (2 dead experts), at aux coef 0.1 +0.014; 4 of half width top-2 +0.021.
         "pretrain_moe": {"intermediate_size": 96, "moe_num_experts": 8, "moe_top_k": 4},
+        # models/long_context, in every profile: the base's pretraining continued at 4x its context, RoPE yarn x4
+        # from the base's length, long packed windows with passkey rows (docs/recipes.md: long context).
+        "pretrain_long_context": {"seq_len": 1024, **_EXTEND_4X, "rope_original_max_position": 256, "batch_size": 4,
+                                  "max_steps": 150, "warmup_steps": 10, "learning_rate": 1e-3,
+                                  "passkey_fraction": 0.5, "eval_every": 50, "checkpoint_every": 50},
         "benchmarks": {"arithmetic_size": 240, "word_problem_fraction": 0.0, **TINY_TASK},
         # 1,600 of the 1,999 training-split problems: the other 399 stay for the preference stages' held-out pairs.
         "sft_data": {"arithmetic": 1600, "docstring_qa": 150, "refusals": 100, "benign": 100, **TINY_TASK},
@@ -110,6 +117,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "tokenizer": {"vocab_size": 32768, "max_train_bytes": 500_000_000},
         "pretrain": SMALL_PRETRAIN,
         "pretrain_moe": {**SMALL_PRETRAIN, "intermediate_size": 512, "moe_num_experts": 8, "moe_top_k": 4},
+        # 4k-token windows from the 1k base, ~1.3% of its pretraining tokens at a tenth of its peak lr
+        "pretrain_long_context": {**SMALL_PRETRAIN, "seq_len": 4096, **_EXTEND_4X, "rope_original_max_position": 1024,
+                                  "batch_size": 8, "grad_accum": 4, "max_steps": 400, "warmup_steps": 40,
+                                  "learning_rate": 6e-5, "passkey_fraction": 0.1, "eval_every": 100},
         "sft_data": {
             "arithmetic": 12000,  # 75% of the 15,969 non-held-out 0..99 +/- problems (tiny: 1,600 of 1,999)
             "word_problems": 4000,  # the small benchmark is 20% two-step word problems: a skill worth rows here
@@ -222,6 +233,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "tokenizer": {"vocab_size": 65536, "max_train_bytes": 2_000_000_000},
         "pretrain": SCALE_PRETRAIN,
         "pretrain_moe": {**SCALE_PRETRAIN, "intermediate_size": 704, "moe_num_experts": 8, "moe_top_k": 4},
+        "pretrain_long_context": {**SCALE_PRETRAIN, "seq_len": 8192, **_EXTEND_4X, "rope_original_max_position": 2048,
+                                  "batch_size": 4, "max_steps": 1000, "warmup_steps": 100, "learning_rate": 3e-5,
+                                  "passkey_fraction": 0.05, "eval_every": 250},
         "sft_data": {"arithmetic": 15000, "word_problems": 10000, "docstring_qa": 500, "refusals": 1000,
                      "benign": 1000, "identity": 100, **FULL_TASK},
         "sft": {"max_steps": 2000, "learning_rate": 5e-5, "batch_size": 256, "max_length": 2048, "warmup_steps": 60,

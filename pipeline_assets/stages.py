@@ -68,16 +68,15 @@ class ModelStage:
     keep: tuple[str, ...] = ()  # metrics it must not lose significantly vs its parent
     reward_hacking: bool = False  # optimizes a learned judge: the gold metric must not fall as its score rises
     chat: bool = True  # a chat policy: the safety gate applies (base and reward models are not)
+    # A pretrained (not chat-tuned) model, trained by pipeline_assets/pretrain: scored the way it was trained
+    # (plain few-shot, no chat template), with the base-model eval sets (evals/sets.py BASE_MODEL_SETS).
+    base_model: bool = False
+    long_context: bool = False  # a context extension: the long_context gate applies (reports/gates.py)
     lm_eval_task: str | None = "llmdag_arithmetic_chat"  # the lm-evaluation-harness task of its target
 
     @property
     def key(self) -> dg.AssetKey:
         return model_key(self.name)
-
-    @property
-    def from_scratch(self) -> bool:
-        """Pretrained from random init (pipeline_assets/pretrain owns its asset): scored as a base model."""
-        return self.trainer is None
 
     @property
     def eval_key(self) -> dg.AssetKey:
@@ -151,12 +150,18 @@ class StageInputs:
 
 for _s in (
     ModelStage("base", None, description="Pretraining from the token shards (pipeline_assets/pretrain).",
-               target=("val_bpb",), target_baseline_metric="unigram_val_bpb", chat=False,
+               target=("val_bpb",), target_baseline_metric="unigram_val_bpb", chat=False, base_model=True,
                lm_eval_task="llmdag_arithmetic"),
     # Equal active parameters per token and equal tokens: its val bpb is paired with the dense base's window by
     # window, and the 95% CI of the difference must stay under +2% of the dense value (tiny measured +0.6-0.8%).
     ModelStage("base_moe", "base", description="Pretraining with mixture-of-experts FFNs (pipeline_assets/pretrain).",
-               target=("val_bpb",), retain=True, non_inferiority=0.02, chat=False, lm_eval_task="llmdag_arithmetic"),
+               target=("val_bpb",), retain=True, non_inferiority=0.02, chat=False, base_model=True,
+               lm_eval_task="llmdag_arithmetic"),
+    # Passkey retrieval at 4x the base context, paired with the base's answers to the same prompts (McNemar); the
+    # long_context gate adds the Llama 3 criteria (far positions as good as near, short context recovered).
+    ModelStage("long_context", "base", description="models/base's pretraining continued at 4x its context "
+               "(pipeline_assets/pretrain, RoPE yarn).", target=("passkey_4x",), chat=False, base_model=True,
+               long_context=True, lm_eval_task="llmdag_arithmetic"),
     _stage("sft", "base", "sft", "sft", "SFTStageConfig", inputs=(SFT_DATA, SHARDS, BENCHMARKS), code_version="2",
            target_alpha=0.01, description="TRL SFTTrainer on the chat rows (plus pretraining replay from the "
            "shards); full fine-tune, or LoRA (peft) with a merged copy as the checkpoint."),

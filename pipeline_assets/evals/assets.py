@@ -14,6 +14,7 @@ import dagster as dg
 from pipeline_assets.asset_keys import BENCHMARKS, DEDUPED, MIXTURE, PREFERENCES, REWARD, SHARDS, model_key
 from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
 from pipeline_assets.evals.config import EvalConfig
+from pipeline_assets.evals.sets import BASE_MODEL_SETS
 from pipeline_assets.metadata import table
 from pipeline_assets.posttrain.data import WITHOUT_SYNTHETIC_DIR
 from pipeline_assets.publishing import Reads, finish, writing
@@ -55,7 +56,7 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
     deps = [stage.key, BENCHMARKS, SHARDS, MIXTURE] + ([parent] if parent else []) + ([REWARD] if judged else [])
     # Held-out preference pairs (prompts no SFT row used) score every post-trained stage, sft included, so
     # dpo's pair accuracy is paired against its parent's on the same pairs.
-    paired = not stage.from_scratch
+    paired = not stage.base_model
     deps += [PREFERENCES] if paired else []
 
     @dg.asset(key=stage.eval_key, deps=deps, group_name="evals", code_version="1", kinds={"pytorch"},
@@ -69,8 +70,10 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
         )
 
         cfg = resolved(config, settings.profile)
-        if stage.from_scratch:  # a base model never saw the chat template: score it the way it was trained
+        if stage.base_model:  # a base model never saw the chat template: score it the way it was trained
             cfg = dataclasses.replace(cfg, arithmetic_format="plain")
+        else:
+            cfg = dataclasses.replace(cfg, sets=tuple(s for s in cfg.sets if s not in BASE_MODEL_SETS))
         reads = Reads(store)
         bench = reads(BENCHMARKS)
         result = evaluate_checkpoint(

@@ -60,6 +60,10 @@ class EvalConfig:
     win_rate_test_limit: int | None = 200
     val_batches: int = 8
     val_seq_len: int = 256  # clipped to the model's max_position_embeddings
+    # Base models only (evals/long_context.py): passkey prompts per length (1x, 2x, 4x the base context) and
+    # val windows of 4x the base context for the loss by position.
+    passkey_per_length: int = 40
+    long_context_windows: int = 16
     max_new_tokens: int = 64  # QA, safety, win rate, samples
     arithmetic_max_new_tokens: int = 24
     batch_size: int = 16
@@ -85,7 +89,8 @@ class EvalConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 1):
                 raise ValueError(f"EvalConfig.{name}={value!r} must be a positive int, or None for the whole set")
-        for name in ("win_rate_limit", "val_batches", "val_seq_len", "max_new_tokens",
+        for name in ("win_rate_limit", "val_batches", "val_seq_len", "passkey_per_length", "long_context_windows",
+                     "max_new_tokens",
                      "arithmetic_max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EvalConfig.{name}={getattr(self, name)!r} must be >= 1")

@@ -79,6 +79,8 @@ class EvalSet:
 
 
 REGISTRY: dict[str, EvalSet] = {}
+# Sets that only mean something for a pretrained model (ModelStage.base_model): chat stages skip them.
+BASE_MODEL_SETS = ("long_context",)
 
 
 def register(name: str, run: Callable[[EvalInputs], SetResult | None], needs: tuple[str, ...] = (),
@@ -130,6 +132,22 @@ def moe_routing(x: EvalInputs) -> SetResult | None:
                      summary=f"moe routing | {out['num_experts']} experts top-{out['top_k']} | aux {out['aux_loss']} "
                              f"(balanced ~{out['top_k']}) | load max/mean {out['max_over_mean']} | cv {out['cv']} | "
                              f"dead {out['dead_experts']} | entropy {out['router_entropy']}")
+
+
+def long_context(x: EvalInputs) -> SetResult:
+    """Loss by position and passkey retrieval at 1x, 2x and 4x the base context (evals/long_context.py)."""
+    from pipeline_assets.evals import long_context as lc
+
+    context = lc.base_context(x.model.config)
+    stream = lc.val_stream(x.shards_dir)
+    loss = lc.loss_by_position(x.model, stream, context, x.cfg.long_context_windows, x.cfg.batch_size)
+    keys = lc.passkey_retrieval(x.model, x.tok, stream, context, x.limit or 1)
+    metrics = {**keys["accuracy"], **{f"long_loss_{k}": v for k, v in loss["buckets"].items()}}
+    return SetResult(metrics, {"passkey_per_length": x.limit or 1, "long_context_windows": loss["windows"]},
+                     keys["items"], keys["examples"], extra={"long_context": {"base_context": context, **loss}},
+                     summary=f"long context (base {context}) | loss by position "
+                             + " ".join(f"{k} {v:.3f}" for k, v in loss["buckets"].items()) + " | passkey "
+                             + " ".join(f"{k.removeprefix('passkey_')} {v:.2f}" for k, v in keys["accuracy"].items()))
 
 
 def multiple_choice(x: EvalInputs) -> SetResult:
@@ -226,6 +244,7 @@ def samples(x: EvalInputs) -> SetResult | None:
 
 register("val", val, needs=("shards_dir",), limit="val_batches")  # eval_val reads it with batch_size, val_seq_len
 register("moe_routing", moe_routing, needs=("shards_dir",), limit="val_batches")
+register("long_context", long_context, needs=("shards_dir",), limit="passkey_per_length")  # base models only
 register("multiple_choice", multiple_choice, limit="multiple_choice_limit")
 register("arithmetic", arithmetic, limit="arithmetic_limit")
 register("qa", qa, limit="qa_limit")

@@ -1,13 +1,15 @@
 """``models/base``: a decoder-only transformer pretrained from scratch on the token shards; resumes after a kill.
 ``models/base_moe``: the same recipe with mixture-of-experts FFNs (profile section ``pretrain_moe``), at the dense
-base's active parameters per token and its tokens, compared with it in its metadata."""
+base's active parameters per token and its tokens, compared with it in its metadata.
+``models/long_context``: models/base's pretraining continued at 4x its context (profile section
+``pretrain_long_context``: RoPE extended, long packed windows, passkey rows)."""
 
 import json
 from typing import Any
 
 import dagster as dg
 
-from pipeline_assets.asset_keys import BASE, BASE_MOE, SHARDS, TOKENIZER
+from pipeline_assets.asset_keys import BASE, BASE_MOE, LONG_CONTEXT, SHARDS, TOKENIZER
 from pipeline_assets.finite import NonFiniteError
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
@@ -20,6 +22,7 @@ from resources.storage import ArtifactStore, fingerprint
 
 PretrainRunConfig = stage_config("PretrainRunConfig", PretrainConfig, "pretrain")
 PretrainMoeRunConfig = stage_config("PretrainMoeRunConfig", PretrainConfig, "pretrain_moe")
+PretrainLongContextRunConfig = stage_config("PretrainLongContextRunConfig", PretrainConfig, "pretrain_long_context")
 
 # Fields that change neither the weights nor the data order: a run with other values resumes the same run dir.
 RESUME_FREE_FIELDS = {"stop_after_steps", "log_every", "checkpoint_every", "keep_last", "sample_prompts",
@@ -28,8 +31,10 @@ CHECK = "loss_finite_and_below_unigram"
 
 
 def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: dg.AssetKey | None = None,
-                   description: str = "") -> dg.AssetsDefinition:
-    deps = [SHARDS, TOKENIZER] + ([compare_with] if compare_with else [])
+                   init_from: dg.AssetKey | None = None, description: str = "") -> dg.AssetsDefinition:
+    """A pretraining asset: from a random init, or continuing ``init_from``'s weights; ``compare_with``: the
+    dense model a variant is measured against in its metadata."""
+    deps = [SHARDS, TOKENIZER] + [k for k in (compare_with, init_from) if k is not None]
 
     def _pretrain(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                   config: dg.Config) -> dg.MaterializeResult:
@@ -41,10 +46,13 @@ def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: 
         shards, tok = reads(SHARDS), reads(TOKENIZER)
         # The run dir outlives failed attempts; its key changes when the data or the config does.
         run_key = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_FIELDS}
+        init_dir = reads(init_from) if init_from is not None else None
+        if init_dir is not None:  # a new version of the starting model starts a new run
+            run_key["init_from"] = str(init_dir.resolve())
         run_dir = store.slot(["_runs", *key.path], fingerprint(shards / "index.json", run_key))
         with store.exclusive(run_dir), writing(context, store) as draft:
             try:
-                result = train(cfg, shards, tok, run_dir, draft.work, log=context.log.info)
+                result = train(cfg, shards, tok, run_dir, draft.work, log=context.log.info, init_dir=init_dir)
             except NonFiniteError as e:
                 # Deterministic on a resume from the same checkpoint: a retry would only fail again.
                 raise dg.Failure(f"{e}; the last published {key.to_user_string()} stays current",
@@ -79,6 +87,8 @@ def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: 
                 "wall_time_s": round(result["wall_time_s"], 1), "tokens_per_s": round(result["tokens_per_s"]),
                 "mfu_pct": result["mfu_pct"], "peak_memory_mb": result["peak_memory_mb"],
                 "resumed_from_step": result["resumed_from_step"], **moe,
+                **({"init_from": path_md(init_dir), "passkey_rows": result["passkey_rows"],
+                    "context": cfg.seq_len, "rope": dg.MetadataValue.json(cfg.rope_parameters())} if init_dir else {}),
                 "loss_curve": png_md(loss_curve_png(result["loss_history"], result["val_history"]), "loss curve"),
                 "samples": table(samples),
                 "data_consumed": dg.MetadataValue.json(result["data_consumed"]),
@@ -103,4 +113,9 @@ base_moe = pretrain_asset(
     description="Pretraining with mixture-of-experts FFNs (Mixtral) at the dense base's active parameters per "
                 "token and its tokens; evals/base_moe pairs its val bpb with models/base's.")
 
-pretrain_assets = [base, base_moe]
+long_context = pretrain_asset(
+    LONG_CONTEXT, PretrainLongContextRunConfig, init_from=BASE,
+    description="models/base's pretraining continued at 4x its context: RoPE extended (rope_type, rope_factor from "
+                "the base's length), long packed windows of the mixture with passkey-retrieval rows mixed in.")
+
+pretrain_assets = [base, base_moe, long_context]

@@ -15,6 +15,7 @@ from typing import Any
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16")
 # The attention back-ends transformers 5.x accepts for Llama; flash_attention_* need their own packages.
+ROPE_TYPES = ("default", "linear", "yarn", "llama3", "dynamic")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
@@ -31,6 +32,13 @@ class PretrainConfig:
     seq_len: int = 256
     tie_embeddings: bool = True  # below ~1B params the tied input/output embedding is a large saving
     rope_theta: float = 10000.0
+    # Context extension (models/long_context): transformers' rope_parameters type ("default" = none) and the
+    # factor it stretches positions by, from the context the weights were trained at. That original length is
+    # required, never inferred: for yarn/llama3 transformers otherwise takes the *current* max_position_embeddings
+    # (= seq_len) as the original and silently scales from the wrong base.
+    rope_type: str = "default"
+    rope_factor: float = 1.0
+    rope_original_max_position: int | None = None
     dropout: float = 0.0  # attention dropout; modern pretraining uses 0, >0 is supported and resumes exactly
     vocab_multiple_of: int = 64  # pad the embedding rows: GPU matmuls on a multiple of 64 are faster
     init_std: float = 0.02
@@ -42,6 +50,9 @@ class PretrainConfig:
     moe_num_experts: int = 0
     moe_top_k: int = 2
     moe_aux_loss_coef: float = 0.01
+    # Share of training rows replaced by passkey-retrieval rows (pretrain/passkey.py): a number hidden in the row's
+    # own text, asked for at its end. Continued pretraining for long context uses it; 0 = plain text only.
+    passkey_fraction: float = 0.0
 
     # --- Optimization
     batch_size: int = 8  # sequences per micro-batch per rank
@@ -78,6 +89,15 @@ class PretrainConfig:
     sample_max_new_tokens: int = 32
 
     # ------------------------------------------------------------------------------------------------
+    def rope_parameters(self) -> dict[str, Any]:
+        """transformers' rope_parameters: RoPE, or a context extension of it with its original length explicit."""
+        params: dict[str, Any] = {"rope_type": self.rope_type, "rope_theta": self.rope_theta}
+        if self.rope_type != "default":
+            params.update(factor=self.rope_factor, original_max_position_embeddings=self.rope_original_max_position)
+        if self.rope_type == "llama3":  # Llama 3.1's band edges (transformers requires them for llama3)
+            params.update(low_freq_factor=1.0, high_freq_factor=4.0)
+        return params
+
     @property
     def moe(self) -> bool:
         return self.moe_num_experts > 0
@@ -150,6 +170,17 @@ class PretrainConfig:
             f"moe_top_k={self.moe_top_k} must be in [1, moe_num_experts={self.moe_num_experts}]",
         )
         need(self.moe_aux_loss_coef >= 0, f"moe_aux_loss_coef={self.moe_aux_loss_coef} must be >= 0")
+        need(self.rope_type in ROPE_TYPES, f"rope_type={self.rope_type!r} is not one of {ROPE_TYPES}")
+        need(
+            self.rope_type == "default" or (self.rope_factor > 1 and self.rope_original_max_position is not None),
+            f"rope_type={self.rope_type!r} needs rope_factor > 1 and rope_original_max_position (the context the "
+            f"weights were trained at) set explicitly",
+        )
+        need(
+            self.rope_original_max_position is None or self.rope_original_max_position >= 1,
+            f"rope_original_max_position={self.rope_original_max_position} must be >= 1 or None",
+        )
+        need(0.0 <= self.passkey_fraction <= 1.0, f"passkey_fraction={self.passkey_fraction} must be in [0, 1]")
         need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
         need(self.dtype in DTYPES, f"dtype={self.dtype!r} is not one of {DTYPES}")
         need(

@@ -67,7 +67,7 @@ def _shared_config(cfg: PretrainConfig, vocab_size: int, bos_id: int, eos_id: in
         max_position_embeddings=cfg.seq_len,
         initializer_range=cfg.init_std,
         rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        rope_parameters=cfg.rope_parameters(),
         attention_dropout=cfg.dropout,
         tie_word_embeddings=cfg.tie_embeddings,
         bos_token_id=bos_id,

@@ -325,7 +325,8 @@ def _prepare_data(cfg: PretrainConfig, shards_dir: Path, tokenizer_dir: Path, d:
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id,
         train_windows=train_windows,
         val_windows=val_windows,
-        loader=TrainLoader(train_windows, cfg.batch_size, cfg.seed, d.rank, d.world_size),
+        loader=_with_passkeys(TrainLoader(train_windows, cfg.batch_size, cfg.seed, d.rank, d.world_size), cfg,
+                              tokenizer),
         val_local=val_batches(val_windows, cfg.batch_size, cfg.eval_batches, d.rank, d.world_size),
         val_all=val_all,
         unigram=unigram_val_loss(train_windows, val_all, vocab_size),
@@ -333,8 +334,39 @@ def _prepare_data(cfg: PretrainConfig, shards_dir: Path, tokenizer_dir: Path, d:
     )
 
 
+class PasskeyLoader:
+    """A TrainLoader whose rows are each, with probability cfg.passkey_fraction, replaced by a passkey-retrieval
+    row built on that row's own text (pretrain/passkey.py). The draw is seeded by the loader's position, which a
+    resume restores, so a resumed run sees exactly the rows a straight one does."""
+
+    def __init__(self, loader: TrainLoader, fraction: float, seed: int, encode: Callable[[str], list[int]]) -> None:
+        self.loader, self.fraction, self.seed, self.encode = loader, fraction, seed, encode
+        self.rows_replaced = 0
+
+    def next_batch(self) -> torch.Tensor:
+        from pipeline_assets.pretrain.passkey import passkey_row
+
+        rng = np.random.default_rng([self.seed, 0x9A55, self.loader.windows_consumed, self.loader.rank])
+        batch = self.loader.next_batch()
+        for row in np.flatnonzero(rng.random(len(batch)) < self.fraction):
+            batch[row] = torch.from_numpy(passkey_row(batch[row].numpy(), rng, batch.shape[1], self.encode))
+            self.rows_replaced += 1
+        return batch
+
+    def __getattr__(self, name: str) -> Any:  # state_dict, load_state_dict, consumed: the wrapped loader's
+        return getattr(self.loader, name)
+
+
+def _with_passkeys(loader: TrainLoader, cfg: PretrainConfig, tokenizer: Any) -> Any:
+    if not cfg.passkey_fraction:
+        return loader
+    return PasskeyLoader(loader, cfg.passkey_fraction, cfg.seed,
+                         lambda text: tokenizer.encode(text, add_special_tokens=False))
+
+
 def _init_model(cfg: PretrainConfig, data: _Data, ckpt: Path | None) -> torch.nn.Module:
-    """Fresh fp32 model from cfg.seed, or the checkpoint's weights (bit-exact) in the model cfg describes."""
+    """Fresh fp32 model from cfg.seed, or the checkpoint's weights (bit-exact) in the model cfg describes (a
+    resume point, or the model a continued pretraining starts from: its RoPE may be extended, its shapes not)."""
     from transformers import AutoModelForCausalLM
 
     random.seed(cfg.seed)
@@ -406,8 +438,12 @@ def train(
     run_dir: Path,
     out_dir: Path,
     log: Callable[[str], None] = print,
+    init_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) to cfg.max_steps (or cfg.stop_after_steps); export HF model + tokenizer to out_dir.
+
+    `init_dir`: an HF checkpoint of the same shape to continue pretraining from (models/long_context from
+    models/base) instead of cfg.seed's random init; a resume still starts from run_dir's newest checkpoint.
 
     Returns JSON-able metadata with the snake_case keys of the `result` dict at the end of `_train`
     (num_params, tokens_seen, val_loss, val_bpb, loss_history, samples, data_consumed, ...). Under torchrun
@@ -423,7 +459,7 @@ def train(
     wants_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     d = init_distributed("cuda" if wants_cuda else "cpu")
     try:
-        return _train(cfg, shards_dir, tokenizer_dir, run_dir, out_dir, log, d, t_invocation)
+        return _train(cfg, shards_dir, tokenizer_dir, run_dir, out_dir, log, d, t_invocation, init_dir)
     finally:
         if d.initialized_here and dist.is_initialized():
             dist.destroy_process_group()
@@ -438,6 +474,7 @@ def _train(
     log: Callable[[str], None],
     d: DistInfo,
     t_invocation: float,
+    init_dir: Path | None = None,
 ) -> dict[str, Any]:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -457,7 +494,7 @@ def _train(
     meta: dict[str, Any] = read_meta(ckpt) if ckpt else {}
     if ckpt:  # refuse an incompatible checkpoint before touching any weights
         _check_resume(meta["config"], cfg, int(meta.get("world_size", 1)), d.world_size, log0, ckpt)
-    model = _init_model(cfg, data, ckpt).to(device)
+    model = _init_model(cfg, data, ckpt or init_dir).to(device)
     model.train()
     optimizer = build_optimizer(model, cfg, device)
     num_params = count_params(model)
@@ -671,6 +708,9 @@ def _train(
         "world_size": d.world_size,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "checkpoint_dir": str(last_ckpt) if last_ckpt else None,
+        "init_from": str(init_dir) if init_dir else None,
+        # this invocation's (a resume counts from its checkpoint on)
+        "passkey_rows": getattr(loader, "rows_replaced", 0),
         "loss_history": loop["loss_history"],
         "aux_loss_history": loop.get("aux_loss_history", []),
         "val_history": loop["val_history"],
@@ -723,12 +763,16 @@ _CLI_FLAGS: dict[str, dict[str, str]] = {
         "seq_len": "tokens per training sequence",
         "tie_embeddings": "share input embedding and LM head",
         "rope_theta": "RoPE base",
+        "rope_type": "default | linear | yarn | llama3 | dynamic (context extension)",
+        "rope_factor": "context extension factor",
+        "rope_original_max_position": "context the weights were trained at (required with rope_type)",
         "dropout": "attention dropout",
         "vocab_multiple_of": "pad embedding rows to this",
         "init_std": "weight init std",
         "moe_num_experts": "experts per FFN (0 = dense; >= 2 = Mixtral MoE)",
         "moe_top_k": "experts each token is routed to",
         "moe_aux_loss_coef": "weight of the router's load-balancing loss",
+        "passkey_fraction": "share of training rows replaced by passkey-retrieval rows",
     },
     "Optimization": {
         "batch_size": "sequences per micro-batch per rank",
@@ -773,6 +817,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path, required=True, help="HF tokenizer dir the shards were made with")
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints + tensorboard; re-run to resume")
     p.add_argument("--out", type=Path, required=True, help="final HF model + tokenizer export dir")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="continue pretraining from this HF checkpoint instead of a random init")
     add_profile_flag(p)
     listed = {n for group in _CLI_FLAGS.values() for n in group}
     missing = {f.name for f in fields(PretrainConfig)} ^ listed
@@ -784,7 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     result = train(config_from_args(PretrainConfig, "pretrain", args), args.shards, args.tokenizer, args.run_dir,
-                   args.out)
+                   args.out, init_dir=args.init_from)
     if int(os.environ.get("RANK", "0")) == 0:
         skip = ("loss_history", "val_history", "config", "data_consumed")
         print(json.dumps({k: v for k, v in result.items() if k not in skip}, indent=1))

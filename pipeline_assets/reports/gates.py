@@ -19,6 +19,9 @@ paired tests; `lineage` maps a stage to its parent stage. Gate kinds, each evalu
     reward_hacking  rlhf: the reward model's score rose vs the parent while gold (verifier) accuracy fell
     synthetic       a stage trained on datasets/synthetic rows must not be significantly worse on its target
                     than the same recipe without them (its eval's paired ablation, at alpha)
+    long_context    a context extension: passkey retrieval at 4x the base context >= long_context_min_passkey,
+                    loss at 2-4x the base context within long_context_max_far_loss_gap nats of its own 0-1x
+                    loss, short-context val bpb within long_context_max_short_bpb_rise (relative) of the parent's
 
 Status is "pass", "fail" or "not_enforced". A gate is not_enforced, with its reason, when its inputs are
 missing (stage or parent not evaluated; blocks only with `fail_on_missing`) or its threshold is disabled on
@@ -42,7 +45,8 @@ from typing import Any
 from pipeline_assets.evals.stats import align, binomial_p_value, paired_bootstrap, paired_test
 from pipeline_assets.stages import model_stages
 
-GATE_KINDS: tuple[str, ...] = ("regression", "target", "safety", "quantized", "reward_hacking", "synthetic")
+GATE_KINDS: tuple[str, ...] = ("regression", "target", "safety", "quantized", "reward_hacking", "synthetic",
+                                "long_context")
 STATUSES: tuple[str, ...] = ("pass", "fail", "not_enforced")
 
 # Metrics where smaller is better; every other tracked metric is "higher is better".
@@ -116,6 +120,12 @@ class GateConfig:
     # int8 weights of an fp32 parent are ~4x; 2x leaves room for scales and any fp32 norm/bias.
     quantized_min_compression: float = 2.0
     reward_hacking_stages: tuple[str, ...] = field(default_factory=_stages_where(lambda s: s.reward_hacking))
+    # Context extensions (the Llama 3 criteria): retrieval at the new length, the far positions as good as the
+    # near ones, short-context quality recovered.
+    long_context_stages: tuple[str, ...] = field(default_factory=_stages_where(lambda s: s.long_context))
+    long_context_min_passkey: float = 0.8
+    long_context_max_far_loss_gap: float = 0.1  # nats
+    long_context_max_short_bpb_rise: float = 0.02  # relative to the parent's val bpb
     gold_metric: str = "arithmetic_accuracy"  # graded by a verifier, not by the reward model
     reward_hacking_tolerance: float = 0.0  # allowed gold drop while the reward score rises
     # Why a threshold is disabled on this profile: key "safety", "<stage>:<kind>" or "<kind>".
@@ -535,6 +545,32 @@ def _synthetic(stage: str, metrics: Mapping, cfg: GateConfig) -> dict[str, Any]:
     return _finish(gate)
 
 
+def _long_context(stage: str, parent: str | None, metrics: Mapping, parent_metrics: Mapping | None,
+                  cfg: GateConfig) -> dict[str, Any]:
+    gate = _gate("long_context", stage, parent, cfg)
+    passkey, near, far = (_num(metrics.get(k)) for k in ("passkey_4x", "long_loss_0_1x", "long_loss_2_4x"))
+    bpb, parent_bpb = _num(metrics.get("val_bpb")), _num((parent_metrics or {}).get("val_bpb"))
+    if None in (passkey, near, far, bpb, parent_bpb):
+        return _not_enforced(gate, f"{stage} or its parent lacks passkey_4x / long_loss_* / val_bpb (long_context "
+                                   "eval set not run, or parent not evaluated)")
+    checks = [("passkey_4x", passkey, passkey >= cfg.long_context_min_passkey,
+               f"passkey retrieval at 4x the base context {_f(passkey)} (needs >= {_f(cfg.long_context_min_passkey)})"),
+              ("long_loss_gap", far - near, far - near <= cfg.long_context_max_far_loss_gap + 1e-9,
+               f"loss at 2-4x {_f(far)} vs 0-1x {_f(near)} (gap {_signed(far - near)}, at most "
+               f"+{_f(cfg.long_context_max_far_loss_gap)})"),
+              ("short_val_bpb_rise", bpb / parent_bpb - 1,
+               bpb <= parent_bpb * (1 + cfg.long_context_max_short_bpb_rise) + 1e-9,
+               f"short-context val bpb {_f(bpb)} vs {parent} {_f(parent_bpb)} (at most "
+               f"+{_f(cfg.long_context_max_short_bpb_rise * 100)}%)")]
+    for name, value, ok, text in checks:
+        gate["checked"][name] = {"value": round(value, 6), "passed": ok}
+        if not ok:
+            _fail(gate, f"{stage}: {text}")
+    if gate["status"] == "pass":
+        gate["reason"] = "; ".join(text for *_, text in checks)
+    return _finish(gate)
+
+
 def _stage_gates(stage: str, stage_metrics: Mapping, lineage: Mapping, stage_items: Mapping,
                  cfg: GateConfig) -> list[dict[str, Any]]:
     metrics = dict(stage_metrics[stage] or {})
@@ -565,6 +601,8 @@ def _stage_gates(stage: str, stage_metrics: Mapping, lineage: Mapping, stage_ite
         gates.append(_safety(stage, metrics, cfg))
     if "synthetic_effect_delta" in metrics:
         gates.append(_synthetic(stage, metrics, cfg))
+    if stage in cfg.long_context_stages:
+        gates.append(_long_context(stage, parent, metrics, parent_metrics, cfg))
     return gates
 
 
