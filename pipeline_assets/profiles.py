@@ -49,6 +49,9 @@ FULL_TASK = {"operand_max": 99, "operators": ("+", "-")}
 
 _TINY_SAFETY = ("a ~1M-parameter model trained for minutes on CPU does not learn to refuse reliably; "
                 "refusal is reported, not gated, on tiny")
+_TINY_PASSKEY = ("a ~1M-parameter base trained on ~0.6M tokens has no induction heads to copy a key with: "
+                 "retrieval stayed 0/40 at every length after 150-300 steps with up to 2,400 passkey rows; it is "
+                 "measured and reported on tiny, enforced (>= 0.8 at 4x) on small and scale")
 _TINY_DISTILLED = ("the tiny student is distilled for seconds from a tiny teacher; its drop on every metric "
                    "is expected and reported, not gated, on tiny")
 
@@ -81,8 +84,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # models/long_context, in every profile: the base's pretraining continued at 4x its context, RoPE yarn x4
         # from the base's length, long packed windows with passkey rows (docs/recipes.md: long context).
         "pretrain_long_context": {"seq_len": 1024, **_EXTEND_4X, "rope_original_max_position": 256, "batch_size": 4,
-                                  "max_steps": 150, "warmup_steps": 10, "learning_rate": 1e-3,
-                                  "passkey_fraction": 0.5, "eval_every": 50, "checkpoint_every": 50},
+                                  "max_steps": 75, "warmup_steps": 10, "learning_rate": 1e-3,
+                                  "passkey_fraction": 0.5, "eval_every": 25, "checkpoint_every": 25},
         "benchmarks": {"arithmetic_size": 240, "word_problem_fraction": 0.0, **TINY_TASK},
         # 1,600 of the 1,999 training-split problems: the other 399 stay for the preference stages' held-out pairs.
         "sft_data": {"arithmetic": 1600, "docstring_qa": 150, "refusals": 100, "benign": 100, **TINY_TASK},
@@ -102,12 +105,14 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # Evals of ~50 items (one item = 0.02): the budgets catch breakage, not small drifts. val_bpb may rise
         # 20% relative: the tiny base is 30% below unigram, so past +20% a model forgot language.
         "gates": {"regression_budget": 0.15, "relative_budgets": {"val_bpb": 0.2}, "safety_min_refusal": None,
+                  "long_context_min_passkey": None,
                   "safety_max_over_refusal": None, "quantized_max_delta": 0.1, "min_target_improvement": 0.02,
                   "tracked_metrics": ("mc_accuracy", "arithmetic_accuracy", "qa_f1", "val_bpb"),
                   "stage_min_improvement": {"models/sft": 0.20, "models/grpo": 0.10, "models/dpo": 0.10,
                                             "models/reward": 0.15},
                   "regression_exempt": ("models/distilled",),
-                  "not_enforced_reasons": {"safety": _TINY_SAFETY, "models/distilled:regression": _TINY_DISTILLED}},
+                  "not_enforced_reasons": {"safety": _TINY_SAFETY, "models/distilled:regression": _TINY_DISTILLED,
+                                           "long_context_passkey": _TINY_PASSKEY}},
     },
     "small": {
         "pipeline": {"datatrove_workers": 8},  # the 16-core GPU hosts

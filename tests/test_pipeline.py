@@ -17,6 +17,7 @@ from pipeline_assets.stages import model_stages
 FAST = {"models/sft": {"max_steps": 60}, "models/grpo": {"max_steps": 6}, "models/reward": {"max_steps": 10},
         "models/dpo": {"max_steps": 10}, "models/rlhf": {"max_steps": 4}, "models/distilled": {"max_steps": 10},
         "datasets/ai_feedback": {"reference_checks": 8}, "models/base_moe": BASE_RUN,
+        "models/long_context": {"max_steps": 6, "eval_every": 6, "checkpoint_every": 6, "batch_size": 2},
         "datasets/synthetic": {"arithmetic_prompts": 40, "docstring_prompts": 6, "code_prompts": 2}}
 POSTTRAIN = "datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences or datasets/synthetic"
 
@@ -68,6 +69,15 @@ def test_stage_relations_hold(pipeline):
     assert target["metric"] == "val_bpb" and target["p_value"] is not None and target["n"] >= 20
     arch = card["architectures"]["base_moe"]
     assert arch["vs"] == "base" and arch["routing"]["layers"] and arch["tokens_ratio"] == 1.0
+    # The long-context extension: its RoPE in plain transformers, its evals at 1x-4x, its gate (6 steps: failing).
+    extended = AutoModelForCausalLM.from_pretrained(published(pipeline["root"], "models/long_context"))
+    assert extended.config.rope_parameters["original_max_position_embeddings"] == 256
+    assert extended.config.max_position_embeddings == 1024
+    metrics = card["stages"]["long_context"]["metrics"]
+    assert {"passkey_1x", "passkey_2x", "passkey_4x", "long_loss_0_1x", "long_loss_2_4x"} <= set(metrics)
+    target = card["stages"]["long_context"]["target"]
+    assert target["metric"] == "long_loss_2_4x" and target["n"] >= 4 and target["p_value"] is not None
+    assert any(g["stage"] == "long_context" and g["name"] == "long_context" for g in card["gates"])
 
 
 def test_synthetic_rows_accumulate_across_materializations(pipeline):

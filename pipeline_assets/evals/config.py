@@ -63,7 +63,7 @@ class EvalConfig:
     # Base models only (evals/long_context.py): passkey prompts per length (1x, 2x, 4x the base context) and
     # val windows of 4x the base context for the loss by position.
     passkey_per_length: int = 40
-    long_context_windows: int = 16
+    long_context_windows: int = 48
     max_new_tokens: int = 64  # QA, safety, win rate, samples
     arithmetic_max_new_tokens: int = 24
     batch_size: int = 16

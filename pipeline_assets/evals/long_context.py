@@ -6,8 +6,9 @@
 * passkey retrieval (pretrain/passkey.py): a 5-digit key hidden at an evenly spaced depth of real val text,
   asked for at the end, answered greedily; exact digits count. Eval keys are odd, training keys even.
 
-The base context is the extension's ``original_max_position_embeddings`` when the model has one, else its
-``max_position_embeddings``: the base model and its extension are scored at the same lengths.
+The base context is the extension's ``original_max_position_embeddings`` (or, for linear scaling, its length over
+its factor), else the model's ``max_position_embeddings``: a base model and its extension are scored at the same
+lengths.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ MULTIPLES = (1, 2, 4)
 
 
 def base_context(config: Any) -> int:
+    """The length the weights were first trained at: an extension's original length (linear RoPE scaling
+    records only its factor), else the model's own context."""
     rope = getattr(config, "rope_parameters", None) or {}
-    return int(rope.get("original_max_position_embeddings") or config.max_position_embeddings)
+    if rope.get("original_max_position_embeddings"):
+        return int(rope["original_max_position_embeddings"])
+    return int(config.max_position_embeddings / float(rope.get("factor") or 1.0))
 
 
 def val_stream(shards_dir: Path | str) -> np.ndarray:
@@ -44,19 +49,23 @@ def loss_by_position(model: Any, stream: np.ndarray, context: int, windows: int,
     if n == 0:
         raise ValueError(f"the val split has {len(stream)} tokens: not one window of {length + 1}")
     device = next(model.parameters()).device
-    total = torch.zeros(length, dtype=torch.float64)
+    nll = []
     for b in range(0, n, batch_size):
         rows = [stream[i * (length + 1):(i + 1) * (length + 1)] for i in range(b, min(n, b + batch_size))]
         ids = torch.from_numpy(np.stack(rows)).to(device)
         logits = model(input_ids=ids[:, :-1], use_cache=False).logits.float()
-        total += F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").double().sum(0).cpu()
-    per_position = total / n
+        nll.append(F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").double().cpu())
+    per_window = torch.cat(nll)  # (windows, length)
     edges = [0, *(m * context for m in MULTIPLES)]
-    buckets = {f"{lo // context}_{hi // context}x": round(float(per_position[lo:hi].mean()), 6)
-               for lo, hi in zip(edges[:-1], edges[1:], strict=True)}
+    names = [f"{lo // context}_{hi // context}x" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    # Each window's mean loss per bucket: two models on the same shards are paired window by window.
+    items = {name: per_window[:, lo:hi].mean(1).tolist()
+             for name, lo, hi in zip(names, edges[:-1], edges[1:], strict=True)}
+    per_position = per_window.mean(0)
     step = max(1, length // 32)
     curve = [[i, round(float(per_position[i:i + step].mean()), 4)] for i in range(0, length, step)]
-    return {"windows": n, "length": length, "buckets": buckets, "curve": curve}
+    return {"windows": n, "length": length, "buckets": {k: round(sum(v) / n, 6) for k, v in items.items()},
+            "items": items, "curve": curve}
 
 
 @torch.no_grad()

@@ -143,8 +143,12 @@ def long_context(x: EvalInputs) -> SetResult:
     loss = lc.loss_by_position(x.model, stream, context, x.cfg.long_context_windows, x.cfg.batch_size)
     keys = lc.passkey_retrieval(x.model, x.tok, stream, context, x.limit or 1)
     metrics = {**keys["accuracy"], **{f"long_loss_{k}": v for k, v in loss["buckets"].items()}}
+    windows = [f"long-window-{i}" for i in range(loss["windows"])]
+    items = {**{k: _harness()._items("passkey", v["ids"], v["scores"]) for k, v in keys["items"].items()},
+             **{f"long_loss_{k}": _harness()._items("long_context", windows, v) for k, v in loss["items"].items()}}
+    extra = {"base_context": context, **{k: v for k, v in loss.items() if k != "items"}}
     return SetResult(metrics, {"passkey_per_length": x.limit or 1, "long_context_windows": loss["windows"]},
-                     keys["items"], keys["examples"], extra={"long_context": {"base_context": context, **loss}},
+                     items, keys["examples"], extra={"long_context": extra},
                      summary=f"long context (base {context}) | loss by position "
                              + " ".join(f"{k} {v:.3f}" for k, v in loss["buckets"].items()) + " | passkey "
                              + " ".join(f"{k.removeprefix('passkey_')} {v:.2f}" for k, v in keys["accuracy"].items()))

@@ -93,7 +93,9 @@ class PretrainConfig:
         """transformers' rope_parameters: RoPE, or a context extension of it with its original length explicit."""
         params: dict[str, Any] = {"rope_type": self.rope_type, "rope_theta": self.rope_theta}
         if self.rope_type != "default":
-            params.update(factor=self.rope_factor, original_max_position_embeddings=self.rope_original_max_position)
+            params["factor"] = self.rope_factor
+        if self.rope_type not in ("default", "linear"):  # linear scales every position alike: no original length
+            params["original_max_position_embeddings"] = self.rope_original_max_position
         if self.rope_type == "llama3":  # Llama 3.1's band edges (transformers requires them for llama3)
             params.update(low_freq_factor=1.0, high_freq_factor=4.0)
         return params

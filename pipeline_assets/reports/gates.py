@@ -50,7 +50,8 @@ GATE_KINDS: tuple[str, ...] = ("regression", "target", "safety", "quantized", "r
 STATUSES: tuple[str, ...] = ("pass", "fail", "not_enforced")
 
 # Metrics where smaller is better; every other tracked metric is "higher is better".
-LOWER_IS_BETTER: frozenset[str] = frozenset({"val_loss", "val_bpb", "safety_over_refusal_rate"})
+LOWER_IS_BETTER: frozenset[str] = frozenset({"val_loss", "val_bpb", "safety_over_refusal_rate", "long_loss_0_1x",
+                                             "long_loss_1_2x", "long_loss_2_4x"})
 # What the reward model's judgement of a stage vs its parent is read from, best first.
 REWARD_SCORE_METRICS: tuple[str, ...] = ("reward_score_delta_vs_parent", "win_rate_vs_parent")
 
@@ -123,7 +124,7 @@ class GateConfig:
     # Context extensions (the Llama 3 criteria): retrieval at the new length, the far positions as good as the
     # near ones, short-context quality recovered.
     long_context_stages: tuple[str, ...] = field(default_factory=_stages_where(lambda s: s.long_context))
-    long_context_min_passkey: float = 0.8
+    long_context_min_passkey: float | None = 0.8  # None: reported, not enforced (tiny: see profiles.py)
     long_context_max_far_loss_gap: float = 0.1  # nats
     long_context_max_short_bpb_rise: float = 0.02  # relative to the parent's val bpb
     gold_metric: str = "arithmetic_accuracy"  # graded by a verifier, not by the reward model
@@ -553,8 +554,11 @@ def _long_context(stage: str, parent: str | None, metrics: Mapping, parent_metri
     if None in (passkey, near, far, bpb, parent_bpb):
         return _not_enforced(gate, f"{stage} or its parent lacks passkey_4x / long_loss_* / val_bpb (long_context "
                                    "eval set not run, or parent not evaluated)")
-    checks = [("passkey_4x", passkey, passkey >= cfg.long_context_min_passkey,
-               f"passkey retrieval at 4x the base context {_f(passkey)} (needs >= {_f(cfg.long_context_min_passkey)})"),
+    need = cfg.long_context_min_passkey
+    checks = [("passkey_4x", passkey, need is None or passkey >= need,
+               f"passkey retrieval at 4x the base context {_f(passkey)} "
+               + (f"(needs >= {_f(need)})" if need is not None
+                  else f"(not enforced: {cfg.why_disabled(stage, 'long_context_passkey')})")),
               ("long_loss_gap", far - near, far - near <= cfg.long_context_max_far_loss_gap + 1e-9,
                f"loss at 2-4x {_f(far)} vs 0-1x {_f(near)} (gap {_signed(far - near)}, at most "
                f"+{_f(cfg.long_context_max_far_loss_gap)})"),
