@@ -17,7 +17,8 @@ from pipeline_assets.stages import model_stages
 FAST = {"models/sft": {"max_steps": 60}, "models/grpo": {"max_steps": 6}, "models/reward": {"max_steps": 10},
         "models/dpo": {"max_steps": 10}, "models/rlhf": {"max_steps": 4}, "models/distilled": {"max_steps": 10},
         "datasets/ai_feedback": {"reference_checks": 8}, "models/base_moe": BASE_RUN,
-        "models/long_context": {"max_steps": 6, "eval_every": 6, "checkpoint_every": 6, "batch_size": 2},
+        "models/long_context": {"max_steps": 6, "warmup_steps": 2, "eval_every": 6, "checkpoint_every": 6,
+                                "batch_size": 2},
         "datasets/synthetic": {"arithmetic_prompts": 40, "docstring_prompts": 6, "code_prompts": 2}}
 POSTTRAIN = "datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences or datasets/synthetic"
 
