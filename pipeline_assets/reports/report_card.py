@@ -333,7 +333,7 @@ def _section_architecture(name: str, arch: Mapping[str, Any]) -> str:
             for figure, key in (("active params per token", "active_params"), ("total params", "total_params"),
                                 ("training tokens", "tokens"), ("train tokens/s", "tokens_per_s"),
                                 ("weights + grads + AdamW (MB)", "train_state_mb"),
-                                ("peak memory of the run (MB)", "peak_memory_mb"),
+                                ("peak GPU memory (MB)", "peak_memory_mb"),
                                 ("in-training val bpb", "window_val_bpb"))]
     out = [f"### Mixture of experts: models/{name} vs models/{arch.get('vs')}",
            f"{arch.get('num_experts')} experts per FFN, top-{arch.get('top_k')}; router balancing loss at the end of "
