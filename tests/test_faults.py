@@ -463,7 +463,7 @@ def test_pretrain_nan_grad_norm_names_step(token_dirs: tuple[Path, Path], tmp_pa
     def train_step(*args: Any, **kwargs: Any) -> torch.Tensor:
         steps.append(1)
         out = real_step(*args, **kwargs)
-        return torch.stack([out[0], torch.tensor(float("inf"))]) if len(steps) == 2 else out
+        return torch.stack([out[0], torch.tensor(float("inf")), out[2]]) if len(steps) == 2 else out
 
     monkeypatch.setattr(train_mod, "_train_step", train_step)
     with pytest.raises(NonFiniteError, match=r"grad norm is inf at step 2\b"):
