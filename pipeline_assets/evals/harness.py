@@ -270,7 +270,7 @@ def eval_val(model: Any, shards_dir: Path, cfg: EvalConfig, tok: Any = None) -> 
                          "this model's tokenizer produced")
     seq_len = min(cfg.val_seq_len, max_context_len(model))
     val = TokenWindows(shards_dir, index, "val", seq_len)
-    stream = np.concatenate([np.asarray(a) for a in val.arrays])
+    stream = val.stream()
     train = TokenWindows(shards_dir, index, "train", seq_len)
     unigram_logp = torch.from_numpy(unigram_log_probs(train, int(index["vocab_size"])))
     device = next(model.parameters()).device

@@ -37,8 +37,7 @@ def base_context(config: Any) -> int:
 def val_stream(shards_dir: Path | str) -> np.ndarray:
     from pipeline_assets.pretrain.data import TokenWindows, read_index
 
-    val = TokenWindows(Path(shards_dir), read_index(Path(shards_dir)), "val", 1)
-    return np.concatenate([np.asarray(a) for a in val.arrays]).astype(np.int64)
+    return TokenWindows(Path(shards_dir), read_index(Path(shards_dir)), "val", 1).stream().astype(np.int64)
 
 
 @torch.no_grad()

@@ -26,8 +26,7 @@ def val_windows(shards_dir: Path | str, seq_len: int, count: int) -> list[np.nda
     """The first ``count`` windows of ``seq_len`` tokens of the val split (all of it when shorter)."""
     from pipeline_assets.pretrain.data import TokenWindows, read_index
 
-    val = TokenWindows(Path(shards_dir), read_index(Path(shards_dir)), "val", seq_len)
-    stream = np.concatenate([np.asarray(a) for a in val.arrays])
+    stream = TokenWindows(Path(shards_dir), read_index(Path(shards_dir)), "val", seq_len).stream()
     return [stream[i * seq_len:(i + 1) * seq_len].astype(np.int64)
             for i in range(min(count, max(1, len(stream) // seq_len)))]
 

@@ -94,6 +94,10 @@ class TokenWindows:
             out[row] = self.arrays[s][w * T : w * T + T + 1]
         return torch.from_numpy(out)
 
+    def stream(self) -> np.ndarray:
+        """The split's whole token stream, its shards concatenated in order (what stream_ranges index)."""
+        return np.concatenate([np.asarray(a) for a in self.arrays])
+
     def stream_ranges(self) -> list[dict[str, Any]]:
         """Each shard's file, token count and the token range [start, end) it covers in the split's stream."""
         out, pos = [], 0
