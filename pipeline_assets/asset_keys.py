@@ -23,6 +23,7 @@ REASONING = dg.AssetKey(["datasets", "reasoning"])
 AI_FEEDBACK = dg.AssetKey(["datasets", "ai_feedback"])
 PREFERENCES = dg.AssetKey(["datasets", "preferences"])
 SYNTHETIC = dg.AssetKey(["datasets", "synthetic"])  # teacher-generated, verifier-filtered rows
+TOOL_USE_DATA = dg.AssetKey(["datasets", "tool_use"])  # function-calling exchanges, the tools run for real
 # reports and release
 REPORT_CARD = dg.AssetKey(["reports", "report_card"])
 RELEASE = dg.AssetKey(["release", "model"])

@@ -21,6 +21,7 @@ When the history outgrows the model's context, the oldest turns are dropped.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -100,28 +101,31 @@ def _checkpoint(candidate: Path) -> Path:
     return find_model_dir(candidate)
 
 
-def _fit_history(tok: Any, messages: list[dict[str, str]], budget: int) -> list[dict[str, str]]:
+def _fit_history(tok: Any, messages: list[dict[str, Any]], budget: int,
+                 tools: list[dict] | None = None) -> list[dict[str, Any]]:
     """Drop the oldest non-system turns until the prompt fits `budget` tokens (the last user turn stays)."""
     messages = list(messages)
     while True:
-        ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)
+        ids = tok.apply_chat_template(messages, tools=tools, tokenize=True, add_generation_prompt=True,
+                                      return_dict=True)
         first = 1 if messages and messages[0]["role"] == "system" else 0
         if len(ids["input_ids"]) <= budget or len(messages) - first <= 1:
             return messages
         del messages[first]
 
 
-def stream_reply(model: Any, tok: Any, messages: list[dict[str, str]], max_new_tokens: int,
-                 temperature: float, out: TextIO) -> str:
-    """Generate the assistant turn for `messages`, writing text to `out` as it is produced; returns it."""
+def stream_reply(model: Any, tok: Any, messages: list[dict[str, Any]], max_new_tokens: int,
+                 temperature: float, out: TextIO, tools: list[dict] | None = None) -> str:
+    """Generate the assistant turn for `messages` (`tools` offered through the chat template), writing text to
+    `out` as it is produced; returns it."""
     import torch
     from transformers import TextIteratorStreamer
 
     max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0)
     if max_pos:
-        messages = _fit_history(tok, messages, max(1, max_pos - max_new_tokens))
-    enc = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True,
-                                  return_tensors="pt")
+        messages = _fit_history(tok, messages, max(1, max_pos - max_new_tokens), tools)
+    enc = tok.apply_chat_template(messages, tools=tools, tokenize=True, add_generation_prompt=True,
+                                  return_dict=True, return_tensors="pt")
     device = next(model.parameters()).device
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     sample = temperature > 0
@@ -156,6 +160,40 @@ def stream_reply(model: Any, tok: Any, messages: list[dict[str, str]], max_new_t
     return "".join(pieces).strip()
 
 
+def respond(model: Any, tok: Any, history: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
+    """Stream the reply to `history` and append it; with --tools, run each call it makes (sandboxed), show
+    it and its result, and let the model go on from the result (at most --max-tool-rounds calls)."""
+    tools = _tool_schemas(args.tools)
+    for round_ in range(args.max_tool_rounds + 1):
+        reply = stream_reply(model, tok, history, args.max_new_tokens, args.temperature, out, tools)
+        calls = []
+        if tools and getattr(tok, "response_template", None) is not None:
+            from pipeline_assets.tool_use.loop import parse_reply
+
+            prompt = tok.apply_chat_template(history, tools=tools, tokenize=False, add_generation_prompt=True)
+            message, _ = parse_reply(tok, reply, prompt, tools)
+            calls = message.get("tool_calls") or []
+        if not calls or round_ == args.max_tool_rounds:
+            history.append({"role": "assistant", "content": reply})
+            return
+        from pipeline_assets.tool_use.tools import call_arguments, call_tool
+
+        history.append({"role": "assistant", "content": message.get("content") or "", "tool_calls": calls})
+        for call in calls:
+            name, arguments = call_arguments(call)
+            result = call_tool(call, tuple(t["function"]["name"] for t in tools))
+            out.write(f"[tool] {name}({json.dumps(arguments)}) -> {result}\nassistant> ")
+            history.append({"role": "tool", "name": name, "content": result})
+
+
+def _tool_schemas(names: str | None) -> list[dict] | None:
+    if not names:
+        return None
+    from pipeline_assets.tool_use.tools import TOOLS, tool_schemas
+
+    return tool_schemas(tuple(TOOLS) if names == "all" else tuple(n.strip() for n in names.split(",")))
+
+
 def chat_loop(model: Any, tok: Any, args: argparse.Namespace, stdin: TextIO = sys.stdin,
               out: TextIO = sys.stdout) -> None:
     base = [{"role": "system", "content": args.system}] if args.system else []
@@ -179,8 +217,7 @@ def chat_loop(model: Any, tok: Any, args: argparse.Namespace, stdin: TextIO = sy
             continue
         history.append({"role": "user", "content": text})
         out.write("assistant> ")
-        reply = stream_reply(model, tok, history, args.max_new_tokens, args.temperature, out)
-        history.append({"role": "assistant", "content": reply})
+        respond(model, tok, history, args, out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens per reply")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
     parser.add_argument("--system", default=None, help="optional system message for every conversation")
+    parser.add_argument("--tools", default=None, metavar="NAMES",
+                        help="offer tools and run the calls the model makes: 'all' or a comma list of "
+                             "calculator, python (bubblewrap sandbox), lookup")
+    parser.add_argument("--max-tool-rounds", type=int, default=3, help="tool calls per reply before it must answer")
     # Runtime
     parser.add_argument("--prompt", default=None, help="one-shot: answer this message, print, exit")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -203,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--max-new-tokens must be >= 1")
     if args.temperature < 0:
         raise SystemExit("--temperature must be >= 0 (0 = greedy)")
+    if args.max_tool_rounds < 0:
+        raise SystemExit("--max-tool-rounds must be >= 0")
+    try:
+        _tool_schemas(args.tools)
+    except ValueError as err:
+        raise SystemExit(f"--tools: {err}") from err
     try:
         model_dir = resolve_model_dir(args.model)
     except (FileNotFoundError, ValueError) as err:
@@ -222,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chat | {model_dir} | {sum(p.numel() for p in model.parameters()):,} params", file=sys.stderr)
     if args.prompt is not None:
         messages = [{"role": "system", "content": args.system}] if args.system else []
-        stream_reply(model, tok, [*messages, {"role": "user", "content": args.prompt}], args.max_new_tokens,
-                     args.temperature, sys.stdout)
+        respond(model, tok, [*messages, {"role": "user", "content": args.prompt}], args, sys.stdout)
         return 0
     chat_loop(model, tok, args)
     return 0

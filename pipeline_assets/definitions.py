@@ -22,6 +22,7 @@ from pipeline_assets.reports.assets import report_assets
 from pipeline_assets.stages import model_stages, stages_in
 from pipeline_assets.synthetic.assets import synthetic_data
 from pipeline_assets.tokenizer.assets import tokenizer_assets
+from pipeline_assets.tool_use.assets import tool_use_dataset
 from resources.datatrove import DatatroveExecutorResource
 from resources.settings import PipelineSettings
 from resources.sources import SourcesResource
@@ -79,7 +80,7 @@ def executor_for(name: str) -> dg.ExecutorDefinition:
 def build_definitions(**kwargs) -> dg.Definitions:
     resources = build_resources(**kwargs)
     pipeline = resources["settings"].pipeline()
-    models = [*pretrain_assets, *dataset_assets, *model_assets(model_stages())]
+    models = [*pretrain_assets, *dataset_assets, tool_use_dataset, *model_assets(model_stages())]
     stages = stages_in({key for a in models for key in a.keys})
     has_reward = any(s.name == "reward" for s in stages)
     evals = [eval_asset(s, judged=has_reward and not s.base_model and s.kind != "reward") for s in stages]

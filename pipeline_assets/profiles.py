@@ -99,6 +99,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "dpo": {"num_threads": TINY_THREADS},
         "rlhf": {"num_threads": TINY_THREADS},
         "distill": {"max_steps": 800, "num_threads": TINY_THREADS},  # 96% of the teacher at 800 steps, 97% at 1,200
+        "tool_data": {"multiply": 1500, "digit_sum": 300, "lookup": 200, "no_call": 300, "plain": 300},
+        # models/tool_use: copying the operands into the call is a phase transition (dev 0 until step ~250, 0.9 at
+        # 600 of batch 8; batch 16 and 32 turn at the same step count, at 2-4x the cost): stop at dev 0.8.
+        "tool_use": {"max_steps": 1000, "batch_size": 8, "max_length": 192, "eval_every": 50,
+                     "stop_at_dev_accuracy": 0.8, "keep_best_dev": True, "num_threads": TINY_THREADS},
         # Every arithmetic item (the gated target; ~1 s per 100 on one thread), the rest capped; 32 val batches
         # (131k tokens) score each of the 5 val sources whole.
         "evals": {"num_threads": 1, "arithmetic_limit": None, "arithmetic_max_new_tokens": 8, "val_batches": 32},
@@ -217,6 +222,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "max_eval_prompts": 500,  # of the ~800 RM held-out prompts: 1 SD of a win rate ~0.022
             "device": "cuda",
         },
+        "tool_data": {"multiply": 8000, "digit_sum": 2000, "lookup": 500, "no_call": 2000, "plain": 2000},
+        "tool_use": {"max_steps": 1000, "learning_rate": 1e-4, "batch_size": 64, "max_length": 512,
+                     "warmup_steps": 30, "lr_scheduler_type": "cosine", "device": "cuda", "log_every": 50},
         "quantize": {
             "max_new_tokens": 32,  # longer probes: per-token latency is steadier than on 16 tokens
             "latency_repeats": 5,  # best of 5: a 110M model's runs are ~10x longer, still seconds
@@ -263,6 +271,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "dpo": {"max_steps": 200, "learning_rate": 2e-6, "batch_size": 128, "max_length": 512, "device": "cuda"},
         "rlhf": {"max_steps": 250, "learning_rate": 2e-6, "batch_size": 256, "max_completion_length": 32,
                  "max_eval_prompts": 1000, "device": "cuda"},
+        "tool_data": {"multiply": 16000, "digit_sum": 4000, "lookup": 500, "no_call": 4000, "plain": 4000},
+        "tool_use": {"max_steps": 1000, "learning_rate": 5e-5, "batch_size": 128, "max_length": 1024,
+                     "warmup_steps": 30, "lr_scheduler_type": "cosine", "device": "cuda", "log_every": 50},
         "quantize": {"max_new_tokens": 64, "latency_repeats": 5, "num_threads": 8},
         "evals": {"qa_limit": None, "multiple_choice_limit": None, "arithmetic_limit": None, "safety_limit": None,
                   "adversarial_per_prompt": 3, "val_batches": 200, "val_seq_len": 2048, "max_new_tokens": 256,

@@ -29,6 +29,7 @@ from pipeline_assets.asset_keys import (
     SFT_DATA,
     SHARDS,
     SYNTHETIC,
+    TOOL_USE_DATA,
     eval_key,
     model_key,
 )
@@ -58,6 +59,7 @@ class ModelStage:
     target_baseline: float | None = None  # judged against this constant instead of the parent (reward: chance)
     target_baseline_metric: str | None = None  # ... or against another metric of its own eval (base: unigram)
     target_alpha: float | None = None  # significance its paired target test must reach (None: GateConfig.alpha)
+    min_improvement: float | None = None  # the target gain it must exceed on every profile (None: the profile's)
     retain_fraction: float | None = None  # a cheaper copy: keep this fraction of the parent's target
     # A variant judged by non-inferiority: the worse end of its paired delta's 95% CI vs the parent may lie at most
     # this fraction of the parent's value on the wrong side (0.02: at most 2% worse, with confidence).
@@ -72,6 +74,7 @@ class ModelStage:
     # (plain few-shot, no chat template), with the base-model eval sets (evals/sets.py BASE_MODEL_SETS).
     base_model: bool = False
     long_context: bool = False  # a context extension: the long_context gate applies (reports/gates.py)
+    tools: bool = False  # trained to call tools: its eval runs the tool-use set (evals/sets.py TOOL_SETS)
     lm_eval_task: str | None = "llmdag_arithmetic_chat"  # the lm-evaluation-harness task of its target
 
     @property
@@ -190,5 +193,14 @@ for _s in (
            resumable=False, trained=False,
            description="int8 weight-only deploy artifact (torchao via transformers), with size and speed vs "
                        "its parent."),
+    # Its target is paired within its own eval: the same held-out questions answered with the tools offered vs
+    # without (target_baseline_metric), where a tiny model cannot multiply 3-digit numbers in its head.
+    ModelStage("tool_use", "sft", section="tool_use", trainer="pipeline_assets.tool_use.train:train",
+               config="pipeline_assets.posttrain.config:SFTStageConfig", inputs=(TOOL_USE_DATA, BENCHMARKS),
+               target=("tool_answer_accuracy",), target_baseline_metric="no_tool_answer_accuracy", target_alpha=0.01,
+               min_improvement=0.30,
+               tools=True, lm_eval_task=None,
+               description="TRL SFTTrainer on datasets/tool_use: calls to a calculator, a sandboxed Python and a "
+                           "docs lookup in the chat template's <tool_call> form, answers from their results."),
 ):
     register_stage(_s)

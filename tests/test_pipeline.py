@@ -19,8 +19,11 @@ FAST = {"models/sft": {"max_steps": 60}, "models/grpo": {"max_steps": 6}, "model
         "datasets/ai_feedback": {"reference_checks": 8}, "models/base_moe": BASE_RUN,
         "models/long_context": {"max_steps": 6, "warmup_steps": 2, "eval_every": 6, "checkpoint_every": 6,
                                 "batch_size": 2},
-        "datasets/synthetic": {"arithmetic_prompts": 40, "docstring_prompts": 6, "code_prompts": 2}}
-POSTTRAIN = "datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences or datasets/synthetic"
+        "datasets/synthetic": {"arithmetic_prompts": 40, "docstring_prompts": 6, "code_prompts": 2},
+        "datasets/tool_use": {"multiply": 60, "digit_sum": 10, "lookup": 10, "no_call": 20, "plain": 20},
+        "models/tool_use": {"max_steps": 10}, "evals/tool_use": {"tool_use_limit": 12}}
+POSTTRAIN = ("datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences or datasets/synthetic"
+             " or datasets/tool_use")
 
 
 @pytest.fixture(scope="module")

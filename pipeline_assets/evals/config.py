@@ -63,6 +63,9 @@ class EvalConfig:
     # Base models only (evals/long_context.py): passkey prompts per length (1x, 2x, 4x the base context) and
     # val windows of 4x the base context for the loss by position.
     passkey_per_length: int = 40
+    # Tool-use stages only (evals/tool_use.py): held-out multiplication problems answered with and without the
+    # tools (the paired target); a third as many digit-sum, lookup and no-tool prompts for the call metrics.
+    tool_use_limit: int = 120
     long_context_windows: int = 48
     max_new_tokens: int = 64  # QA, safety, win rate, samples
     arithmetic_max_new_tokens: int = 24
@@ -90,7 +93,7 @@ class EvalConfig:
             if value is not None and (isinstance(value, bool) or value < 1):
                 raise ValueError(f"EvalConfig.{name}={value!r} must be a positive int, or None for the whole set")
         for name in ("win_rate_limit", "val_batches", "val_seq_len", "passkey_per_length", "long_context_windows",
-                     "max_new_tokens",
+                     "tool_use_limit", "max_new_tokens",
                      "arithmetic_max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EvalConfig.{name}={getattr(self, name)!r} must be >= 1")

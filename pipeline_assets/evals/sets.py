@@ -81,6 +81,8 @@ class EvalSet:
 REGISTRY: dict[str, EvalSet] = {}
 # Sets that only mean something for a pretrained model (ModelStage.base_model): chat stages skip them.
 BASE_MODEL_SETS = ("long_context",)
+# Sets that only mean something for a model trained to call tools (ModelStage.tools): other stages skip them.
+TOOL_SETS = ("tool_use",)
 
 
 def register(name: str, run: Callable[[EvalInputs], SetResult | None], needs: tuple[str, ...] = (),
@@ -152,6 +154,21 @@ def long_context(x: EvalInputs) -> SetResult:
                      summary=f"long context (base {context}) | loss by position "
                              + " ".join(f"{k} {v:.3f}" for k, v in loss["buckets"].items()) + " | passkey "
                              + " ".join(f"{k.removeprefix('passkey_')} {v:.2f}" for k, v in keys["accuracy"].items()))
+
+
+def tool_use(x: EvalInputs) -> SetResult:
+    """Calls and answers through the tool loop, with vs without the tools offered (evals/tool_use.py)."""
+    from pipeline_assets.evals.tool_use import evaluate_tool_use
+
+    out = evaluate_tool_use(x.model, x.tok, x.limit or 1, x.bench_dir, x.cfg.max_new_tokens, x.cfg.batch_size)
+    m = out["metrics"]
+    items = {k: _harness()._items("tool_use", ids, scores) for k, (ids, scores) in out["items"].items()}
+    return SetResult(m, out["counts"], items, out["examples"],
+                     extra={"tool_use": {k: out[k] for k in ("call_accuracy_by_kind", "tokens_per_query")}},
+                     summary=f"tool use | answers with tools {m['tool_answer_accuracy']:.3f} vs without "
+                             f"{m['no_tool_answer_accuracy']:.3f} | parse {m['tool_parse_rate']:.2f} name "
+                             f"{m['tool_name_accuracy']:.2f} call {m['tool_call_accuracy']:.2f} no-call "
+                             f"{m['tool_no_call_accuracy']:.2f}")
 
 
 def multiple_choice(x: EvalInputs) -> SetResult:
@@ -249,6 +266,7 @@ def samples(x: EvalInputs) -> SetResult | None:
 register("val", val, needs=("shards_dir",), limit="val_batches")  # eval_val reads it with batch_size, val_seq_len
 register("moe_routing", moe_routing, needs=("shards_dir",), limit="val_batches")
 register("long_context", long_context, needs=("shards_dir",), limit="passkey_per_length")  # base models only
+register("tool_use", tool_use, limit="tool_use_limit")  # tool-use stages only (TOOL_SETS)
 register("multiple_choice", multiple_choice, limit="multiple_choice_limit")
 register("arithmetic", arithmetic, limit="arithmetic_limit")
 register("qa", qa, limit="qa_limit")

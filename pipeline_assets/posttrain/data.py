@@ -67,7 +67,7 @@ REJECTED_FILE = "rejected.jsonl"
 # A stage that trains on datasets/synthetic also saves the same recipe trained without those rows here, inside
 # its checkpoint dir; its eval scores both on the target's items (the paired synthetic effect).
 WITHOUT_SYNTHETIC_DIR = "ablation_without_synthetic"
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 # Stdlib modules with plenty of plain one-sentence docstrings; none of them is (or re-exports from) a
 # held-out module. Validated against HELDOUT_MODULES, so a user list cannot leak an eval module in.
@@ -232,9 +232,9 @@ def usable_sentence(sentence: str) -> bool:
             and "(" not in words[0] and sentence.endswith("."))
 
 
-def _owner_ok(obj: Any, module_name: str) -> bool:
+def _owner_ok(obj: Any, module_name: str, allow_heldout: bool = False) -> bool:
     owner = getattr(obj, "__module__", None) or ""
-    if owner.lstrip("_").split(".")[0] in HELDOUT_MODULES:
+    if not allow_heldout and owner.lstrip("_").split(".")[0] in HELDOUT_MODULES:
         return False
     # Defined in the module itself or its C accelerator (collections -> _collections, os.path -> posixpath).
     short = module_name.split(".")[-1]
@@ -242,8 +242,10 @@ def _owner_ok(obj: Any, module_name: str) -> bool:
     return owner in aliases or owner.startswith(f"{module_name}.")
 
 
-def docstring_items(modules: tuple[str, ...]) -> list[tuple[str, str, str]]:
-    """(module, qualname, first sentence) for public functions/classes of `modules`, sentence-unique."""
+def docstring_items(modules: tuple[str, ...], allow_heldout: bool = False) -> list[tuple[str, str, str]]:
+    """(module, qualname, first sentence) for public functions/classes of `modules`, sentence-unique.
+
+    `allow_heldout`: also objects of HELDOUT_MODULES (the lookup tool's index; never for training rows)."""
     found: list[tuple[str, str, str]] = []
     for module_name in modules:
         module = importlib.import_module(module_name)
@@ -253,7 +255,7 @@ def docstring_items(modules: tuple[str, ...]) -> list[tuple[str, str, str]]:
             if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
                 continue
             # obj.__doc__ (not inspect.getdoc): an inherited docstring would describe the base class.
-            if _owner_ok(obj, module_name) and isinstance(obj.__doc__, str) and obj.__doc__.strip():
+            if _owner_ok(obj, module_name, allow_heldout) and isinstance(obj.__doc__, str) and obj.__doc__.strip():
                 found.append((module_name, name, first_sentence(obj.__doc__)))
     counts = Counter(sentence for _, _, sentence in found)
     # A sentence shared by several names (aliases) has no single right question.

@@ -90,8 +90,13 @@ def load_tokenizer(model_dir: Path, need_generation_markers: bool) -> Any:
     return tok
 
 
+# (model, tok, records, max_new_tokens) -> accuracy in [0, 1]: what a dev curve measures (default: greedy
+# arithmetic_accuracy; models/tool_use scores answers through the tool loop).
+DevScore = Callable[[Any, Any, Sequence[dict], int], float]
+
+
 class ArithmeticCurve(TrainerCallback):
-    """Greedy held-out arithmetic accuracy every `every` optimizer steps -> `curve` [[step, acc], ...].
+    """Greedy held-out arithmetic accuracy (or `score`) every `every` optimizer steps -> `curve` [[step, acc], ...].
 
     `stop_at`: end training at the first point whose accuracy reaches it (`stopped_at` = that step); pass
     dev-split records then, never the reported test split. `keep_best`: also keep a copy of the weights at the
@@ -99,9 +104,11 @@ class ArithmeticCurve(TrainerCallback):
     """
 
     def __init__(self, tok: Any, records: Sequence[dict], every: int, max_new_tokens: int,
-                 log: Callable[[str], None], stop_at: float | None = None, keep_best: bool = False) -> None:
+                 log: Callable[[str], None], stop_at: float | None = None, keep_best: bool = False,
+                 score: DevScore | None = None) -> None:
         self.tok, self.records, self.every, self.max_new_tokens, self.log = tok, records, every, max_new_tokens, log
         self.stop_at, self.keep_best = stop_at, keep_best
+        self.score = score or (lambda model, tok, records, n: arithmetic_accuracy(model, tok, records, n)["accuracy"])
         self.curve: list[list[float]] = []
         self.stopped_at: int | None = None
         self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (accuracy, step, weights)
@@ -120,7 +127,7 @@ class ArithmeticCurve(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if model is None or state.global_step % self.every:
             return
-        acc = arithmetic_accuracy(model, self.tok, self.records, self.max_new_tokens)["accuracy"]
+        acc = self.score(model, self.tok, self.records, self.max_new_tokens)
         model.train()  # generate() left it in eval mode
         self.curve.append([state.global_step, acc])
         self.log(f"step {state.global_step:05d} | held-out arithmetic {acc:.3f}")
@@ -287,7 +294,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
             merged_dir: Path | None = None, log: Callable[[str], None] = print, *,
             test: Sequence[dict] | None = None, val_dataset_path: Path | str | None = None,
             replay_shards: Path | None = None, checkpoint_dir: Path | None = None,
-            dev: Sequence[dict] | None = None) -> dict[str, Any]:
+            dev: Sequence[dict] | None = None, dev_score: DevScore | None = None) -> dict[str, Any]:
     """Fine-tune `base_dir` on the chat dataset; write out_dir (and merged_dir for LoRA); return metadata.
 
     `checkpoint_dir`: where trainer resume points go; a rerun with the same dir resumes (common.train_resumable).
@@ -296,7 +303,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     `test`: arithmetic records {"prompt", "answer"} (the benchmark's set) for before/after accuracy; None
     skips that metric. `dev`: dev-split records (datasets/sft dev_arithmetic.jsonl) for the curve
     (`cfg.eval_every`, on `test` without them) and the early stop (`cfg.stop_at_dev_accuracy`, which needs
-    them). `val_dataset_path`: sft_val.jsonl for a final val loss; None skips it.
+    them); `dev_score` replaces greedy arithmetic accuracy as what the curve measures on them.
+    `val_dataset_path`: sft_val.jsonl for a final val loss; None skips it.
     `merged_dir`: required with LoRA; with a full fine-tune out_dir is already a plain model and
     merged_dir must be None. `replay_shards`: the tokenized_shards dir that `cfg.replay_fraction` > 0 draws
     pretraining windows from.
@@ -327,7 +335,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     model = load_causal_lm(base_dir, cfg.device)
     train_ds = load_chat_dataset(dataset_path)
     kinds = list(train_ds["kind"]) if "kind" in train_ds.column_names else None
-    train_ds = train_ds.select_columns(["messages"])
+    # `tools` (tool-use rows): TRL renders each row with its own tool list (a JSON string, see tool_data.py)
+    train_ds = train_ds.select_columns([c for c in ("messages", "tools") if c in train_ds.column_names])
     val_ds = load_chat_dataset(val_dataset_path).select_columns(["messages"]) if val_dataset_path else None
 
     before = arithmetic_accuracy(model, tok, test, cfg.arithmetic_max_new_tokens) if test else None
@@ -339,7 +348,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     callbacks: list[Any] = [history]
     curve_items = dev or test
     curve = (ArithmeticCurve(tok, curve_items, cfg.eval_every, cfg.arithmetic_max_new_tokens, log,
-                          stop_at=cfg.stop_at_dev_accuracy, keep_best=cfg.keep_best_dev)
+                          stop_at=cfg.stop_at_dev_accuracy, keep_best=cfg.keep_best_dev, score=dev_score)
              if cfg.eval_every and curve_items else None)
     if curve is not None:
         callbacks.append(curve)

@@ -88,6 +88,8 @@ class GateConfig:
     min_target_improvement: float = 0.01  # improvement must be strictly greater than this
     # Per-stage target gains (absolute units of the target metric); others use min_target_improvement.
     stage_min_improvement: Mapping[str, float] = field(default_factory=dict)
+    # ... and what the stage registry asks of a stage on every profile (tool_use: +0.30 with tools vs without).
+    registry_min_improvement: Mapping[str, float] = field(default_factory=_per_stage("min_improvement"))
     # Allowed RELATIVE rise of a lower-is-better metric vs the parent (0.5 = +50%); replaces its absolute budget.
     relative_budgets: Mapping[str, float] = field(default_factory=dict)
     # Metrics a stage must not lose significantly (paired test at its alpha), whatever the absolute budget:
@@ -169,7 +171,8 @@ class GateConfig:
         return float(self.metric_budgets.get(metric, self.regression_budget))
 
     def min_gain(self, stage: str) -> float:
-        return float(self.stage_min_improvement.get(stage, self.min_target_improvement))
+        return float(self.stage_min_improvement.get(stage, self.registry_min_improvement.get(
+            stage, self.min_target_improvement)))
 
     def stage_alpha(self, stage: str) -> float:
         return float(self.target_alpha.get(stage, self.alpha))
@@ -346,6 +349,41 @@ def _below_baseline_metric(gate: dict[str, Any], stage: str, metric: str, metric
     return _finish(gate)
 
 
+def _above_own_baseline(gate: dict[str, Any], stage: str, metric: str, metrics: Mapping, items: Mapping | None,
+                        baseline_metric: str, cfg: GateConfig) -> dict[str, Any]:
+    """`metric` must beat `baseline_metric` of the same eval on the same items (tool_use: the questions answered
+    with the tools offered vs without) by more than the stage's min gain, paired, at its alpha."""
+    value, base = _num(metrics.get(metric)), _num(metrics.get(baseline_metric))
+    gate["target"]["value"] = value
+    if value is None or base is None:
+        return _not_enforced(gate, f"{stage}: {metric if value is None else baseline_metric} missing")
+    test = _paired_metrics(items, metric, baseline_metric)
+    p, alpha, need = (test["p_value"] if test else None), cfg.stage_alpha(stage), cfg.min_gain(stage)
+    gain = value - base
+    ok = gain > need and test is not None and p < alpha
+    gate["target"].update(p_value=p, baseline=baseline_metric, delta_vs_baseline=round(gain, 6))
+    gate["checked"][metric] = {"value": value, "baseline": base, "baseline_metric": baseline_metric,
+                               "delta": round(gain, 6), "p_value": p, "test": test["test"] if test else None,
+                               "alpha": alpha, "min_improvement": need, "passed": ok}
+    evidence = (f"paired {test['test']} p={_f(p)} (alpha {_f(alpha)}, n={test['n']})" if test
+                else "no per-item data to pair")
+    verdict = f"{metric} {_f(value)} vs {baseline_metric} {_f(base)} ({_signed(gain)}, needs > {_f(need)}; {evidence})"
+    if not ok:
+        _fail(gate, f"{stage}: {verdict}")
+    else:
+        gate["reason"] = verdict
+    return _finish(gate)
+
+
+def _paired_metrics(items: Mapping | None, a: str, b: str) -> dict[str, Any] | None:
+    """Paired test of two metrics of one eval on their shared item ids."""
+    mine, theirs = (items or {}).get(a), (items or {}).get(b)
+    if not mine or not theirs:
+        return None
+    x, y = align(mine["ids"], mine["scores"], theirs["ids"], theirs["scores"])
+    return paired_test(x, y) if x else None
+
+
 def _param_budget(gate: dict[str, Any], stage: str, parent: str | None, metrics: Mapping,
                   parent_metrics: Mapping | None, cfg: GateConfig) -> None:
     """A student keeps its teacher's accuracy only if it is also smaller: at most max_param_fraction of it."""
@@ -371,8 +409,10 @@ def _target(stage: str, parent: str | None, metrics: Mapping, parent_metrics: Ma
     value = _num(metrics.get(metric))
     gate["target"]["value"] = value
     baseline = cfg.target_baselines.get(stage)
-    if stage in cfg.target_baseline_metrics:
+    if stage in cfg.target_baseline_metrics and metric in LOWER_IS_BETTER:
         return _below_baseline_metric(gate, stage, metric, metrics, cfg.target_baseline_metrics[stage])
+    if stage in cfg.target_baseline_metrics:
+        return _above_own_baseline(gate, stage, metric, metrics, items, cfg.target_baseline_metrics[stage], cfg)
     if baseline is not None:
         before, against = float(baseline), "the fixed baseline"  # messages add the number
         test = _vs_baseline(metric, items, baseline)

@@ -418,8 +418,11 @@ def _target_entry(metric: str | None, gate: Mapping[str, Any] | None, eval_repor
     mine = _metrics({"s": eval_report}, "s")
     target = dict((gate or {}).get("target") or {})
     value = target.get("value", mine.get(metric) if metric else None)
-    return {"metric": metric, "value": _num(value), "n": stats.get("n"), "ci95": stats.get("ci95"),
-            "delta_vs_parent": target.get("delta_vs_parent"), "p_value": target.get("p_value")}
+    entry = {"metric": metric, "value": _num(value), "n": stats.get("n"), "ci95": stats.get("ci95"),
+             "delta_vs_parent": target.get("delta_vs_parent"), "p_value": target.get("p_value")}
+    if target.get("baseline"):  # judged against another metric of its own eval (tool_use: without tools)
+        entry.update(baseline=target["baseline"], delta_vs_baseline=target.get("delta_vs_baseline"))
+    return entry
 
 
 def build_report_card_json(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -507,10 +510,12 @@ def _section_targets(card: Mapping[str, Any]) -> str:
     rows = []
     for name, stage in card["stages"].items():
         t = stage["target"]
-        delta = t["delta_vs_parent"]
+        delta = t["delta_vs_parent"] if t.get("baseline") is None else t.get("delta_vs_baseline")
+        shown = "–" if delta is None else f"{'+' if delta >= 0 else ''}{fmt(delta)}"
+        if t.get("baseline") is not None:
+            shown += f" (vs {t['baseline']})"
         rows.append([f"**{name}**", stage["parent"] or "–", t["metric"] or "–", fmt(t["value"]), fmt(t["n"]),
-                     _ci(t["ci95"]), "–" if delta is None else f"{'+' if delta >= 0 else ''}{fmt(delta)}",
-                     fmt(t["p_value"])])
+                     _ci(t["ci95"]), shown, fmt(t["p_value"])])
     if not rows:
         return f"## Targets\n\n{NOT_MATERIALIZED}\n"
     return ("## Targets\n\nWhat each stage is for, with its 95% interval and the paired test vs the parent "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -186,15 +187,44 @@ def byte_budgets(files: list[Path], cap: int | None) -> list[int | None]:
 
 
 def chat_template(cfg: TokenizerConfig) -> str:
-    """ChatML. `{% generation %}` wraps the assistant content AND its end token, so TRL's
-    `assistant_only_loss` trains the model to emit <|im_end|> and stop; the newline after it belongs to the
-    next turn's prefix."""
+    """ChatML, with tools the transformers way. `{% generation %}` wraps the assistant content AND its end
+    token, so TRL's `assistant_only_loss` trains the model to emit <|im_end|> and stop; the newline after it
+    belongs to the next turn's prefix.
+
+    Tools (`apply_chat_template(..., tools=[fn_or_schema])`) render as one system line of signatures,
+    `Tools: calculator(expression) python(code)`, not the JSON schemas: the tiny profile trains on
+    128-token rows and three schemas are ~400 tokens. An assistant's `tool_calls` render as
+    `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (the Qwen/Hermes form `RESPONSE_TEMPLATE`
+    parses back); arguments that are already a JSON string (datasets store them so: Arrow would merge the
+    argument keys of every row) are written as they are, not encoded twice. Results come back as `tool`
+    turns. Without tools the output is plain ChatML, byte for byte.
+    """
     start, end = cfg.im_start_token, cfg.eos_token
     return (
-        "{%- for message in messages %}"
+        "{%- set offset = 0 %}"
+        "{%- if tools %}"
+        f"{{{{- '{start}system\\n' }}}}"
+        "{%- if messages and messages[0]['role'] == 'system' %}"
+        "{{- messages[0]['content'] + '\\n' }}{%- set offset = 1 %}"
+        "{%- endif %}"
+        "{{- 'Tools:' }}"
+        "{%- for tool in tools %}{%- set fn = tool['function'] if tool['function'] is defined else tool %}"
+        "{{- ' ' + fn['name'] + '(' + ((fn['parameters'] or {}).get('properties') or {}) | list | join(', ')"
+        " + ')' }}"
+        "{%- endfor %}"
+        f"{{{{- '{end}\\n' }}}}"
+        "{%- endif %}"
+        "{%- for message in messages[offset:] %}"
         f"{{{{- '{start}' + message['role'] + '\\n' }}}}"
         "{%- if message['role'] == 'assistant' %}"
-        f"{{%- generation %}}{{{{- message['content'] + '{end}' }}}}{{%- endgeneration %}}"
+        "{%- generation %}{{- message['content'] or '' }}"
+        "{%- for call in message.get('tool_calls') or [] %}"
+        "{%- set fn = call['function'] if call['function'] is defined else call %}"
+        "{%- set args = fn['arguments'] if fn['arguments'] is defined else {} %}"
+        "{{- '<tool_call>{\"name\": ' + fn['name'] | tojson + ', \"arguments\": ' "
+        "+ (args if args is string else args | tojson) + '}</tool_call>' }}"
+        "{%- endfor %}"
+        f"{{{{- '{end}' }}}}{{%- endgeneration %}}"
         "{{- '\\n' }}"
         "{%- else %}"
         f"{{{{- message['content'] + '{end}' + '\\n' }}}}"
@@ -202,6 +232,21 @@ def chat_template(cfg: TokenizerConfig) -> str:
         "{%- endfor %}"
         f"{{%- if add_generation_prompt %}}{{{{- '{start}assistant\\n' }}}}{{%- endif %}}"
     )
+
+
+def response_template(cfg: TokenizerConfig) -> dict[str, Any]:
+    """How `tokenizer.parse_response()` (and `transformers serve`) turns a reply into a message with
+    structured `tool_calls`: transformers' own Qwen2 fallback, which reads the `<tool_call>` form
+    chat_template writes. Saved in tokenizer_config.json, so every checkpoint's tokenizer carries it."""
+    return {
+        "defaults": {"role": "assistant"},
+        "start_anchor": f"{cfg.im_start_token}assistant\n",
+        "fields": {
+            "tool_calls": {"open_pattern": r"\s*<tool_call>", "close": "</tool_call>", "repeats": True,
+                           "content": "json", "transform": {"type": "function", "function": "{content}"}},
+            "content": {"close_pattern": r"\s*" + re.escape(cfg.eos_token), "content": "text"},
+        },
+    }
 
 
 def build_bpe(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.BpeTrainer]:
@@ -238,6 +283,7 @@ def wrap_for_transformers(tok: Tokenizer, cfg: TokenizerConfig) -> Any:
         model_max_length=cfg.model_max_length,
         clean_up_tokenization_spaces=False,  # the cleanup rewrites " ." to "." and breaks exact round-trips
         chat_template=chat_template(cfg),
+        response_template=response_template(cfg),
     )
 
 
