@@ -20,7 +20,7 @@ from pipeline_assets.tasks.tool_problems import MULTIPLY, problem_split, problem
 from pipeline_assets.tokenizer.train import TokenizerConfig, build_bpe, check_chat_template, wrap_for_transformers
 from pipeline_assets.tool_use.data import TOOL_USE_FILE, ToolDataConfig, build_tool_dataset, heldout_leaks
 from pipeline_assets.tool_use.loop import run_with_tools
-from pipeline_assets.tool_use.tools import call_tool, calculator, tool_schemas
+from pipeline_assets.tool_use.tools import calculator, call_tool, tool_schemas
 
 CALL = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "347 * 812"}}}
 
@@ -36,7 +36,8 @@ def tok():
 
 def test_template_renders_tools_calls_and_results_and_parses_back(tok):
     assert check_chat_template(tok, TokenizerConfig()) == []  # without tools: plain ChatML, byte for byte
-    msgs = [{"role": "user", "content": "What is 347 * 812?"}, {"role": "assistant", "content": "", "tool_calls": [CALL]},
+    msgs = [{"role": "user", "content": "What is 347 * 812?"},
+            {"role": "assistant", "content": "", "tool_calls": [CALL]},
             {"role": "tool", "name": "calculator", "content": "281764"},
             {"role": "assistant", "content": "The answer is 281764."}]
     text = tok.apply_chat_template(msgs, tools=[calculator], tokenize=False)
@@ -125,6 +126,7 @@ class ScriptedModel(torch.nn.Module):
         self.tok, self.copy_ok = tok, copy_ok
         self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.config = SimpleNamespace(max_position_embeddings=1024)
+        self.device = torch.device("cpu")
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens=8, streamer=None, **_):
         rows = []
@@ -174,6 +176,7 @@ def test_loop_runs_calls_and_answers_from_results(tok):
 def _bench(tmp_path: Path) -> Path:
     from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
 
+    (tmp_path / "bench").mkdir()
     build_benchmarks(tmp_path / "bench", BenchmarkConfig(qa_size=8, multiple_choice_size=8, arithmetic_size=8,
                                                          safety_size=8))
     return tmp_path / "bench"
@@ -194,12 +197,12 @@ def test_eval_and_target_gate_pass_with_tools_and_fail_without(tok, tmp_path):
     assert good["metrics"]["tool_answer_accuracy"] == 1.0 and good["metrics"]["no_tool_answer_accuracy"] == 0.0
     assert good["metrics"]["tool_parse_rate"] == 1.0 and good["call_accuracy_by_kind"]["multiply"] == 1.0
     assert good["metrics"]["tool_no_call_accuracy"] == 1.0
-    assert gate["status"] == "passed", gate["reason"]
+    assert gate["status"] == "pass", gate["reason"]
     assert gate["target"]["baseline"] == "no_tool_answer_accuracy" and gate["target"]["p_value"] < 0.01
     bad, gate = results["bad"]
     assert bad["metrics"]["tool_name_accuracy"] > 0.5 and bad["call_accuracy_by_kind"]["multiply"] == 0.0
     assert bad["metrics"]["tool_answer_accuracy"] == 0.0
-    assert gate["status"] == "failed" and "needs > 0.3" in gate["reason"]
+    assert gate["status"] == "fail" and "needs > 0.3" in gate["reason"]
 
 
 def test_chat_cli_runs_and_shows_tool_calls(tok):

@@ -14,7 +14,7 @@ import dagster as dg
 from pipeline_assets.asset_keys import BENCHMARKS, DEDUPED, MIXTURE, PREFERENCES, REWARD, SHARDS, model_key
 from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
 from pipeline_assets.evals.config import EvalConfig
-from pipeline_assets.evals.sets import BASE_MODEL_SETS, TOOL_SETS
+from pipeline_assets.evals.sets import BASE_MODEL_SETS, REGISTRY, TOOL_SETS
 from pipeline_assets.metadata import table
 from pipeline_assets.posttrain.data import WITHOUT_SYNTHETIC_DIR
 from pipeline_assets.publishing import Reads, finish, writing
@@ -70,8 +70,9 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
         )
 
         cfg = resolved(config, settings.profile)
+        chosen = set(cfg.sets) | (set(TOOL_SETS) if stage.tools else set())
         skip = (() if stage.tools else TOOL_SETS) + (() if stage.base_model else BASE_MODEL_SETS)
-        cfg = dataclasses.replace(cfg, sets=tuple(s for s in cfg.sets if s not in skip))
+        cfg = dataclasses.replace(cfg, sets=tuple(s for s in REGISTRY if s in chosen and s not in skip))
         if stage.base_model:  # a base model never saw the chat template: score it the way it was trained
             cfg = dataclasses.replace(cfg, arithmetic_format="plain")
         reads = Reads(store)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from pipeline_assets.evals.sets import REGISTRY
 
-# The eval sets registered in evals/sets.py, in run order.
-SETS: tuple[str, ...] = tuple(REGISTRY)
+# The eval sets registered in evals/sets.py that run by default (all but the opt-in ones), in run order.
+SETS: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if not spec.opt_in)
 
 # Fixed prompts: the same for every checkpoint, so samples and win rates compare like with like. None of
 # them is a benchmark item (benchmarks are never shown to a judge or trained on through this list).
@@ -45,9 +45,9 @@ INSTRUCTION_PROMPTS: tuple[str, ...] = (
 class EvalConfig:
     """Used by: evals/<stage>. Limits cap items per set (None = the whole set); `sets` picks what runs."""
 
-    # Default: every set registered when the config is built, so a newly registered set runs without a
-    # profile edit; list names to run fewer (they still run in registry order).
-    sets: tuple[str, ...] = field(default_factory=lambda: tuple(REGISTRY))
+    # Default: every set registered when the config is built but the opt-in ones (evals/sets.py), so a newly
+    # registered set runs without a profile edit; list names to run fewer (they still run in registry order).
+    sets: tuple[str, ...] = field(default_factory=lambda: tuple(n for n, s in REGISTRY.items() if not s.opt_in))
     qa_limit: int | None = 32
     multiple_choice_limit: int | None = 48
     arithmetic_limit: int | None = 48

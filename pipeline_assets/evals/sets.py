@@ -4,8 +4,8 @@ EvalConfig field that sizes it).
 
 A new metric is one function `(EvalInputs) -> SetResult | None` and one `register(...)` line at the bottom:
 evaluate_checkpoint loads the model once, skips a set whose inputs were not given, and times, logs and
-merges every set's SetResult the same way. EvalConfig's default `sets` is every registered name, so the new
-set runs by default and `sets` can leave it out.
+merges every set's SetResult the same way. EvalConfig's default `sets` is every registered name but the
+opt-in ones, so the new set runs by default and `sets` can leave it out.
 
 No torch at import: config.py validates `sets` against REGISTRY where the profiles and Launchpad configs
 load without the training stack. The scoring primitives live in harness.py and are imported when a set runs.
@@ -76,22 +76,25 @@ class EvalSet:
     run: Callable[[EvalInputs], SetResult | None]
     needs: tuple[str, ...] = ()  # names from INPUTS; the set is skipped unless all are given
     limit: str | None = None  # the EvalConfig field sizing it per profile, passed as EvalInputs.limit
+    # Runs only when `EvalConfig.sets` names it (the tool-use set: meaningless for a model never taught the
+    # tools, and it generates ~200 replies); the eval asset adds it for the stages it is for.
+    opt_in: bool = False
 
 
 REGISTRY: dict[str, EvalSet] = {}
 # Sets that only mean something for a pretrained model (ModelStage.base_model): chat stages skip them.
 BASE_MODEL_SETS = ("long_context",)
-# Sets that only mean something for a model trained to call tools (ModelStage.tools): other stages skip them.
+# Sets that only mean something for a model trained to call tools (ModelStage.tools): opt-in, added for those.
 TOOL_SETS = ("tool_use",)
 
 
 def register(name: str, run: Callable[[EvalInputs], SetResult | None], needs: tuple[str, ...] = (),
-             limit: str | None = None) -> EvalSet:
+             limit: str | None = None, opt_in: bool = False) -> EvalSet:
     """Add (or replace) set `name`; sets run in registration order."""
     unknown = sorted(set(needs) - set(INPUTS))
     if unknown:
         raise ValueError(f"eval set {name!r} needs unknown inputs {unknown}; valid: {', '.join(INPUTS)}")
-    REGISTRY[name] = EvalSet(run, tuple(needs), limit)
+    REGISTRY[name] = EvalSet(run, tuple(needs), limit, opt_in)
     return REGISTRY[name]
 
 
@@ -266,7 +269,7 @@ def samples(x: EvalInputs) -> SetResult | None:
 register("val", val, needs=("shards_dir",), limit="val_batches")  # eval_val reads it with batch_size, val_seq_len
 register("moe_routing", moe_routing, needs=("shards_dir",), limit="val_batches")
 register("long_context", long_context, needs=("shards_dir",), limit="passkey_per_length")  # base models only
-register("tool_use", tool_use, limit="tool_use_limit")  # tool-use stages only (TOOL_SETS)
+register("tool_use", tool_use, limit="tool_use_limit", opt_in=True)  # tool-use stages only (TOOL_SETS)
 register("multiple_choice", multiple_choice, limit="multiple_choice_limit")
 register("arithmetic", arithmetic, limit="arithmetic_limit")
 register("qa", qa, limit="qa_limit")

@@ -24,7 +24,7 @@ def mixture_files(reads: Reads) -> tuple[dict, Path]:
     return json.loads((root / "manifest.json").read_text()), root
 
 
-@dg.asset(key=TOKENIZER, deps=[MIXTURE], group_name="tokenizer", code_version="1", kinds={"huggingface"},
+@dg.asset(key=TOKENIZER, deps=[MIXTURE], group_name="tokenizer", code_version="2", kinds={"huggingface"},
           check_specs=[dg.AssetCheckSpec("roundtrip_exact", asset=TOKENIZER, blocking=True),
                        dg.AssetCheckSpec("chat_template_ok", asset=TOKENIZER, blocking=True)])
 def tokenizer(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
