@@ -24,6 +24,8 @@ AI_FEEDBACK = dg.AssetKey(["datasets", "ai_feedback"])
 PREFERENCES = dg.AssetKey(["datasets", "preferences"])
 SYNTHETIC = dg.AssetKey(["datasets", "synthetic"])  # teacher-generated, verifier-filtered rows
 TOOL_USE_DATA = dg.AssetKey(["datasets", "tool_use"])  # function-calling exchanges, the tools run for real
+# accuracy vs samples per query (majority vote, best-of-N, pass@N) for the release lineage's policies
+TEST_TIME_COMPUTE = dg.AssetKey(["evals", "test_time_compute"])
 # reports and release
 REPORT_CARD = dg.AssetKey(["reports", "report_card"])
 RELEASE = dg.AssetKey(["release", "model"])

@@ -99,6 +99,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "dpo": {"num_threads": TINY_THREADS},
         "rlhf": {"num_threads": TINY_THREADS},
         "distill": {"max_steps": 800, "num_threads": TINY_THREADS},  # 96% of the teacher at 800 steps, 97% at 1,200
+        "test_time_compute": {"num_threads": TINY_THREADS},
         "tool_data": {"multiply": 1500, "digit_sum": 300, "lookup": 200, "no_call": 300, "plain": 300},
         # models/tool_use: copying the operands into the call is a phase transition (dev 0 until step ~250, 0.9 at
         # 600-800 of batch 8 over two seeds; batch 16 and 32 turn at ~the same step, at 2-4x the cost): stop at 0.8.
@@ -222,6 +223,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "max_eval_prompts": 500,  # of the ~800 RM held-out prompts: 1 SD of a win rate ~0.022
             "device": "cuda",
         },
+        "test_time_compute": {"device": "cuda", "batch_size": 512},
         "tool_data": {"multiply": 8000, "digit_sum": 2000, "lookup": 500, "no_call": 2000, "plain": 2000},
         "tool_use": {"max_steps": 1000, "learning_rate": 1e-4, "batch_size": 64, "max_length": 512,
                      "warmup_steps": 30, "lr_scheduler_type": "cosine", "device": "cuda", "log_every": 50},
@@ -271,6 +273,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "dpo": {"max_steps": 200, "learning_rate": 2e-6, "batch_size": 128, "max_length": 512, "device": "cuda"},
         "rlhf": {"max_steps": 250, "learning_rate": 2e-6, "batch_size": 256, "max_completion_length": 32,
                  "max_eval_prompts": 1000, "device": "cuda"},
+        "test_time_compute": {"device": "cuda", "batch_size": 1024, "max_new_tokens": 16},
         "tool_data": {"multiply": 16000, "digit_sum": 4000, "lookup": 500, "no_call": 4000, "plain": 4000},
         "tool_use": {"max_steps": 1000, "learning_rate": 5e-5, "batch_size": 128, "max_length": 1024,
                      "warmup_steps": 30, "lr_scheduler_type": "cosine", "device": "cuda", "log_every": 50},

@@ -21,7 +21,8 @@ FAST = {"models/sft": {"max_steps": 60}, "models/grpo": {"max_steps": 6}, "model
                                 "batch_size": 2},
         "datasets/synthetic": {"arithmetic_prompts": 40, "docstring_prompts": 6, "code_prompts": 2},
         "datasets/tool_use": {"multiply": 60, "digit_sum": 10, "lookup": 10, "no_call": 20, "plain": 20},
-        "models/tool_use": {"max_steps": 10}, "evals/tool_use": {"tool_use_limit": 12}}
+        "models/tool_use": {"max_steps": 10}, "evals/tool_use": {"tool_use_limit": 12},
+        "evals/test_time_compute": {"limit": 16, "ns": [1, 2, 4, 8], "resamples": 2}}
 POSTTRAIN = ("datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences or datasets/synthetic"
              " or datasets/tool_use")
 
@@ -30,7 +31,7 @@ POSTTRAIN = ("datasets/sft or datasets/reasoning or datasets/ai_feedback or data
 def pipeline(pretrained):
     selection = " or ".join(f'key:"{k}"' for k in POSTTRAIN.split(" or ")) + " or " + " or ".join(
         f'key:"models/{s.name}" or key:"evals/{s.name}"' for s in model_stages() if s.name != "base")
-    selection += ' or key:"evals/base" or key:"reports/report_card"'
+    selection += ' or key:"evals/base" or key:"evals/test_time_compute" or key:"reports/report_card"'
     result = run_assets(pretrained, selection, FAST)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     return pretrained
@@ -82,6 +83,22 @@ def test_stage_relations_hold(pipeline):
     target = card["stages"]["long_context"]["target"]
     assert target["metric"] == "long_loss_2_4x" and target["n"] >= 4 and target["p_value"] is not None
     assert any(g["stage"] == "long_context" and g["name"] == "long_context" for g in card["gates"])
+    # Tool use: the checkpoint's tokenizer renders tools and parses calls; its eval pairs with vs without tools.
+    tools_tok = AutoTokenizer.from_pretrained(published(pipeline["root"], "models/tool_use"))
+    call = '<tool_call>{"name": "calculator", "arguments": {"expression": "2 * 3"}}</tool_call><|im_end|>'
+    assert tools_tok.parse_response(call, prefix="")["tool_calls"][0]["function"]["name"] == "calculator"
+    metrics = card["stages"]["tool_use"]["metrics"]
+    assert {"tool_answer_accuracy", "no_tool_answer_accuracy", "tool_parse_rate", "tool_call_accuracy",
+            "tool_no_call_accuracy"} <= set(metrics)
+    target = card["stages"]["tool_use"]["target"]
+    assert target["metric"] == "tool_answer_accuracy" and target["baseline"] == "no_tool_answer_accuracy"
+    assert target["n"] == 12 and target["p_value"] is not None
+    assert "tool_answer_accuracy" not in card["stages"]["sft"]["metrics"]  # opt-in: tool stages only
+    # Test-time compute over the release lineage's policies, plotted on the card with its target.
+    ttc = card["test_time_compute"]
+    assert set(ttc["policies"]) == {"sft", "grpo"} and ttc["target"]["policy"] == "grpo"
+    assert ttc["policies"]["grpo"]["ns"] == [1, 2, 4, 8] and len(ttc["policies"]["grpo"]["best_of_n"]["mean"]) == 4
+    assert ttc["target"]["p_value"] is not None and isinstance(ttc["target"]["passed"], bool)
 
 
 def test_synthetic_rows_accumulate_across_materializations(pipeline):

@@ -11,10 +11,20 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline_assets.asset_keys import BENCHMARKS, DEDUPED, MIXTURE, PREFERENCES, REWARD, SHARDS, model_key
+from pipeline_assets.asset_keys import (
+    BENCHMARKS,
+    DEDUPED,
+    MIXTURE,
+    PREFERENCES,
+    REWARD,
+    SHARDS,
+    TEST_TIME_COMPUTE,
+    model_key,
+)
 from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
 from pipeline_assets.evals.config import EvalConfig
 from pipeline_assets.evals.sets import BASE_MODEL_SETS, REGISTRY, TOOL_SETS
+from pipeline_assets.evals.test_time_compute import TestTimeComputeConfig
 from pipeline_assets.metadata import table
 from pipeline_assets.posttrain.data import WITHOUT_SYNTHETIC_DIR
 from pipeline_assets.publishing import Reads, finish, writing
@@ -25,6 +35,8 @@ from resources.settings import PipelineSettings
 from resources.storage import ArtifactStore
 
 EvalRunConfig = stage_config("EvalRunConfig", EvalConfig, "evals")
+TestTimeComputeRunConfig = stage_config("TestTimeComputeRunConfig", TestTimeComputeConfig, "test_time_compute")
+TTC_CHECK = "majority_vote_gain"
 register_section("benchmarks", BenchmarkConfig)  # no Launchpad form: the held-out sets are fixed per profile
 
 
@@ -111,3 +123,73 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
             "wall_time_s": round(result["wall_time_s"], 1)})
 
     return _eval
+
+
+def release_policies(stages: list[ModelStage], release_stage: str) -> list[ModelStage]:
+    """The chat policies on ``release_stage``'s lineage, parents first (base and reward models are not)."""
+    by_name = {s.name: s for s in stages}
+    chain, stage = [], by_name.get(release_stage)
+    while stage is not None:
+        if stage.chat and stage.kind == "causal_lm":
+            chain.append(stage)
+        stage = by_name.get(stage.parent) if stage.parent else None
+    return chain[::-1]
+
+
+def test_time_compute_asset(stages: list[ModelStage], release_stage: str) -> dg.AssetsDefinition | None:
+    """``evals/test_time_compute``: accuracy vs samples per query for each policy of the release lineage, with the
+    reward model as best-of-N's verifier; its check asks majority@8 to beat @1 on the release policy."""
+    policies = release_policies(stages, release_stage)
+    if not policies or not any(s.key == REWARD for s in stages):
+        return None
+
+    @dg.asset(key=TEST_TIME_COMPUTE, deps=[s.key for s in policies] + [REWARD, BENCHMARKS], group_name="evals",
+              code_version="1", kinds={"pytorch"},
+              check_specs=[dg.AssetCheckSpec(TTC_CHECK, asset=TEST_TIME_COMPUTE, description=(
+                  f"Majority vote over {8} samples beats 1 sample on models/{release_stage}, paired, p < alpha."))])
+    def test_time_compute(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
+                          config: TestTimeComputeRunConfig) -> dg.MaterializeResult:
+        """Accuracy vs N samples per query: majority vote, best-of-N and weighted best-of-N by the reward model,
+        pass@N as the ceiling, tokens per query; per policy of the release lineage, with the spread over
+        resamples."""
+        from pipeline_assets.evals.harness import RewardModelJudge
+        from pipeline_assets.evals.test_time_compute import curves_png, evaluate_test_time_compute
+        from pipeline_assets.model_io import device_for, load_checkpoint
+        from pipeline_assets.tasks.heldout import load_benchmark
+
+        cfg = resolved(config, settings.profile)
+        if cfg.num_threads:
+            import torch
+            torch.set_num_threads(cfg.num_threads)
+        reads = Reads(store)
+        device = device_for(cfg.device)
+        records = load_benchmark(reads(BENCHMARKS), "arithmetic")[:cfg.limit]
+        judge = RewardModelJudge(reads(REWARD), device=device, batch_size=cfg.batch_size)
+        result: dict = {"release_stage": release_stage, "config": dataclasses.asdict(cfg), "policies": {}}
+        for stage in policies:
+            model, tok = load_checkpoint(reads(stage.key), device)
+            out = evaluate_test_time_compute(model, tok, records, judge, ns=cfg.ns, temperature=cfg.temperature,
+                                             max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                             resamples=cfg.resamples, seed=cfg.seed)
+            result["policies"][stage.name] = out
+            context.log.info(f"test-time compute | {stage.name} | N {out['ns']} | majority {out['majority']['mean']}"
+                             f" | best-of-N {out['best_of_n']['mean']} | weighted {out['weighted']['mean']} | "
+                             f"pass@N {out['pass_at_n']['mean']}")
+        target = result["policies"][release_stage].get("majority_target") or {}
+        passed = bool(target) and target["delta"] > 0 and target["p_value"] < cfg.alpha
+        result["target"] = {"policy": release_stage, **{k: v for k, v in target.items()}, "alpha": cfg.alpha,
+                            "passed": passed}
+        with writing(context, store) as draft:
+            write_summary(draft.work, result)
+            (draft.work / "test_time_compute.png").write_bytes(curves_png(result["policies"]))
+        return finish(context, store, draft, reads, {
+            "majority_at_8": target.get("accuracy"), "majority_at_1": target.get("accuracy_at_1"),
+            "p_value": target.get("p_value"), "n": len(records),
+            "curves": dg.MetadataValue.json({name: {k: out[k] for k in ("ns", "majority", "best_of_n", "weighted",
+                                                                        "pass_at_n", "tokens_per_query")}
+                                             for name, out in result["policies"].items()})},
+            [dg.AssetCheckResult(check_name=TTC_CHECK, passed=passed, metadata={
+                "policy": release_stage, "delta": target.get("delta"), "p_value": target.get("p_value"),
+                "alpha": cfg.alpha})])
+
+    return test_time_compute

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline_assets.asset_keys import RELEASE, REPORT_CARD, SYNTHETIC, model_key
+from pipeline_assets.asset_keys import RELEASE, REPORT_CARD, SYNTHETIC, TEST_TIME_COMPUTE, model_key
 from pipeline_assets.corpus.assets import registered_sources
 from pipeline_assets.metadata import path_md
 from pipeline_assets.pretrain.variants import vs_dense
@@ -187,12 +187,15 @@ def _corpus_section(reads: Reads, sources: list[str]) -> dict:
                            for split in ("train", "val") for k in ("documents", "bytes")}}}
 
 
-def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> list[dg.AssetsDefinition]:
-    """``code_versions``: asset key -> code version of every other asset, shown on the report card."""
+def report_assets(stages: list[ModelStage], code_versions: dict[str, str],
+                  test_time_compute: bool = False) -> list[dg.AssetsDefinition]:
+    """``code_versions``: asset key -> code version of every other asset, shown on the report card;
+    ``test_time_compute``: the graph has evals/test_time_compute, whose curves the card plots."""
     lineage = {f"models/{s.name}": f"models/{s.parent}" if s.parent else None for s in stages}
     evals = [s.eval_key for s in stages]
+    card_deps = evals + [s.key for s in stages] + ([TEST_TIME_COMPUTE] if test_time_compute else [])
 
-    @dg.asset(key=REPORT_CARD, deps=evals + [s.key for s in stages], group_name="reports", code_version="1",
+    @dg.asset(key=REPORT_CARD, deps=card_deps, group_name="reports", code_version="1",
               kinds={"markdown"}, automation_condition=dg.AutomationCondition.eager())
     def report_card(context: dg.AssetExecutionContext, store: ArtifactStore,
                     settings: PipelineSettings) -> dg.MaterializeResult:
@@ -211,6 +214,8 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str]) -> li
                            "synthetic": _synthetic_section(reads, stages)}, "tokenizer": tok,
                 "models": [m for s in stages if (m := _model_summary(reads, s))],
                 "architectures": _architecture_section(reads, stages),
+                "test_time_compute": _json(_file(reads, TEST_TIME_COMPUTE.path, SUMMARY_FILE))
+                if test_time_compute else None,
                 "evals": {k: v for k, v in evals_full.items() if v},
                 "gates": evaluate_gates(metrics, lineage, settings.config(GateConfig, "gates"), items,
                                         release_stage=f"models/{release_stage}"), "lineage": lineage}

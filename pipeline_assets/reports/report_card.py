@@ -54,6 +54,10 @@ Stages use short names (base, sft, reward, dpo, rlhf, grpo, distilled, quantized
      "architectures": {STAGE: {"vs": STAGE, "num_experts", "top_k", "active_params", "dense_active_params",
                                "active_params_ratio", ... (total_params, tokens, tokens_per_s, train_state_mb,
                                peak_memory_mb, window_val_bpb: each with dense_ and _ratio), "routing"}},
+     "test_time_compute": {"policies": {STAGE: {"ns", "n_problems", "tokens_per_query", "majority", "best_of_n",
+                                                "weighted", "pass_at_n": {"mean": [..], "std": [..]}}},
+                           "target": {"policy", "n", "accuracy", "accuracy_at_1", "delta", "ci95", "p_value",
+                                      "alpha", "passed"}} | null,
      "data": {"sources": {SOURCE: {"docs_in", "quarantined", "language", "heuristic", "quality", "toxicity",
                                    "malware", "dedup", "decontamination", "kept"}},
               "drop_reasons": {SOURCE: {filter: {reason: n}}},
@@ -455,7 +459,44 @@ def build_report_card_json(data: Mapping[str, Any]) -> dict[str, Any]:
             "controls": {"pretraining": PRETRAINING_CONTROL},
             "architectures": {short_stage(k): {**v, "vs": short_stage(v.get("vs"))}
                               for k, v in (data.get("architectures") or {}).items()},
+            "test_time_compute": _ttc_json(data.get("test_time_compute")),
             "data": _data_json(data.get("corpus") or {})}
+
+
+TTC_CURVES = ("majority", "best_of_n", "weighted", "pass_at_n")
+
+
+def _ttc_json(ttc: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """report_card.json's "test_time_compute": per policy the accuracy-vs-N curves (mean and std over resamples)
+    and tokens per query, and the majority@8-vs-@1 target on the release policy; None when not materialized."""
+    if not ttc:
+        return None
+    policies = {name: {"ns": out["ns"], "n_problems": out["n_problems"], "tokens_per_query": out["tokens_per_query"],
+                       **{k: out[k] for k in TTC_CURVES if k in out}}
+                for name, out in (ttc.get("policies") or {}).items()}
+    target = dict(ttc.get("target") or {})
+    return {"policies": policies, "target": {k: target.get(k) for k in (
+        "policy", "n", "accuracy", "accuracy_at_1", "delta", "ci95", "p_value", "alpha", "passed")}}
+
+
+def _section_test_time_compute(ttc: Mapping[str, Any], plot: str) -> str:
+    t = ttc["target"]
+    rows = []
+    for name, out in ttc["policies"].items():
+        for curve in TTC_CURVES:
+            if curve in out:
+                rows.append([name, curve.replace("_", " "), *(f"{m:.3f} ± {s:.3f}" for m, s in
+                                                             zip(out[curve]["mean"], out[curve]["std"], strict=True))])
+        rows.append([name, "tokens per query", *(fmt(x) for x in out["tokens_per_query"])])
+    ns = next(iter(ttc["policies"].values()))["ns"] if ttc["policies"] else []
+    verdict = "**passed**" if t.get("passed") else "**not met**"
+    return ("## Test-time compute\n\nAccuracy on the held-out arithmetic vs the samples drawn per query (mean ± std "
+            "over random subsets of each problem's samples); best-of-N and weighted pick by the reward model, pass@N "
+            f"is the ceiling a perfect verifier would reach. Target: majority vote at N={fmt(t.get('n'))} beats N=1 "
+            f"on models/{t.get('policy')}: {fmt(t.get('accuracy_at_1'))} -> {fmt(t.get('accuracy'))} "
+            f"(delta {fmt(t.get('delta'))}, 95% CI {_ci(t.get('ci95'))}, p={fmt(t.get('p_value'))}, alpha "
+            f"{fmt(t.get('alpha'))}): {verdict}.\n\n" + table(["policy", "rule", *(f"N={n}" for n in ns)], rows)
+            + "\n" + (f"\n{plot}\n" if plot else ""))
 
 
 def _data_json(corpus: Mapping[str, Any]) -> dict[str, Any]:
@@ -664,6 +705,13 @@ def render_report_card(data: Mapping[str, Any], out_dir: Path | str) -> dict[str
         parts.append(_section_control(card["controls"]["pretraining"]))
     for name, arch in card["architectures"].items():
         parts.append(_section_architecture(name, arch))
+    if card["test_time_compute"]:
+        from pipeline_assets.evals.test_time_compute import curves_png
+
+        plot = save_png(curves_png((data.get("test_time_compute") or {}).get("policies") or {}),
+                        "test_time_compute.png")
+        parts.append(_section_test_time_compute(card["test_time_compute"], plot))
+    sections["test_time_compute"] = "rendered" if card["test_time_compute"] else "not materialized"
     parts.append(_section_gates(card, data.get("gates")))
     if data.get("gates"):
         parts.append(_section_release(card))
