@@ -88,12 +88,17 @@ def test_report_card_section(tmp_path):
     out["tokens_per_query"] = [5.0 * n for n in out["ns"]]
     data = {"test_time_compute": {"policies": {"grpo": out}, "target": {
         "policy": "grpo", "n": 8, "accuracy": 0.7, "accuracy_at_1": 0.45, "delta": 0.25, "ci95": [0.1, 0.4],
-        "p_value": 0.001, "alpha": 0.05, "passed": True}}}
+        "p_value": 0.001, "alpha": 0.05, "passed": True},
+        "tools_vs_sampling": {"policy": "grpo", "tool_policy": "tool_use", "n_problems": 60, "samples": 16,
+                              "tool_accuracy": 0.9, "majority_accuracy": 0.0, "tool_tokens_per_query": 57.0,
+                              "majority_tokens_per_query": 112.0, "delta": 0.9, "ci95": [0.8, 0.97],
+                              "p_value": 0.0}}}
     card = build_report_card_json(data)
     assert card["test_time_compute"]["target"]["passed"] is True
     assert "per_item" not in card["test_time_compute"]["policies"]["grpo"]
     result = render_report_card(data, tmp_path)
     markdown = (tmp_path / "report_card.md").read_text()
     assert "## Test-time compute" in markdown and "**passed**" in markdown
+    assert "models/tool_use answering once with the calculator 0.9" in markdown
     assert result["sections"]["test_time_compute"] == "rendered"
     assert build_report_card_json({})["test_time_compute"] is None

@@ -142,8 +142,11 @@ def test_time_compute_asset(stages: list[ModelStage], release_stage: str) -> dg.
     policies = release_policies(stages, release_stage)
     if not policies or not any(s.key == REWARD for s in stages):
         return None
+    tool_stage = next((s for s in stages if s.tools), None)  # the "use tools mid-thought" axis, where it exists
 
-    @dg.asset(key=TEST_TIME_COMPUTE, deps=[s.key for s in policies] + [REWARD, BENCHMARKS], group_name="evals",
+    deps = [s.key for s in policies] + [REWARD, BENCHMARKS] + ([tool_stage.key] if tool_stage else [])
+
+    @dg.asset(key=TEST_TIME_COMPUTE, deps=deps, group_name="evals",
               code_version="1", kinds={"pytorch"},
               check_specs=[dg.AssetCheckSpec(TTC_CHECK, asset=TEST_TIME_COMPUTE, description=(
                   f"Majority vote over {8} samples beats 1 sample on models/{release_stage}, paired, p < alpha."))])
@@ -153,7 +156,7 @@ def test_time_compute_asset(stages: list[ModelStage], release_stage: str) -> dg.
         pass@N as the ceiling, tokens per query; per policy of the release lineage, with the spread over
         resamples."""
         from pipeline_assets.evals.harness import RewardModelJudge
-        from pipeline_assets.evals.test_time_compute import curves_png, evaluate_test_time_compute
+        from pipeline_assets.evals.test_time_compute import curves_png, evaluate_test_time_compute, tools_vs_sampling
         from pipeline_assets.model_io import device_for, load_checkpoint
         from pipeline_assets.tasks.heldout import load_benchmark
 
@@ -175,6 +178,18 @@ def test_time_compute_asset(stages: list[ModelStage], release_stage: str) -> dg.
             context.log.info(f"test-time compute | {stage.name} | N {out['ns']} | majority {out['majority']['mean']}"
                              f" | best-of-N {out['best_of_n']['mean']} | weighted {out['weighted']['mean']} | "
                              f"pass@N {out['pass_at_n']['mean']}")
+        if tool_stage is not None:
+            from pipeline_assets.tasks.tool_problems import MULTIPLY, problems
+
+            tool_model, tool_tok = load_checkpoint(reads(tool_stage.key), device)  # `model`: the release policy, last
+            hard = problems(MULTIPLY, "test", cfg.tools_limit, cfg.seed)
+            axis = tools_vs_sampling(model, tok, tool_model, tool_tok, hard, n=max(cfg.ns), temperature=cfg.temperature,
+                                     batch_size=cfg.batch_size, seed=cfg.seed)
+            result["tools_vs_sampling"] = {"policy": release_stage, "tool_policy": tool_stage.name, **axis}
+            context.log.info(f"test-time compute | {tool_stage.name} with tools, 1 answer: {axis['tool_accuracy']} "
+                             f"({axis['tool_tokens_per_query']} tokens) vs {release_stage} majority of "
+                             f"{axis['samples']}: {axis['majority_accuracy']} ({axis['majority_tokens_per_query']} "
+                             f"tokens) on {axis['n_problems']} 3-digit products, p={axis['p_value']}")
         target = result["policies"][release_stage].get("majority_target") or {}
         passed = bool(target) and target["delta"] > 0 and target["p_value"] < cfg.alpha
         result["target"] = {"policy": release_stage, **{k: v for k, v in target.items()}, "alpha": cfg.alpha,

@@ -44,6 +44,7 @@ class TestTimeComputeConfig:
     max_new_tokens: int = 8  # "-123" + eos is 5 tokens
     resamples: int = 8  # random subsets per N: the spread reported beside each mean
     alpha: float = 0.05  # the majority@8 vs @1 test
+    tools_limit: int = 60  # 3-digit products for tool use at N=1 vs majority at max(ns) (where models/tool_use is)
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"
@@ -54,7 +55,7 @@ class TestTimeComputeConfig:
             raise ValueError(f"TestTimeComputeConfig.ns={self.ns!r}: increasing distinct Ns >= 1, 1 included")
         if self.temperature <= 0:
             raise ValueError(f"TestTimeComputeConfig.temperature={self.temperature}: sampling needs > 0")
-        for name in ("max_new_tokens", "resamples", "batch_size"):
+        for name in ("max_new_tokens", "resamples", "batch_size", "tools_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TestTimeComputeConfig.{name}={getattr(self, name)} must be >= 1")
         if self.limit is not None and self.limit < 1:
@@ -206,3 +207,36 @@ def curves_png(policies: dict[str, dict[str, Any]]) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def tools_vs_sampling(policy: Any, policy_tok: Any, tool_model: Any, tool_tok: Any, records: Sequence[dict], *,
+                      n: int = 16, temperature: float = 1.0, max_new_tokens: int = 8, batch_size: int = 64,
+                      seed: int = 0) -> dict[str, Any]:
+    """The other axis of test-time compute: one tool-using answer (models/tool_use, calling the calculator) vs
+    majority vote over `n` samples of the policy, on problems beyond in-head arithmetic (3-digit products),
+    paired per problem, with the tokens each generates per query."""
+    import torch
+
+    from pipeline_assets.evals.stats import paired_test
+    from pipeline_assets.model_io import _chat_texts, generate_ids
+    from pipeline_assets.tasks.arithmetic import check_arithmetic
+    from pipeline_assets.tool_use.loop import run_with_tools
+    from pipeline_assets.tool_use.tools import tool_schemas
+
+    torch.manual_seed(seed)
+    texts = [t for t in _chat_texts(policy_tok, [r["prompt"] for r in records]) for _ in range(n)]
+    rows = generate_ids(policy, policy_tok, texts, max_new_tokens, do_sample=True, temperature=temperature,
+                        batch_size=batch_size)
+    eos = policy_tok.eos_token_id
+    cut = [row[:row.index(eos)] if eos in row else [t for t in row if t != policy_tok.pad_token_id] for row in rows]
+    answers = [final_answer(policy_tok.decode(ids, skip_special_tokens=True)) for ids in cut]
+    voted = [float(select("majority", answers[i * n:(i + 1) * n], None) == str(r["answer"]))
+             for i, r in enumerate(records)]
+    runs = run_with_tools(tool_model, tool_tok, [[{"role": "user", "content": r["prompt"]}] for r in records],
+                          tool_schemas(), max_new_tokens=48, batch_size=batch_size)
+    tooled = [float(check_arithmetic(ex.answer, r["answer"])) for ex, r in zip(runs, records, strict=True)]
+    return {"n_problems": len(records), "samples": n,
+            "majority_accuracy": round(_mean(voted), 4), "tool_accuracy": round(_mean(tooled), 4),
+            "majority_tokens_per_query": round(sum(len(c) + 1 for c in cut) / len(records), 2),
+            "tool_tokens_per_query": round(_mean([float(ex.tokens) for ex in runs]), 2),
+            **paired_test(tooled, voted)}

@@ -57,7 +57,11 @@ Stages use short names (base, sft, reward, dpo, rlhf, grpo, distilled, quantized
      "test_time_compute": {"policies": {STAGE: {"ns", "n_problems", "tokens_per_query", "majority", "best_of_n",
                                                 "weighted", "pass_at_n": {"mean": [..], "std": [..]}}},
                            "target": {"policy", "n", "accuracy", "accuracy_at_1", "delta", "ci95", "p_value",
-                                      "alpha", "passed"}} | null,
+                                      "alpha", "passed"},
+                           "tools_vs_sampling": {"policy", "tool_policy", "n_problems", "samples", "tool_accuracy",
+                                                 "majority_accuracy", "tool_tokens_per_query",
+                                                 "majority_tokens_per_query", "delta", "ci95", "p_value"} | null}
+                          | null,
      "data": {"sources": {SOURCE: {"docs_in", "quarantined", "language", "heuristic", "quality", "toxicity",
                                    "malware", "dedup", "decontamination", "kept"}},
               "drop_reasons": {SOURCE: {filter: {reason: n}}},
@@ -476,7 +480,8 @@ def _ttc_json(ttc: Mapping[str, Any] | None) -> dict[str, Any] | None:
                 for name, out in (ttc.get("policies") or {}).items()}
     target = dict(ttc.get("target") or {})
     return {"policies": policies, "target": {k: target.get(k) for k in (
-        "policy", "n", "accuracy", "accuracy_at_1", "delta", "ci95", "p_value", "alpha", "passed")}}
+        "policy", "n", "accuracy", "accuracy_at_1", "delta", "ci95", "p_value", "alpha", "passed")},
+            "tools_vs_sampling": ttc.get("tools_vs_sampling")}
 
 
 def _section_test_time_compute(ttc: Mapping[str, Any], plot: str) -> str:
@@ -490,13 +495,19 @@ def _section_test_time_compute(ttc: Mapping[str, Any], plot: str) -> str:
         rows.append([name, "tokens per query", *(fmt(x) for x in out["tokens_per_query"])])
     ns = next(iter(ttc["policies"].values()))["ns"] if ttc["policies"] else []
     verdict = "**passed**" if t.get("passed") else "**not met**"
+    tools = ttc.get("tools_vs_sampling")
+    axis = (f"\n\nWith tools instead of samples, on {tools['n_problems']} held-out 3-digit products: "
+            f"models/{tools['tool_policy']} answering once with the calculator {fmt(tools['tool_accuracy'])} "
+            f"({fmt(tools['tool_tokens_per_query'])} generated tokens per query) vs models/{tools['policy']}'s "
+            f"majority of {tools['samples']} samples {fmt(tools['majority_accuracy'])} "
+            f"({fmt(tools['majority_tokens_per_query'])} tokens); paired p={fmt(tools['p_value'])}.") if tools else ""
     return ("## Test-time compute\n\nAccuracy on the held-out arithmetic vs the samples drawn per query (mean ± std "
             "over random subsets of each problem's samples); best-of-N and weighted pick by the reward model, pass@N "
             f"is the ceiling a perfect verifier would reach. Target: majority vote at N={fmt(t.get('n'))} beats N=1 "
             f"on models/{t.get('policy')}: {fmt(t.get('accuracy_at_1'))} -> {fmt(t.get('accuracy'))} "
             f"(delta {fmt(t.get('delta'))}, 95% CI {_ci(t.get('ci95'))}, p={fmt(t.get('p_value'))}, alpha "
             f"{fmt(t.get('alpha'))}): {verdict}.\n\n" + table(["policy", "rule", *(f"N={n}" for n in ns)], rows)
-            + "\n" + (f"\n{plot}\n" if plot else ""))
+            + axis + "\n" + (f"\n{plot}\n" if plot else ""))
 
 
 def _data_json(corpus: Mapping[str, Any]) -> dict[str, Any]:
