@@ -21,7 +21,8 @@ FAST = {"models/sft": {"max_steps": 60}, "models/grpo": {"max_steps": 6}, "model
                                 "batch_size": 2},
         "datasets/synthetic": {"arithmetic_prompts": 40, "docstring_prompts": 6, "code_prompts": 2},
         "datasets/tool_use": {"multiply": 60, "digit_sum": 10, "lookup": 10, "no_call": 20, "plain": 20},
-        "models/tool_use": {"max_steps": 10, "warmup_steps": 2, "eval_every": 10}, "evals/tool_use": {"tool_use_limit": 12},
+        "models/tool_use": {"max_steps": 10, "warmup_steps": 2, "eval_every": 10},
+        "evals/tool_use": {"tool_use_limit": 12},
         "evals/test_time_compute": {"limit": 16, "ns": [1, 2, 4, 8], "resamples": 2}}
 POSTTRAIN = ("datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences or datasets/synthetic"
              " or datasets/tool_use")
