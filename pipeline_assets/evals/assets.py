@@ -24,7 +24,7 @@ from pipeline_assets.asset_keys import (
 from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
 from pipeline_assets.evals.config import EvalConfig
 from pipeline_assets.evals.sets import BASE_MODEL_SETS, REGISTRY, TOOL_SETS
-from pipeline_assets.evals.test_time_compute import TestTimeComputeConfig
+from pipeline_assets.evals.test_time_compute import TARGET_N, TestTimeComputeConfig
 from pipeline_assets.metadata import table
 from pipeline_assets.posttrain.data import WITHOUT_SYNTHETIC_DIR
 from pipeline_assets.publishing import Reads, finish, writing
@@ -143,13 +143,12 @@ def test_time_compute_asset(stages: list[ModelStage], release_stage: str) -> dg.
     if not policies or not any(s.key == REWARD for s in stages):
         return None
     tool_stage = next((s for s in stages if s.tools), None)  # the "use tools mid-thought" axis, where it exists
-
     deps = [s.key for s in policies] + [REWARD, BENCHMARKS] + ([tool_stage.key] if tool_stage else [])
 
-    @dg.asset(key=TEST_TIME_COMPUTE, deps=deps, group_name="evals",
-              code_version="1", kinds={"pytorch"},
+    @dg.asset(key=TEST_TIME_COMPUTE, deps=deps, group_name="evals", code_version="1", kinds={"pytorch"},
               check_specs=[dg.AssetCheckSpec(TTC_CHECK, asset=TEST_TIME_COMPUTE, description=(
-                  f"Majority vote over {8} samples beats 1 sample on models/{release_stage}, paired, p < alpha."))])
+                  f"Majority vote over {TARGET_N} samples beats 1 sample on models/{release_stage}, paired, "
+                  "p < alpha."))])
     def test_time_compute(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                           config: TestTimeComputeRunConfig) -> dg.MaterializeResult:
         """Accuracy vs N samples per query: majority vote, best-of-N and weighted best-of-N by the reward model,
@@ -192,8 +191,7 @@ def test_time_compute_asset(stages: list[ModelStage], release_stage: str) -> dg.
                              f"tokens) on {axis['n_problems']} 3-digit products, p={axis['p_value']}")
         target = result["policies"][release_stage].get("majority_target") or {}
         passed = bool(target) and target["delta"] > 0 and target["p_value"] < cfg.alpha
-        result["target"] = {"policy": release_stage, **{k: v for k, v in target.items()}, "alpha": cfg.alpha,
-                            "passed": passed}
+        result["target"] = {"policy": release_stage, **target, "alpha": cfg.alpha, "passed": passed}
         with writing(context, store) as draft:
             write_summary(draft.work, result)
             (draft.work / "test_time_compute.png").write_bytes(curves_png(result["policies"]))

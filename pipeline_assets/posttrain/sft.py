@@ -335,7 +335,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     model = load_causal_lm(base_dir, cfg.device)
     train_ds = load_chat_dataset(dataset_path)
     kinds = list(train_ds["kind"]) if "kind" in train_ds.column_names else None
-    # `tools` (tool-use rows): TRL renders each row with its own tool list (a JSON string, see tool_data.py)
+    # `tools` (tool-use rows): TRL renders each row with its own tool list (a JSON string, see tool_use/data.py)
     train_ds = train_ds.select_columns([c for c in ("messages", "tools") if c in train_ds.column_names])
     val_ds = load_chat_dataset(val_dataset_path).select_columns(["messages"]) if val_dataset_path else None
 
