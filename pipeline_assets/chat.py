@@ -163,8 +163,9 @@ def stream_reply(model: Any, tok: Any, messages: list[dict[str, Any]], max_new_t
 def respond(model: Any, tok: Any, history: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
     """Stream the reply to `history` and append it; with --tools, run each call it makes (sandboxed), show
     it and its result, and let the model go on from the result (at most --max-tool-rounds calls)."""
-    tools = _tool_schemas(args.tools)
-    for round_ in range(args.max_tool_rounds + 1):
+    tools = _tool_schemas(getattr(args, "tools", None))  # a Namespace built by hand may predate --tools
+    rounds = getattr(args, "max_tool_rounds", 3)
+    for round_ in range(rounds + 1):
         reply = stream_reply(model, tok, history, args.max_new_tokens, args.temperature, out, tools)
         calls = []
         if tools and getattr(tok, "response_template", None) is not None:
@@ -173,7 +174,7 @@ def respond(model: Any, tok: Any, history: list[dict[str, Any]], args: argparse.
             prompt = tok.apply_chat_template(history, tools=tools, tokenize=False, add_generation_prompt=True)
             message, _ = parse_reply(tok, reply, prompt, tools)
             calls = message.get("tool_calls") or []
-        if not calls or round_ == args.max_tool_rounds:
+        if not calls or round_ == rounds:
             history.append({"role": "assistant", "content": reply})
             return
         from pipeline_assets.tool_use.tools import call_arguments, call_tool
