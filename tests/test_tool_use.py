@@ -82,6 +82,8 @@ def test_tools_run_exactly_and_fail_as_results():
     assert call_tool({"name": "python", "arguments": {"code": 'print(sum(map(int, "583920")))'}}) == "27"
     assert call_tool({"name": "lookup", "arguments": {"name": "json.dumps"}}).startswith("Serialize")
     assert call_tool({"name": "lookup", "arguments": {"name": "antigravity.fly"}}).startswith("error:")
+    flood = call_tool({"name": "python", "arguments": {"code": "print('x' * 5000)"}})
+    assert len(flood) < 1100 and flood.endswith("...(truncated)")
 
 
 def test_python_tool_is_sandboxed():

@@ -24,6 +24,8 @@ CALCULATOR, PYTHON, LOOKUP = "calculator", "python", "lookup"
 # Integer results past this many digits are refused: 10**10**9 would take the process with it.
 _MAX_DIGITS = 1000
 _MAX_EXPRESSION_CHARS = 200
+# A result goes back into the model's context: a print loop must not fill it (tiny's context is 256 tokens).
+MAX_RESULT_CHARS = 1000
 _BINARY: dict[type, Callable[[int, int], int]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod, ast.Pow: operator.pow,
@@ -147,6 +149,7 @@ def call_tool(call: dict[str, Any], allowed: tuple[str, ...] = tuple(TOOLS)) -> 
     if any(not isinstance(v, str) for v in args.values()):
         return f"error: {name} takes string arguments"
     try:
-        return TOOLS[name](**args)
+        result = TOOLS[name](**args)
     except Exception as exc:  # the model sees the failure as the tool's result, as an API would return it
-        return f"error: {type(exc).__name__}: {exc}"
+        result = f"error: {type(exc).__name__}: {exc}"
+    return result if len(result) <= MAX_RESULT_CHARS else result[:MAX_RESULT_CHARS] + " ...(truncated)"
