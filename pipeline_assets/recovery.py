@@ -73,9 +73,28 @@ def process_start_time(pid: int) -> float | None:
     fields = stat[stat.rindex(")") + 2:].split()  # the command name in parentheses may hold spaces
     if fields[0] in ("Z", "X"):
         return None
-    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+    return boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+_EARLIEST_BOOT: list[float] = []
+
+
+def _read_btime() -> float:
+    return next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                 if line.startswith("btime "))
-    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def boot_time() -> float:
+    """The boot time start times are counted from: the earliest /proc/stat btime this process has read.
+
+    btime is the wall clock minus the uptime, so a wall-clock jump moves it: a VM snapshot restored later
+    (the kernel logs "crng reseeded due to virtual machine fork") moved it forward while `llmdag materialize`
+    waited, every live run worker then seemed to have started after its own first event, and the command
+    marked a training run failed and stopped it. Keeping the earliest value makes such a jump read as an
+    older start, which passes; the cost is that a pid reused after a forward jump is taken for the old process.
+    """
+    _EARLIEST_BOOT[:] = [min([*_EARLIEST_BOOT, _read_btime()])]
+    return _EARLIEST_BOOT[0]
 
 
 def process_alive(pid: int, started_by: float) -> bool:

@@ -368,3 +368,14 @@ def test_rerun_after_kill_9_of_everything_finishes_and_resumes_training(corpus, 
         print(f"first run killed after {t1 - t0:.0f}s at checkpoint {resume_step}; rerun {rerun_s:.0f}s")
     finally:
         instance.dispose()
+
+
+def test_a_wall_clock_jump_does_not_make_live_processes_look_reused(monkeypatch):
+    """A VM snapshot restored later moves /proc/stat's btime forward by the pause: the live processes must still
+    pass for the ones recorded before it (a fresh clone's `llmdag materialize` stopped a live SFT run so)."""
+    btime = recovery._read_btime()
+    me = recovery.process_start_time(os.getpid())
+    assert me is not None and recovery.process_alive(os.getpid(), me)
+    monkeypatch.setattr(recovery, "_read_btime", lambda: btime + 3600.0)  # the clock jumped an hour forward
+    assert recovery.process_start_time(os.getpid()) == me
+    assert recovery.process_alive(os.getpid(), me)
