@@ -101,10 +101,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "distill": {"max_steps": 800, "num_threads": TINY_THREADS},  # 96% of the teacher at 800 steps, 97% at 1,200
         "test_time_compute": {"num_threads": TINY_THREADS},
         "tool_data": {"multiply": 1500, "digit_sum": 300, "lookup": 200, "no_call": 300, "plain": 300},
-        # models/tool_use: copying the operands into the call is a phase transition (dev 0 until step ~250, 0.9 at
-        # 600-800 of batch 8 over two seeds; batch 16 and 32 turn at ~the same step, at 2-4x the cost): stop at 0.8.
+        # models/tool_use: copying the operands into the call is a phase transition (dev 0 until step 250-550, then
+        # 0.75-0.9; batch 16 and 32 turn at ~the same step, at 2-4x the cost). A fresh clone plateaued at dev 0.775
+        # from step 350 and ran all 1,200 steps under a 0.8 stop: stop at 0.75 (test ~0.8, the gate needs > 0.3).
         "tool_use": {"max_steps": 1200, "batch_size": 8, "max_length": 192, "eval_every": 50,
-                     "stop_at_dev_accuracy": 0.8, "keep_best_dev": True, "num_threads": TINY_THREADS},
+                     "stop_at_dev_accuracy": 0.75, "keep_best_dev": True, "num_threads": TINY_THREADS},
         # Every arithmetic item (the gated target; ~1 s per 100 on one thread), the rest capped; 32 val batches
         # (131k tokens) score each of the 5 val sources whole.
         "evals": {"num_threads": 1, "arithmetic_limit": None, "arithmetic_max_new_tokens": 8, "val_batches": 32},

@@ -196,7 +196,7 @@ for _s in (
     # Its target is paired within its own eval: the same held-out questions answered with the tools offered vs
     # without (target_baseline_metric), where a tiny model cannot multiply 3-digit numbers in its head.
     ModelStage("tool_use", "sft", section="tool_use", trainer="pipeline_assets.tool_use.train:train",
-               config="pipeline_assets.posttrain.config:SFTStageConfig", inputs=(TOOL_USE_DATA, BENCHMARKS),
+               config="pipeline_assets.posttrain.config:SFTStageConfig", inputs=(TOOL_USE_DATA, SHARDS, BENCHMARKS),
                target=("tool_answer_accuracy",), target_baseline_metric="no_tool_answer_accuracy", target_alpha=0.01,
                min_improvement=0.30,
                tools=True, lm_eval_task=None,

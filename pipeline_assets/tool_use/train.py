@@ -5,7 +5,7 @@ the model learns the calls and the answers built from tool results, never the re
 `run_sft` as models/sft, with the `tool_use` section of profiles.py.
 
     python -m pipeline_assets.tool_use.train --models-sft SFT --datasets-tool-use DATA \
-        --evals-benchmarks BENCH --out OUT
+        --tokenizer-tokenized-shards SHARDS --evals-benchmarks BENCH --out OUT
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline_assets.asset_keys import BENCHMARKS, SFT, TOOL_USE_DATA
+from pipeline_assets.asset_keys import BENCHMARKS, SFT, SHARDS, TOOL_USE_DATA
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.posttrain.config import SFTStageConfig
 from pipeline_assets.posttrain.sft import run_sft
@@ -44,6 +44,7 @@ def train(cfg: SFTStageConfig, inputs: StageInputs, work: Path, checkpoint_dir: 
     return run_sft(cfg, inputs(SFT), inputs(TOOL_USE_DATA) / TOOL_USE_FILE, work / "adapter" if cfg.use_lora
                    else work, merged_dir=work if cfg.use_lora else None, log=log,
                    test=read_jsonl(inputs(BENCHMARKS) / "arithmetic.jsonl"), checkpoint_dir=checkpoint_dir,
+                   replay_shards=inputs(SHARDS) if cfg.replay_fraction else None,
                    dev=problems(MULTIPLY, "dev", DEV_PROBLEMS, cfg.seed), dev_score=tool_answer_accuracy)
 
 
