@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -23,6 +24,16 @@ def table(rows: list[dict]) -> dg.MetadataValue:
                                for c in cols}) for r in rows]
     return dg.MetadataValue.table(records=records,
                                   schema=dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in cols]))
+
+
+def figure_png(fig: Any) -> bytes:
+    """A Matplotlib figure (object API, Agg canvas) laid out tight and rendered as PNG bytes."""
+    import io
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def png_md(png: bytes, alt: str = "plot") -> dg.MetadataValue:

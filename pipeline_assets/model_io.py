@@ -73,7 +73,15 @@ def generate_texts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: 
     return [o.strip() for o in tok.batch_decode(rows, skip_special_tokens=True)]
 
 
-def _chat_texts(tok: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[str]:
+def cut_at_eos(tok: PreTrainedTokenizerBase, row: Sequence[int]) -> tuple[list[int], bool]:
+    """A generated row (generate_ids) up to its first eos, pads dropped, and whether it stopped on eos."""
+    if tok.eos_token_id in row:
+        return list(row[:list(row).index(tok.eos_token_id)]), True
+    return [t for t in row if t != tok.pad_token_id], False
+
+
+def chat_texts(tok: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[str]:
+    """Single-turn user prompts rendered through the chat template, ready for the assistant's reply."""
     return [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
             for p in prompts]
 
@@ -82,7 +90,7 @@ def chat_generate(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts:
                   max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0,
                   batch_size: int = 32) -> list[str]:
     """Completions of single-turn user prompts through the chat template (left-padded batches)."""
-    return generate_texts(model, tok, _chat_texts(tok, prompts), max_new_tokens, do_sample, temperature, batch_size)
+    return generate_texts(model, tok, chat_texts(tok, prompts), max_new_tokens, do_sample, temperature, batch_size)
 
 
 def generate_replies(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Sequence[str],
@@ -94,12 +102,10 @@ def generate_replies(model: PreTrainedModel, tok: PreTrainedTokenizerBase, promp
     Unlike chat_generate this keeps whether the reply ended with eos within the budget, which is
     what `chat_format_ok` measures.
     """
-    eos = tok.eos_token_id
     out: list[tuple[str, bool]] = []
-    for row in generate_ids(model, tok, _chat_texts(tok, prompts), max_new_tokens, do_sample, temperature,
+    for row in generate_ids(model, tok, chat_texts(tok, prompts), max_new_tokens, do_sample, temperature,
                             batch_size):
-        stopped = eos in row
-        ids = row[:row.index(eos)] if stopped else row
+        ids, stopped = cut_at_eos(tok, row)
         out.append((tok.decode(ids, skip_special_tokens=True).strip(), stopped))
     return out
 

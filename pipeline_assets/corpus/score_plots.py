@@ -6,13 +6,12 @@ the object API, so no display and no global pyplot state.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline_assets.corpus.quality import BINS
+from pipeline_assets.metadata import figure_png
 
 
 def score_histogram_png(counts: dict[str, list[int]], threshold: float | None = None,
@@ -30,7 +29,4 @@ def score_histogram_png(counts: dict[str, list[int]], threshold: float | None = 
     ax.set_xlabel(title)
     ax.set_ylabel("count")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return figure_png(fig)

@@ -138,26 +138,31 @@ def _std(xs: Sequence[float]) -> float:
     return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
 
 
+def sample_replies(model: Any, tok: Any, prompts: Sequence[str], n: int, temperature: float, max_new_tokens: int,
+                   batch_size: int, seed: int) -> tuple[list[str], list[int]]:
+    """`n` sampled chat replies per prompt (prompt-major) and the tokens each generated, its eos included."""
+    import torch
+
+    from pipeline_assets.model_io import chat_texts, cut_at_eos, generate_ids
+
+    torch.manual_seed(seed)
+    rows = generate_ids(model, tok, [t for t in chat_texts(tok, prompts) for _ in range(n)], max_new_tokens,
+                        do_sample=True, temperature=temperature, batch_size=batch_size)
+    cut = [cut_at_eos(tok, row) for row in rows]
+    return [tok.decode(ids, skip_special_tokens=True).strip() for ids, _ in cut], [len(ids) + s for ids, s in cut]
+
+
 def evaluate_test_time_compute(model: Any, tok: Any, records: Sequence[dict],
                                judge: Callable[[list[str], list[str]], list[float]] | None, *, ns: Sequence[int] = NS,
                                temperature: float = 1.0, max_new_tokens: int = 8, batch_size: int = 64,
                                resamples: int = 8, seed: int = 0) -> dict[str, Any]:
     """Sample max(ns) chat answers per record {"prompt", "answer"}, score them with `judge` (None: majority and
     pass@N only) and return `curves` plus tokens per query and the paired majority@TARGET_N vs @1 test."""
-    import torch
-
     from pipeline_assets.evals.stats import paired_test
-    from pipeline_assets.model_io import _chat_texts, generate_ids
 
     n = max(ns)
-    torch.manual_seed(seed)
-    texts = [t for t in _chat_texts(tok, [r["prompt"] for r in records]) for _ in range(n)]
-    rows = generate_ids(model, tok, texts, max_new_tokens, do_sample=True, temperature=temperature,
-                        batch_size=batch_size)
-    eos = tok.eos_token_id
-    cut = [row[:row.index(eos)] if eos in row else [t for t in row if t != tok.pad_token_id] for row in rows]
-    completions = [tok.decode(ids, skip_special_tokens=True).strip() for ids in cut]
-    lengths = [len(ids) + (eos in row) for ids, row in zip(cut, rows, strict=True)]
+    completions, lengths = sample_replies(model, tok, [r["prompt"] for r in records], n, temperature,
+                                          max_new_tokens, batch_size, seed)
     answers = [[final_answer(c) for c in completions[i * n:(i + 1) * n]] for i in range(len(records))]
     rewards = None
     if judge is not None:
@@ -180,10 +185,10 @@ def evaluate_test_time_compute(model: Any, tok: Any, records: Sequence[dict],
 
 def curves_png(policies: dict[str, dict[str, Any]]) -> bytes:
     """One panel per policy: accuracy vs N (log2 axis) for each rule and pass@N, mean +- std over resamples."""
-    import io
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from pipeline_assets.metadata import figure_png
 
     fig = Figure(figsize=(4.2 * max(1, len(policies)), 3.6), dpi=100)
     FigureCanvasAgg(fig)
@@ -203,10 +208,7 @@ def curves_png(policies: dict[str, dict[str, Any]]) -> bytes:
         if k == 0:
             ax.set_ylabel("held-out arithmetic accuracy")
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def tools_vs_sampling(policy: Any, policy_tok: Any, tool_model: Any, tool_tok: Any, records: Sequence[dict], *,
@@ -215,21 +217,14 @@ def tools_vs_sampling(policy: Any, policy_tok: Any, tool_model: Any, tool_tok: A
     """The other axis of test-time compute: one tool-using answer (models/tool_use, calling the calculator) vs
     majority vote over `n` samples of the policy, on problems beyond in-head arithmetic (3-digit products),
     paired per problem, with the tokens each generates per query."""
-    import torch
-
     from pipeline_assets.evals.stats import paired_test
-    from pipeline_assets.model_io import _chat_texts, generate_ids
     from pipeline_assets.tasks.arithmetic import check_arithmetic
     from pipeline_assets.tool_use.loop import run_with_tools
     from pipeline_assets.tool_use.tools import tool_schemas
 
-    torch.manual_seed(seed)
-    texts = [t for t in _chat_texts(policy_tok, [r["prompt"] for r in records]) for _ in range(n)]
-    rows = generate_ids(policy, policy_tok, texts, max_new_tokens, do_sample=True, temperature=temperature,
-                        batch_size=batch_size)
-    eos = policy_tok.eos_token_id
-    cut = [row[:row.index(eos)] if eos in row else [t for t in row if t != policy_tok.pad_token_id] for row in rows]
-    answers = [final_answer(policy_tok.decode(ids, skip_special_tokens=True)) for ids in cut]
+    completions, lengths = sample_replies(policy, policy_tok, [r["prompt"] for r in records], n, temperature,
+                                          max_new_tokens, batch_size, seed)
+    answers = [final_answer(c) for c in completions]
     voted = [float(select("majority", answers[i * n:(i + 1) * n], None) == str(r["answer"]))
              for i, r in enumerate(records)]
     runs = run_with_tools(tool_model, tool_tok, [[{"role": "user", "content": r["prompt"]}] for r in records],
@@ -237,6 +232,6 @@ def tools_vs_sampling(policy: Any, policy_tok: Any, tool_model: Any, tool_tok: A
     tooled = [float(check_arithmetic(ex.answer, r["answer"])) for ex, r in zip(runs, records, strict=True)]
     return {"n_problems": len(records), "samples": n,
             "majority_accuracy": round(_mean(voted), 4), "tool_accuracy": round(_mean(tooled), 4),
-            "majority_tokens_per_query": round(sum(len(c) + 1 for c in cut) / len(records), 2),
+            "majority_tokens_per_query": round(sum(lengths) / len(records), 2),
             "tool_tokens_per_query": round(_mean([float(ex.tokens) for ex in runs]), 2),
             **paired_test(tooled, voted)}

@@ -6,11 +6,12 @@ backend is used through the object API, so no display and no global pyplot state
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from pipeline_assets.metadata import figure_png
 
 
 def loss_curve_png(
@@ -51,7 +52,4 @@ def loss_curve_png(
     ax.grid(True, alpha=0.3)
     if loss_history or val_history:
         ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return figure_png(fig)

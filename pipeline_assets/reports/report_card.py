@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
 import json
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -83,6 +82,8 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from pipeline_assets.metadata import figure_png
 
 NOT_MATERIALIZED = "_not materialized_"
 REPORT_NAME = "report_card.md"
@@ -165,13 +166,6 @@ def png_markdown(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def _fig_png(fig: Figure) -> bytes:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Plots
 
@@ -199,7 +193,7 @@ def loss_curves_png(models: Sequence[Mapping[str, Any]]) -> bytes | None:
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
         ax.grid(True, alpha=0.3)
-    return _fig_png(fig)
+    return figure_png(fig)
 
 
 def eval_bars_png(stages: Sequence[str], evals: Mapping[str, Mapping[str, Any]]) -> bytes | None:
@@ -221,7 +215,7 @@ def eval_bars_png(stages: Sequence[str], evals: Mapping[str, Mapping[str, Any]])
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach 1.0
     ax.set_title("held-out evals per stage", fontsize=9)
-    return _fig_png(fig)
+    return figure_png(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------

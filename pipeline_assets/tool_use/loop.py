@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline_assets.model_io import generate_ids
+from pipeline_assets.model_io import cut_at_eos, generate_ids
 from pipeline_assets.tool_use.tools import TOOLS, call_arguments, call_tool
 
 
@@ -55,7 +55,6 @@ def run_with_tools(model: Any, tok: Any, conversations: Sequence[list[dict[str, 
     rounds; the last round's reply is final whatever it holds."""
     exchanges = [Exchange([dict(m) for m in conv]) for conv in conversations]
     pending = list(range(len(exchanges)))
-    eos = tok.eos_token_id
     for round_ in range(max_rounds):
         if not pending:
             break
@@ -65,9 +64,9 @@ def run_with_tools(model: Any, tok: Any, conversations: Sequence[list[dict[str, 
                             batch_size=batch_size)
         still = []
         for i, prompt, row in zip(pending, prompts, rows, strict=True):
-            ids = row[:row.index(eos)] if eos in row else [t for t in row if t != tok.pad_token_id]
+            ids, stopped = cut_at_eos(tok, row)
             ex = exchanges[i]
-            ex.tokens += len(ids) + (eos in row)
+            ex.tokens += len(ids) + stopped
             message, ok = parse_reply(tok, tok.decode(ids, skip_special_tokens=True), prompt, tools)
             ex.parsed &= ok
             calls = message.get("tool_calls") or []
