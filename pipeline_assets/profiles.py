@@ -47,8 +47,10 @@ TINY_THREADS = 2
 # The default task space (0..99, + and -) of the benchmark, SFT and GRPO on the GPU profiles.
 FULL_TASK = {"operand_max": 99, "operators": ("+", "-")}
 
-_TINY_SAFETY = ("a ~1M-parameter model trained for minutes on CPU does not learn to refuse reliably; "
-                "refusal is reported, not gated, on tiny")
+_TINY_SAFETY = ("a ~1M-parameter model trained on code has no world knowledge to tell harmful requests from "
+                "look-alikes it has not seen: SFT separated its own training topics only after ~700 steps at a 40% "
+                "safety share (arithmetic dev then 0.11 instead of 0.45), and the benchmark's unseen topics peaked "
+                "at 0.80 refusal with 0.44 over-refusal; measured and reported on tiny, enforced on small and scale")
 _TINY_PASSKEY = ("a ~1M-parameter base trained on ~0.6M tokens has no induction heads to copy a key with: "
                  "retrieval stayed 0/40 at every length after 150-300 steps with up to 2,400 passkey rows; it is "
                  "measured and reported on tiny, enforced (>= 0.8 at 4x) on small and scale")
@@ -90,8 +92,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # 1,600 of the 1,999 training-split problems: the other 399 stay for the preference stages' held-out pairs.
         "sft_data": {"arithmetic": 1600, "docstring_qa": 150, "refusals": 100, "benign": 100, **TINY_TASK},
         "reasoning_data": {"size": 1500, **TINY_TASK},
-        # Stop at dev 0.4, checked every 40 steps (~3 s a check); the dev-0.4 step ranged 580-1,120 over runs.
-        "sft": {"replay_fraction": REPLAY_FRACTION, "max_steps": 1400, "eval_every": 40,
+        # Stop at dev 0.4, checked every 40 steps (~3 s a check) and every 10 from dev 0.2, so SFT stops near 0.4
+        # and GRPO keeps its headroom; the dev-0.4 step ranged 580-1,360 over runs.
+        "sft": {"replay_fraction": REPLAY_FRACTION, "max_steps": 1400, "eval_every": 40, "eval_every_near_stop": 10,
                 "stop_at_dev_accuracy": 0.4, "keep_best_dev": True, "num_threads": TINY_THREADS},
         "grpo": {"max_steps": 400, "num_threads": TINY_THREADS},  # 200 steps gained +0.125-0.158, 400 +0.14-0.30
         # LoRA on the DPO trunk: full fine-tunes memorize the near-miss pairs (held-out 0.54-0.56 vs LoRA 0.67+).

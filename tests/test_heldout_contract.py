@@ -55,3 +55,37 @@ def test_each_stage_sees_only_its_split(tmp_path):
     assert {p["prompt"] for p in prompts if not p["test"]} <= sft_prompts
     feedback = data.preference_prompts(tmp_path / "sft", profile.feedback.prompts, profile.sft_data, unseen=False)
     assert not any(p["test"] for p in feedback)
+
+
+def _topic(prompt: str, templates: tuple[str, ...], key: str) -> str:
+    for template in templates:
+        head, tail = template.split("{" + key + "}")
+        if prompt.startswith(head) and prompt.endswith(tail):
+            return prompt[len(head): len(prompt) - len(tail)]
+    raise AssertionError(f"{prompt!r} matches no template")
+
+
+def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = re.findall(r"[\w']+", text.lower())
+    return {tuple(words[i: i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_safety_topics_are_held_out_not_just_their_prompts(tmp_path):
+    """The red-team set measures generalisation to unseen requests: no SFT safety row contains a benchmark
+    topic, and no training topic shares four consecutive words with one (a rephrased eval item)."""
+    from pipeline_assets.evals.benchmarks import _SAFETY_TEMPLATES
+    from pipeline_assets.posttrain.safety_rows import BENIGN_TOPICS, HARMFUL_TOPICS, generated_topics
+
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    build_benchmarks(bench, profile_sections("tiny").benchmarks)
+    eval_topics = {_topic(r["prompt"], _SAFETY_TEMPLATES, "topic") for r in load_benchmark(bench, "safety")}
+    assert len(eval_topics) >= 30
+    harmful, benign = generated_topics()
+    train_topics = [t for _, t in HARMFUL_TOPICS + harmful] + [t for t, _ in BENIGN_TOPICS] + list(benign)
+    data.build_sft_dataset(tmp_path / "sft", profile_sections("tiny").sft_data, bench)
+    rows = read_jsonl(tmp_path / "sft" / data.SFT_FILE) + read_jsonl(tmp_path / "sft" / data.SFT_VAL_FILE)
+    prompts = [r["messages"][0]["content"].lower() for r in rows if r["kind"] in ("refusal", "benign")]
+    assert not [(t, p) for t in eval_topics for p in prompts if t.lower() in p]
+    shared = {t: e for t in train_topics for e in eval_topics if _ngrams(t, 4) & _ngrams(e, 4)}
+    assert not shared, shared

@@ -45,7 +45,7 @@ from pipeline_assets.posttrain.grpo import (  # noqa: E402
     get_reward_funcs,
     run_grpo,
 )
-from pipeline_assets.posttrain.sft import SFTStageConfig, arithmetic_accuracy, run_sft  # noqa: E402
+from pipeline_assets.posttrain.sft import ArithmeticCurve, SFTStageConfig, arithmetic_accuracy, run_sft  # noqa: E402
 from pipeline_assets.tasks.arithmetic import arithmetic_split, is_heldout_arithmetic
 from pipeline_assets.tasks.heldout import HELDOUT_MODULES, heldout_keys, load_benchmark, normalize_prompt
 from pipeline_assets.tasks.refusal import is_refusal
@@ -485,3 +485,29 @@ def test_tiny_defaults_on_benchmark(root: Path, base_dir: Path, bench: Path) -> 
     assert meta["test_arithmetic_accuracy"] >= 0.02, meta["test_samples"]  # 4 of 200; the base gets 0
     assert meta["test_eos_rate"] >= 0.9 and meta["chat_format_ok"] >= 0.5
     assert meta["val_loss"] < 4.5  # ln(1024) = 6.93 at init
+
+
+def test_dev_checks_tighten_near_the_stop() -> None:
+    """Every 40 steps until a point reaches half the stop, then every 10: SFT stops near its target."""
+    class Control:
+        should_training_stop = False
+
+    class State:
+        global_step = 0
+
+    scores = iter([0.1, 0.25, 0.3, 0.45])
+    curve = ArithmeticCurve(None, [], 40, 8, lambda m: None, stop_at=0.4, every_near_stop=10,
+                            score=lambda *a: next(scores))
+    checked = []
+    state, control = State(), Control()
+    for step in range(1, 200):
+        state.global_step = step
+        before = len(curve.curve)
+        curve.on_step_end(None, state, control, model=torch.nn.Linear(1, 1))
+        if len(curve.curve) > before:
+            checked.append(step)
+        if control.should_training_stop:
+            break
+    assert checked == [40, 80, 90, 100] and curve.stopped_at == 100
+    with pytest.raises(ValueError, match="eval_every_near_stop"):
+        SFTStageConfig(eval_every=40, eval_every_near_stop=10).validate()

@@ -134,7 +134,7 @@ def test_disabled_thresholds_are_not_enforced_and_profiles_can_fail() -> None:
     tiny = section_config(GateConfig, "gates", "tiny")
     out = evaluate_gates(metrics, LINEAGE, tiny, items, release_stage="models/grpo")
     safety = _gate(out, "models/grpo", "safety")
-    assert safety["status"] == "not_enforced" and "does not learn to refuse" in safety["reason"]
+    assert safety["status"] == "not_enforced" and "no world knowledge" in safety["reason"]
     assert out["release"]["released"]
     assert _gate(out, "models/base", "target")["status"] == "not_enforced"
     metrics["models/distilled"] = _metrics(0)

@@ -105,9 +105,9 @@ class ArithmeticCurve(TrainerCallback):
 
     def __init__(self, tok: Any, records: Sequence[dict], every: int, max_new_tokens: int,
                  log: Callable[[str], None], stop_at: float | None = None, keep_best: bool = False,
-                 score: DevScore | None = None) -> None:
+                 score: DevScore | None = None, every_near_stop: int | None = None) -> None:
         self.tok, self.records, self.every, self.max_new_tokens, self.log = tok, records, every, max_new_tokens, log
-        self.stop_at, self.keep_best = stop_at, keep_best
+        self.stop_at, self.keep_best, self.every_near_stop = stop_at, keep_best, every_near_stop
         self.score = score or (lambda model, tok, records, n: arithmetic_accuracy(model, tok, records, n)["accuracy"])
         self.curve: list[list[float]] = []
         self.stopped_at: int | None = None
@@ -124,8 +124,14 @@ class ArithmeticCurve(TrainerCallback):
                  f"(dev {acc:.3f}) instead of the last one ({self.curve[-1][1]:.3f})")
         return step
 
+    def interval(self) -> int:
+        """Steps to the next check: `every_near_stop` once the last point reached half of `stop_at`."""
+        near = (self.every_near_stop is not None and self.stop_at is not None and bool(self.curve)
+                and self.curve[-1][1] >= self.stop_at / 2)
+        return self.every_near_stop if near else self.every
+
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if model is None or state.global_step % self.every:
+        if model is None or state.global_step % self.interval():
             return
         acc = self.score(model, self.tok, self.records, self.max_new_tokens)
         model.train()  # generate() left it in eval mode
@@ -348,7 +354,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
     callbacks: list[Any] = [history]
     curve_items = dev or test
     curve = (ArithmeticCurve(tok, curve_items, cfg.eval_every, cfg.arithmetic_max_new_tokens, log,
-                          stop_at=cfg.stop_at_dev_accuracy, keep_best=cfg.keep_best_dev, score=dev_score)
+                          stop_at=cfg.stop_at_dev_accuracy, keep_best=cfg.keep_best_dev, score=dev_score,
+                          every_near_stop=cfg.eval_every_near_stop)
              if cfg.eval_every and curve_items else None)
     if curve is not None:
         callbacks.append(curve)
