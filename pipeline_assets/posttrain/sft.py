@@ -125,9 +125,10 @@ class ArithmeticCurve(TrainerCallback):
         return step
 
     def interval(self) -> int:
-        """Steps to the next check: `every_near_stop` once the last point reached half of `stop_at`."""
-        near = (self.every_near_stop is not None and self.stop_at is not None and bool(self.curve)
-                and self.curve[-1][1] >= self.stop_at / 2)
+        """Steps to the next check: `every_near_stop` once any point reached half of `stop_at` (the iterate swings:
+        a fresh clone's dev went 0.36, 0.29, 0.13, 0.45 at steps 640-680)."""
+        near = (self.every_near_stop is not None and self.stop_at is not None
+                and any(acc >= self.stop_at / 2 for _, acc in self.curve))
         return self.every_near_stop if near else self.every
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
