@@ -510,4 +510,4 @@ def test_dev_checks_tighten_near_the_stop() -> None:
             break
     assert checked == [40, 80, 90, 100] and curve.stopped_at == 100
     with pytest.raises(ValueError, match="eval_every_near_stop"):
-        SFTStageConfig(eval_every=40, eval_every_near_stop=10).validate()
+        SFTStageConfig(eval_every=40, stop_at_dev_accuracy=0.4, eval_every_near_stop=0).validate()
