@@ -102,9 +102,8 @@ class SFTStageConfig:
     # past the format and into the task, with room left for the RL stage that follows.
     stop_at_dev_accuracy: float | None = None
     # Dev checks every this many steps instead of eval_every once a point reaches half of stop_at_dev_accuracy
-    # (ignored without a stop):
-    # a 40-step gap let tiny SFT jump from under 0.4 to test 0.733 and 0.783, and from there GRPO gained +0.096
-    # and +0.088, under its +0.10 target (from SFTs at 0.375-0.554 it gained +0.146 to +0.288). None = eval_every.
+    # (None = eval_every; ignored without a stop). A 40-step gap let tiny SFT jump from under 0.4 to test 0.733 and
+    # 0.783, and from there GRPO gained +0.096 and +0.088, under its +0.10 target (from 0.375-0.554: +0.146-0.288).
     eval_every_near_stop: int | None = None
     # When the run ends without reaching stop_at_dev_accuracy, save the weights of its best dev point instead
     # of the last step's (a run at the 1,000-step cap was at dev 0.224 at step 920, 0.148 at 1,000).
