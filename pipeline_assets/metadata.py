@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
+
+from pipeline_assets.figures import png_markdown
 
 _TABLE_TYPES = {bool: "bool", int: "int", float: "float"}
 
@@ -26,19 +26,9 @@ def table(rows: list[dict]) -> dg.MetadataValue:
                                   schema=dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in cols]))
 
 
-def figure_png(fig: Any) -> bytes:
-    """A Matplotlib figure (object API, Agg canvas) laid out tight and rendered as PNG bytes."""
-    import io
-
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def png_md(png: bytes, alt: str = "plot") -> dg.MetadataValue:
     """Dagster has no image metadata type; a base64 PNG inside markdown renders inline in the UI."""
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+    return dg.MetadataValue.md(png_markdown(png, alt))
 
 
 def path_md(path: Path) -> dg.MetadataValue:

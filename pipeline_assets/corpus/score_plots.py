@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline_assets.corpus.quality import BINS
-from pipeline_assets.metadata import figure_png
+from pipeline_assets.figures import figure_png
 
 
 def score_histogram_png(counts: dict[str, list[int]], threshold: float | None = None,

@@ -188,7 +188,7 @@ def curves_png(policies: dict[str, dict[str, Any]]) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from pipeline_assets.metadata import figure_png
+    from pipeline_assets.figures import figure_png
 
     fig = Figure(figsize=(4.2 * max(1, len(policies)), 3.6), dpi=100)
     FigureCanvasAgg(fig)

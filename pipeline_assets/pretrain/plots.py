@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline_assets.metadata import figure_png
+from pipeline_assets.figures import figure_png
 
 
 def loss_curve_png(

@@ -71,7 +71,6 @@ Stages use short names (base, sft, reward, dpo, rlhf, grpo, distilled, quantized
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import subprocess
@@ -83,7 +82,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline_assets.metadata import figure_png
+from pipeline_assets.figures import figure_png, png_markdown
 
 NOT_MATERIALIZED = "_not materialized_"
 REPORT_NAME = "report_card.md"
@@ -160,10 +159,6 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def png_markdown(png: bytes, alt: str) -> str:
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 # ---------------------------------------------------------------------------------------------------------
