@@ -29,6 +29,7 @@ TEST_TIME_COMPUTE = dg.AssetKey(["evals", "test_time_compute"])
 # reports and release
 REPORT_CARD = dg.AssetKey(["reports", "report_card"])
 RELEASE = dg.AssetKey(["release", "model"])
+SERVING_SMOKE = dg.AssetKey(["serving", "smoke"])  # the release served and probed with real requests
 
 
 def model_key(stage: str) -> dg.AssetKey:

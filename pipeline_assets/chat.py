@@ -5,13 +5,8 @@
     python -m pipeline_assets.chat /path/to/checkpoint                  # ... or any HF checkpoint dir
     python -m pipeline_assets.chat sft --prompt "What is 2 + 2?"        # one shot, prints the reply, exits
 
-Where a stage name points (the same root as resources/storage.py's ArtifactStore):
-    artifact root = $LLMDAG_HOME, else $DAGSTER_HOME/llmdag, else ./.llmdag
-    "sft" or "models/sft" -> <root>/models/sft/_/   (the asset dir; "_" = unpartitioned)
-    inside it, the checkpoint is <asset dir>/model/ when that holds a config.json, else the asset dir itself.
-An existing path is used as given (with the same model/ lookup). A stage name is resolved only inside the
-artifact root: each part must be a valid name (pipeline_assets/names.py), and a ``current`` link (or any
-dir on the way) that leads outside the root is refused.
+A stage name ("sft", "models/dpo", "release") is the published checkpoint of that stage under the artifact root
+(LLMDAG_HOME; pipeline_assets/checkpoint_paths.py has the rules); an existing path is used as given.
 
 Interactive commands: /reset clears the conversation (keeps --system), /exit (or Ctrl-D) quits. Turns go
 through the tokenizer's chat template (ChatML: <|im_start|>role ... <|im_end|>); generation stops on eos.
@@ -24,81 +19,12 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from threading import Thread
 from typing import Any, TextIO
 
-from pipeline_assets.names import check_segment
+from pipeline_assets.checkpoint_paths import resolve_model_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def artifact_root() -> Path:
-    """Same rule as resources.storage.default_root (not imported: that module pulls in Dagster)."""
-    if os.environ.get("LLMDAG_HOME"):
-        return Path(os.environ["LLMDAG_HOME"]).expanduser()
-    if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"]).expanduser() / "llmdag"
-    return Path.cwd() / ".llmdag"
-
-
-def resolve_model_dir(spec: str, root: Path | None = None) -> Path:
-    """A checkpoint path, or a stage name ("sft", "models/sft") under the artifact root; see the docstring."""
-    path = Path(spec).expanduser()
-    root = root or artifact_root()
-    if _is_dir(path):
-        return _checkpoint(path)  # a path the user gave: theirs to choose
-    asset_dir = stage_dir(spec, root)
-    if asset_dir.is_dir():
-        model_dir = _checkpoint(asset_dir)  # its model/ subdir too must stay inside the root
-        inside_root(model_dir, root)
-        return model_dir
-    profile = os.environ.get("LLMDAG_PROFILE", "tiny")
-    models = root / "models"
-    available = sorted(d.name for d in models.iterdir() if (d / "_" / profile / "current").is_dir()) \
-        if models.is_dir() else []
-    raise FileNotFoundError(
-        f"{spec!r} is not a directory and {asset_dir} does not exist (artifact root {root}, from LLMDAG_HOME / "
-        f"DAGSTER_HOME / ./.llmdag); materialized stages: {', '.join(available) or 'none'}. "
-        "Materialize the model asset, set LLMDAG_HOME, or pass a checkpoint dir"
-    )
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
-        return False
-
-
-def stage_dir(spec: str, root: Path) -> Path:
-    """``<root>/models/<stage>/_/<profile>/current`` for "sft" or "models/sft"; ValueError for anything that
-    is not one valid name below ``models/`` ("../x", "models/../../x", a NUL, a leading dot)."""
-    parts = spec.strip("/").split("/")
-    parts = parts[1:] if len(parts) > 1 and parts[0] == "models" else parts
-    if len(parts) != 1:
-        raise ValueError(f"{spec!r} is not a directory, nor a stage name (one name, optionally prefixed "
-                         "'models/', e.g. sft or models/sft)")
-    check_segment(parts[0], "stage name")
-    # The published version of the active profile (resources/storage.py layout).
-    profile = check_segment(os.environ.get("LLMDAG_PROFILE", "tiny"), "LLMDAG_PROFILE")
-    return root.joinpath("models", parts[0], "_", profile, "current")
-
-
-def inside_root(path: Path, root: Path) -> Path:
-    """``path`` resolved, if it stays inside the artifact root once symlinks are followed, else ValueError."""
-    resolved, real_root = path.resolve(), root.expanduser().resolve()
-    if not resolved.is_relative_to(real_root):
-        raise ValueError(f"{path} resolves to {resolved}, outside the artifact root {real_root}: a symbolic "
-                         "link leads elsewhere; refusing to load it (pass a checkpoint dir explicitly if meant)")
-    return resolved
-
-
-def _checkpoint(candidate: Path) -> Path:
-    # Imported here: harness pulls in torch (~5 s), which a mistyped stage name should not wait for.
-    from pipeline_assets.model_io import find_model_dir
-
-    return find_model_dir(candidate)
 
 
 def _fit_history(tok: Any, messages: list[dict[str, Any]], budget: int,

@@ -39,6 +39,7 @@ import yaml
 # a backfill is read and set with the enum the UI's GraphQL layer uses (tests/test_crash_recovery.py covers it).
 from dagster._core.execution.backfill import BulkActionStatus
 
+from pipeline_assets.asset_keys import RELEASE
 from pipeline_assets.automation import ensure_pool_limits
 from pipeline_assets.corpus.assets import sources_partitions
 from pipeline_assets.names import source_name_problem, validate_source_name
@@ -327,6 +328,29 @@ def _load_config(path: str | None) -> dict | None:
     return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
 
 
+def serve(args: argparse.Namespace) -> None:
+    """``llmdag serve``: no Dagster instance needed, only the artifact root (LLMDAG_HOME / DAGSTER_HOME)."""
+    import dataclasses
+
+    from transformers.utils import logging as hf_logging
+
+    from pipeline_assets.profiles import section_config
+    from pipeline_assets.serving.config import ServeConfig
+    from pipeline_assets.serving.running import serve_forever
+
+    cfg = section_config(ServeConfig, "serve")
+    if args.device:
+        cfg = dataclasses.replace(cfg, device=args.device)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the models "
+              "(there is no authentication)", file=sys.stderr)
+    hf_logging.set_verbosity_error()  # transformers logs every request at warning level
+    try:
+        serve_forever(args.models, cfg, args.host, args.port)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"llmdag serve: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="llmdag", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -337,7 +361,18 @@ def main(argv: list[str] | None = None) -> None:
     mat.add_argument("--strict", action="store_true", help="exit non-zero when the release gates block")
     mat.add_argument("--no-wait", action="store_true", help="submit only (a running `dagster dev` executes it)")
     sub.add_parser("sources", help="list the sources this configuration knows")
+    srv = sub.add_parser("serve", help="serve checkpoints over an OpenAI-compatible API, with a chat page",
+                         description="Serve checkpoints over an OpenAI-compatible API (/v1/models, "
+                                     "/v1/chat/completions, /v1/completions, /health), the chat page at /chat.")
+    srv.add_argument("models", nargs="*", metavar="STAGE|PATH",
+                     help="stage names (grpo, models/sft, release) or checkpoint dirs; default: release "
+                          "(what release/model published). Clients send the stage name (or the path) as `model`")
+    srv.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--device", help="cpu, cuda, auto (default: the profile's serve.device)")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
     if args.command == "materialize":
         args.partition = check_partitions(args.partition)  # before any instance or artifact dir is made
     warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")  # Dagster's own API notes
@@ -412,8 +447,10 @@ def main(argv: list[str] | None = None) -> None:
     failed = {k.to_user_string() for k in failed_assets(backfill)}
     released, why = release_report(instance) if "release/model" in {k.to_user_string() for k in keys} \
         else (None, "")
-    if released is False and failed <= {"release/model"}:
-        # The gate did its job: every other asset is materialized, the release stays unpublished.
+    behind_release = {k.to_user_string() for k in dg.AssetSelection.assets(RELEASE).downstream().resolve(
+        defs.resolve_asset_graph())}  # release/model and what serves it (serving/smoke)
+    if released is False and failed <= behind_release:
+        # The gate did its job: every asset before it is materialized, the release stays unpublished.
         print("!" * 80 + f"\nrelease/model was not published: the gates blocked it:\n{why}\n"
               "(see the gates_pass check of release/model; --strict makes this an error)\n" + "!" * 80)
         if args.strict:

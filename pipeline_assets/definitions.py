@@ -19,6 +19,7 @@ from pipeline_assets.posttrain.assets import dataset_assets, model_assets
 from pipeline_assets.pretrain.assets import pretrain_assets
 from pipeline_assets.profiles import PipelineConfig, default_profile, section_config
 from pipeline_assets.reports.assets import report_assets
+from pipeline_assets.serving.assets import smoke_asset
 from pipeline_assets.stages import model_stages, stages_in
 from pipeline_assets.synthetic.assets import synthetic_data
 from pipeline_assets.tokenizer.assets import tokenizer_assets
@@ -89,7 +90,8 @@ def build_definitions(**kwargs) -> dg.Definitions:
     assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, synthetic_data, *evals]
     code_versions = {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items() if v}
     return dg.Definitions(
-        assets=with_automation([*assets, *report_assets(stages, code_versions, test_time_compute=ttc is not None)]),
+        assets=with_automation([*assets, *report_assets(stages, code_versions, test_time_compute=ttc is not None),
+                                smoke_asset(pipeline.release_stage)]),
         resources=resources,
         executor=executor_for(pipeline.dagster_executor),
         **automation_definitions(resources["sources"].landing),

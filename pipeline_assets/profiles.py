@@ -112,6 +112,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # Every arithmetic item (the gated target; ~1 s per 100 on one thread), the rest capped; 32 val batches
         # (131k tokens) score each of the 5 val sources whole.
         "evals": {"num_threads": 1, "arithmetic_limit": None, "arithmetic_max_new_tokens": 8, "val_batches": 32},
+        # Continuous batching sized for CPU (serving/config.py has the measurement); every arithmetic item.
+        "serve": {"cb_page_size": 16, "cb_num_blocks": 128, "cb_max_batch_tokens": 256, "smoke_prompts": 240},
         # Evals of ~50 items (one item = 0.02): the budgets catch breakage, not small drifts. val_bpb may rise
         # 20% relative: the tiny base is 30% below unigram, so past +20% a model forgot language.
         "gates": {"regression_budget": 0.15, "relative_budgets": {"val_bpb": 0.2}, "safety_min_refusal": None,

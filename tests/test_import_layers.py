@@ -1,6 +1,7 @@
 """Data flows forward: no module imports a later stage.
 
-Order: shared -> corpus -> tokenizer -> pretrain -> posttrain -> tool_use -> synthetic -> evals -> reports -> app.
+Order: shared -> corpus -> tokenizer -> pretrain -> posttrain -> tool_use -> synthetic -> evals -> reports -> serving
+-> app.
 Every import in every module (module level or inside a function: a lazy import is still a dependency) is parsed with
 ``ast``; an import of a module in a later layer fails the test with the file and line.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline_assets", "resources")
 LAYERS = ("shared", "corpus", "tokenizer", "pretrain", "posttrain", "tool_use", "synthetic", "evals", "reports",
-          "app")
+          "serving", "app")
 # Modules that wire the stages together (Definitions, automation, the CLI and chat): nothing imports them.
 APP_MODULES = {"definitions", "automation", "cli", "daemon", "chat"}
 # Resources of one stage belong to its layer; the rest (storage, settings) are shared.
