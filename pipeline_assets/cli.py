@@ -332,8 +332,6 @@ def serve(args: argparse.Namespace) -> None:
     """``llmdag serve``: no Dagster instance needed, only the artifact root (LLMDAG_HOME / DAGSTER_HOME)."""
     import dataclasses
 
-    from transformers.utils import logging as hf_logging
-
     from pipeline_assets.profiles import section_config
     from pipeline_assets.serving.config import ServeConfig
     from pipeline_assets.serving.running import serve_forever
@@ -344,7 +342,6 @@ def serve(args: argparse.Namespace) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the models "
               "(there is no authentication)", file=sys.stderr)
-    hf_logging.set_verbosity_error()  # transformers logs every request at warning level
     try:
         serve_forever(args.models, cfg, args.host, args.port)
     except (FileNotFoundError, ValueError) as err:

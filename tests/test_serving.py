@@ -242,11 +242,12 @@ def test_chat_page_in_chromium(url):
         page.wait_for_function("[...document.querySelectorAll('.assistant span')].some(s => s.textContent == '64')",
                                timeout=30_000)
         page.check("#tools")
-        page.fill("#prompt", "What is 347 * 812?")
         page.click("#reset")
         page.fill("#prompt", "What is 347 * 812?")
         page.click("#send")
-        page.wait_for_selector(".tool_call span", timeout=30_000)
+        page.wait_for_function(f"[...document.querySelectorAll('.assistant span')].some(s => s.textContent == "
+                               f"'{FINAL}')", timeout=30_000)
         assert page.locator(".tool_call span").first.inner_text() == 'calculator({"expression": "347 * 812"})'
+        assert page.locator(".tool_result span").first.inner_text() == "281764"  # the calculator really ran
         page.screenshot(path=ARTIFACTS / "chat.png")
         browser.close()

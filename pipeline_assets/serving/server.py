@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,11 @@ from pipeline_assets.serving.requests import (
     fit_max_tokens,
     parse_body,
 )
-from pipeline_assets.tool_use.tools import tool_schemas
+from pipeline_assets.tool_use.tools import call_tool, tool_schemas
 
 PAGES = Path(__file__).parent / "pages"
+# transformers' serving modules log every request at WARNING ("[Request received] ..."): 480 lines a smoke run.
+logging.getLogger("transformers.cli.serving").setLevel(logging.ERROR)
 # Sampling fields continuous batching in 5.23 cannot apply per request: a request with one runs sequentially.
 PER_REQUEST_FIELDS = ("stop", "frequency_penalty", "logit_bias", "generation_config", "seed", "top_p")
 
@@ -236,5 +239,12 @@ def build_app(server: Server) -> FastAPI:
     def chat_tools() -> list[dict]:
         """The schemas of the tools models/tool_use was trained to call, for the page's "offer tools" box."""
         return tool_schemas()
+
+    @app.post("/chat/tools/call")
+    async def chat_tool_call(request: Request) -> dict:
+        """Runs one of the page's tool calls as the tool-use eval does (call_tool: python in its sandbox); the
+        page sends the result back as a ``tool`` turn. Off the OpenAI API: a client of /v1 runs its own tools."""
+        call = await body_of(request)
+        return {"content": await asyncio.to_thread(call_tool, call)}
 
     return app
