@@ -24,8 +24,10 @@ AI_FEEDBACK = dg.AssetKey(["datasets", "ai_feedback"])
 PREFERENCES = dg.AssetKey(["datasets", "preferences"])
 SYNTHETIC = dg.AssetKey(["datasets", "synthetic"])  # teacher-generated, verifier-filtered rows
 TOOL_USE_DATA = dg.AssetKey(["datasets", "tool_use"])  # function-calling exchanges, the tools run for real
+HUMAN_PREFERENCES = dg.AssetKey(["datasets", "human_preferences"])  # decisive arena votes as preference pairs
 # accuracy vs samples per query (majority vote, best-of-N, pass@N) for the release lineage's policies
 TEST_TIME_COMPUTE = dg.AssetKey(["evals", "test_time_compute"])
+ARENA = dg.AssetKey(["evals", "arena"])  # win rates and Bradley-Terry / Elo ratings from the arena's votes
 # reports and release
 REPORT_CARD = dg.AssetKey(["reports", "report_card"])
 RELEASE = dg.AssetKey(["release", "model"])

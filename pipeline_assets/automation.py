@@ -7,6 +7,8 @@
 - ``ingest_source`` runs only a source's own assets; what every source feeds (duplicate clusters, then
   each source's dedup/decont, then the mixture) follows by declarative automation, once for all the
   sources that changed together, and evals and the report card follow their checkpoints.
+- ``arena_votes`` rebuilds datasets/human_preferences when ``llmdag serve``'s arena appends votes; evals/arena
+  and the report card follow by automation.
 - ``corpus_refresh`` (daily) re-curates sources whose fingerprint differs from the one recorded on
   ``corpus/raw_documents``; ``retrain`` (weekly) rebuilds tokenizer, datasets, models, evals, report.
 - Freshness policies follow those two cadences: the corpus is expected daily, models, evals and the
@@ -21,7 +23,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline_assets.asset_keys import BENCHMARKS, CLUSTERS, DEDUPED, FILTERED, RAW, REPORT_CARD, SIGNATURES
+from pipeline_assets.arena_votes import votes_path
+from pipeline_assets.asset_keys import (
+    BENCHMARKS,
+    CLUSTERS,
+    DEDUPED,
+    FILTERED,
+    HUMAN_PREFERENCES,
+    RAW,
+    REPORT_CARD,
+    SIGNATURES,
+)
 from pipeline_assets.corpus.assets import sources_partitions
 from pipeline_assets.corpus.fingerprint import settle_seconds, spec_fingerprint, waiting_reason
 from pipeline_assets.corpus.sources import SOURCE_NAME, LandingProblem, SourceSpec, landing_sources_checked
@@ -32,7 +44,7 @@ POOLS = (TRAINING_POOL, CORPUS_GLOBAL_POOL)
 FINGERPRINT_METADATA_KEY = "source_fingerprint"  # recorded by corpus/raw_documents: spec_fingerprint(spec)
 
 PER_SOURCE = [RAW, FILTERED, SIGNATURES]
-RETRAIN_GROUPS = ("tokenizer", "datasets", "models", "evals", "reports", "release")
+RETRAIN_GROUPS = ("tokenizer", "datasets", "models", "evals", "reports", "release", "serving")
 # The schedules' crons and the interval between their ticks (the freshness windows are built on it).
 CORPUS_REFRESH_CRON, CORPUS_REFRESH_CADENCE = "0 3 * * *", timedelta(days=1)
 RETRAIN_CRON, RETRAIN_CADENCE = "0 4 * * 0", timedelta(weeks=1)
@@ -50,6 +62,9 @@ ingest_job = dg.define_asset_job(
 
 # evals/benchmarks stays out: a new materialization of it is an upstream update of every source's
 # decontaminated documents, so automation would rebuild the whole corpus after each retrain.
+human_preferences_job = dg.define_asset_job(
+    "human_preferences", selection=dg.AssetSelection.assets(HUMAN_PREFERENCES),
+    description="The arena's votes as preference pairs; evals/arena and the report card follow by automation.")
 retrain_job = dg.define_asset_job(
     "retrain_models",
     selection=dg.AssetSelection.groups(*RETRAIN_GROUPS) - dg.AssetSelection.assets(BENCHMARKS),
@@ -307,6 +322,23 @@ def landing_sensor_factory(landing: str) -> dg.SensorDefinition:
     return landing_folders
 
 
+def arena_votes_sensor_factory(root: str) -> dg.SensorDefinition:
+    votes = votes_path(root)
+
+    @dg.sensor(job=human_preferences_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Rebuilds datasets/human_preferences when the arena's votes ({votes}) change.")
+    def arena_votes(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        if not votes.is_file():
+            return dg.SkipReason(f"no votes yet: {votes} appears with the first vote at `llmdag serve`'s /arena")
+        stat = votes.stat()
+        state = f"{stat.st_size}:{stat.st_mtime_ns}"
+        if state == context.cursor:
+            return dg.SkipReason(f"no new votes in {votes} since the last run")
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"votes:{state}")], cursor=state)
+
+    return arena_votes
+
+
 # ---------------------------------------------------------------------------------------------------
 # schedules
 
@@ -335,10 +367,12 @@ def retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"retrain:{context.scheduled_execution_time:%Y-%m-%dT%H:%M}")
 
 
-def automation_definitions(landing: str) -> dict[str, list]:
-    """Everything Definitions needs for automation: ``dg.Definitions(..., **automation_definitions(landing))``."""
+def automation_definitions(landing: str, root: str | None = None) -> dict[str, list]:
+    """Everything Definitions needs for automation: ``dg.Definitions(..., **automation_definitions(landing))``;
+    with the artifact ``root``, the sensor on its arena votes too."""
     return {
-        "jobs": [ingest_job, retrain_job],
-        "sensors": [sources_sensor, landing_sensor_factory(landing), automation_sensor],
+        "jobs": [ingest_job, retrain_job, human_preferences_job],
+        "sensors": [sources_sensor, landing_sensor_factory(landing), automation_sensor,
+                    *([arena_votes_sensor_factory(root)] if root else [])],
         "schedules": [corpus_refresh, retrain],
     }

@@ -13,7 +13,7 @@ import dagster as dg
 
 from pipeline_assets.automation import automation_definitions, with_automation
 from pipeline_assets.corpus.assets import corpus_assets
-from pipeline_assets.evals.assets import benchmarks, eval_asset, test_time_compute_asset
+from pipeline_assets.evals.assets import arena, benchmarks, eval_asset, test_time_compute_asset
 from pipeline_assets.evals.benchmarks import BenchmarkConfig
 from pipeline_assets.posttrain.assets import dataset_assets, model_assets
 from pipeline_assets.pretrain.assets import pretrain_assets
@@ -87,14 +87,14 @@ def build_definitions(**kwargs) -> dg.Definitions:
     evals = [eval_asset(s, judged=has_reward and not s.base_model and s.kind != "reward") for s in stages]
     ttc = test_time_compute_asset(stages, pipeline.release_stage)
     evals += [ttc] if ttc is not None else []
-    assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, synthetic_data, *evals]
+    assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, synthetic_data, *evals, arena]
     code_versions = {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items() if v}
     return dg.Definitions(
         assets=with_automation([*assets, *report_assets(stages, code_versions, test_time_compute=ttc is not None),
                                 smoke_asset(pipeline.release_stage)]),
         resources=resources,
         executor=executor_for(pipeline.dagster_executor),
-        **automation_definitions(resources["sources"].landing),
+        **automation_definitions(resources["sources"].landing, resources["store"].root),
     )
 
 

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipeline_assets.arena_votes import VOTES_FILE
 from pipeline_assets.asset_keys import (
+    ARENA,
     BENCHMARKS,
     DEDUPED,
+    HUMAN_PREFERENCES,
     MIXTURE,
     PREFERENCES,
     REWARD,
@@ -25,6 +28,7 @@ from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
 from pipeline_assets.evals.config import EvalConfig
 from pipeline_assets.evals.sets import BASE_MODEL_SETS, REGISTRY, TOOL_SETS
 from pipeline_assets.evals.test_time_compute import TARGET_N, TestTimeComputeConfig
+from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.metadata import table
 from pipeline_assets.posttrain.data import WITHOUT_SYNTHETIC_DIR
 from pipeline_assets.publishing import Reads, finish, writing
@@ -38,6 +42,24 @@ EvalRunConfig = stage_config("EvalRunConfig", EvalConfig, "evals")
 TestTimeComputeRunConfig = stage_config("TestTimeComputeRunConfig", TestTimeComputeConfig, "test_time_compute")
 TTC_CHECK = "majority_vote_gain"
 register_section("benchmarks", BenchmarkConfig)  # no Launchpad form: the held-out sets are fixed per profile
+
+
+@dg.asset(key=ARENA, deps=[HUMAN_PREFERENCES], group_name="evals", code_version="1", kinds={"python"})
+def arena(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.MaterializeResult:
+    """The arena's blind votes (the ones datasets/human_preferences read): per pair of checkpoints the win rate
+    among decisive votes with a 95% CI and a binomial p-value, and Bradley-Terry ratings on the Elo scale."""
+    from pipeline_assets.evals.arena import arena_report
+
+    reads = Reads(store)
+    report = arena_report(read_jsonl(reads(HUMAN_PREFERENCES) / VOTES_FILE))
+    context.log.info(f"arena | {report['votes']} votes | Elo {report['elo']}")
+    with writing(context, store) as draft:
+        write_summary(draft.work, report)
+    ratings = [{"model": m, "elo": report["elo"][m]} for m in report["models"]]
+    pairs = [{"first": r["first"], "second": r["second"], "votes": r["votes"], "first_win_rate": r["first_win_rate"],
+              "ci95": r["ci95"], "p_value": r["p_value"], "winner": r["winner"]} for r in report["pairs"]]
+    return finish(context, store, draft, reads, {"votes": report["votes"], "elo": table(ratings),
+                                                 "pairs": table(pairs)})
 
 
 @dg.asset(key=BENCHMARKS, group_name="evals", code_version="1", kinds={"python"})

@@ -15,15 +15,17 @@ from typing import Any
 
 import dagster as dg
 
+from pipeline_assets.arena_votes import VOTES_FILE, read_votes, votes_path
 from pipeline_assets.asset_keys import (
     AI_FEEDBACK,
     BENCHMARKS,
+    HUMAN_PREFERENCES,
     PREFERENCES,
     REASONING,
     SFT,
     SFT_DATA,
 )
-from pipeline_assets.jsonl import read_jsonl
+from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import TRAINING_POOL
 from pipeline_assets.posttrain import data
@@ -153,17 +155,43 @@ def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, setting
     return finish(context, store, draft, reads, _scalars(result))
 
 
-@dg.asset(key=PREFERENCES, deps=[SFT, SFT_DATA, AI_FEEDBACK, BENCHMARKS], group_name="datasets", code_version="1",
-          kinds={"pytorch"})
+@dg.asset(key=HUMAN_PREFERENCES, group_name="datasets", code_version="1", kinds={"json"})
+def human_preferences(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.MaterializeResult:
+    """The arena's votes (``<artifact root>/arena/votes.jsonl``, appended by ``llmdag serve``'s /arena) as
+    preference pairs: a vote for A or B is a pair, ties and "both bad" are counted; unusable lines quarantined
+    and counted. The ``arena_votes`` sensor materializes it when votes arrive."""
+    from pipeline_assets.posttrain.human_preferences import PAIRS_FILE, human_pairs
+
+    source = votes_path(store.root)
+    votes = read_votes(source)
+    pairs, counts = human_pairs(votes.records)
+    if votes.quarantined:
+        context.log.warning(f"{len(votes.quarantined)} unusable line(s) in {source}: {votes.quarantined[:5]}")
+    with writing(context, store) as draft:
+        write_jsonl(draft.work / PAIRS_FILE, pairs)
+        write_jsonl(draft.work / VOTES_FILE, votes.records)  # the votes this version was built from
+        write_summary(draft.work, {"source": str(source), **counts, "quarantined": len(votes.quarantined),
+                                   "quarantine_reasons": votes.quarantined[:100]})
+    return finish(context, store, draft, None, {
+        "votes": counts["votes"], "pairs": counts["pairs"], "dagster/row_count": counts["pairs"],
+        "by_choice": dg.MetadataValue.json(counts["by_choice"]), "quarantined": len(votes.quarantined),
+        "source": path_md(source)})
+
+
+@dg.asset(key=PREFERENCES, deps=[SFT, SFT_DATA, AI_FEEDBACK, HUMAN_PREFERENCES, BENCHMARKS], group_name="datasets",
+          code_version="2", kinds={"pytorch"})
 def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                      config: PreferenceDataRunConfig) -> dg.MaterializeResult:
-    """On-policy pairs judged by verifiers and rules, plus the AI-feedback pairs."""
+    """On-policy pairs judged by verifiers and rules, plus the AI-feedback pairs and the arena's human ones."""
     from pipeline_assets.posttrain import preference_data
+    from pipeline_assets.posttrain.human_preferences import PAIRS_FILE
     reads = Reads(store)
     cfg = resolved(config, settings.profile)
     prompts = data.preference_prompts(reads(SFT_DATA), cfg.prompts, settings.config(SFTDataConfig, "sft_data"))
     # AI-feedback pairs come from SFT prompts: training pairs only, the held-out ones are prompts SFT never saw.
     extra = [{**pair, "test": False} for pair in read_jsonl(reads(AI_FEEDBACK) / "pairs.jsonl")]
+    # Human pairs take the prompt-hash split: a vote on a held-out prompt (the arena draws them) stays held out.
+    extra += read_jsonl(reads(HUMAN_PREFERENCES) / PAIRS_FILE)
     draft, result = _train(context, store, lambda work: preference_data.build_preference_pairs(
         reads(SFT), prompts, work, cfg, extra_pairs=extra, log=context.log.info))
     return finish(context, store, draft, reads, _scalars(result))
@@ -206,4 +234,4 @@ def model_assets(stages: Sequence[ModelStage]) -> list[dg.AssetsDefinition]:
     return [model_asset(s) for s in stages if s.trainer is not None]
 
 
-dataset_assets = [sft_dataset, reasoning_dataset, ai_feedback, preference_pairs]
+dataset_assets = [sft_dataset, reasoning_dataset, ai_feedback, human_preferences, preference_pairs]

@@ -39,6 +39,7 @@ from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.model_io import assistant, chat_generate, fixed_samples, load_policy, user
 from pipeline_assets.posttrain.common import Log, config_dict, quiet_progress, set_threads
 from pipeline_assets.posttrain.config import PreferenceDataConfig
+from pipeline_assets.posttrain.human_preferences import SOURCE as HUMAN_SOURCE
 from pipeline_assets.summary import write_summary
 from pipeline_assets.tasks.arithmetic import check_arithmetic, is_heldout_arithmetic
 from pipeline_assets.tasks.heldout import heldout_keys, normalize_prompt
@@ -225,6 +226,10 @@ def build_preference_pairs(policy_dir: Path, prompts: list[dict], out_dir: Path,
         "train_pairs": len(train),
         "test_pairs": len(test),
         "extra_pairs": extra_used,
+        # datasets/human_preferences' arena pairs: their number and share of the rows the reward model and DPO
+        # train on.
+        "human_pairs": sum(p["source"] == HUMAN_SOURCE for p in all_pairs),
+        "human_train_share": round(sum(p["source"] == HUMAN_SOURCE for p in train) / max(len(train), 1), 4),
         "pairs_by_source": dict(Counter(p["source"] for p in all_pairs)),
         "chosen_origin": dict(Counter(str(p["chosen_origin"]) for p in all_pairs)),
         "rejected_origin": dict(Counter(str(p["rejected_origin"]) for p in all_pairs)),

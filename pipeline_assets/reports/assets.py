@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline_assets.asset_keys import RELEASE, REPORT_CARD, SYNTHETIC, TEST_TIME_COMPUTE, model_key
+from pipeline_assets.asset_keys import ARENA, RELEASE, REPORT_CARD, SYNTHETIC, TEST_TIME_COMPUTE, model_key
 from pipeline_assets.corpus.assets import registered_sources
 from pipeline_assets.metadata import path_md
 from pipeline_assets.pretrain.variants import vs_dense
@@ -193,7 +193,7 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str],
     ``test_time_compute``: the graph has evals/test_time_compute, whose curves the card plots."""
     lineage = {f"models/{s.name}": f"models/{s.parent}" if s.parent else None for s in stages}
     evals = [s.eval_key for s in stages]
-    card_deps = evals + [s.key for s in stages] + ([TEST_TIME_COMPUTE] if test_time_compute else [])
+    card_deps = evals + [s.key for s in stages] + ([TEST_TIME_COMPUTE] if test_time_compute else []) + [ARENA]
 
     @dg.asset(key=REPORT_CARD, deps=card_deps, group_name="reports", code_version="1",
               kinds={"markdown"}, automation_condition=dg.AutomationCondition.eager())
@@ -216,6 +216,7 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str],
                 "architectures": _architecture_section(reads, stages),
                 "test_time_compute": _json(_file(reads, TEST_TIME_COMPUTE.path, SUMMARY_FILE))
                 if test_time_compute else None,
+                "arena": _json(_file(reads, ARENA.path, SUMMARY_FILE)),
                 "evals": {k: v for k, v in evals_full.items() if v},
                 "gates": evaluate_gates(metrics, lineage, settings.config(GateConfig, "gates"), items,
                                         release_stage=f"models/{release_stage}"), "lineage": lineage}

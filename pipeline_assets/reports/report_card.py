@@ -62,6 +62,9 @@ Stages use short names (base, sft, reward, dpo, rlhf, grpo, distilled, quantized
                                                  "majority_accuracy", "tool_tokens_per_query",
                                                  "majority_tokens_per_query", "delta", "ci95", "p_value"} | null}
                           | null,
+     "arena": {"votes", "elo": {STAGE: rating}, "pairs": [{"first", "second", "votes", "decisive", "first_wins",
+                                                          "second_wins", "ties", "both_bad", "first_win_rate",
+                                                          "ci95", "p_value", "winner"}]} | null,
      "data": {"sources": {SOURCE: {"docs_in", "quarantined", "language", "heuristic", "quality", "toxicity",
                                    "malware", "dedup", "decontamination", "kept"}},
               "drop_reasons": {SOURCE: {filter: {reason: n}}},
@@ -453,7 +456,33 @@ def build_report_card_json(data: Mapping[str, Any]) -> dict[str, Any]:
             "architectures": {short_stage(k): {**v, "vs": short_stage(v.get("vs"))}
                               for k, v in (data.get("architectures") or {}).items()},
             "test_time_compute": _ttc_json(data.get("test_time_compute")),
+            "arena": _arena_json(data.get("arena")),
             "data": _data_json(data.get("corpus") or {})}
+
+
+def _arena_json(arena: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """report_card.json's "arena": evals/arena's Elo ratings and per-pair win rates; None when not materialized."""
+    if arena is None:
+        return None
+    return {"votes": arena.get("votes", 0), "elo": dict(arena.get("elo") or {}), "pairs": [
+        {k: r.get(k) for k in ("first", "second", "votes", "decisive", "first_wins", "second_wins", "ties",
+                               "both_bad", "first_win_rate", "ci95", "p_value", "winner")}
+        for r in arena.get("pairs") or []]}
+
+
+def _section_arena(arena: Mapping[str, Any]) -> str:
+    head = ("## Human evaluation (arena)\n\nBlind side-by-side votes from `llmdag serve`'s /arena page: "
+            "Bradley-Terry ratings on the Elo scale, and per pair the first model's win rate among decisive votes "
+            "(95% Wilson CI, binomial p vs 0.5; a winner only where p < 0.05).\n\n")
+    if not arena["votes"]:
+        return head + "No votes yet: serve two checkpoints (`llmdag serve grpo sft`) and vote at /arena.\n"
+    ratings = table(["model", "Elo"], [[m, fmt(e)] for m, e in sorted(arena["elo"].items(), key=lambda x: -x[1])])
+    pairs = table(["first", "second", "votes", "first wins", "second wins", "ties", "both bad", "first win rate",
+                   "95% CI", "p", "winner"],
+                  [[r["first"], r["second"], fmt(r["votes"]), fmt(r["first_wins"]), fmt(r["second_wins"]),
+                    fmt(r["ties"]), fmt(r["both_bad"]), fmt(r["first_win_rate"]), _ci(r["ci95"]), fmt(r["p_value"]),
+                    r["winner"] or "none yet"] for r in arena["pairs"]])
+    return head + f"{arena['votes']} votes.\n\n" + ratings + "\n\n" + pairs + "\n"
 
 
 TTC_CURVES = ("majority", "best_of_n", "weighted", "pass_at_n")
@@ -712,6 +741,9 @@ def render_report_card(data: Mapping[str, Any], out_dir: Path | str) -> dict[str
                         "test_time_compute.png")
         parts.append(_section_test_time_compute(card["test_time_compute"], plot))
     sections["test_time_compute"] = "rendered" if card["test_time_compute"] else "not materialized"
+    if card["arena"] is not None:
+        parts.append(_section_arena(card["arena"]))
+    sections["arena"] = "rendered" if card["arena"] is not None else "not materialized"
     parts.append(_section_gates(card, data.get("gates")))
     if data.get("gates"):
         parts.append(_section_release(card))

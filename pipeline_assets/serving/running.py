@@ -7,11 +7,14 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import uvicorn
 
-from pipeline_assets.checkpoint_paths import resolve_model_dir
+from pipeline_assets.arena_votes import votes_path
+from pipeline_assets.checkpoint_paths import artifact_root, resolve_model_dir
+from pipeline_assets.serving.arena import Arena, heldout_prompts
 from pipeline_assets.serving.config import ServeConfig
 from pipeline_assets.serving.server import ServedModel, Server, build_app
 
@@ -50,8 +53,11 @@ class RunningServer:
     """``with RunningServer(models, cfg) as url:`` serves on a free local port until the block ends."""
 
     def __init__(self, models: list[ServedModel], cfg: ServeConfig, host: str = "127.0.0.1",
-                 port: int | None = None) -> None:
-        self.app = build_app(Server(models, cfg))
+                 port: int | None = None, votes: Path | None = None, arena_prompts: list[str] | None = None,
+                 seed: int | None = None) -> None:
+        server = Server(models, cfg)
+        arena = Arena(server, votes, arena_prompts or [], seed) if votes is not None else None
+        self.app = build_app(server, arena)
         self.host, self.port = host, port or free_port()
         self.server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, name="llmdag-serve", daemon=True)
@@ -85,10 +91,14 @@ class RunningServer:
 
 def serve_forever(specs: list[str], cfg: ServeConfig, host: str, port: int) -> None:
     models = served_models(specs)
-    app = build_app(Server(models, cfg))
+    server = Server(models, cfg)
+    root, votes = artifact_root(), votes_path(artifact_root())
+    prompts = heldout_prompts(root, os.environ.get("LLMDAG_PROFILE", "tiny"))
+    app = build_app(server, Arena(server, votes, prompts))
     for m in models:
         print(f"serving {m.name!r} from {m.path}")
-    print(f"OpenAI-compatible API on http://{host}:{port}/v1 (chat page: http://{host}:{port}/chat)", flush=True)
+    print(f"OpenAI-compatible API on http://{host}:{port}/v1; chat page http://{host}:{port}/chat; arena "
+          f"http://{host}:{port}/arena ({len(prompts)} held-out prompts; votes append to {votes})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get("LLMDAG_SERVE_LOG", "warning"))
 
 

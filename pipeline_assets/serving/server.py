@@ -185,7 +185,8 @@ class Server:
              "root": str(m.path)} for m in self.models.values()]}
 
 
-def build_app(server: Server) -> FastAPI:
+def build_app(server: Server, arena: Any = None) -> FastAPI:
+    """The API, /chat and, given an ``arena.Arena``, /arena."""
     app = FastAPI(title="llmdag serve")
     app.state.server = server
 
@@ -246,5 +247,25 @@ def build_app(server: Server) -> FastAPI:
         page sends the result back as a ``tool`` turn. Off the OpenAI API: a client of /v1 runs its own tools."""
         call = await body_of(request)
         return {"content": await asyncio.to_thread(call_tool, call)}
+
+    @app.get("/arena")
+    def arena_page() -> FileResponse:
+        return FileResponse(PAGES / "arena.html", media_type="text/html")
+
+    @app.post("/arena/pair")
+    async def arena_pair(request: Request) -> dict:
+        if arena is None:
+            raise RequestError(404, "this server has no arena (no votes directory)")
+        prompt = (await body_of(request)).get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            raise RequestError(400, "prompt must be a string", param="prompt")
+        return await arena.pair(prompt)
+
+    @app.post("/arena/vote")
+    async def arena_vote(request: Request) -> dict:
+        if arena is None:
+            raise RequestError(404, "this server has no arena (no votes directory)")
+        body = await body_of(request)
+        return await asyncio.to_thread(arena.vote, body.get("pair_id"), body.get("choice"))
 
     return app
