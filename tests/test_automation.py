@@ -22,10 +22,12 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+from pipeline_assets.arena_votes import append_vote, votes_path
 from pipeline_assets.automation import (
     CORPUS_GLOBAL_POOL,
     FINGERPRINT_METADATA_KEY,
     TRAINING_POOL,
+    arena_votes_sensor_factory,
     automation_definitions,
     corpus_refresh,
     ingest_job,
@@ -278,8 +280,25 @@ def test_retrain_schedule_requests_the_retrain_job(instance, defs):
     assert retrain.job_name == "retrain_models" and request.run_key
     graph = defs.resolve_asset_graph()
     groups = {graph.get(k).group_name for k in retrain_job.selection.resolve(graph)}
-    assert groups == {"tokenizer", "datasets", "models", "evals", "reports", "release"}
+    assert groups == {"tokenizer", "datasets", "models", "evals", "reports", "release", "serving"}
     assert K("evals/benchmarks") not in retrain_job.selection.resolve(graph)  # it would re-curate the corpus
+
+
+def test_arena_votes_sensor_requests_human_preferences_once_per_change(instance, tmp_path):
+    sensor = arena_votes_sensor_factory(str(tmp_path))
+    assert sensor.job_name == "human_preferences"
+    skipped = sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(skipped, dg.SkipReason) and "no votes yet" in skipped.skip_message
+    vote = {"id": "v1", "prompt": "p", "choice": "a", "model_a": {"name": "grpo"}, "model_b": {"name": "sft"},
+            "response_a": "x", "response_b": "y"}
+    append_vote(votes_path(tmp_path), vote)
+    first = sensor(dg.build_sensor_context(instance=instance))
+    assert len(first.run_requests) == 1 and first.cursor
+    again = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    assert isinstance(again, dg.SkipReason)  # nothing new: no second run for the same votes
+    append_vote(votes_path(tmp_path), {**vote, "id": "v2"})
+    later = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    assert later.run_requests[0].run_key != first.run_requests[0].run_key
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -384,9 +384,17 @@ def test_ai_feedback_pairs_structure(env: dict[str, Any]) -> None:
     # The pairs feed datasets/preferences (extra_pairs) and from there DPO.
     merged = env["root"] / "preferences_with_ai_feedback"
     merged.mkdir()
+    # ... beside datasets/human_preferences' arena pairs, whose number and train share are recorded.
+    from pipeline_assets.posttrain.human_preferences import human_pairs
+    votes = [{"id": f"v{i}", "prompt": f"Name a good variable for item {i}.", "choice": "a", "response_a": "item",
+              "response_b": "x", "model_a": {"name": "grpo"}, "model_b": {"name": "sft"}} for i in range(6)]
+    human = human_pairs(votes)[0]
     built = build_preference_pairs(env["sft"], env["arithmetic"][:10], merged,
-                                   PreferenceDataConfig(test_fraction=0.5), extra_pairs=rows, log=print)
-    assert built["pairs_by_source"]["ai_feedback"] == built["extra_pairs"] == len(rows)
+                                   PreferenceDataConfig(test_fraction=0.5), extra_pairs=rows + human, log=print)
+    assert built["pairs_by_source"]["ai_feedback"] == len(rows) and built["extra_pairs"] == len(rows) + 6
+    assert built["human_pairs"] == built["pairs_by_source"]["arena"] == 6
+    train = [json.loads(line) for line in (merged / "train.jsonl").read_text().splitlines()]
+    assert built["human_train_share"] == round(sum(r["source"] == "arena" for r in train) / len(train), 4)
     dpo = run_dpo(DPOStageConfig(max_steps=2, batch_size=4), env["sft"], merged, merged / "dpo", log=print)
     assert dpo["steps"] == 2
 
