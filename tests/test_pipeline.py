@@ -24,8 +24,8 @@ FAST = {"models/sft": {"max_steps": 60}, "models/grpo": {"max_steps": 6}, "model
         "models/tool_use": {"max_steps": 10, "warmup_steps": 2, "eval_every": 10},
         "evals/tool_use": {"tool_use_limit": 12},
         "evals/test_time_compute": {"limit": 16, "ns": [1, 2, 4, 8], "resamples": 2}}
-POSTTRAIN = ("datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/preferences or datasets/synthetic"
-             " or datasets/tool_use")
+POSTTRAIN = ("datasets/sft or datasets/reasoning or datasets/ai_feedback or datasets/human_preferences or "
+             "datasets/preferences or datasets/synthetic or datasets/tool_use")
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,13 @@ def test_release_blocked_by_impossible_budget_and_allowed_by_sane_one(pipeline):
     lineage = latest_metadata(pipeline["instance"], ["release", "model"])["upstream_versions"]
     assert lineage["models/grpo"] == published(pipeline["root"], "models/grpo").resolve().name
     assert check_evaluations(pipeline["instance"])
+    # the published release serves: the openai client gets the answers evals/grpo measured
+    served = run_assets(pipeline, 'key:"serving/smoke"', {"serving/smoke": {"smoke_prompts": 24}})
+    [serves] = served.get_asset_check_evaluations()
+    assert served.success and serves.passed, serves.description
+    smoke = latest_metadata(pipeline["instance"], ["serving", "smoke"])
+    assert smoke["n"] == 24 and smoke["agreement_with_eval"] >= 0.95
+    assert set(smoke["refusal_statuses"].values()) <= {400, 404, 413}
 
 
 def test_post_training_accepts_the_moe_base(pipeline, tmp_path):

@@ -137,6 +137,22 @@ def test_smoke_probe_and_eval_agreement(checkpoint):
     assert agreement(out["correct_by_id"], None) == (None, None, 0)
 
 
+def test_a_lora_adapter_dir_is_served_merged_on_its_base(checkpoint, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter = tmp_path / "adapter"
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(checkpoint),
+                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))  # B = 0: the base's answers
+    lora.save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(adapter)
+    assert not (adapter / "config.json").exists()
+    with RunningServer([ServedModel("lora", adapter)], CFG) as running:
+        reply = OpenAI(base_url=f"{running}/v1", api_key="x", max_retries=0).chat.completions.create(
+            model="lora", messages=[{"role": "user", "content": "What is 23 + 41?"}], temperature=0)
+    assert reply.choices[0].message.content == "64"
+
+
 def test_stage_names_resolve_under_the_artifact_root(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMDAG_HOME", str(tmp_path))
     monkeypatch.setenv("LLMDAG_PROFILE", "tiny")

@@ -69,7 +69,8 @@ class CheckpointManager(ModelManager):
 
 
 class Server:
-    """The served checkpoints and a handler pair per path (continuous batching per model, sequential shared)."""
+    """The served checkpoints, and transformers' chat and text handlers on two paths: continuous batching
+    (one batch per model) and sequential generation (one request at a time, per model)."""
 
     def __init__(self, models: list[ServedModel], cfg: ServeConfig) -> None:
         if not models:
@@ -84,8 +85,8 @@ class Server:
         cb_config = ContinuousBatchingConfig(**{k: v for k, v in {
             "page_size": cfg.cb_page_size, "num_blocks": cfg.cb_num_blocks,
             "max_batch_tokens": cfg.cb_max_batch_tokens}.items() if v is not None})
-        self.chat = {False: ChatCompletionHandler(self.manager, sequential)}
-        self.text = {False: CompletionHandler(self.manager, sequential)}
+        self.sequential_chat = ChatCompletionHandler(self.manager, sequential)
+        self.sequential_text = CompletionHandler(self.manager, sequential)
         # One CB state per model: a shared one restarts its batch whenever the requested model changes.
         self.batched_chat: dict[str, ChatCompletionHandler] = {}
         self.batched_text: dict[str, CompletionHandler] = {}
@@ -140,7 +141,7 @@ class Server:
             raise RequestError(400, f"the chat template cannot render these messages: {err}",
                                param="messages") from None
         body = self.prepare(body, len(prompt), name)
-        handler = self.batched_chat[name] if self.batched(name, body) else self.chat[False]
+        handler = self.batched_chat[name] if self.batched(name, body) else self.sequential_chat
         n = body.pop("n", None) or 1
         if n == 1:
             return await handler.handle_request(body, request_id)
@@ -150,13 +151,12 @@ class Server:
         check_sampling(body, self.cfg.max_n)
         if not isinstance(body.get("prompt"), str):
             raise RequestError(400, "prompt must be a string", param="prompt")
+        if (body.pop("n", None) or 1) > 1:
+            raise RequestError(400, "n > 1 is served on /v1/chat/completions", param="n")
         name = self.resolve(body)
         _, tok = self.loaded(name)
         body = self.prepare(body, len(tok(body["prompt"])["input_ids"]), name)
-        if (body.get("n") or 1) > 1:
-            raise RequestError(400, "n > 1 is served on /v1/chat/completions", param="n")
-        body.pop("n", None)
-        handler = self.batched_text[name] if self.batched(name, body) else self.text[False]
+        handler = self.batched_text[name] if self.batched(name, body) else self.sequential_text
         return await handler.handle_request(body, request_id)
 
     async def _n_choices(self, handler: Any, body: dict, request_id: str, n: int) -> Response:
