@@ -77,6 +77,13 @@ def test_sampling_n_and_seed(url):
     assert 3 <= three.usage.completion_tokens <= 18
     again = client.chat.completions.create(model="taught", messages=ask, n=3, temperature=1.5, seed=7, max_tokens=6)
     assert [c.message.content for c in again.choices] == [c.message.content for c in three.choices]
+    # OpenAI's stop: the reply ends before the stop sequence, which is not returned; streamed too
+    stopped = client.chat.completions.create(model="taught", messages=ask, temperature=0, stop=["4"])
+    assert stopped.choices[0].message.content == "6" and stopped.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(model="taught", messages=ask, temperature=0, stop=["4"], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "6"
+    text = client.completions.create(model="taught", prompt="What is", max_tokens=8, stop=[" "])
+    assert " " not in text.choices[0].text
     # temperature 2 over many draws must leave the greedy reply sometimes: sampling really happens
     draws = {client.chat.completions.create(model="taught", messages=ask, temperature=2.0, seed=s,
                                             max_tokens=4).choices[0].message.content for s in range(8)}
@@ -223,3 +230,25 @@ def test_chat_page_in_chromium(url):
         assert page.locator(".tool_result span").first.inner_text() == "281764"  # the calculator really ran
         page.screenshot(path=ARTIFACTS / "chat.png")
         browser.close()
+
+
+def test_stop_sequences_are_cut_across_stream_chunks():
+    from pipeline_assets.serving.stops import cut_stream
+
+    def run(texts: list[str], stops: list[str]) -> tuple[str, list]:
+        async def events():
+            for t in texts:
+                yield f"data: {json.dumps({'choices': [{'delta': {'content': t}}]})}\n\n"
+            yield f"data: {json.dumps({'choices': [{'delta': {}, 'finish_reason': 'length'}]})}\n\n"
+
+        async def collect() -> list[str]:
+            return [part async for part in cut_stream(events(), stops, chat=True)]
+
+        chunks = [json.loads(e[6:]) for part in asyncio.run(collect()) for e in part.split("\n\n")
+                  if e.startswith("data: {")]
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks), chunks
+
+    text, chunks = run(["x a", "bc", "d"], ["ab"])  # the stop spans two chunks: "a" was held back, never sent
+    assert text == "x " and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert run(["x a", "c"], ["ab"])[0] == "x ac"  # a held tail that did not become a stop is released
+    assert run(["no stop here"], ["zz"])[0] == "no stop here"

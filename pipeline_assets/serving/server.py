@@ -9,7 +9,8 @@ and tool-call parsing; this module closes the gaps a user of our checkpoints hit
 - greedy requests go through continuous batching (one batch per model), sampled ones through the sequential
   path: CB in 5.23 takes one sampling config for the whole batch, so temperature / top_p / seed apply exactly
   only one request at a time;
-- ``n`` (ignored by 5.23) runs n choices; bad requests get a 4xx in OpenAI's error shape (requests.py).
+- ``n`` (ignored by 5.23) runs n choices; ``stop`` sequences are cut from the reply (stops.py; 5.23 returns
+  them); bad requests get a 4xx in OpenAI's error shape (requests.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from transformers import ContinuousBatchingConfig
 from transformers.cli.serving.chat_completion import ChatCompletionHandler
 from transformers.cli.serving.completion import CompletionHandler
@@ -39,6 +40,7 @@ from pipeline_assets.serving.requests import (
     fit_max_tokens,
     parse_body,
 )
+from pipeline_assets.serving.stops import cut_response, cut_stream
 from pipeline_assets.tool_use.tools import call_tool, tool_schemas
 
 PAGES = Path(__file__).parent / "pages"
@@ -144,8 +146,8 @@ class Server:
         handler = self.batched_chat[name] if self.batched(name, body) else self.sequential_chat
         n = body.pop("n", None) or 1
         if n == 1:
-            return await handler.handle_request(body, request_id)
-        return await self._n_choices(handler, body, request_id, n)
+            return with_stops(await handler.handle_request(body, request_id), body, chat=True)
+        return with_stops(await self._n_choices(handler, body, request_id, n), body, chat=True)
 
     async def completion(self, body: dict, request_id: str) -> Response:
         check_sampling(body, self.cfg.max_n)
@@ -157,7 +159,7 @@ class Server:
         _, tok = self.loaded(name)
         body = self.prepare(body, len(tok(body["prompt"])["input_ids"]), name)
         handler = self.batched_text[name] if self.batched(name, body) else self.sequential_text
-        return await handler.handle_request(body, request_id)
+        return with_stops(await handler.handle_request(body, request_id), body, chat=False)
 
     async def _n_choices(self, handler: Any, body: dict, request_id: str, n: int) -> Response:
         """n independent completions of one request as one response. With a seed, choice i draws with seed + i,
@@ -183,6 +185,18 @@ class Server:
         return {"object": "list", "data": [
             {"id": m.name, "object": "model", "created": int(m.path.stat().st_mtime), "owned_by": "llmdag",
              "root": str(m.path)} for m in self.models.values()]}
+
+
+def with_stops(response: Response, body: dict, chat: bool) -> Response:
+    """``response`` with its text cut before the request's first stop sequence (stops.py), if it has any."""
+    stop = body.get("stop")
+    if not stop:
+        return response
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = cut_stream(response.body_iterator, stops, chat)
+        return response
+    return JSONResponse(cut_response(json.loads(response.body), stops, chat), status_code=response.status_code)
 
 
 def build_app(server: Server, arena: Any = None) -> FastAPI:
