@@ -175,11 +175,12 @@ def test_stage_names_resolve_under_the_artifact_root(checkpoint, tmp_path, monke
         served_models(["grpo"])
 
 
-def test_llmdag_serve_command(checkpoint):
+def test_llmdag_serve_command(checkpoint, tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline_assets.cli", "serve", str(checkpoint), "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    log = tmp_path / "serve.log"  # a file, not a pipe: a pipe nobody reads while the server runs blocks it when full
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline_assets.cli", "serve", str(checkpoint), "--port",
+                                 str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -188,15 +189,20 @@ def test_llmdag_serve_command(checkpoint):
                     break
             except httpx.TransportError:
                 time.sleep(0.3)
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, log.read_text()
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         assert [m.id for m in client.models.list()] == [str(checkpoint)]
         reply = client.chat.completions.create(model=str(checkpoint), temperature=0,
                                                messages=[{"role": "user", "content": "What is 23 + 41?"}])
         assert reply.choices[0].message.content == "64"
+        client.close()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        os.killpg(proc.pid, signal.SIGTERM)  # what Ctrl-C / a service manager sends: it must stop, promptly
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"llmdag serve ignored SIGTERM for 30 s; its log:\n{log.read_text()[-3000:]}")
     missing = subprocess.run([sys.executable, "-m", "pipeline_assets.cli", "serve", "no_such_stage"],
                              capture_output=True, text=True, env={**os.environ, "LLMDAG_HOME": str(checkpoint)})
     assert missing.returncode != 0 and "llmdag serve:" in missing.stderr and "no_such_stage" in missing.stderr

@@ -99,6 +99,8 @@ def serve_forever(specs: list[str], cfg: ServeConfig, host: str, port: int) -> N
         print(f"serving {m.name!r} from {m.path}")
     print(f"OpenAI-compatible API on http://{host}:{port}/v1; chat page http://{host}:{port}/chat; arena "
           f"http://{host}:{port}/arena ({len(prompts)} held-out prompts; votes append to {votes})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("LLMDAG_SERVE_LOG", "warning"))
+    # Ctrl-C waits at most 5 s for open requests (uvicorn's default waits for every connection to close).
+    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("LLMDAG_SERVE_LOG", "warning"),
+                timeout_graceful_shutdown=5)
 
 
