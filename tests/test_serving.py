@@ -178,9 +178,15 @@ def test_stage_names_resolve_under_the_artifact_root(checkpoint, tmp_path, monke
 def test_llmdag_serve_command(checkpoint, tmp_path):
     port = free_port()
     log = tmp_path / "serve.log"  # a file, not a pipe: a pipe nobody reads while the server runs blocks it when full
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline_assets.cli", "serve", str(checkpoint), "--port",
-                                 str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    # Started with SIGTERM ignored, as a parent that ignores it hands it down (exec keeps SIG_IGN; this suite's
+    # own process had it so): uvicorn's handler still stops the server, and then nothing may keep it alive.
+    inherited = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with log.open("w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "pipeline_assets.cli", "serve", str(checkpoint), "--port",
+                                     str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGTERM, inherited)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:

@@ -84,9 +84,7 @@ class RunningServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-        for state in {id(h.generation_state): h.generation_state
-                      for h in self.app.state.server.batched_chat.values()}.values():
-            state.shutdown()  # stops continuous batching's worker threads
+        self.app.state.server.shutdown()  # also when uvicorn never got to its lifespan shutdown
 
 
 def serve_forever(specs: list[str], cfg: ServeConfig, host: str, port: int) -> None:

@@ -19,6 +19,8 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,6 +183,12 @@ class Server:
                            "total_tokens": usage.get("prompt_tokens", 0) + completion}
         return JSONResponse(merged)
 
+    def shutdown(self) -> None:
+        """Stop continuous batching's worker threads: they are not daemon threads, so a process whose server
+        has stopped would otherwise never exit (and SIGTERM, when its parent ignores it, would not end it)."""
+        for handler in self.batched_chat.values():
+            handler.generation_state.shutdown()
+
     def model_list(self) -> dict:
         return {"object": "list", "data": [
             {"id": m.name, "object": "model", "created": int(m.path.stat().st_mtime), "owned_by": "llmdag",
@@ -201,7 +209,13 @@ def with_stops(response: Response, body: dict, chat: bool) -> Response:
 
 def build_app(server: Server, arena: Any = None) -> FastAPI:
     """The API, /chat and, given an ``arena.Arena``, /arena."""
-    app = FastAPI(title="llmdag serve")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        server.shutdown()  # uvicorn's graceful shutdown (Ctrl-C, SIGTERM, should_exit) ends here
+
+    app = FastAPI(title="llmdag serve", lifespan=lifespan)
     app.state.server = server
 
     @app.exception_handler(RequestError)
