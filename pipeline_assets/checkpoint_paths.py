@@ -58,17 +58,30 @@ def _is_dir(path: Path) -> bool:
 def stage_dir(spec: str, root: Path) -> Path:
     """``<root>/models/<stage>/_/<profile>/current`` for "sft" or "models/sft", release/model's for "release";
     ValueError for anything that is not one valid name below ``models/`` ("../x", "models/../../x", a NUL)."""
-    parts = spec.strip("/").split("/")
+    parts = _stage_parts(spec)
     profile = check_segment(os.environ.get("LLMDAG_PROFILE", "tiny"), "LLMDAG_PROFILE")
-    if parts in (["release"], ["release", "model"]):  # what release/model published
+    if parts == ["release"]:  # what release/model published
         return root.joinpath("release", "model", "_", profile, "current")
-    parts = parts[1:] if len(parts) > 1 and parts[0] == "models" else parts
     if len(parts) != 1:
         raise ValueError(f"{spec!r} is not a directory, nor a stage name (one name, optionally prefixed "
                          "'models/', e.g. sft or models/sft)")
     check_segment(parts[0], "stage name")
     # The published version of the active profile (resources/storage.py layout).
     return root.joinpath("models", parts[0], "_", profile, "current")
+
+
+def _stage_parts(spec: str) -> list[str]:
+    """``spec`` split on "/" with the optional "models/" prefix dropped and "release/model" as ["release"]."""
+    parts = spec.strip("/").split("/")
+    if parts in (["release"], ["release", "model"]):
+        return ["release"]
+    return parts[1:] if len(parts) > 1 and parts[0] == "models" else parts
+
+
+def stage_name(spec: str) -> str | None:
+    """The stage a spec names ("models/sft" -> "sft", "release/model" -> "release"), None for anything else."""
+    parts = _stage_parts(spec)
+    return parts[0] if len(parts) == 1 and parts[0] else None
 
 
 def inside_root(path: Path, root: Path) -> Path:

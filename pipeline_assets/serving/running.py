@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 
 from pipeline_assets.arena_votes import votes_path
-from pipeline_assets.checkpoint_paths import artifact_root, resolve_model_dir
+from pipeline_assets.checkpoint_paths import artifact_root, resolve_model_dir, stage_name
 from pipeline_assets.serving.arena import Arena, heldout_prompts
 from pipeline_assets.serving.config import ServeConfig
 from pipeline_assets.serving.server import ServedModel, Server, build_app
@@ -23,12 +23,7 @@ DEFAULT_MODEL = "release"  # release/model: what the gates let out
 
 def served_name(spec: str) -> str:
     """The name clients send for a spec: "models/sft" -> "sft", "release/model" -> "release", a path as given."""
-    parts = spec.strip("/").split("/")
-    if parts[0] == "release" and len(parts) <= 2:
-        return "release"
-    if parts[0] == "models" and len(parts) == 2:
-        return parts[1]
-    return spec.rstrip("/") or spec
+    return stage_name(spec) or spec.rstrip("/") or spec
 
 
 def served_models(specs: list[str]) -> list[ServedModel]:
