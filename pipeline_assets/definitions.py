@@ -15,8 +15,10 @@ from pipeline_assets.automation import automation_definitions, with_automation
 from pipeline_assets.corpus.assets import corpus_assets
 from pipeline_assets.evals.assets import arena, benchmarks, eval_asset, test_time_compute_asset
 from pipeline_assets.evals.benchmarks import BenchmarkConfig
+from pipeline_assets.k8s import k8s_executor, training_steps
 from pipeline_assets.posttrain.assets import dataset_assets, model_assets
 from pipeline_assets.pretrain.assets import pretrain_assets
+from pipeline_assets.pretrain.config import PretrainConfig
 from pipeline_assets.profiles import PipelineConfig, default_profile, section_config
 from pipeline_assets.reports.assets import report_assets
 from pipeline_assets.serving.assets import smoke_asset
@@ -25,6 +27,7 @@ from pipeline_assets.synthetic.assets import synthetic_data
 from pipeline_assets.tokenizer.assets import tokenizer_assets
 from pipeline_assets.tool_use.assets import tool_use_dataset
 from resources.datatrove import DatatroveExecutorResource
+from resources.engines import default_launcher
 from resources.settings import PipelineSettings
 from resources.sources import SourcesResource
 from resources.storage import ArtifactStore, default_root
@@ -46,20 +49,23 @@ def _env_flag(name: str, default: bool) -> bool:
 
 
 def build_resources(root: str | None = None, profile: str | None = None, landing: str | None = None,
-                    builtin_sources: bool | None = None) -> dict:
+                    builtin_sources: bool | None = None, launcher: str | None = None) -> dict:
     root = root or default_root()
     profile_name = profile or default_profile()
+    launcher = launcher or default_launcher()
     task = section_config(BenchmarkConfig, "benchmarks", profile_name)
     pipeline = section_config(PipelineConfig, "pipeline", profile_name)
     if builtin_sources is None:
         builtin_sources = _env_flag("LLMDAG_BUILTIN_SOURCES", True)
     return {
         "store": ArtifactStore(root=root, profile=profile_name),
-        "settings": PipelineSettings(profile=profile_name),
+        "settings": PipelineSettings(profile=profile_name, launcher=launcher),
         "sources": SourcesResource(landing=landing or os.environ.get("LLMDAG_LANDING") or str(Path(root) / "landing"),
                                    builtin=builtin_sources, task_operand_max=task.operand_max,
                                    task_operators=list(task.operators)),
-        "datatrove": DatatroveExecutorResource(kind=pipeline.datatrove_executor, workers=pipeline.datatrove_workers),
+        # A k8s step is a pod of its own: its curation runs there, on datatrove's local executor.
+        "datatrove": DatatroveExecutorResource(kind=launcher if launcher in ("slurm", "ray") else "local",
+                                               workers=pipeline.datatrove_workers),
     }
 
 
@@ -69,13 +75,7 @@ def executor_for(name: str) -> dg.ExecutorDefinition:
         return dg.in_process_executor
     if name == "multiprocess":
         return dg.multiprocess_executor
-    if name == "k8s":
-        try:
-            from dagster_k8s import k8s_job_executor
-        except ImportError as e:
-            raise ImportError("the scale profile runs each step as a k8s job: pip install -e '.[scale]'") from e
-        return k8s_job_executor
-    raise ValueError(f"unknown dagster executor {name!r}; valid: in_process, multiprocess, k8s")
+    raise ValueError(f"unknown dagster executor {name!r}; valid: in_process, multiprocess")
 
 
 def build_definitions(**kwargs) -> dg.Definitions:
@@ -89,11 +89,16 @@ def build_definitions(**kwargs) -> dg.Definitions:
     evals += [ttc] if ttc is not None else []
     assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, synthetic_data, *evals, arena]
     code_versions = {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items() if v}
+    if resources["settings"].launcher == "k8s":
+        gpus = int(resources["settings"].config(PretrainConfig, "pretrain").device == "cuda")
+        executor = k8s_executor(resources["store"].root, training_steps(assets), gpus_per_training_step=gpus)
+    else:
+        executor = executor_for(pipeline.dagster_executor)
     return dg.Definitions(
         assets=with_automation([*assets, *report_assets(stages, code_versions, test_time_compute=ttc is not None),
                                 smoke_asset(pipeline.release_stage)]),
         resources=resources,
-        executor=executor_for(pipeline.dagster_executor),
+        executor=executor,
         **automation_definitions(resources["sources"].landing, resources["store"].root),
     )
 

@@ -25,16 +25,16 @@ class PipelineConfig:
     """Where and what the graph runs, apart from any one stage."""
 
     release_stage: str = "grpo"  # the model stage release/model ships when every blocking gate passes
-    datatrove_executor: str = "local"  # local | ray | slurm (resources/datatrove.py)
     # One per-source step at a time: sources run as separate Dagster runs of the backfill, in parallel.
+    # Where curation runs (local, Slurm, Ray) is LLMDAG_LAUNCHER's choice, not the profile's (resources/engines.py).
     datatrove_workers: int = 1
-    dagster_executor: str = "in_process"  # in_process | multiprocess | k8s
+    # How one run's steps run when LLMDAG_LAUNCHER is not k8s: in_process | multiprocess.
+    dagster_executor: str = "in_process"
 
     def validate(self) -> None:
-        if self.datatrove_executor not in ("local", "ray", "slurm"):
-            raise ValueError(f"datatrove_executor={self.datatrove_executor!r}; valid: local, ray, slurm")
-        if self.dagster_executor not in ("in_process", "multiprocess", "k8s"):
-            raise ValueError(f"dagster_executor={self.dagster_executor!r}; valid: in_process, multiprocess, k8s")
+        if self.dagster_executor not in ("in_process", "multiprocess"):
+            raise ValueError(f"dagster_executor={self.dagster_executor!r}; valid: in_process, multiprocess "
+                             "(k8s: LLMDAG_LAUNCHER=k8s)")
 
 
 # tiny's arithmetic task: a + b with a, b <= 49, the space a ~1M-param model measurably learns in minutes on
@@ -248,7 +248,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # (lr ~ 1/width, twice the depth), lengths x 2-4, per-device batches x 2, steps so each stage sees ~the
     # epochs it does in `small`.
     "scale": {
-        "pipeline": {"datatrove_executor": "slurm", "datatrove_workers": -1, "dagster_executor": "k8s"},
+        "pipeline": {"datatrove_workers": -1, "dagster_executor": "multiprocess"},
         "corpus": {"max_bytes_per_source": None, "tasks": 256},
         "quality_classifier": {"sample_docs": 100_000, "reference_max_bytes": None},
         "tokenizer": {"vocab_size": 65536, "max_train_bytes": 2_000_000_000},

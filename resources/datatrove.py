@@ -7,11 +7,14 @@ distributes work itself: datatrove's executors do.
 A failed task fails the asset with that task's log: after a local or Ray run every rank must have its
 completion marker (datatrove's Ray executor only warns "Only X/Y tasks completed"); a Slurm array is
 polled until every marker exists, a task's log shows an error, Slurm reports the job failed, or
-``slurm_deadline_s`` passes (``wait_for_ranks``).
+``slurm.deadline_s`` passes (``wait_for_ranks``); whatever way the wait ends early (a failure, the deadline, a
+terminated Dagster run), the step's Slurm jobs are cancelled. Engine settings: resources/engines.py.
 """
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import re
 import shutil
 import subprocess
@@ -21,20 +24,18 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
+from datatrove.executor.slurm import SlurmPipelineExecutor
 from pydantic import Field
+
+from resources.engines import RaySettings, SlurmSettings
 
 
 class DatatroveExecutorResource(dg.ConfigurableResource):
-    kind: Literal["local", "ray", "slurm"] = Field(default="local", description="datatrove executor.")
-    workers: int = Field(default=2, description="Parallel tasks at once (local/ray); -1 = all.")
-    ray_address: str | None = Field(default=None, description="Ray cluster; None = in-process.")
-    slurm_partition: str = Field(default="cpu", description="Slurm partition for --partition.")
-    slurm_time: str = Field(default="02:00:00", description="Slurm --time per task.")
-    slurm_cpus_per_task: int = Field(default=1)
-    slurm_mem_per_cpu_gb: int = Field(default=2)
-    slurm_poll_s: int = Field(default=30, description="How often to look for finished Slurm tasks.")
-    slurm_deadline_s: int = Field(default=86_400, description="Fail the asset if the Slurm array has not "
-                                  "finished this many seconds after submission (queue time included).")
+    kind: Literal["local", "ray", "slurm"] = Field(default="local", description="datatrove executor "
+                                                    "(LLMDAG_LAUNCHER; k8s steps run it locally in their pod).")
+    workers: int = Field(default=2, description="Parallel tasks at once; -1 = all.")
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     def run(self, pipeline: list, logging_dir: Path, tasks: int, workers: int | None = None) -> None:
         """Run ``pipeline`` as ``tasks`` ranks; blocks until every rank has a completion marker.
@@ -52,36 +53,101 @@ class DatatroveExecutorResource(dg.ConfigurableResource):
             ).run()
             raise_if_incomplete(logging_dir, tasks, "local")
         elif self.kind == "ray":
-            import ray
-            from datatrove.executor.ray import RayPipelineExecutor
-
-            started = not ray.is_initialized()
-            if started:
-                ray.init(address=self.ray_address, include_dashboard=False)
-            try:
-                RayPipelineExecutor(
-                    pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), skip_completed=True,
-                    mem_per_cpu_gb=self.slurm_mem_per_cpu_gb,
-                ).run()
-            finally:
-                if started:
-                    ray.shutdown()
-            raise_if_incomplete(logging_dir, tasks, "ray")
+            self._run_ray(pipeline, logging_dir, tasks, workers)
         else:
-            from datatrove.executor.slurm import SlurmPipelineExecutor
+            self._run_slurm(pipeline, logging_dir, tasks, workers)
 
-            executor = SlurmPipelineExecutor(
+    def _run_ray(self, pipeline: list, logging_dir: Path, tasks: int, workers: int) -> None:
+        import ray
+        from datatrove.executor.ray import RayPipelineExecutor
+
+        started = not ray.is_initialized()
+        if started:
+            # An in-process cluster binds to all interfaces (ops.md §1); one step's tasks are all it runs.
+            ray.init(address=self.ray.address, include_dashboard=False, runtime_env=self.ray.runtime_env or None,
+                     log_to_driver=False)
+        try:
+            # Stopping the driver (a terminated Dagster step) ends its tasks: Ray fails the work an owner leaves.
+            RayPipelineExecutor(
                 pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), skip_completed=True,
-                partition=self.slurm_partition, time=self.slurm_time, cpus_per_task=self.slurm_cpus_per_task,
-                mem_per_cpu_gb=self.slurm_mem_per_cpu_gb, job_name=logging_dir.name,
-            )
-            submitted = time.time()
-            executor.run()
+                cpus_per_task=self.ray.cpus_per_task, mem_per_cpu_gb=self.ray.mem_per_cpu_gb,
+            ).run()
+        finally:
+            if started:
+                ray.shutdown()
+        raise_if_incomplete(logging_dir, tasks, "ray")
+
+    def _run_slurm(self, pipeline: list, logging_dir: Path, tasks: int, workers: int) -> None:
+        settings = self.slurm
+        # A name unique to this work dir: ``scancel --name`` then reaches the array and its merge_stats job
+        # (datatrove does not keep the latter's id) and nothing another run submitted.
+        job_name = f"llmdag-{logging_dir.name}-{hashlib.sha1(str(logging_dir.resolve()).encode()).hexdigest()[:8]}"
+        executor = SiteSlurmExecutor(
+            pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), skip_completed=True,
+            partition=settings.partition, time=settings.time, cpus_per_task=settings.cpus_per_task,
+            mem_per_cpu_gb=settings.mem_per_cpu_gb, job_name=job_name, qos=settings.qos or "",
+            venv_path=settings.activate_script(), sbatch_args=settings.extra_sbatch_args(),
+        )
+        submitted = time.time()
+        executor.run()
+        if executor.job_id in (None, -1):
+            raise_if_incomplete(logging_dir, tasks, "slurm")  # every rank was already complete
+            return
+        job_id = str(executor.job_id)
+        log = dg.get_dagster_logger()
+        log.info(f"Slurm job {job_id} ({job_name}): {tasks} tasks submitted; logs in {executor.slurm_logs_folder}")
+        try:
             # sbatch returns at submission; the asset is done only when every rank has finished.
-            job_id = executor.job_id if executor.job_id not in (None, -1) else None
-            wait_for_ranks(logging_dir, tasks, poll_s=self.slurm_poll_s, deadline_s=self.slurm_deadline_s,
+            wait_for_ranks(logging_dir, tasks, poll_s=settings.poll_s, deadline_s=settings.deadline_s,
                            slurm_logs_dir=Path(executor.slurm_logs_folder),
-                           job_states=(lambda: sacct_states(str(job_id))) if job_id else None, since=submitted)
+                           job_states=lambda: sacct_states(job_id), since=submitted,
+                           progress=lambda done: log.info(f"Slurm job {job_id}: {done}/{tasks} tasks complete"))
+            # datatrove's merge_stats job writes into this work dir: it must be gone before the dir is published.
+            wait_until_gone(job_name, deadline_s=settings.deadline_s)
+        except BaseException:
+            # A failed task, the deadline, or a terminated Dagster run (an interrupt raised in this wait):
+            # nothing this step submitted keeps running on the cluster.
+            scancel(job_name)
+            log.warning(f"cancelled Slurm job {job_id} and its merge_stats job ({job_name})")
+            raise
+
+
+class SiteSlurmExecutor(SlurmPipelineExecutor):
+    """datatrove's executor, leaving ``--partition`` / ``--qos`` to the cluster's defaults when unset.
+
+    datatrove always writes ``--partition=<value>`` and ``--qos`` defaults to "normal", which many sites do
+    not have; a site without a named partition should not have to invent one. Memory goes in whole MiB:
+    sbatch refuses "0.5G".
+    """
+
+    def get_sbatch_args(self, max_array: int = 1) -> dict:
+        args = super().get_sbatch_args(max_array)
+        args["mem-per-cpu"] = f"{round(float(self.mem_per_cpu_gb) * 1024)}M"
+        return {k: v for k, v in args.items() if not (k in ("partition", "qos") and not v)}
+
+
+def wait_until_gone(job_name: str, deadline_s: float, poll_s: float = 0.5) -> None:
+    """Block until ``squeue`` lists no job named ``job_name`` (no-op without squeue)."""
+    if not shutil.which("squeue"):
+        return
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        out = subprocess.run(["squeue", "--noheader", "--name", job_name, "-o", "%i"], capture_output=True,
+                             text=True, timeout=60)
+        if out.returncode == 0 and not out.stdout.strip():
+            return
+        time.sleep(poll_s)
+    raise TaskFailed(f"Slurm jobs named {job_name} still queued after {deadline_s:.0f} s")
+
+
+def scancel(job_name: str) -> None:
+    """Cancel this user's jobs named ``job_name`` (pending or running); silent when Slurm is gone."""
+    if shutil.which("scancel"):
+        try:
+            subprocess.run(["scancel", "--name", job_name, "--user", getpass.getuser()], capture_output=True,
+                           timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            pass
 
 
 class TaskFailed(RuntimeError):
@@ -91,7 +157,8 @@ class TaskFailed(RuntimeError):
 # datatrove's task logger writes "<time> | ERROR    | module:function:line - message" (logger.exception).
 _TASK_ERROR = re.compile(r"\|\s*(ERROR|CRITICAL)\s*\|")
 # What slurmstepd / the batch script print when a task dies outside Python (OOM kill, time limit, cancel).
-_SLURM_ERROR = re.compile(r"slurmstepd: error|CANCELLED|DUE TO TIME LIMIT|oom[-_ ]kill|Out Of Memory|Traceback"
+# Slurm >= 22.05 names the host: "slurmstepd-<host>: error: *** JOB 10 ON <host> CANCELLED ...".
+_SLURM_ERROR = re.compile(r"slurmstepd(-\S+)?: error|CANCELLED|DUE TO TIME LIMIT|oom[-_ ]kill|Out Of Memory|Traceback"
                           r"|Segmentation fault|Killed", re.IGNORECASE)
 # sacct states of an array task that will never write its completion marker.
 FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
@@ -159,16 +226,22 @@ def sacct_states(job_id: str) -> dict[str, str]:
 def wait_for_ranks(logging_dir: Path, tasks: int, *, poll_s: float, deadline_s: float,
                    slurm_logs_dir: Path | None = None, job_states: Callable[[], dict[str, str]] | None = None,
                    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                   since: float | None = None) -> None:
+                   since: float | None = None, progress: Callable[[int], None] | None = None) -> None:
     """Block until every rank has a completion marker; raise ``TaskFailed`` with the log on the first failure.
 
     A failure is a task log with an ERROR line and no marker, a Slurm log with a slurmstepd/OOM/time-limit
-    message, or a ``job_states()`` entry in ``FAILED_STATES``; ``deadline_s`` bounds the whole wait.
+    message, or a ``job_states()`` entry in ``FAILED_STATES``; ``deadline_s`` bounds the whole wait. Polls start
+    at 1 s and back off to ``poll_s``: a short array (a few seconds per task) is not held up by a 30 s poll.
     """
     start, since = clock(), time.time() if since is None else since
+    reported, interval = -1, min(1.0, poll_s)
     while True:
-        if len(_done(logging_dir) & set(range(tasks))) >= tasks:
+        done = len(_done(logging_dir) & set(range(tasks)))
+        if done >= tasks:
             return
+        if progress and done != reported:
+            progress(done)
+            reported = done
         failed = failed_ranks(logging_dir, tasks, since)
         if failed:
             rank, log = next(iter(failed.items()))
@@ -185,7 +258,8 @@ def wait_for_ranks(logging_dir: Path, tasks: int, *, poll_s: float, deadline_s: 
                              + f"\n(task logs under {logging_dir / 'logs'})")
         if clock() - start > deadline_s:
             missing = sorted(set(range(tasks)) - _done(logging_dir))
-            raise TaskFailed(f"Slurm array not finished after {deadline_s:.0f} s (slurm_deadline_s): ranks "
+            raise TaskFailed(f"Slurm array not finished after {deadline_s:.0f} s (slurm.deadline_s): ranks "
                              f"{missing[:10]} have no completion marker in {logging_dir / 'completions'}; "
                              f"check squeue/sacct and {slurm_logs_dir}")
-        sleep(poll_s)
+        sleep(interval)
+        interval = min(poll_s, interval * 1.5)

@@ -1,0 +1,214 @@
+"""Scale-out on real engines: LLMDAG_LAUNCHER picks where work runs, curation runs on a real one-node Slurm
+cluster (Debian's slurm-wlm) and an in-process Ray cluster with the same documents as a local run, a failed
+Slurm task fails with its log, an interrupted wait cancels its jobs, a rerun skips finished ranks, and the
+k8s executor config passes dagster-k8s's own schema."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from pydoc_data.topics import topics
+
+import dagster as dg
+import pytest
+from conftest import published
+from dagster._config import process_config
+from dagster._core.instance.ref import InstanceRef
+from engine_steps import Boom, Sleep
+from slurm_cluster import slurm_cluster
+
+from pipeline_assets.corpus.config import CorpusConfig
+from pipeline_assets.corpus.filters import filter_partition
+from pipeline_assets.definitions import build_definitions, build_resources
+from pipeline_assets.k8s import k8s_executor_config, training_steps
+from resources.datatrove import DatatroveExecutorResource, SiteSlurmExecutor, TaskFailed
+from resources.engines import SlurmSettings, default_launcher
+
+TESTS = Path(__file__).parent
+
+
+# --- where work runs: the launcher, apart from the profile ---------------------------------------------------
+
+def test_launcher_picks_engines_apart_from_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    for launcher, datatrove in [("local", "local"), ("slurm", "slurm"), ("ray", "ray"), ("k8s", "local")]:
+        for profile in ("tiny", "scale"):
+            resources = build_resources(root="/tmp/llmdag-x", profile=profile, launcher=launcher)
+            assert resources["datatrove"].kind == datatrove, (launcher, profile)
+            assert resources["settings"].launcher == launcher
+    monkeypatch.setenv("LLMDAG_LAUNCHER", "slurm")
+    assert default_launcher() == "slurm"
+    monkeypatch.setenv("LLMDAG_LAUNCHER", "sge")
+    with pytest.raises(ValueError, match="LLMDAG_LAUNCHER='sge'; valid: local, slurm, ray, k8s"):
+        default_launcher()
+
+
+def test_slurm_settings_reach_the_batch_script(tmp_path: Path) -> None:
+    settings = SlurmSettings(account="proj42", qos="high", time="00:30:00", venv="/opt/venv/bin/activate",
+                             sbatch_args={"constraint": "cpu", "exclusive": ""})
+    ex = SiteSlurmExecutor([Sleep(0)], tasks=3, workers=2, time=settings.time, partition=settings.partition,
+                           qos=settings.qos or "", venv_path=settings.activate_script(),
+                           sbatch_args=settings.extra_sbatch_args(), logging_dir=str(tmp_path / "logs"))
+    script = ex.get_launch_file_contents(ex.get_sbatch_args(3), "true")
+    for line in ("#SBATCH --account=proj42", "#SBATCH --qos=high", "#SBATCH --time=00:30:00",
+                 "#SBATCH --constraint=cpu", "#SBATCH --exclusive", "#SBATCH --array=0-2%2",
+                 "source /opt/venv/bin/activate"):
+        assert line in script, line
+    assert "--partition" not in script  # unset: the cluster's default partition
+    bare = SiteSlurmExecutor([Sleep(0)], tasks=1, time="1:00", partition="gpu", qos="",
+                             logging_dir=str(tmp_path / "logs2"))
+    args = bare.get_sbatch_args(1)
+    assert args["partition"] == "gpu" and "qos" not in args  # datatrove's "normal" is not every site's qos
+
+
+def test_k8s_executor_config_passes_dagster_k8s_schema() -> None:
+    from dagster_k8s import k8s_job_executor
+
+    defs = build_definitions(root="/tmp/llmdag-k8s", profile="small", launcher="k8s")
+    assert defs.executor.name == "k8s_job_executor"
+    assets = list(defs.assets)
+    training = training_steps(assets)
+    assert {"models__base", "models__sft", "models__grpo"} <= set(training)
+    config = k8s_executor_config("/tmp/llmdag-k8s", training, gpus_per_training_step=1)
+    schema = k8s_job_executor.config_schema.config_type
+    checked = process_config(schema, config)
+    assert checked.success, checked.errors
+    assert config["per_step_k8s_config"]["models__sft"]["container_config"]["resources"]["limits"][
+        "nvidia.com/gpu"] == "1"
+    assert "models__sft" not in k8s_executor_config("/r", training, 0)["per_step_k8s_config"]["models__sft"][
+        "container_config"]["resources"]["limits"]  # tiny on k8s: no GPU asked for
+    assert config["volume_mounts"][0]["mount_path"] == "/tmp/llmdag-k8s"
+    typo = process_config(schema, {**config, "max_concurent": 4})
+    assert not typo.success  # the schema, not a cluster, catches a misspelt key
+
+
+# --- a real one-node Slurm cluster ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory: pytest.TempPathFactory):
+    """SLURM_CONF of a running cluster, set for this process and (through --export=ALL) its tasks."""
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as env, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLURM_CONF", env["SLURM_CONF"])
+        # engine_steps must import in a task: sbatch exports this environment to it.
+        mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+        yield env
+
+
+def _queued(job_name_prefix: str = "llmdag-") -> list[str]:
+    out = subprocess.run(["squeue", "--noheader", "-o", "%j"], capture_output=True, text=True).stdout.split()
+    return [n for n in out if n.startswith(job_name_prefix)]
+
+
+def _fast_slurm(**kw) -> DatatroveExecutorResource:
+    settings = SlurmSettings(mem_per_cpu_gb=0.5, time="00:10:00", poll_s=2, deadline_s=300, **kw)
+    return DatatroveExecutorResource(kind="slurm", workers=2, slurm=settings)
+
+
+def test_slurm_failed_task_fails_with_its_log_and_cancels_the_rest(slurm_env, tmp_path: Path) -> None:
+    with pytest.raises(TaskFailed, match=r"(?s)task 1 failed.*rank one exploded on the cluster"):
+        _fast_slurm().run([Boom()], tmp_path / "boom" / "logs", tasks=2)
+    assert not _queued()  # merge_stats (waiting on the failed array) was cancelled, not left pending
+
+
+def test_interrupted_wait_cancels_the_jobs_it_submitted(slurm_env, tmp_path: Path) -> None:
+    """A terminated Dagster step raises an interrupt in the step's wait: its Slurm jobs must not outlive it."""
+    started = time.monotonic()
+    timer = threading.Timer(8, _thread.interrupt_main)  # what Dagster's termination raises in the step
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _fast_slurm().run([Sleep(300)], tmp_path / "sleep" / "logs", tasks=2)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 60
+    deadline = time.monotonic() + 20
+    while _queued() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _queued()
+
+
+def test_rerun_skips_completed_ranks(slurm_env, tmp_path: Path) -> None:
+    logs = tmp_path / "noop" / "logs"
+    _fast_slurm().run([Sleep(0)], logs, tasks=2)
+    assert sorted(p.name for p in (logs / "completions").iterdir()) == ["00000", "00001"]
+    assert (logs / "stats.json").is_file()  # datatrove's merge_stats job finished before run() returned
+    script = logs / "launch_script.slurm"
+    stamp = script.stat().st_mtime_ns
+    _fast_slurm().run([Sleep(0)], logs, tasks=2)
+    assert script.stat().st_mtime_ns == stamp  # nothing resubmitted
+
+
+def _landing(tmp: Path) -> Path:
+    landing = tmp / "landing"
+    (landing / "docs").mkdir(parents=True)
+    with (landing / "docs" / "d.jsonl").open("w") as f:
+        for k in sorted(topics)[:30]:
+            f.write(json.dumps({"id": k, "text": topics[k][:4000]}) + "\n")
+    (landing / "docs" / "llmdag_source.json").write_text(json.dumps({"domain": "prose"}))
+    return landing
+
+
+def _materialize(home: Path, root: Path, landing: Path, launcher: str, select: str) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LLMDAG_HOME": str(root), "LLMDAG_LANDING": str(landing),
+           "LLMDAG_BUILTIN_SOURCES": "0", "LLMDAG_LAUNCHER": launcher}
+    cli = subprocess.run([sys.executable, "-m", "pipeline_assets.cli", "materialize", "--select", select],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
+
+
+def _files(version: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((version / "documents").glob("*.jsonl"))}
+
+
+def test_llmdag_materialize_curates_on_real_slurm_like_local(slurm_env, tmp_path: Path) -> None:
+    """LLMDAG_LAUNCHER=slurm and nothing else: the filter step goes through sbatch, byte-identical documents.
+
+    Both versions filter the same published raw documents with the same quality classifier (fastText trains
+    with 10 Hogwild threads, so a retrained classifier could score differently): only the launcher differs.
+    """
+    landing, home, root = _landing(tmp_path), tmp_path / "dagster_home", tmp_path / "artifacts"
+    home.mkdir()
+    _materialize(home, root, landing, "local", "+corpus/filtered_documents")
+    local = published(root, "corpus/filtered_documents", "docs").resolve()
+    _materialize(home, root, landing, "slurm", "corpus/filtered_documents")
+    on_slurm = published(root, "corpus/filtered_documents", "docs").resolve()
+    assert on_slurm != local and local.is_dir()  # a new version, beside the local one
+    assert len(b"".join(_files(local).values()).splitlines()) >= 10
+    assert _files(on_slurm) == _files(local)
+    assert list((on_slurm / "logs" / "slurm_logs").glob("*.out"))  # really ran under sbatch
+    assert not list((local / "logs").glob("slurm_logs/*.out"))
+    assert not _queued()
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    try:
+        messages = [e.user_message for r in instance.get_run_records()
+                    for e in instance.all_logs(r.dagster_run.run_id)]
+    finally:
+        instance.dispose()
+    assert any("tasks submitted" in m for m in messages)  # progress in the Dagster run log
+    assert any(m.endswith("tasks complete") for m in messages)
+
+
+# --- Ray: datatrove's Ray executor on an in-process cluster --------------------------------------------------
+
+def test_ray_filters_the_same_documents_as_local(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    (raw / "documents").mkdir(parents=True)
+    with (raw / "documents" / "00000.jsonl").open("w") as f:
+        for k in sorted(topics)[:24]:
+            f.write(json.dumps({"id": k, "text": topics[k][:4000], "metadata": {"source": "docs"}}) + "\n")
+    cfg = CorpusConfig(tasks=2)
+    outputs = {}
+    for kind in ("local", "ray"):
+        out = tmp_path / kind
+        summary = filter_partition(raw, out, "prose", cfg, DatatroveExecutorResource(kind=kind, workers=2).run)
+        outputs[kind] = (summary["docs_out"], {p.name: p.read_bytes() for p in (out / "documents").glob("*.jsonl")})
+    assert outputs["local"][0] >= 10
+    assert outputs["ray"] == outputs["local"]  # same ids, same bytes
+    import ray
+
+    assert not ray.is_initialized()  # the in-process cluster of the step is gone with it
