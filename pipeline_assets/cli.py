@@ -42,6 +42,7 @@ from dagster._core.execution.backfill import BulkActionStatus
 from pipeline_assets.asset_keys import RELEASE
 from pipeline_assets.automation import ensure_pool_limits
 from pipeline_assets.corpus.assets import sources_partitions
+from pipeline_assets.instance_config import ensure_instance_config
 from pipeline_assets.names import source_name_problem, validate_source_name
 from pipeline_assets.recovery import (
     HOST_TAG,
@@ -57,31 +58,6 @@ from pipeline_assets.recovery import (
 )
 
 DAEMON_FRESH_S = 60  # a daemon heartbeat younger than this means one is running for this instance
-
-
-# Written only into a DAGSTER_HOME that has no dagster.yaml, i.e. where Dagster's defaults would apply.
-# Dagster's run queue is checked every 5 s and launches queued runs one after another; the default graph's
-# backfill has ~14 runs in four phases, so that default alone adds ~20 s of queueing to a ~2 minute corpus
-# group. The same file serves `dagster dev` on this instance.
-INSTANCE_YAML = """\
-# Written by `llmdag materialize` because this DAGSTER_HOME had no dagster.yaml; edit freely.
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
-    dequeue_use_threads: true
-    dequeue_num_workers: 4
-"""
-
-
-def ensure_instance_config(home: Path) -> None:
-    path = home / "dagster.yaml"
-    if not path.exists():
-        tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(INSTANCE_YAML)
-        tmp.replace(path)
-        print(f"wrote {path} (run queue checked every second)")
 
 
 def register_sources(defs: dg.Definitions, instance: dg.DagsterInstance, log=print) -> list[str]:

@@ -33,8 +33,8 @@ def test_profiles_validate_and_unknown_profile_is_a_clear_error():
         profile_sections(name)  # every section of every profile, validated
     with pytest.raises(ValueError, match="unknown profile 'huge'.*scale"):
         section_config(PretrainConfig, "pretrain", "huge")
-    with pytest.raises(ImportError, match="pip install"):
-        build_definitions(profile="scale")  # k8s executor needs the [scale] extra
+    # scale's sizes with the local launcher: steps side by side in processes (k8s is LLMDAG_LAUNCHER's choice)
+    assert build_definitions(profile="scale", launcher="local").executor.name == "multiprocess"
 
 
 def test_stage_config_is_typed_with_profile_defaults():
@@ -110,7 +110,7 @@ def test_each_profile_reports_arithmetic_on_the_space_it_trains_on():
 
 
 def test_cli_writes_an_instance_config_only_where_none_exists(tmp_path):
-    from pipeline_assets.cli import ensure_instance_config
+    from pipeline_assets.instance_config import ensure_instance_config
 
     ensure_instance_config(tmp_path)
     instance = dg.DagsterInstance.from_config(str(tmp_path))

@@ -1,7 +1,7 @@
 """Scale-out on real engines: LLMDAG_LAUNCHER picks where work runs, curation runs on a real one-node Slurm
 cluster (Debian's slurm-wlm) and an in-process Ray cluster with the same documents as a local run, a failed
-Slurm task fails with its log, an interrupted wait cancels its jobs, a rerun skips finished ranks, and the
-k8s executor config passes dagster-k8s's own schema."""
+Slurm task fails with its log, an interrupted wait cancels its jobs, a rerun skips finished ranks, Dagster keeps
+its state in a real PostgreSQL, and the k8s executor config passes dagster-k8s's own schema."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from conftest import published
 from dagster._config import process_config
 from dagster._core.instance.ref import InstanceRef
 from engine_steps import Boom, Sleep
+from postgres_server import postgres_server
 from slurm_cluster import slurm_cluster
 
 from pipeline_assets.corpus.config import CorpusConfig
@@ -212,3 +213,39 @@ def test_ray_filters_the_same_documents_as_local(tmp_path: Path) -> None:
     import ray
 
     assert not ray.is_initialized()  # the in-process cluster of the step is gone with it
+
+
+# --- PostgreSQL as Dagster's storage ---------------------------------------------------------------------------
+
+def test_llmdag_materialize_keeps_dagster_state_in_postgresql(tmp_path: Path) -> None:
+    import psycopg2
+
+    from pipeline_assets.instance_config import check_pg_url
+
+    home, root = tmp_path / "dagster_home", tmp_path / "artifacts"
+    home.mkdir()
+    with postgres_server() as url:
+        env = {**os.environ, "DAGSTER_HOME": str(home), "LLMDAG_HOME": str(root), "DAGSTER_PG_URL": url,
+               "LLMDAG_LANDING": str(tmp_path / "landing"), "LLMDAG_BUILTIN_SOURCES": "0"}
+        cli = subprocess.run([sys.executable, "-m", "pipeline_assets.cli", "materialize", "--select",
+                              "evals/benchmarks"], env=env, capture_output=True, text=True, timeout=600)
+        assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
+        assert "PostgreSQL storage" in cli.stdout
+        with psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://")) as conn, conn.cursor() as cur:
+            cur.execute("select status from runs")
+            assert ("SUCCESS",) in cur.fetchall()
+            cur.execute("select count(*) from event_logs where dagster_event_type = 'ASSET_MATERIALIZATION'")
+            assert cur.fetchone()[0] >= 1
+        assert not list(home.rglob("*.db"))  # no SQLite beside it: runs, events, schedules all in PostgreSQL
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DAGSTER_PG_URL", url)
+            instance = dg.DagsterInstance.from_config(str(home))
+            try:
+                assert instance.run_monitoring_enabled and instance.run_retries_enabled
+                assert instance.run_retries_max_retries == 1 and not instance.run_retries_retry_on_asset_or_op_failure
+                assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+                assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+            finally:
+                instance.dispose()
+    with pytest.raises(SystemExit, match=r"postgresql\+psycopg2://"):
+        check_pg_url("postgresql://postgres@127.0.0.1:5432/dagster")
