@@ -31,6 +31,7 @@ from resources.engines import default_launcher
 from resources.settings import PipelineSettings
 from resources.sources import SourcesResource
 from resources.storage import ArtifactStore, default_root
+from resources.training import TrainingLauncher
 
 # Offline by default: a hub id typo must fail at once, not after 5 retries (~48 s).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,6 +67,8 @@ def build_resources(root: str | None = None, profile: str | None = None, landing
         # A k8s step is a pod of its own: its curation runs there, on datatrove's local executor.
         "datatrove": DatatroveExecutorResource(kind=launcher if launcher in ("slurm", "ray") else "local",
                                                workers=pipeline.datatrove_workers),
+        "training": TrainingLauncher(kind="slurm" if launcher == "slurm" else "local",
+                                     processes_per_node=pipeline.train_processes_per_node),
     }
 
 

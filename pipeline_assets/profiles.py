@@ -30,6 +30,9 @@ class PipelineConfig:
     datatrove_workers: int = 1
     # How one run's steps run when LLMDAG_LAUNCHER is not k8s: in_process | multiprocess.
     dagster_executor: str = "in_process"
+    # torchrun processes per node for pretraining (GPUs per node on CUDA); 1 on the local launcher trains in the
+    # step's own process, any other setting launches torchrun through Dagster Pipes (resources/training.py).
+    train_processes_per_node: int = 1
 
     def validate(self) -> None:
         if self.dagster_executor not in ("in_process", "multiprocess"):
@@ -248,7 +251,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # (lr ~ 1/width, twice the depth), lengths x 2-4, per-device batches x 2, steps so each stage sees ~the
     # epochs it does in `small`.
     "scale": {
-        "pipeline": {"datatrove_workers": -1, "dagster_executor": "multiprocess"},
+        "pipeline": {"datatrove_workers": -1, "dagster_executor": "multiprocess", "train_processes_per_node": 8},
         "corpus": {"max_bytes_per_source": None, "tasks": 256},
         "quality_classifier": {"sample_docs": 100_000, "reference_max_bytes": None},
         "tokenizer": {"vocab_size": 65536, "max_train_bytes": 2_000_000_000},

@@ -249,3 +249,73 @@ def test_llmdag_materialize_keeps_dagster_state_in_postgresql(tmp_path: Path) ->
                 instance.dispose()
     with pytest.raises(SystemExit, match=r"postgresql\+psycopg2://"):
         check_pg_url("postgresql://postgres@127.0.0.1:5432/dagster")
+
+
+# --- training out of process: torchrun through Dagster Pipes, here and on Slurm ---------------------------------
+
+PRETRAIN_RUN_CONFIG = {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "intermediate_size": 192,
+                       "seq_len": 64, "batch_size": 8, "max_steps": 60, "warmup_steps": 5, "eval_every": 30,
+                       "eval_batches": 2, "checkpoint_every": 30, "log_every": 10, "learning_rate": 3e-3,
+                       "device": "cpu", "num_threads": 1, "sample_max_new_tokens": 4}
+
+
+@pytest.fixture(scope="module")
+def token_store(tmp_path_factory: pytest.TempPathFactory):
+    """An artifact root holding published token shards and tokenizer (what models/base reads)."""
+    import shutil
+
+    from test_pretrain_stage import make_token_fixture
+
+    from pipeline_assets.asset_keys import SHARDS, TOKENIZER
+    from resources.storage import ArtifactStore
+
+    tok_dir, shards_dir = make_token_fixture(tmp_path_factory.mktemp("tokens"))
+    root = tmp_path_factory.mktemp("artifacts")
+    store = ArtifactStore(root=str(root))
+    for key, src in ((TOKENIZER, tok_dir), (SHARDS, shards_dir)):
+        with store.writing(key.path) as draft:
+            shutil.copytree(src, draft.work, dirs_exist_ok=True)
+        store.publish(draft.version)
+    return root
+
+
+def _pretrain_through_pipes(root: Path, training, seed: int) -> tuple[dg.ExecuteInProcessResult, dict, list[str]]:
+    """models/base with ``training``; each test its own seed, so its own run dir (no resume of another's)."""
+    from pipeline_assets.pretrain.assets import base
+    from resources.settings import PipelineSettings
+    from resources.storage import ArtifactStore
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [base], resources={"store": ArtifactStore(root=str(root)), "settings": PipelineSettings(profile="tiny"),
+                           "training": training},
+        run_config={"ops": {"models__base": {"config": {**PRETRAIN_RUN_CONFIG, "seed": seed}}}}, raise_on_error=False,
+        instance=instance)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    summary = json.loads((published(root, "models/base") / "summary.json").read_text())
+    return result, summary, [r.user_message for r in instance.all_logs(result.run_id)]
+
+
+def test_pretraining_runs_under_torchrun_through_pipes(token_store: Path) -> None:
+    from resources.training import TrainingLauncher
+
+    result, summary, logs = _pretrain_through_pipes(token_store, TrainingLauncher(processes_per_node=2), seed=1)
+    assert summary["world_size"] == 2 and summary["steps"] == 60  # two torchrun ranks, not the step's process
+    assert summary["tokens_seen"] == 60 * 2 * 8 * 64 and not summary["resumed_from_step"]
+    meta = result.asset_materializations_for_node("models__base")[0].metadata
+    assert meta["steps"].value == 60 and "loss_curve" in meta
+    assert any("exported" in m for m in logs)  # rank 0's log lines streamed into the Dagster run
+
+
+def test_pretraining_runs_as_a_slurm_job_through_pipes(slurm_env, token_store: Path, tmp_path: Path) -> None:
+    from resources.training import TrainingLauncher
+
+    training = TrainingLauncher(kind="slurm", processes_per_node=2,
+                                slurm=SlurmSettings(cpus_per_task=1, mem_per_cpu_gb=1, time="00:10:00"))
+    _, summary, logs = _pretrain_through_pipes(token_store, training, seed=2)
+    assert summary["world_size"] == 2 and summary["steps"] == 60 and not summary["resumed_from_step"]
+    assert any(m.startswith("Slurm job ") for m in logs) and any("exported" in m for m in logs)
+    launch = next((token_store / "_runs").rglob("launch"))
+    assert list(launch.glob("slurm-*.out")) and (launch / "train.sbatch").is_file()
+    assert "srun --kill-on-bad-exit=1 torchrun" in (launch / "train.sbatch").read_text()
+    assert not _queued("llmdag-train")

@@ -5,6 +5,7 @@ base's active parameters per token and its tokens, compared with it in its metad
 ``pretrain_long_context``: RoPE extended, long packed windows, passkey rows)."""
 
 import json
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,6 +20,7 @@ from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import resolved, stage_config
 from resources.settings import PipelineSettings
 from resources.storage import ArtifactStore, fingerprint
+from resources.training import TrainingLauncher
 
 PretrainRunConfig = stage_config("PretrainRunConfig", PretrainConfig, "pretrain")
 PretrainMoeRunConfig = stage_config("PretrainMoeRunConfig", PretrainConfig, "pretrain_moe")
@@ -30,6 +32,21 @@ RESUME_FREE_FIELDS = {"stop_after_steps", "log_every", "checkpoint_every", "keep
 CHECK = "loss_finite_and_below_unigram"
 
 
+def _train_out_of_process(context: dg.AssetExecutionContext, training: TrainingLauncher, cfg: PretrainConfig,
+                          shards: Path, tok: Path, run_dir: Path, out: Path, init_dir: Path | None) -> dict[str, Any]:
+    """pipeline_assets/pretrain/train.py's CLI under torchrun; its rank 0 reports where its summary is."""
+    launch = run_dir / "launch"  # beside the checkpoints: on the filesystem every node of a job shares
+    launch.mkdir(parents=True, exist_ok=True)
+    config_file = launch / f"config-{context.run.run_id[:8]}.json"
+    config_file.write_text(json.dumps(cfg.to_dict(), indent=1))
+    args = ["--shards", str(shards), "--tokenizer", str(tok), "--run-dir", str(run_dir), "--out", str(out),
+            "--config-json", str(config_file), *(["--init-from", str(init_dir)] if init_dir else [])]
+    reported = training.run_module(context, "pipeline_assets.pretrain.train", args, launch)
+    if not reported["complete"]:
+        return {"complete": False, "steps": reported["steps"]}
+    return json.loads(Path(reported["summary"]).read_text())
+
+
 def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: dg.AssetKey | None = None,
                    init_from: dg.AssetKey | None = None, description: str = "") -> dg.AssetsDefinition:
     """A pretraining asset: from a random init, or continuing ``init_from``'s weights; ``compare_with``: the
@@ -37,7 +54,7 @@ def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: 
     deps = [SHARDS, TOKENIZER] + [k for k in (compare_with, init_from) if k is not None]
 
     def _pretrain(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                  config: dg.Config) -> dg.MaterializeResult:
+                  training: TrainingLauncher, config: dg.Config) -> dg.MaterializeResult:
         from pipeline_assets.pretrain.plots import loss_curve_png
         from pipeline_assets.pretrain.train import train  # torch: imported by the run, not the code location
 
@@ -52,7 +69,10 @@ def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: 
         run_dir = store.slot(["_runs", *key.path], fingerprint(shards / "index.json", run_key))
         with store.exclusive(run_dir), writing(context, store) as draft:
             try:
-                result = train(cfg, shards, tok, run_dir, draft.work, log=context.log.info, init_dir=init_dir)
+                if training.out_of_process():  # torchrun here or on Slurm, through Dagster Pipes
+                    result = _train_out_of_process(context, training, cfg, shards, tok, run_dir, draft.work, init_dir)
+                else:
+                    result = train(cfg, shards, tok, run_dir, draft.work, log=context.log.info, init_dir=init_dir)
             except NonFiniteError as e:
                 # Deterministic on a resume from the same checkpoint: a retry would only fail again.
                 raise dg.Failure(f"{e}; the last published {key.to_user_string()} stays current",

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from pipeline_assets import faults
 from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
 from pipeline_assets.finite import assert_finite_weights, check_scalar
+from pipeline_assets.pipes_rank0 import rank0_pipes
 from pipeline_assets.pretrain.checkpoint import (
     latest_checkpoint,
     load_optimizer_state,
@@ -819,6 +820,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="final HF model + tokenizer export dir")
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue pretraining from this HF checkpoint instead of a random init")
+    p.add_argument("--config-json", type=Path, default=None,
+                   help="a PretrainConfig as JSON (what the asset launches with); the config flags are then ignored")
     add_profile_flag(p)
     listed = {n for group in _CLI_FLAGS.values() for n in group}
     missing = {f.name for f in fields(PretrainConfig)} ^ listed
@@ -829,8 +832,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    result = train(config_from_args(PretrainConfig, "pretrain", args), args.shards, args.tokenizer, args.run_dir,
-                   args.out, init_dir=args.init_from)
+    cfg = (PretrainConfig.from_dict(json.loads(args.config_json.read_text())).validate() if args.config_json
+           else config_from_args(PretrainConfig, "pretrain", args))
+    with rank0_pipes() as report:  # launched through Dagster Pipes: rank 0 logs into the run and reports back
+        result = train(cfg, args.shards, args.tokenizer, args.run_dir, args.out, log=report.log,
+                       init_dir=args.init_from)
+        report.result(summary=str(args.out / "summary.json"), steps=result["steps"], complete=result["complete"],
+                      world_size=result.get("world_size", 1), window_val_loss=result["window_val_loss"])
     if int(os.environ.get("RANK", "0")) == 0:
         skip = ("loss_history", "val_history", "config", "data_consumed")
         print(json.dumps({k: v for k, v in result.items() if k not in skip}, indent=1))
