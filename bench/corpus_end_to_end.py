@@ -66,10 +66,10 @@ def run_in_process(work: Path, builtin: bool, workers: int | None = None) -> flo
 
     defs = build_definitions(root=str(work / "root"), landing=str(work / "landing"), builtin_sources=builtin)
     if workers is not None:
-        from resources.datatrove import DatatroveExecutorResource
+        from resources.launcher import LauncherResource
 
         defs = dg.Definitions(assets=list(defs.assets), resources={
-            **defs.resources, "datatrove": DatatroveExecutorResource(kind="local", workers=workers)})
+            **defs.resources, "launcher": LauncherResource(kind="local", datatrove_workers=workers)})
     t0 = time.perf_counter()
     with dg.instance_for_test() as instance:
         materialize_in_process(defs, instance, dg.AssetSelection.groups("corpus").upstream())

@@ -278,9 +278,9 @@ def main() -> None:
                         "so CPU seconds cover all of it)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per row; times are the per-stage minimum")
     args = parser.parse_args()
-    from resources.datatrove import DatatroveExecutorResource
+    from resources.launcher import LauncherResource
 
-    run = DatatroveExecutorResource(kind="local", workers=args.workers).run
+    run = LauncherResource(kind="local", datatrove_workers=args.workers).run_datatrove
     threshold = NEW.near_dup_jaccard
     print(_row("old", OLD))
     print(_row("new", NEW))

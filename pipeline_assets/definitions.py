@@ -26,12 +26,11 @@ from pipeline_assets.stages import model_stages, stages_in
 from pipeline_assets.synthetic.assets import synthetic_data
 from pipeline_assets.tokenizer.assets import tokenizer_assets
 from pipeline_assets.tool_use.assets import tool_use_dataset
-from resources.datatrove import DatatroveExecutorResource
 from resources.engines import default_launcher
+from resources.launcher import LauncherResource
 from resources.settings import PipelineSettings
 from resources.sources import SourcesResource
 from resources.storage import ArtifactStore, default_root
-from resources.training import TrainingLauncher
 
 # Offline by default: a hub id typo must fail at once, not after 5 retries (~48 s).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,15 +59,12 @@ def build_resources(root: str | None = None, profile: str | None = None, landing
         builtin_sources = _env_flag("LLMDAG_BUILTIN_SOURCES", True)
     return {
         "store": ArtifactStore(root=root, profile=profile_name),
-        "settings": PipelineSettings(profile=profile_name, launcher=launcher),
+        "settings": PipelineSettings(profile=profile_name),
         "sources": SourcesResource(landing=landing or os.environ.get("LLMDAG_LANDING") or str(Path(root) / "landing"),
                                    builtin=builtin_sources, task_operand_max=task.operand_max,
                                    task_operators=list(task.operators)),
-        # A k8s step is a pod of its own: its curation runs there, on datatrove's local executor.
-        "datatrove": DatatroveExecutorResource(kind=launcher if launcher in ("slurm", "ray") else "local",
-                                               workers=pipeline.datatrove_workers),
-        "training": TrainingLauncher(kind="slurm" if launcher == "slurm" else "local",
-                                     processes_per_node=pipeline.train_processes_per_node),
+        "launcher": LauncherResource(kind=launcher, datatrove_workers=pipeline.datatrove_workers,
+                                     train_processes_per_node=pipeline.train_processes_per_node),
     }
 
 
@@ -92,7 +88,7 @@ def build_definitions(**kwargs) -> dg.Definitions:
     evals += [ttc] if ttc is not None else []
     assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, synthetic_data, *evals, arena]
     code_versions = {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items() if v}
-    if resources["settings"].launcher == "k8s":
+    if resources["launcher"].kind == "k8s":
         gpus = int(resources["settings"].config(PretrainConfig, "pretrain").device == "cuda")
         executor = k8s_executor(resources["store"].root, training_steps(assets), gpus_per_training_step=gpus)
     else:

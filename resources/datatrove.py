@@ -1,8 +1,8 @@
-"""DatatroveExecutorResource: the one place that picks datatrove's executor (local, Ray or Slurm).
+"""Curation's pipelines on datatrove's own executors: local cores, a Ray cluster, or a Slurm array.
 
-Curation code builds a list of pipeline steps and asks this resource for an executor; the same steps
-then run on 2 local cores, an in-process or remote Ray cluster, or a Slurm array. Nothing here
-distributes work itself: datatrove's executors do.
+Curation code builds a list of pipeline steps and hands it to the launcher resource (resources/launcher.py),
+which calls ``run_local`` / ``run_ray`` / ``run_slurm`` here. Nothing here distributes work itself:
+datatrove's executors do.
 
 A failed task fails the asset with that task's log: after a local or Ray run every rank must have its
 completion marker (datatrove's Ray executor only warns "Only X/Y tasks completed"); a Slurm array is
@@ -21,95 +21,76 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 from datatrove.executor.slurm import SlurmPipelineExecutor
-from pydantic import Field
 
 from resources.engines import RaySettings, SlurmSettings
 
 
-class DatatroveExecutorResource(dg.ConfigurableResource):
-    kind: Literal["local", "ray", "slurm"] = Field(default="local", description="datatrove executor "
-                                                    "(LLMDAG_LAUNCHER; k8s steps run it locally in their pod).")
-    workers: int = Field(default=2, description="Parallel tasks at once; -1 = all.")
-    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
-    ray: RaySettings = Field(default_factory=RaySettings)
+def run_local(pipeline: list, logging_dir: Path, tasks: int, workers: int) -> None:
+    from datatrove.executor import LocalPipelineExecutor
 
-    def run(self, pipeline: list, logging_dir: Path, tasks: int, workers: int | None = None) -> None:
-        """Run ``pipeline`` as ``tasks`` ranks; blocks until every rank has a completion marker.
+    LocalPipelineExecutor(
+        pipeline, tasks=tasks, workers=min(workers, tasks) if workers > 0 else -1,
+        logging_dir=str(logging_dir), skip_completed=True,
+    ).run()
+    raise_if_incomplete(logging_dir, tasks, "local")
 
-        Completed ranks are skipped on a rerun (datatrove's ``logging_dir/completions``), so a killed
-        materialization resumes where it stopped.
-        """
-        workers = self.workers if workers is None else workers
-        if self.kind == "local":
-            from datatrove.executor import LocalPipelineExecutor
 
-            LocalPipelineExecutor(
-                pipeline, tasks=tasks, workers=min(workers, tasks) if workers > 0 else -1,
-                logging_dir=str(logging_dir), skip_completed=True,
-            ).run()
-            raise_if_incomplete(logging_dir, tasks, "local")
-        elif self.kind == "ray":
-            self._run_ray(pipeline, logging_dir, tasks, workers)
-        else:
-            self._run_slurm(pipeline, logging_dir, tasks, workers)
+def run_ray(pipeline: list, logging_dir: Path, tasks: int, workers: int, settings: RaySettings) -> None:
+    import ray
+    from datatrove.executor.ray import RayPipelineExecutor
 
-    def _run_ray(self, pipeline: list, logging_dir: Path, tasks: int, workers: int) -> None:
-        import ray
-        from datatrove.executor.ray import RayPipelineExecutor
-
-        started = not ray.is_initialized()
-        if started:
-            # An in-process cluster binds to all interfaces (ops.md §1); one step's tasks are all it runs.
-            ray.init(address=self.ray.address, include_dashboard=False, runtime_env=self.ray.runtime_env or None,
-                     log_to_driver=False)
-        try:
-            # Stopping the driver (a terminated Dagster step) ends its tasks: Ray fails the work an owner leaves.
-            RayPipelineExecutor(
-                pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), skip_completed=True,
-                cpus_per_task=self.ray.cpus_per_task, mem_per_cpu_gb=self.ray.mem_per_cpu_gb,
-            ).run()
-        finally:
-            if started:
-                ray.shutdown()
-        raise_if_incomplete(logging_dir, tasks, "ray")
-
-    def _run_slurm(self, pipeline: list, logging_dir: Path, tasks: int, workers: int) -> None:
-        settings = self.slurm
-        # A name unique to this work dir: ``scancel --name`` then reaches the array and its merge_stats job
-        # (datatrove does not keep the latter's id) and nothing another run submitted.
-        job_name = f"llmdag-{logging_dir.name}-{hashlib.sha1(str(logging_dir.resolve()).encode()).hexdigest()[:8]}"
-        executor = SiteSlurmExecutor(
+    started = not ray.is_initialized()
+    if started:
+        # An in-process cluster binds to all interfaces (ops.md §1); one step's tasks are all it runs.
+        ray.init(address=settings.address, include_dashboard=False, runtime_env=settings.runtime_env or None,
+                 log_to_driver=False)
+    try:
+        # Stopping the driver (a terminated Dagster step) ends its tasks: Ray fails the work an owner leaves.
+        RayPipelineExecutor(
             pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), skip_completed=True,
-            partition=settings.partition, time=settings.time, cpus_per_task=settings.cpus_per_task,
-            mem_per_cpu_gb=settings.mem_per_cpu_gb, job_name=job_name, qos=settings.qos or "",
-            venv_path=settings.activate_script(), sbatch_args=settings.extra_sbatch_args(),
-        )
-        submitted = time.time()
-        executor.run()
-        if executor.job_id in (None, -1):
-            raise_if_incomplete(logging_dir, tasks, "slurm")  # every rank was already complete
-            return
-        job_id = str(executor.job_id)
-        log = dg.get_dagster_logger()
-        log.info(f"Slurm job {job_id} ({job_name}): {tasks} tasks submitted; logs in {executor.slurm_logs_folder}")
-        try:
-            # sbatch returns at submission; the asset is done only when every rank has finished.
-            wait_for_ranks(logging_dir, tasks, poll_s=settings.poll_s, deadline_s=settings.deadline_s,
-                           slurm_logs_dir=Path(executor.slurm_logs_folder),
-                           job_states=lambda: sacct_states(job_id), since=submitted,
-                           progress=lambda done: log.info(f"Slurm job {job_id}: {done}/{tasks} tasks complete"))
-            # datatrove's merge_stats job writes into this work dir: it must be gone before the dir is published.
-            wait_until_gone(job_name, deadline_s=settings.deadline_s)
-        except BaseException:
-            # A failed task, the deadline, or a terminated Dagster run (an interrupt raised in this wait):
-            # nothing this step submitted keeps running on the cluster.
-            scancel(job_name)
-            log.warning(f"cancelled Slurm job {job_id} and its merge_stats job ({job_name})")
-            raise
+            cpus_per_task=settings.cpus_per_task, mem_per_cpu_gb=settings.mem_per_cpu_gb,
+        ).run()
+    finally:
+        if started:
+            ray.shutdown()
+    raise_if_incomplete(logging_dir, tasks, "ray")
+
+
+def run_slurm(pipeline: list, logging_dir: Path, tasks: int, workers: int, settings: SlurmSettings) -> None:
+    # A name unique to this work dir: ``scancel --name`` then reaches the array and its merge_stats job
+    # (datatrove does not keep the latter's id) and nothing another run submitted.
+    job_name = f"llmdag-{logging_dir.name}-{hashlib.sha1(str(logging_dir.resolve()).encode()).hexdigest()[:8]}"
+    executor = SiteSlurmExecutor(
+        pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), skip_completed=True,
+        partition=settings.partition, time=settings.time, cpus_per_task=settings.cpus_per_task,
+        mem_per_cpu_gb=settings.mem_per_cpu_gb, job_name=job_name, qos=settings.qos or "",
+        venv_path=settings.activate_script(), sbatch_args=settings.extra_sbatch_args(),
+    )
+    submitted = time.time()
+    executor.run()
+    if executor.job_id in (None, -1):
+        raise_if_incomplete(logging_dir, tasks, "slurm")  # every rank was already complete
+        return
+    job_id = str(executor.job_id)
+    log = dg.get_dagster_logger()
+    log.info(f"Slurm job {job_id} ({job_name}): {tasks} tasks submitted; logs in {executor.slurm_logs_folder}")
+    try:
+        # sbatch returns at submission; the asset is done only when every rank has finished.
+        wait_for_ranks(logging_dir, tasks, poll_s=settings.poll_s, deadline_s=settings.deadline_s,
+                       slurm_logs_dir=Path(executor.slurm_logs_folder),
+                       job_states=lambda: sacct_states(job_id), since=submitted,
+                       progress=lambda done: log.info(f"Slurm job {job_id}: {done}/{tasks} tasks complete"))
+        # datatrove's merge_stats job writes into this work dir: it must be gone before the dir is published.
+        wait_until_gone(job_name, deadline_s=settings.deadline_s)
+    except BaseException:
+        # A failed task, the deadline, or a terminated Dagster run (an interrupt raised in this wait):
+        # nothing this step submitted keeps running on the cluster.
+        scancel(job_name)
+        log.warning(f"cancelled Slurm job {job_id} and its merge_stats job ({job_name})")
+        raise
 
 
 class SiteSlurmExecutor(SlurmPipelineExecutor):

@@ -1,5 +1,5 @@
-"""PipelineSettings: which profile (tiny / small / scale) and launcher (local / slurm / ray / k8s) the run uses;
-launchpad fields like any other."""
+"""PipelineSettings: which profile (tiny / small / scale) the run uses; a launchpad field like any other.
+Where the work runs is the launcher resource's (resources/launcher.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import dagster as dg
 from pydantic import Field
 
 from pipeline_assets.profiles import PROFILES, PipelineConfig, default_profile, section_config
-from resources.engines import Launcher
 
 T = TypeVar("T")
 ProfileName = Literal["tiny", "small", "scale"]
@@ -21,8 +20,6 @@ class PipelineSettings(dg.ConfigurableResource):
     """The profile is also part of every artifact path (ArtifactStore.profile): runs never overwrite another's."""
 
     profile: ProfileName = Field(description=f"One of {sorted(PROFILES)} (LLMDAG_PROFILE).")
-    launcher: Launcher = Field(default="local", description="Where curation and training run: local, slurm, "
-                               "ray or k8s (LLMDAG_LAUNCHER); engine settings are the datatrove resource's config.")
 
     def config(self, cls: type[T], section: str) -> T:
         """This profile's ``section`` of pipeline_assets/profiles.py as a validated ``cls``."""

@@ -612,7 +612,8 @@ def test_executor_run_fails_when_a_task_fails(tmp_path: Path) -> None:
     """The local path (and Ray's, which only warns) end with every rank's marker or raise with its log."""
     from datatrove.pipeline.base import PipelineStep
 
-    from resources.datatrove import DatatroveExecutorResource, TaskFailed, raise_if_incomplete
+    from resources.datatrove import TaskFailed, raise_if_incomplete
+    from resources.launcher import LauncherResource
 
     class Boom(PipelineStep):
         name = "boom"
@@ -623,7 +624,7 @@ def test_executor_run_fails_when_a_task_fails(tmp_path: Path) -> None:
             yield from data or []
 
     with pytest.raises(ValueError, match="rank one exploded"):
-        DatatroveExecutorResource(kind="local", workers=1).run([Boom()], tmp_path / "logs", tasks=2)
+        LauncherResource(kind="local", datatrove_workers=1).run_datatrove([Boom()], tmp_path / "logs", tasks=2)
     with pytest.raises(TaskFailed, match=r"(?s)1/2 tasks incomplete.*rank one exploded"):
         raise_if_incomplete(tmp_path / "logs", 2, "ray")
 
@@ -638,12 +639,12 @@ CURATE = textwrap.dedent('''
     from pipeline_assets.corpus.ingest import ingest_source
     from pipeline_assets.corpus.safety import ContentSafetyConfig
     from pipeline_assets.corpus.sources import SourceSpec
-    from resources.datatrove import DatatroveExecutorResource
+    from resources.launcher import LauncherResource
     from resources.storage import ArtifactStore, fingerprint
 
     root, src, eval_text = sys.argv[1:4]
     store, cfg = ArtifactStore(root=root), CorpusConfig(tasks=2)
-    run = DatatroveExecutorResource(kind="local", workers=1).run
+    run = LauncherResource(kind="local", datatrove_workers=1).run_datatrove
     spec = SourceSpec("src", "folder", "prose", path=src)
     RAW, FILTERED = ["corpus", "raw_documents"], ["corpus", "filtered_documents"]
     SIGS, CLUSTERS = ["corpus", "minhash_signatures"], ["corpus", "duplicate_clusters"]

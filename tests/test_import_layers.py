@@ -17,8 +17,8 @@ LAYERS = ("shared", "corpus", "tokenizer", "pretrain", "posttrain", "tool_use", 
           "serving", "app")
 # Modules that wire the stages together (Definitions, automation, the CLI and chat): nothing imports them.
 APP_MODULES = {"definitions", "automation", "cli", "daemon", "chat"}
-# Resources of one stage belong to its layer; the rest (storage, settings) are shared.
-RESOURCE_LAYERS = {"resources.sources": "corpus", "resources.datatrove": "corpus"}
+# Resources of one stage belong to its layer; the rest (storage, settings, the launcher with its engines) are shared.
+RESOURCE_LAYERS = {"resources.sources": "corpus"}
 
 
 def layer_of(module: str) -> str:

@@ -24,10 +24,10 @@ from pipeline_assets.corpus.blocks import RegexWordTokenizer
 from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.corpus.dedup import _reader, minhash_config
 from pipeline_assets.corpus.near_dup import NearDupConfirm, SignedFile, groups, jaccard, shingles
-from resources.datatrove import DatatroveExecutorResource
+from resources.launcher import LauncherResource
 
 CFG = CorpusConfig()
-RUN = DatatroveExecutorResource(kind="local", workers=1).run
+RUN = LauncherResource(kind="local", datatrove_workers=1).run_datatrove
 TEXT = ("The quick brown fox jumps over the lazy dog on 12 March 2024, then -- quite unexpectedly -- "
         "reads version 3.11.7 of the manual, twice: once in English and once in French. ") * 3
 

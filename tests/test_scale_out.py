@@ -28,8 +28,9 @@ from pipeline_assets.corpus.config import CorpusConfig
 from pipeline_assets.corpus.filters import filter_partition
 from pipeline_assets.definitions import build_definitions, build_resources
 from pipeline_assets.k8s import k8s_executor_config, training_steps
-from resources.datatrove import DatatroveExecutorResource, SiteSlurmExecutor, TaskFailed
+from resources.datatrove import SiteSlurmExecutor, TaskFailed
 from resources.engines import SlurmSettings, default_launcher
+from resources.launcher import LauncherResource
 
 TESTS = Path(__file__).parent
 
@@ -37,11 +38,11 @@ TESTS = Path(__file__).parent
 # --- where work runs: the launcher, apart from the profile ---------------------------------------------------
 
 def test_launcher_picks_engines_apart_from_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
-    for launcher, datatrove in [("local", "local"), ("slurm", "slurm"), ("ray", "ray"), ("k8s", "local")]:
-        for profile in ("tiny", "scale"):
+    for launcher in ("local", "slurm", "ray", "k8s"):
+        for profile, processes in (("tiny", 1), ("scale", 8)):
             resources = build_resources(root="/tmp/llmdag-x", profile=profile, launcher=launcher)
-            assert resources["datatrove"].kind == datatrove, (launcher, profile)
-            assert resources["settings"].launcher == launcher
+            assert resources["launcher"].kind == launcher and resources["settings"].profile == profile
+            assert resources["launcher"].train_processes_per_node == processes
     monkeypatch.setenv("LLMDAG_LAUNCHER", "slurm")
     assert default_launcher() == "slurm"
     monkeypatch.setenv("LLMDAG_LAUNCHER", "sge")
@@ -105,15 +106,23 @@ def _queued(job_name_prefix: str = "llmdag-") -> list[str]:
     return [n for n in out if n.startswith(job_name_prefix)]
 
 
-def _fast_slurm(**kw) -> DatatroveExecutorResource:
+def _wait_until_unqueued(prefix: str = "llmdag-", timeout_s: float = 20) -> list[str]:
+    """A cancelled job lingers in squeue for a moment (CG): wait for it to leave."""
+    deadline = time.monotonic() + timeout_s
+    while _queued(prefix) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return _queued(prefix)
+
+
+def _fast_slurm(**kw) -> LauncherResource:
     settings = SlurmSettings(mem_per_cpu_gb=0.5, time="00:10:00", poll_s=2, deadline_s=300, **kw)
-    return DatatroveExecutorResource(kind="slurm", workers=2, slurm=settings)
+    return LauncherResource(kind="slurm", datatrove_workers=2, slurm=settings)
 
 
 def test_slurm_failed_task_fails_with_its_log_and_cancels_the_rest(slurm_env, tmp_path: Path) -> None:
     with pytest.raises(TaskFailed, match=r"(?s)task 1 failed.*rank one exploded on the cluster"):
-        _fast_slurm().run([Boom()], tmp_path / "boom" / "logs", tasks=2)
-    assert not _queued()  # merge_stats (waiting on the failed array) was cancelled, not left pending
+        _fast_slurm().run_datatrove([Boom()], tmp_path / "boom" / "logs", tasks=2)
+    assert not _wait_until_unqueued()  # merge_stats (waiting on the failed array) was cancelled, not left pending
 
 
 def test_interrupted_wait_cancels_the_jobs_it_submitted(slurm_env, tmp_path: Path) -> None:
@@ -123,24 +132,21 @@ def test_interrupted_wait_cancels_the_jobs_it_submitted(slurm_env, tmp_path: Pat
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            _fast_slurm().run([Sleep(300)], tmp_path / "sleep" / "logs", tasks=2)
+            _fast_slurm().run_datatrove([Sleep(300)], tmp_path / "sleep" / "logs", tasks=2)
     finally:
         timer.cancel()
     assert time.monotonic() - started < 60
-    deadline = time.monotonic() + 20
-    while _queued() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _queued()
+    assert not _wait_until_unqueued()
 
 
 def test_rerun_skips_completed_ranks(slurm_env, tmp_path: Path) -> None:
     logs = tmp_path / "noop" / "logs"
-    _fast_slurm().run([Sleep(0)], logs, tasks=2)
+    _fast_slurm().run_datatrove([Sleep(0)], logs, tasks=2)
     assert sorted(p.name for p in (logs / "completions").iterdir()) == ["00000", "00001"]
     assert (logs / "stats.json").is_file()  # datatrove's merge_stats job finished before run() returned
     script = logs / "launch_script.slurm"
     stamp = script.stat().st_mtime_ns
-    _fast_slurm().run([Sleep(0)], logs, tasks=2)
+    _fast_slurm().run_datatrove([Sleep(0)], logs, tasks=2)
     assert script.stat().st_mtime_ns == stamp  # nothing resubmitted
 
 
@@ -206,7 +212,8 @@ def test_ray_filters_the_same_documents_as_local(tmp_path: Path) -> None:
     outputs = {}
     for kind in ("local", "ray"):
         out = tmp_path / kind
-        summary = filter_partition(raw, out, "prose", cfg, DatatroveExecutorResource(kind=kind, workers=2).run)
+        run = LauncherResource(kind=kind, datatrove_workers=2).run_datatrove
+        summary = filter_partition(raw, out, "prose", cfg, run)
         outputs[kind] = (summary["docs_out"], {p.name: p.read_bytes() for p in (out / "documents").glob("*.jsonl")})
     assert outputs["local"][0] >= 10
     assert outputs["ray"] == outputs["local"]  # same ids, same bytes
@@ -279,8 +286,8 @@ def token_store(tmp_path_factory: pytest.TempPathFactory):
     return root
 
 
-def _pretrain_through_pipes(root: Path, training, seed: int) -> tuple[dg.ExecuteInProcessResult, dict, list[str]]:
-    """models/base with ``training``; each test its own seed, so its own run dir (no resume of another's)."""
+def _materialize_base(root: Path, launcher: LauncherResource, **config) -> tuple[dg.ExecuteInProcessResult, list[str]]:
+    """models/base with ``launcher``; each test passes its own seed, so its own run dir."""
     from pipeline_assets.pretrain.assets import base
     from resources.settings import PipelineSettings
     from resources.storage import ArtifactStore
@@ -288,18 +295,23 @@ def _pretrain_through_pipes(root: Path, training, seed: int) -> tuple[dg.Execute
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [base], resources={"store": ArtifactStore(root=str(root)), "settings": PipelineSettings(profile="tiny"),
-                           "training": training},
-        run_config={"ops": {"models__base": {"config": {**PRETRAIN_RUN_CONFIG, "seed": seed}}}}, raise_on_error=False,
+                           "launcher": launcher},
+        run_config={"ops": {"models__base": {"config": {**PRETRAIN_RUN_CONFIG, **config}}}}, raise_on_error=False,
         instance=instance)
+    return result, [r.user_message for r in instance.all_logs(result.run_id)]
+
+
+def _pretrain_through_pipes(root: Path, launcher: LauncherResource,
+                            seed: int) -> tuple[dg.ExecuteInProcessResult, dict, list[str]]:
+    result, logs = _materialize_base(root, launcher, seed=seed)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     summary = json.loads((published(root, "models/base") / "summary.json").read_text())
-    return result, summary, [r.user_message for r in instance.all_logs(result.run_id)]
+    return result, summary, logs
 
 
 def test_pretraining_runs_under_torchrun_through_pipes(token_store: Path) -> None:
-    from resources.training import TrainingLauncher
-
-    result, summary, logs = _pretrain_through_pipes(token_store, TrainingLauncher(processes_per_node=2), seed=1)
+    launcher = LauncherResource(train_processes_per_node=2)
+    result, summary, logs = _pretrain_through_pipes(token_store, launcher, seed=1)
     assert summary["world_size"] == 2 and summary["steps"] == 60  # two torchrun ranks, not the step's process
     assert summary["tokens_seen"] == 60 * 2 * 8 * 64 and not summary["resumed_from_step"]
     meta = result.asset_materializations_for_node("models__base")[0].metadata
@@ -307,15 +319,22 @@ def test_pretraining_runs_under_torchrun_through_pipes(token_store: Path) -> Non
     assert any("exported" in m for m in logs)  # rank 0's log lines streamed into the Dagster run
 
 
-def test_pretraining_runs_as_a_slurm_job_through_pipes(slurm_env, token_store: Path, tmp_path: Path) -> None:
-    from resources.training import TrainingLauncher
+def test_torchrun_pretraining_resumes_from_its_checkpoint(token_store: Path) -> None:
+    launcher = LauncherResource(train_processes_per_node=2)
+    stopped, _ = _materialize_base(token_store, launcher, seed=3, stop_after_steps=30)
+    assert not stopped.success  # the stop was asked for: the step fails, naming where it stopped
+    assert any("stopped at step 30" in str(e.event_specific_data) for e in stopped.all_events if e.is_step_failure)
+    _, summary, _ = _pretrain_through_pipes(token_store, launcher, seed=3)
+    assert summary["resumed_from_step"] == 30 and summary["steps"] == 60 and summary["world_size"] == 2
 
-    training = TrainingLauncher(kind="slurm", processes_per_node=2,
+
+def test_pretraining_runs_as_a_slurm_job_through_pipes(slurm_env, token_store: Path, tmp_path: Path) -> None:
+    launcher = LauncherResource(kind="slurm", train_processes_per_node=2,
                                 slurm=SlurmSettings(cpus_per_task=1, mem_per_cpu_gb=1, time="00:10:00"))
-    _, summary, logs = _pretrain_through_pipes(token_store, training, seed=2)
+    _, summary, logs = _pretrain_through_pipes(token_store, launcher, seed=2)
     assert summary["world_size"] == 2 and summary["steps"] == 60 and not summary["resumed_from_step"]
     assert any(m.startswith("Slurm job ") for m in logs) and any("exported" in m for m in logs)
-    launch = next((token_store / "_runs").rglob("launch"))
+    launch = next((token_store / "_runs").rglob("train.sbatch")).parent
     assert list(launch.glob("slurm-*.out")) and (launch / "train.sbatch").is_file()
     assert "srun --kill-on-bad-exit=1 torchrun" in (launch / "train.sbatch").read_text()
-    assert not _queued("llmdag-train")
+    assert not _wait_until_unqueued("llmdag-train")

@@ -46,7 +46,7 @@ from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import register_section, resolved, stage_config
 from pipeline_assets.summary import read_summary, write_summary
 from pipeline_assets.tasks.heldout import decontamination_texts
-from resources.datatrove import DatatroveExecutorResource
+from resources.launcher import LauncherResource
 from resources.settings import PipelineSettings
 from resources.sources import SourcesResource
 from resources.storage import ArtifactStore, fingerprint
@@ -141,7 +141,7 @@ def quality_classifier(context: dg.AssetExecutionContext, store: ArtifactStore, 
 @dg.asset(key=FILTERED, deps=[RAW, QUALITY_CLASSIFIER], **PER_SOURCE, kinds={"datatrove"},
           check_specs=checks.specs(FILTERED, ["has_documents", "drop_ratio_sane"], sources_partitions))
 def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                       sources: SourcesResource, datatrove: DatatroveExecutorResource,
+                       sources: SourcesResource, launcher: LauncherResource,
                        config: FilterRunConfig) -> dg.MaterializeResult:
     """Language ID, heuristic and model-based quality filters per domain, PII masking; rejects kept per filter."""
     cfg = resolved(config, settings.profile)
@@ -155,7 +155,7 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
     safety = settings.config(ContentSafetyConfig, "content_safety")
     with writing(context, store, fingerprint(raw, spec.domain, cfg.__dict__, {"quality": quality},
                                              safety.__dict__)) as draft:
-        result = filter_partition(raw, draft.work, spec.domain, cfg, datatrove.run, quality, safety)
+        result = filter_partition(raw, draft.work, spec.domain, cfg, launcher.run_datatrove, quality, safety)
         write_summary(draft.work, result)
     rows = [{"filter": name, "dropped": n, "reasons": ", ".join(f"{k}={v}" for k, v in
                                                                  result["drop_reasons"][name].items())}
@@ -173,7 +173,7 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
 
 @dg.asset(key=SIGNATURES, deps=[FILTERED], **PER_SOURCE, kinds={"datatrove"})
 def minhash_signatures(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                       sources: SourcesResource, datatrove: DatatroveExecutorResource,
+                       sources: SourcesResource, launcher: LauncherResource,
                        config: SignaturesRunConfig) -> dg.MaterializeResult:
     """MinHash and exact-dedup signatures of one source's filtered documents."""
     cfg = resolved(config, settings.profile)
@@ -181,7 +181,7 @@ def minhash_signatures(context: dg.AssetExecutionContext, store: ArtifactStore, 
     docs = reads(FILTERED, context.partition_key) / "documents"
     keep_numbers = sources.spec(context.partition_key).domain == "math"
     with writing(context, store, fingerprint(docs, cfg.__dict__, {"keep_numbers": keep_numbers})) as draft:
-        result = signatures(docs, draft.work, cfg, datatrove.run, keep_numbers=keep_numbers)
+        result = signatures(docs, draft.work, cfg, launcher.run_datatrove, keep_numbers=keep_numbers)
         _inputs_file(draft.work, documents=docs)  # dedup must read exactly the documents hashed here
     return finish(context, store, draft, reads, result)
 
@@ -190,7 +190,7 @@ def minhash_signatures(context: dg.AssetExecutionContext, store: ArtifactStore, 
           code_version="2", kinds={"datatrove"}, pool=CORPUS_GLOBAL_POOL,
           check_specs=checks.specs(CLUSTERS, ["removal_fraction_sane"]))
 def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                       datatrove: DatatroveExecutorResource, config: ClustersRunConfig) -> dg.MaterializeResult:
+                       launcher: LauncherResource, config: ClustersRunConfig) -> dg.MaterializeResult:
     """Exact and near-duplicate clusters across ALL sources (earlier-registered sources keep their copy);
     every MinHash candidate pair is confirmed by its exact Jaccard before a copy is removed."""
     cfg = resolved(config, settings.profile)
@@ -201,7 +201,7 @@ def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, 
                          "corpus assets first (Materialize all, or `llmdag materialize`)")
     context.log.info(f"clustering duplicates across {len(sig_dirs)} sources (priority order): {list(sig_dirs)}")
     with writing(context, store) as draft:
-        report = find_duplicates(sig_dirs, draft.work, cfg, datatrove.run)
+        report = find_duplicates(sig_dirs, draft.work, cfg, launcher.run_datatrove)
         write_summary(draft.work, report)
         sources = {p: json.loads((d / "inputs.json").read_text())["documents"] for p, d in sig_dirs.items()}
         (draft.work / "sources.json").write_text(json.dumps(sources, indent=1))
@@ -213,7 +213,7 @@ def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, 
 @dg.asset(key=DEDUPED, deps=[FILTERED, CLUSTERS], **PER_SOURCE, kinds={"datatrove"},
           check_specs=checks.specs(DEDUPED, ["unique_ids"], sources_partitions))
 def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                           datatrove: DatatroveExecutorResource) -> dg.MaterializeResult:
+                           launcher: LauncherResource) -> dg.MaterializeResult:
     """One source with exact copies and near-duplicates (of any source) removed."""
     cfg = settings.config(CorpusConfig, "corpus")
     reads = Reads(store)
@@ -226,7 +226,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactSto
     docs = Path(covered[context.partition_key])
     reads.versions[f"{FILTERED.to_user_string()}[{context.partition_key}]"] = docs.parent.name
     with writing(context, store, fingerprint(docs, clusters / "file_index.json", cfg.__dict__)) as draft:
-        result = deduplicate_partition(docs, clusters, context.partition_key, draft.work, cfg, datatrove.run)
+        result = deduplicate_partition(docs, clusters, context.partition_key, draft.work, cfg, launcher.run_datatrove)
         write_summary(draft.work, result)
     check = checks.unique_ids(DEDUPED, draft.version.path / "documents")
     return finish(context, store, draft, reads, {**result, "dagster/row_count": result["docs_out"],
@@ -236,7 +236,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactSto
 @dg.asset(key=DECONT, deps=[DEDUPED, BENCHMARKS], **PER_SOURCE, kinds={"datatrove"},
           check_specs=checks.specs(DECONT, ["no_eval_ngrams_left"], sources_partitions))
 def decontaminated_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                             datatrove: DatatroveExecutorResource, config: DecontRunConfig) -> dg.MaterializeResult:
+                             launcher: LauncherResource, config: DecontRunConfig) -> dg.MaterializeResult:
     """One source with every document that shares an n-gram with an eval item removed."""
     cfg = resolved(config, settings.profile)
     reads = Reads(store)
@@ -244,7 +244,7 @@ def decontaminated_documents(context: dg.AssetExecutionContext, store: ArtifactS
     bench = reads(BENCHMARKS)
     with writing(context, store, fingerprint(docs, bench / "manifest.json", cfg.__dict__)) as draft:
         ngram_counts = build_index(decontamination_texts(bench), draft.work / "index", cfg)
-        result = decontaminate_partition(docs, draft.work / "index", draft.work, cfg, datatrove.run)
+        result = decontaminate_partition(docs, draft.work / "index", draft.work, cfg, launcher.run_datatrove)
         write_summary(draft.work, result)
     out = draft.version.path
     check = checks.no_eval_ngrams_left(DECONT, out / "documents", out / "index", cfg)

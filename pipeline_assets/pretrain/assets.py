@@ -18,9 +18,9 @@ from pipeline_assets.pretrain.config import PretrainConfig
 from pipeline_assets.pretrain.variants import vs_dense
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import resolved, stage_config
+from resources.launcher import LauncherResource
 from resources.settings import PipelineSettings
 from resources.storage import ArtifactStore, fingerprint
-from resources.training import TrainingLauncher
 
 PretrainRunConfig = stage_config("PretrainRunConfig", PretrainConfig, "pretrain")
 PretrainMoeRunConfig = stage_config("PretrainMoeRunConfig", PretrainConfig, "pretrain_moe")
@@ -32,7 +32,7 @@ RESUME_FREE_FIELDS = {"stop_after_steps", "log_every", "checkpoint_every", "keep
 CHECK = "loss_finite_and_below_unigram"
 
 
-def _train_out_of_process(context: dg.AssetExecutionContext, training: TrainingLauncher, cfg: PretrainConfig,
+def _train_out_of_process(context: dg.AssetExecutionContext, launcher: LauncherResource, cfg: PretrainConfig,
                           shards: Path, tok: Path, run_dir: Path, out: Path, init_dir: Path | None) -> dict[str, Any]:
     """pipeline_assets/pretrain/train.py's CLI under torchrun; its rank 0 reports where its summary is."""
     launch = run_dir / "launch"  # beside the checkpoints: on the filesystem every node of a job shares
@@ -41,7 +41,7 @@ def _train_out_of_process(context: dg.AssetExecutionContext, training: TrainingL
     config_file.write_text(json.dumps(cfg.to_dict(), indent=1))
     args = ["--shards", str(shards), "--tokenizer", str(tok), "--run-dir", str(run_dir), "--out", str(out),
             "--config-json", str(config_file), *(["--init-from", str(init_dir)] if init_dir else [])]
-    reported = training.run_module(context, "pipeline_assets.pretrain.train", args, launch)
+    reported = launcher.run_trainer(context, "pipeline_assets.pretrain.train", args, launch)
     if not reported["complete"]:
         return {"complete": False, "steps": reported["steps"]}
     return json.loads(Path(reported["summary"]).read_text())
@@ -54,7 +54,7 @@ def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: 
     deps = [SHARDS, TOKENIZER] + [k for k in (compare_with, init_from) if k is not None]
 
     def _pretrain(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-                  training: TrainingLauncher, config: dg.Config) -> dg.MaterializeResult:
+                  launcher: LauncherResource, config: dg.Config) -> dg.MaterializeResult:
         from pipeline_assets.pretrain.plots import loss_curve_png
         from pipeline_assets.pretrain.train import train  # torch: imported by the run, not the code location
 
@@ -69,8 +69,8 @@ def pretrain_asset(key: dg.AssetKey, run_config: type[dg.Config], compare_with: 
         run_dir = store.slot(["_runs", *key.path], fingerprint(shards / "index.json", run_key))
         with store.exclusive(run_dir), writing(context, store) as draft:
             try:
-                if training.out_of_process():  # torchrun here or on Slurm, through Dagster Pipes
-                    result = _train_out_of_process(context, training, cfg, shards, tok, run_dir, draft.work, init_dir)
+                if launcher.trains_out_of_process():  # torchrun here or on Slurm, through Dagster Pipes
+                    result = _train_out_of_process(context, launcher, cfg, shards, tok, run_dir, draft.work, init_dir)
                 else:
                     result = train(cfg, shards, tok, run_dir, draft.work, log=context.log.info, init_dir=init_dir)
             except NonFiniteError as e:
