@@ -610,18 +610,10 @@ def test_slurm_wait_has_a_deadline(tmp_path: Path) -> None:
 
 def test_executor_run_fails_when_a_task_fails(tmp_path: Path) -> None:
     """The local path (and Ray's, which only warns) end with every rank's marker or raise with its log."""
-    from datatrove.pipeline.base import PipelineStep
+    from engine_steps import Boom
 
     from resources.datatrove import TaskFailed, raise_if_incomplete
     from resources.launcher import LauncherResource
-
-    class Boom(PipelineStep):
-        name = "boom"
-
-        def run(self, data, rank: int = 0, world_size: int = 1):
-            if rank == 1:
-                raise ValueError("rank one exploded")
-            yield from data or []
 
     with pytest.raises(ValueError, match="rank one exploded"):
         LauncherResource(kind="local", datatrove_workers=1).run_datatrove([Boom()], tmp_path / "logs", tasks=2)
