@@ -93,10 +93,26 @@ def config_from_args(cls: type, section: str, args: argparse.Namespace) -> Any:
     return cfg
 
 
+def config_from_json(cls: type, section: str, profile: str, text: str) -> Any:
+    """``cls`` from ``profile``'s section with the JSON object's fields (``dataclasses.asdict`` of one), validated."""
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()}
+    cfg = dataclasses.replace(section_config(cls, section, profile), **changes)
+    validate = getattr(cfg, "validate", None)
+    if validate is not None:
+        validate()
+    return cfg
+
+
 def parse_config_args(parser: argparse.ArgumentParser, cls: type, section: str,
                       argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Any]:
-    """Add ``--profile`` and ``cls``'s flags to ``parser``, parse ``argv``: (the namespace, the validated config)."""
+    """Add ``--profile``, ``--config-json`` and ``cls``'s flags to ``parser``, parse ``argv``: (the namespace,
+    the validated config). ``--config-json FILE`` (what an asset launching the stage passes) replaces the flags."""
     add_profile_flag(parser)
+    parser.add_argument("--config-json", type=argparse.FileType("r"), default=None, metavar="FILE",
+                        help="the whole config as JSON (an asset's resolved run config); the config flags are ignored")
     add_config_flags(parser, cls)
     args = parser.parse_args(argv)
+    if args.config_json is not None:
+        with args.config_json as f:
+            return args, config_from_json(cls, section, args.profile, f.read())
     return args, config_from_args(cls, section, args)

@@ -64,7 +64,8 @@ def build_resources(root: str | None = None, profile: str | None = None, landing
                                    builtin=builtin_sources, task_operand_max=task.operand_max,
                                    task_operators=list(task.operators)),
         "launcher": LauncherResource(kind=launcher, datatrove_workers=pipeline.datatrove_workers,
-                                     train_processes_per_node=pipeline.train_processes_per_node),
+                                     train_processes_per_node=pipeline.train_processes_per_node,
+                                     accelerate_config=pipeline.accelerate_config),
     }
 
 

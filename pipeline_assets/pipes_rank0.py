@@ -14,6 +14,11 @@ from typing import Any
 RESULT_MESSAGE = "training_result"  # the custom message's "kind": resources/training.py waits for it
 
 
+def is_rank0() -> bool:
+    """True in the process that writes a stage's files: rank 0 of a torchrun/accelerate job, or no job at all."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 class Rank0Reporter:
     def __init__(self, pipes: Any | None) -> None:
         self.pipes = pipes
@@ -31,7 +36,7 @@ class Rank0Reporter:
 def rank0_pipes() -> Iterator[Rank0Reporter]:
     from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
-    if int(os.environ.get("RANK", "0")) != 0 or DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
+    if not is_rank0() or DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
         yield Rank0Reporter(None)
         return
     with open_dagster_pipes() as pipes:

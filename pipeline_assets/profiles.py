@@ -33,11 +33,16 @@ class PipelineConfig:
     # torchrun processes per node for pretraining (GPUs per node on CUDA); 1 on the local launcher trains in the
     # step's own process, any other setting launches torchrun through Dagster Pipes (resources/training.py).
     train_processes_per_node: int = 1
+    # The TRL stages' `accelerate launch` config when they run out of process (resources/accelerate/): ddp, or
+    # fsdp2 (CUDA only) where a model's weights and optimizer state outgrow one GPU.
+    accelerate_config: str = "ddp"
 
     def validate(self) -> None:
         if self.dagster_executor not in ("in_process", "multiprocess"):
             raise ValueError(f"dagster_executor={self.dagster_executor!r}; valid: in_process, multiprocess "
                              "(k8s: LLMDAG_LAUNCHER=k8s)")
+        if self.accelerate_config not in ("ddp", "fsdp2"):
+            raise ValueError(f"accelerate_config={self.accelerate_config!r}; valid: ddp, fsdp2 (resources/accelerate/)")
 
 
 # tiny's arithmetic task: a + b with a, b <= 49, the space a ~1M-param model measurably learns in minutes on
@@ -251,7 +256,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # (lr ~ 1/width, twice the depth), lengths x 2-4, per-device batches x 2, steps so each stage sees ~the
     # epochs it does in `small`.
     "scale": {
-        "pipeline": {"datatrove_workers": -1, "dagster_executor": "multiprocess", "train_processes_per_node": 8},
+        "pipeline": {"datatrove_workers": -1, "dagster_executor": "multiprocess", "train_processes_per_node": 8,
+                     "accelerate_config": "fsdp2"},
         "corpus": {"max_bytes_per_source": None, "tasks": 256},
         "quality_classifier": {"sample_docs": 100_000, "reference_max_bytes": None},
         "tokenizer": {"vocab_size": 65536, "max_train_bytes": 2_000_000_000},

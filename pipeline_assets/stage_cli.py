@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline_assets.config_flags import parse_config_args
+from pipeline_assets.pipes_rank0 import is_rank0, rank0_pipes
 from pipeline_assets.stages import StageInputs, resolve, stage
 from pipeline_assets.summary import write_summary
 
@@ -27,7 +28,12 @@ def input_flag(key: str) -> str:
 
 
 def stage_main(name: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run registered model stage ``name`` from the command line, as its asset runs it."""
+    """Run registered model stage ``name`` from the command line, as its asset runs it.
+
+    Under ``accelerate launch`` (a ``multi_process`` stage sent out of process by its asset) every rank runs
+    this; rank 0 alone writes the summary, streams its log into the Dagster run and reports where the summary
+    is through Pipes (pipeline_assets/pipes_rank0.py).
+    """
     entry = stage(name)
     cls = resolve(entry.config)
     parser = argparse.ArgumentParser(prog=f"python -m {entry.trainer.partition(':')[0]}",
@@ -42,8 +48,12 @@ def stage_main(name: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     args, cfg = parse_config_args(parser, cls, entry.section, argv)
     args.out.mkdir(parents=True, exist_ok=True)
     inputs = StageInputs({key: getattr(args, key) for key in keys}, args.profile)
-    result = resolve(entry.trainer)(cfg, inputs, args.out, args.checkpoint_dir if entry.resumable else None, print)
-    write_summary(args.out, result)
-    print(json.dumps({k: v for k, v in result.items() if not k.endswith(("history", "curve", "samples"))},
-                     indent=2, default=str))
+    with rank0_pipes() as report:
+        result = resolve(entry.trainer)(cfg, inputs, args.out, args.checkpoint_dir if entry.resumable else None,
+                                        report.log)
+        if is_rank0():
+            write_summary(args.out, result)
+            print(json.dumps({k: v for k, v in result.items() if not k.endswith(("history", "curve", "samples"))},
+                             indent=2, default=str))
+        report.result(summary=str(args.out / "summary.json"))
     return result

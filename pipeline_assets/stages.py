@@ -75,6 +75,10 @@ class ModelStage:
     base_model: bool = False
     long_context: bool = False  # a context extension: the long_context gate applies (reports/gates.py)
     tools: bool = False  # trained to call tools: its eval runs the tool-use set (evals/sets.py TOOL_SETS)
+    # Its trainer runs under `accelerate launch` as several processes (its module's CLI is stage_cli.stage_main
+    # and it writes files on the main process only): the launcher's train_processes_per_node > 1, or Slurm,
+    # sends it there through Dagster Pipes (resources/training.py); otherwise it trains in the step's process.
+    multi_process: bool = False
     lm_eval_task: str | None = "llmdag_arithmetic_chat"  # the lm-evaluation-harness task of its target
 
     @property
@@ -166,8 +170,9 @@ for _s in (
                "(pipeline_assets/pretrain, RoPE yarn).", target=("long_loss_2_4x",), chat=False, base_model=True,
                long_context=True, lm_eval_task="llmdag_arithmetic"),
     _stage("sft", "base", "sft", "sft", "SFTStageConfig", inputs=(SFT_DATA, SHARDS, BENCHMARKS), code_version="2",
-           target_alpha=0.01, description="TRL SFTTrainer on the chat rows (plus pretraining replay from the "
-           "shards); full fine-tune, or LoRA (peft) with a merged copy as the checkpoint."),
+           target_alpha=0.01, multi_process=True,
+           description="TRL SFTTrainer on the chat rows (plus pretraining replay from the shards); full fine-tune, "
+                       "or LoRA (peft) with a merged copy as the checkpoint."),
     _stage("dpo", "sft", "dpo", "dpo", "DPOStageConfig", inputs=(PREFERENCES,),
            target=("preference_pair_accuracy", "arithmetic_accuracy"), keep=("arithmetic_accuracy",),
            description="TRL DPOTrainer (loss_type sigmoid/ipo/...; algorithm kto/orpo/simpo by config)."),

@@ -1,14 +1,17 @@
-"""Training out of process: a trainer module under torchrun, here or as a Slurm job, through Dagster Pipes.
+"""Training out of process: a trainer module under torchrun or ``accelerate launch``, here or as a Slurm job,
+through Dagster Pipes.
+
+Two runners: ``torchrun`` for pretraining (our own DDP loop), ``accelerate launch`` with a checked-in config
+(resources/accelerate/) for the TRL stages, whose Trainer builds its distributed setup from accelerate's env.
 
 - ``local`` with one process per node (tiny's default): the asset calls the trainer in its own process, the
   fast path (no second interpreter, no second torch import).
-- ``local`` with ``processes_per_node > 1``: ``torchrun --standalone`` on this machine, through Dagster Pipes:
-  the trainer's rank 0 streams its log lines into the run and reports its result as a Pipes message; an
-  interrupted step signals torchrun and the ranks it started (not yet verified to stop ranks that inherited
-  SIGTERM ignored: docs/recipes.md, Scale-out).
-- ``slurm``: ``sbatch --wait`` of a job that runs ``srun torchrun --rdzv-backend c10d`` across its allocation
-  (``slurm.nodes`` x ``processes_per_node``), with Pipes over the shared filesystem (the context in the job's
-  environment, messages in a file under the run dir); terminating the run ``scancel``s the job.
+- ``local`` with ``processes_per_node > 1``: the runner on this machine, through Dagster Pipes: the trainer's
+  rank 0 streams its log lines into the run and reports its result as a Pipes message; an interrupted step
+  stops the runner and every rank it started.
+- ``slurm``: ``sbatch --wait`` of a job that runs ``srun <runner>`` across its allocation (``slurm.nodes`` x
+  ``processes_per_node``, c10d rendezvous on the first node), with Pipes over the shared filesystem (the
+  context in the job's environment, messages in a file under the work dir); terminating the run ``scancel``s it.
 
 Every path resumes the same way: the trainer starts from the newest complete checkpoint in its run dir.
 """
@@ -16,9 +19,11 @@ Every path resumes the same way: the trainer starts from the newest complete che
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,23 +35,34 @@ import dagster as dg
 from pipeline_assets.pipes_rank0 import RESULT_MESSAGE
 from resources.engines import SlurmSettings
 
-STOP_GRACE_S = 20  # after SIGTERM, how long torchrun and its ranks get before SIGKILL
+STOP_GRACE_S = 20  # after SIGTERM, how long the runner and its ranks get before SIGKILL
+ACCELERATE_CONFIGS = Path(__file__).with_name("accelerate")  # ddp.yaml, fsdp2.yaml: `accelerate launch` configs
+
+
+def accelerate_config(name: str) -> Path:
+    """The checked-in ``accelerate launch`` config ``name`` (resources/accelerate/<name>.yaml)."""
+    path = ACCELERATE_CONFIGS / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in ACCELERATE_CONFIGS.glob("*.yaml")))
+        raise ValueError(f"accelerate config {name!r} not found; known: {known}")
+    return path
 
 
 def run_module(context: dg.AssetExecutionContext, module: str, args: list[str], work_dir: Path, *,
-               slurm: SlurmSettings | None, processes_per_node: int, rdzv_port: int) -> dict[str, Any]:
-    """Run ``python -m module *args`` under torchrun through Pipes; returns rank 0's result message.
+               slurm: SlurmSettings | None, processes_per_node: int, rdzv_port: int,
+               accelerate: Path | None = None) -> dict[str, Any]:
+    """Run ``python -m module *args`` under torchrun (``accelerate`` None) or ``accelerate launch --config_file
+    accelerate`` through Pipes; returns rank 0's result message.
 
-    ``slurm``: None = torchrun on this machine, else an sbatch job on that site. ``work_dir`` (on the
-    filesystem every node shares) holds the Slurm script, its log and the Pipes message file.
+    ``slurm``: None = on this machine, else an sbatch job on that site. ``work_dir`` (on the filesystem every
+    node shares) holds the Slurm script, its log and the Pipes message file.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     env = {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     if slurm is None:
-        command = [_torchrun(), "--standalone", f"--nproc_per_node={processes_per_node}", "-m", module, *args]
-        messages = _run_here(context, command, env)
+        messages = _run_here(context, local_command(module, args, processes_per_node, accelerate), env)
     else:
-        script = batch_script(module, args, work_dir, slurm, processes_per_node, rdzv_port)
+        script = batch_script(module, args, work_dir, slurm, processes_per_node, rdzv_port, accelerate)
         messages = _run_on_slurm(context, script, work_dir, env, slurm, processes_per_node)
     results = [m for m in messages if isinstance(m, dict) and m.get("kind") == RESULT_MESSAGE]
     if not results:
@@ -54,33 +70,64 @@ def run_module(context: dg.AssetExecutionContext, module: str, args: list[str], 
     return results[-1]
 
 
-def _run_here(context: dg.AssetExecutionContext, command: list[str], env: dict[str, str]) -> list:
-    """torchrun as a child process; an interrupted step stops it and every rank it started.
+def local_command(module: str, args: list[str], processes_per_node: int, accelerate: Path | None) -> list[str]:
+    """The runner's command line on this machine (a free rendezvous port: parallel runs never collide)."""
+    if accelerate is None:
+        return [_beside_python("torchrun"), "--standalone", f"--nproc_per_node={processes_per_node}", "-m", module,
+                *args]
+    return [_beside_python("accelerate"), "launch", "--config_file", str(accelerate), "--num_machines=1",
+            f"--num_processes={processes_per_node}", "--main_process_port=0", "-m", module, *args]
 
-    Not ``PipesSubprocessClient``: it forwards only Dagster's own interrupt, as a SIGINT to torchrun alone, which
-    a process that inherited SIGINT ignored (a daemon or CI job started from a non-interactive shell) never
-    acts on; its ranks trained on after the run ended.
+
+def _run_here(context: dg.AssetExecutionContext, command: list[str], env: dict[str, str]) -> list:
+    """The runner as a child process; an interrupted step stops it and every rank it started.
+
+    Not ``PipesSubprocessClient``: it forwards only Dagster's own interrupt, as a SIGINT to the runner alone,
+    which a process that inherited SIGINT ignored (a daemon or CI job started from a non-interactive shell)
+    never acts on; its ranks trained on after the run ended.
     """
     with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),
                                message_reader=dg.PipesTempFileMessageReader()) as session:
-        proc = subprocess.Popen(command, env={**os.environ, **env, **session.get_bootstrap_env_vars()})
+        proc = spawn(command, {**os.environ, **env, **session.get_bootstrap_env_vars()})
         try:
             rc = proc.wait()
         except BaseException:
-            context.log.warning(f"interrupted: stopping torchrun (pid {proc.pid}) and its ranks")
-            _stop_group(proc)
+            context.log.warning(f"interrupted: stopping {Path(command[0]).name} (pid {proc.pid}) and its ranks")
+            stop_tree(proc)
             raise
         if rc != 0:
-            raise dg.Failure(f"torchrun exited with code {rc} (the ranks' tracebacks are in the step's stderr)")
+            raise dg.Failure(f"{Path(command[0]).name} exited with code {rc} (the ranks' tracebacks are in the "
+                             "step's stderr)")
     return session.get_custom_messages()
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to torchrun and every rank it started, SIGKILL to whatever is left after the grace period.
+_PR_SET_PDEATHSIG = 1
 
-    The ranks are found by walking torchrun's children (psutil) rather than its process group. Open: in a
-    process with SIGTERM and SIGINT ignored (this repo's CI shell) ranks were still training 50 s after the
-    interrupt; docs/recipes.md, Scale-out.
+
+def _runner_preexec() -> None:
+    """In the runner, before exec: default SIGINT/SIGTERM, and SIGTERM when the step's process dies.
+
+    A process started with SIGTERM ignored (a CI job, a daemon under nohup) passes SIG_IGN on through exec: the
+    runner would shrug off ``stop_tree``'s SIGTERM until it installs its own handlers, seconds into its imports.
+    The death signal covers a SIGKILLed step, which runs no cleanup: without it the ranks trained on (measured,
+    tests/test_scale_out.py); torchrun's agent stops its ranks on SIGTERM.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start a runner (torchrun, accelerate launch) that ``stop_tree`` can stop with every rank it starts."""
+    return subprocess.Popen(command, env=env, preexec_fn=_runner_preexec)  # noqa: PLW1509 - no threads hold locks it uses
+
+
+def stop_tree(proc: subprocess.Popen) -> None:
+    """SIGTERM to the runner and every rank it started, SIGKILL to whatever is left after the grace period.
+
+    The ranks are found by walking the runner's children (psutil): torchrun starts each rank in a session of
+    its own, so the runner's process group does not hold them.
     """
     import psutil
 
@@ -137,8 +184,8 @@ def _run_on_slurm(context: dg.AssetExecutionContext, script_text: str, work_dir:
 
 
 def batch_script(module: str, args: list[str], work_dir: Path, s: SlurmSettings, processes_per_node: int,
-                 rdzv_port: int) -> str:
-    """One sbatch script: one torchrun per node (srun), c10d rendezvous on the first node."""
+                 rdzv_port: int, accelerate: Path | None = None) -> str:
+    """One sbatch script: one runner per node (srun), c10d rendezvous on the first node."""
     directives = {
         "job-name": f"llmdag-train-{work_dir.parent.name}"[:60],
         "nodes": s.nodes, "ntasks-per-node": 1,
@@ -151,16 +198,27 @@ def batch_script(module: str, args: list[str], work_dir: Path, s: SlurmSettings,
     }
     lines = ["#!/bin/bash"] + [f"#SBATCH --{k}={v}" if v != "" else f"#SBATCH --{k}" for k, v in directives.items()]
     activate = s.activate_script()
-    torchrun = ["torchrun", "--nnodes=$SLURM_JOB_NUM_NODES", f"--nproc_per_node={processes_per_node}",
-                "--rdzv-backend=c10d", f"--rdzv-endpoint=$HEAD:{rdzv_port}", "--rdzv-id=$SLURM_JOB_ID",
-                "-m", module, *map(shlex.quote, args)]
+    user_args = [module, *map(shlex.quote, args)]
+    if accelerate is None:
+        runner = " ".join(["torchrun", "--nnodes=$SLURM_JOB_NUM_NODES", f"--nproc_per_node={processes_per_node}",
+                           "--rdzv-backend=c10d", f"--rdzv-endpoint=$HEAD:{rdzv_port}", "--rdzv-id=$SLURM_JOB_ID",
+                           "-m", *user_args])
+    else:
+        # The node's rank is known only inside each srun task, hence the per-task shell.
+        per_node = " ".join(["exec accelerate launch", "--config_file", shlex.quote(str(accelerate)),
+                             "--num_machines=$SLURM_JOB_NUM_NODES",
+                             f"--num_processes=$((SLURM_JOB_NUM_NODES * {processes_per_node}))",
+                             "--machine_rank=$SLURM_NODEID", "--main_process_ip=$HEAD",
+                             f"--main_process_port={rdzv_port}", "--rdzv_backend=c10d", "-m", *user_args])
+        runner = "bash -c " + shlex.quote(per_node)
     return "\n".join([
         *lines, "set -euo pipefail",
         *([f"source {shlex.quote(activate)}"] if activate else []),
-        'HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        "srun --kill-on-bad-exit=1 " + " ".join(torchrun), ""])
+        'export HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        "srun --kill-on-bad-exit=1 " + runner, ""])
 
 
-def _torchrun() -> str:
-    found = Path(sys.executable).with_name("torchrun")
-    return str(found) if found.exists() else (shutil.which("torchrun") or "torchrun")
+def _beside_python(tool: str) -> str:
+    """``tool`` from this interpreter's venv, else the PATH's: the runner must run the install Dagster runs."""
+    found = Path(sys.executable).with_name(tool)
+    return str(found) if found.exists() else (shutil.which(tool) or tool)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -39,10 +41,11 @@ TESTS = Path(__file__).parent
 
 def test_launcher_picks_engines_apart_from_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     for launcher in ("local", "slurm", "ray", "k8s"):
-        for profile, processes in (("tiny", 1), ("scale", 8)):
+        for profile, processes, accelerate in (("tiny", 1, "ddp"), ("scale", 8, "fsdp2")):
             resources = build_resources(root="/tmp/llmdag-x", profile=profile, launcher=launcher)
             assert resources["launcher"].kind == launcher and resources["settings"].profile == profile
             assert resources["launcher"].train_processes_per_node == processes
+            assert resources["launcher"].accelerate_config == accelerate
     monkeypatch.setenv("LLMDAG_LAUNCHER", "slurm")
     assert default_launcher() == "slurm"
     monkeypatch.setenv("LLMDAG_LAUNCHER", "sge")
@@ -67,6 +70,25 @@ def test_slurm_settings_reach_the_batch_script(tmp_path: Path) -> None:
     args = bare.get_sbatch_args(1)
     assert args["partition"] == "gpu" and "qos" not in args  # datatrove's "normal" is not every site's qos
 
+
+def test_accelerate_configs_load_with_accelerates_own_reader(tmp_path: Path) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    from resources.training import accelerate_config
+
+    ddp = load_config_from_file(str(accelerate_config("ddp")))  # an unknown key would be a TypeError here
+    fsdp = load_config_from_file(str(accelerate_config("fsdp2")))
+    assert ddp.distributed_type == DistributedType.MULTI_GPU and fsdp.distributed_type == DistributedType.FSDP
+    assert fsdp.fsdp_config["fsdp_version"] == 2
+    with pytest.raises(ValueError, match="accelerate config 'zero3' not found; known: ddp, fsdp2"):
+        accelerate_config("zero3")
+    import torch
+
+    if not torch.cuda.is_available():  # FSDP on CPU would silently train one unsharded model per process
+        with pytest.raises(dg.Failure, match="fsdp2 needs CUDA GPUs"):
+            LauncherResource(train_processes_per_node=2, accelerate_config="fsdp2").run_trainer(
+                None, "pipeline_assets.posttrain.sft", [], tmp_path, runner="accelerate")
 
 def test_k8s_executor_config_passes_dagster_k8s_schema() -> None:
     from dagster_k8s import k8s_job_executor
@@ -338,3 +360,167 @@ def test_pretraining_runs_as_a_slurm_job_through_pipes(slurm_env, token_store: P
     assert list(launch.glob("slurm-*.out")) and (launch / "train.sbatch").is_file()
     assert "srun --kill-on-bad-exit=1 torchrun" in (launch / "train.sbatch").read_text()
     assert not _wait_until_unqueued("llmdag-train")
+
+
+# --- a TRL stage under accelerate launch through Dagster Pipes ---------------------------------------------------
+
+SFT_RUN_CONFIG = {"max_steps": 24, "batch_size": 8, "warmup_steps": 2, "log_every": 4, "learning_rate": 3e-3,
+                  "replay_fraction": 0.0, "eval_every": None, "stop_at_dev_accuracy": None, "keep_best_dev": False,
+                  "eval_prompts": ["What is 2 + 3?"], "eval_max_new_tokens": 8, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def sft_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An artifact root with what models/sft reads: a random-init base with our ChatML tokenizer, the benchmark,
+    datasets/sft (no replay: the shards dir is published empty)."""
+    import shutil
+
+    import torch
+    from test_posttrain_sft_rl import SFT_DATA, _write_corpus
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from pipeline_assets.asset_keys import BASE, BENCHMARKS, SHARDS
+    from pipeline_assets.asset_keys import SFT_DATA as SFT_DATA_KEY
+    from pipeline_assets.evals.benchmarks import BenchmarkConfig, build_benchmarks
+    from pipeline_assets.posttrain.data import build_sft_dataset
+    from pipeline_assets.tokenizer.train import TokenizerConfig, train_tokenizer
+    from resources.storage import ArtifactStore
+
+    tmp = tmp_path_factory.mktemp("sft_inputs")
+    for name in ("tok", "bench", "shards"):
+        (tmp / name).mkdir()
+    train_tokenizer([_write_corpus(tmp / "corpus.jsonl")], tmp / "tok", TokenizerConfig(vocab_size=512),
+                    log=lambda _: None)
+    tok = AutoTokenizer.from_pretrained(tmp / "tok")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(tmp / "base")
+    tok.save_pretrained(tmp / "base")
+    build_benchmarks(tmp / "bench", BenchmarkConfig())
+    build_sft_dataset(tmp / "sft", SFT_DATA, tmp / "bench")
+    root = tmp_path_factory.mktemp("sft_artifacts")
+    store = ArtifactStore(root=str(root))
+    for key, src in ((BASE, "base"), (BENCHMARKS, "bench"), (SFT_DATA_KEY, "sft"), (SHARDS, "shards")):
+        with store.writing(key.path) as draft:
+            shutil.copytree(tmp / src, draft.work, dirs_exist_ok=True)
+        store.publish(draft.version)
+    return root
+
+
+def _materialize_sft(root: Path, launcher: LauncherResource, **config) -> tuple[dg.ExecuteInProcessResult, dict,
+                                                                                 list[str]]:
+    from pipeline_assets.posttrain.assets import model_asset
+    from pipeline_assets.stages import stage
+    from resources.settings import PipelineSettings
+    from resources.storage import ArtifactStore
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [model_asset(stage("sft"))], instance=instance, raise_on_error=False,
+        resources={"store": ArtifactStore(root=str(root)), "settings": PipelineSettings(profile="tiny"),
+                   "launcher": launcher},
+        run_config={"ops": {"models__sft": {"config": {**SFT_RUN_CONFIG, **config}}}})
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    summary = json.loads((published(root, "models/sft") / "summary.json").read_text())
+    return result, summary, [r.user_message for r in instance.all_logs(result.run_id)]
+
+
+def test_sft_trains_under_accelerate_launch_like_in_process(sft_store: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    _, alone, _ = _materialize_sft(sft_store, LauncherResource(), seed=5)
+    result, two, logs = _materialize_sft(sft_store, LauncherResource(train_processes_per_node=2), seed=5)
+    assert (alone["world_size"], two["world_size"]) == (1, 2) and two["steps"] == alone["steps"] == 24
+    # batch_size is global: each process takes 4 of the 8 rows, so both runs see the same tokens per step.
+    assert abs(two["tokens_seen"] - alone["tokens_seen"]) <= 0.15 * alone["tokens_seen"]
+    # The same random init, then curves that track each other (measured: medians of the last 8 steps 2.98 vs
+    # 2.58; a batch of the long docstring rows spikes to ~6 in both, so medians, not last values).
+    assert two["loss_history"][0][1] == pytest.approx(alone["loss_history"][0][1], rel=0.05)
+    tail_two, tail_alone = (statistics.median(v for _, v in run["loss_history"][-8:]) for run in (two, alone))
+    assert tail_two < 0.6 * two["loss_history"][0][1] and tail_two == pytest.approx(tail_alone, rel=0.3)
+    assert any(m.startswith("sft | full fine-tune") for m in logs)  # rank 0's lines streamed into the run
+    out = published(sft_store, "models/sft")
+    AutoModelForCausalLM.from_pretrained(out)  # one complete checkpoint (written by rank 0 alone)
+    assert not (out / ".trainer").exists()
+    assert not list(sft_store.rglob("config-*.json"))  # the launch dir lived under the unpublished trainer dir
+
+
+
+def test_sft_trains_as_a_slurm_job_under_accelerate_launch(slurm_env, sft_store: Path) -> None:
+    launcher = LauncherResource(kind="slurm", train_processes_per_node=2,
+                                slurm=SlurmSettings(cpus_per_task=1, mem_per_cpu_gb=1, time="00:10:00"))
+    _, summary, logs = _materialize_sft(sft_store, launcher, seed=6)
+    assert summary["world_size"] == 2 and summary["steps"] == 24
+    assert any(m.startswith("Slurm job ") for m in logs) and any(m.startswith("sft | done") for m in logs)
+    assert not _wait_until_unqueued("llmdag-train")
+
+# --- stopping a runner: every rank goes, even where SIGTERM was ignored ------------------------------------------
+
+RANK_SCRIPT = ("import os, pathlib, time\n"
+               "pathlib.Path(os.environ['RANKS_DIR'], os.environ['RANK']).write_text(str(os.getpid()))\n"
+               "time.sleep(600)\n")
+
+
+def _rank_pids(ranks_dir: Path, n: int, timeout_s: float = 90) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        files = [ranks_dir / str(r) for r in range(n)]
+        if all(f.is_file() and f.read_text() for f in files):
+            return [int(f.read_text()) for f in files]
+        time.sleep(0.2)
+    raise AssertionError(f"the ranks never started: {sorted(p.name for p in ranks_dir.iterdir())}")
+
+
+def _gone(pids: list[int], timeout_s: float) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_stopping_torchrun_stops_ranks_that_inherited_sigterm_ignored(tmp_path: Path) -> None:
+    """A CI job or a daemon under nohup starts Dagster with SIGTERM/SIGINT ignored: an interrupted step still
+    stops the runner and both ranks with SIGTERM, well inside the grace period before SIGKILL."""
+    from resources import training
+
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    (tmp_path / "ranks").mkdir()
+    command = training.local_command("x", [], 2, None)
+    command = [*command[:command.index("-m")], str(script)]  # a plain script instead of a module
+    ignored = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        proc = training.spawn(command, {**os.environ, "RANKS_DIR": str(tmp_path / "ranks")})
+    finally:
+        for s, handler in ignored.items():
+            signal.signal(s, handler)
+    pids = _rank_pids(tmp_path / "ranks", 2)
+    started = time.monotonic()
+    training.stop_tree(proc)
+    assert _gone([proc.pid, *pids], 5) and time.monotonic() - started < training.STOP_GRACE_S  # SIGTERM did it
+
+
+def test_a_killed_step_process_takes_its_ranks_with_it(tmp_path: Path) -> None:
+    """The step's own process SIGKILLed (an OOM kill, a crashed run worker): no cleanup code runs, the runner gets
+    SIGTERM from the kernel (PR_SET_PDEATHSIG) and torchrun's agent stops its ranks."""
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    (tmp_path / "ranks").mkdir()
+    step = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        "from resources import training\n"
+        "command = training.local_command('x', [], 2, None)\n"
+        f"command = [*command[:command.index('-m')], {str(script)!r}]\n"
+        "training.spawn(command, dict(os.environ))\n"
+        "time.sleep(600)\n")], env={**os.environ, "RANKS_DIR": str(tmp_path / "ranks")}, cwd=Path(__file__).parents[1])
+    pids = _rank_pids(tmp_path / "ranks", 2)
+    step.kill()
+    step.wait()
+    assert _gone(pids, 40)

@@ -63,3 +63,19 @@ def test_a_registered_stage_runs_from_the_command_line(tmp_path, capsys):
     assert result["steps"] == 2 and (tmp_path / "out" / "config.json").is_file()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps"] == 2
     assert '"steps": 2' in capsys.readouterr().out
+
+
+def test_config_json_carries_an_assets_resolved_config(tmp_path):
+    """What an asset launching its stage under accelerate passes: every field, tuples and None included."""
+    from pipeline_assets.config_flags import parse_config_args
+
+    cls = SECTIONS["sft"]
+    cfg = dataclasses.replace(profile_sections("tiny").sft, max_steps=70, stop_at_dev_accuracy=None,
+                              eval_prompts=("x", "y"))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dataclasses.asdict(cfg)))
+    _, loaded = parse_config_args(argparse.ArgumentParser(), cls, "sft", ["--config-json", str(path)])
+    assert loaded == cfg
+    path.write_text(json.dumps({**dataclasses.asdict(cfg), "max_steps": 0}))
+    with pytest.raises(ValueError):  # validate() runs on it too
+        parse_config_args(argparse.ArgumentParser(), cls, "sft", ["--config-json", str(path)])

@@ -8,6 +8,7 @@ metadata: loss curve, before/after metrics, samples, parents.
 """
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,8 +37,10 @@ from pipeline_assets.posttrain.config import (
 from pipeline_assets.posttrain.data import ReasoningDataConfig, SFTDataConfig
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import registered_sections, resolved, stage_config
+from pipeline_assets.stage_cli import input_flag
 from pipeline_assets.stages import ModelStage, StageInputs, resolve
 from pipeline_assets.summary import write_summary
+from resources.launcher import LauncherResource
 from resources.settings import PipelineSettings
 from resources.storage import ArtifactStore, Draft, fingerprint
 
@@ -200,6 +203,22 @@ def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, se
 # --- models --------------------------------------------------------------------------------------------------
 
 
+def _train_out_of_process(context: dg.AssetExecutionContext, launcher: LauncherResource, stage: ModelStage,
+                          cfg: Any, inputs: StageInputs, work: Path, checkpoint_dir: Path | None) -> dict:
+    """The stage's own CLI (pipeline_assets/stage_cli.py) under ``accelerate launch``; rank 0 writes the
+    summary the result is read from. The launch files live under TRAINER_DIR, which is never published."""
+    launch = work / TRAINER_DIR / "launch"
+    launch.mkdir(parents=True, exist_ok=True)
+    config_file = launch / f"config-{context.run.run_id[:8]}.json"
+    config_file.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    args = [arg for key, path in inputs.paths.items() for arg in (input_flag(key), str(path))]
+    args += ["--out", str(work), "--profile", inputs.profile, "--config-json", str(config_file),
+             *(["--checkpoint-dir", str(checkpoint_dir)] if checkpoint_dir is not None else [])]
+    reported = launcher.run_trainer(context, stage.trainer.partition(":")[0], args, launch, runner="accelerate")
+    return json.loads(Path(reported["summary"]).read_text())
+
+
+
 def model_asset(stage: ModelStage) -> dg.AssetsDefinition:
     """``models/<stage>`` from its registry entry (pipeline_assets/stages.py): the Launchpad form of its config
     section, its parent and inputs as deps, the trainer called on their published dirs, resumable in a work
@@ -209,7 +228,7 @@ def model_asset(stage: ModelStage) -> dg.AssetsDefinition:
     deps = [stage.parent_key, *stage.inputs]
 
     def _model(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
-               config: dg.Config) -> dg.MaterializeResult:
+               launcher: LauncherResource, config: dg.Config) -> dg.MaterializeResult:
         reads = Reads(store)
         cfg = resolved(config, settings.profile)
         inputs = StageInputs({key.to_user_string(): reads(key) for key in deps}, settings.profile)
@@ -219,8 +238,15 @@ def model_asset(stage: ModelStage) -> dg.AssetsDefinition:
             sections = registered_sections()
             key = _resume_key(reads, deps, cfg, **{s: dataclasses.asdict(settings.config(sections[s], s))
                                                    for s in stage.uses_sections})
-        draft, result = _train(context, store, lambda work: train(
-            cfg, inputs, work, work / TRAINER_DIR if stage.resumable else None, context.log.info), key)
+        out_of_process = stage.multi_process and launcher.trains_out_of_process()
+
+        def fit(work: Path) -> dict:
+            checkpoint_dir = work / TRAINER_DIR if stage.resumable else None
+            if out_of_process:
+                return _train_out_of_process(context, launcher, stage, cfg, inputs, work, checkpoint_dir)
+            return train(cfg, inputs, work, checkpoint_dir, context.log.info)
+
+        draft, result = _train(context, store, fit, key)
         return _model_result(context, store, draft, reads, result, trained=stage.trained)
 
     _model.__annotations__["config"] = run_config  # Dagster reads the form's schema from this annotation

@@ -53,7 +53,13 @@ def trl_args(output_dir: Path, *, max_steps: int, learning_rate: float, batch_si
     resume points there (optimizer, scheduler and RNG state too, ``save_only_model=False``) every
     ``save_interval`` steps and at the end, which ``train_resumable`` picks up after a kill. Only the newest
     is kept: HF deletes the older one only once the new one is complete (``Trainer._save_checkpoint``).
+    ``batch_size`` is the global batch: under ``accelerate launch`` each of WORLD_SIZE processes takes its share,
+    so a config means the same optimization however many processes run it.
     """
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # processes of an accelerate launch (1 in the step's process)
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} is the global batch: it must divide over the {world} processes "
+                         "of this launch")
     dev = device_for(device)
     if dev == "cpu":
         torch.set_num_threads(num_threads)
@@ -63,7 +69,7 @@ def trl_args(output_dir: Path, *, max_steps: int, learning_rate: float, batch_si
         save_only_model=False)
     return dict(
         output_dir=str(checkpoint_dir if checkpoint_dir is not None else output_dir), max_steps=max_steps,
-        learning_rate=learning_rate, per_device_train_batch_size=batch_size, seed=seed, data_seed=seed,
+        learning_rate=learning_rate, per_device_train_batch_size=batch_size // world, seed=seed, data_seed=seed,
         bf16=dev == "cuda" and torch.cuda.is_bf16_supported(), use_cpu=dev == "cpu",
         activation_checkpointing=False, report_to="none", dataloader_pin_memory=False,
         logging_steps=1, disable_tqdm=True, weight_decay=0.0, logging_nan_inf_filter=False, **saving, **extra,

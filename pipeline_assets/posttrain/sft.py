@@ -35,6 +35,7 @@ from transformers import TrainerCallback
 from pipeline_assets.asset_keys import BASE, BENCHMARKS, SFT_DATA, SHARDS
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.model_io import generate_replies, load_causal_lm, save_checkpoint
+from pipeline_assets.pipes_rank0 import is_rank0
 from pipeline_assets.posttrain.common import LossHistory, lora_config, train_resumable, trl_args
 from pipeline_assets.posttrain.config import SFTStageConfig
 from pipeline_assets.posttrain.data import DEV_FILE, SFT_FILE, SFT_VAL_FILE
@@ -394,12 +395,15 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         val_loss = float(trainer.evaluate()["eval_loss"]) if val_ds is not None else None
 
     model = trainer.model
+    writes = is_rank0()  # under accelerate launch every rank holds the same weights; one writes them
     if cfg.use_lora:
-        model.save_pretrained(out_dir)  # adapter only; adapter_config.json names base_dir
-        tok.save_pretrained(out_dir)
+        if writes:
+            model.save_pretrained(out_dir)  # adapter only; adapter_config.json names base_dir
+            tok.save_pretrained(out_dir)
         model = model.merge_and_unload()
-        save_checkpoint(model, tok, Path(merged_dir))  # type: ignore[arg-type]
-    else:
+        if writes:
+            save_checkpoint(model, tok, Path(merged_dir))  # type: ignore[arg-type]
+    elif writes:
         save_checkpoint(model, tok, out_dir)
 
     after = arithmetic_accuracy(model, tok, test, cfg.arithmetic_max_new_tokens) if test else None
@@ -413,6 +417,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "checkpoint_dir": str(out_dir),
         "merged_dir": str(merged_dir) if merged_dir is not None else None,
         "steps": int(trainer.state.global_step),
+        "world_size": int(trainer.args.world_size),  # processes that trained it (accelerate launch), 1 in process
         "resumed_from_step": resumed_from_step,
         "loss_history": history.loss,
         "router_aux_loss_history": history.metrics.get("aux_loss") or None,
@@ -442,8 +447,9 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, dataset_path: Path | str, out_d
         "config": asdict(cfg),
     }
     meta["wall_time_s"] = round(time.perf_counter() - t_start, 2)
-    write_summary(out_dir, meta)
-    if merged_dir is not None:  # the merged model is what later stages load; its dir carries the lineage too
+    if writes:
+        write_summary(out_dir, meta)
+    if writes and merged_dir is not None:  # the merged model is what later stages load; it carries the lineage too
         write_summary(Path(merged_dir), meta)
     log(f"sft | done in {meta['wall_time_s']:.0f}s | loss {meta['train_loss_first']} -> {meta['train_loss_final']}"
         f" | held-out arithmetic {meta['test_arithmetic_accuracy_before']} -> "
