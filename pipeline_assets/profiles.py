@@ -79,7 +79,7 @@ SCALE_PRETRAIN: dict[str, Any] = {
     "d_model": 1024, "n_layers": 24, "n_heads": 16, "n_kv_heads": 8, "intermediate_size": 2816, "seq_len": 2048,
     "tie_embeddings": False, "batch_size": 16, "grad_accum": 1, "max_steps": 20000, "learning_rate": 3e-4,
     "min_lr_ratio": 0.1, "warmup_steps": 500, "weight_decay": 0.1, "betas": (0.9, 0.95), "grad_clip": 1.0,
-    "device": "cuda", "dtype": "bfloat16", "compile": True, "attn_implementation": "sdpa",
+    "device": "cuda", "dtype": "bfloat16", "compile": True, "attn_implementation": "sdpa", "parallelism": "fsdp2",
     "checkpoint_every": 1000, "keep_last": 3, "log_every": 20, "eval_every": 1000, "eval_batches": 20,
     "sample_max_new_tokens": 64}
 

@@ -3,7 +3,8 @@
 ``Reads`` resolves each upstream's published version (``current``) and remembers which one it read:
 that is the lineage a materialization records (``upstream_versions``). ``finish`` publishes the new
 version only when every blocking check passed, so a failed gate leaves the previous good version in
-place for downstream, and records ``dagster/uri`` (the version dir) on the materialization. Weights
+place for downstream, and records ``dagster/uri`` (the version dir) and what the step cost
+(``cpu_time_s``, ``peak_rss_mb``: pipeline_assets/step_usage.py) on the materialization. Weights
 (any ``*.safetensors`` in the version) are checked finite first: a NaN model is never published.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline_assets.finite import assert_finite_weights
+from pipeline_assets.step_usage import step_usage
 from resources.storage import ArtifactStore, Draft
 
 
@@ -68,7 +70,7 @@ def finish(context: dg.AssetExecutionContext, store: ArtifactStore, draft: Draft
                                                         f"{draft.version.name} (kept unpublished)")
         store.publish(draft.version)
     return dg.MaterializeResult(
-        metadata={**metadata, "dagster/uri": dg.MetadataValue.path(str(draft.version.path)),
+        metadata={**metadata, **step_usage(), "dagster/uri": dg.MetadataValue.path(str(draft.version.path)),
                   "version": draft.version.name, "published": not failed,
                   **({"upstream_versions": dg.MetadataValue.json(reads.versions)} if reads else {})},
         check_results=list(check_results))

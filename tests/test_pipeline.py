@@ -128,6 +128,16 @@ def test_report_card_matches_eval_metadata(pipeline):
     assert synthetic["generation"] >= 1 and synthetic["acceptance_by_verifier_all"]["exact_answer"]["asked"] > 0
     distilled = synthetic["consumers"]["models/distilled"]
     assert distilled["share"] <= distilled["max_share"] and "### Synthetic data (datasets/synthetic)" in card
+    # Where the time went: every materialized asset with its step's wall time (Dagster's step stats), CPU and memory
+    times = json.loads((published(pipeline["root"], "reports/report_card") / "report_card.json").read_text()
+                       )["time_table"]
+    rows = {r["asset"]: r for r in times["assets"]}
+    assert {"models/base", "models/sft", "evals/sft", "corpus/filtered_documents"} <= set(rows)
+    assert "reports/report_card" not in rows  # itself: still running
+    sft = rows["models/sft"]
+    assert sft["elapsed_s"] > 0 and sft["cpu_s"] > 0 and sft["peak_rss_mb"] > 100
+    assert rows["corpus/filtered_documents"]["partitions"] >= 2  # one step per source
+    assert {"models/base", "models/sft"} <= set(times["critical_path"]["assets"]) and "## Where the time went" in card
 
 
 def test_release_blocked_by_impossible_budget_and_allowed_by_sane_one(pipeline):

@@ -139,8 +139,13 @@ def save_checkpoint(
     rank: int = 0,
     keep_last: int | None = None,
     barrier: Callable[[], None] | None = None,
+    model_state: dict[str, Any] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write step_{step:06d} atomically; every rank must call it (each saves its RNG), rank 0 writes the rest.
+
+    `model_state` / `optimizer_state`: the full state to write instead of the model's and optimizer's own
+    (FSDP2 gathers them to rank 0 first: pretrain/sharding.py).
 
     `meta` holds the JSON-able state (config, scheduler, dataloader_state, loop_state, ...); `format`, `step`
     and `saved_at` are added. Raises FileExistsError if that step is already a complete checkpoint.
@@ -163,10 +168,10 @@ def save_checkpoint(
     torch.save(capture_rng(), tmp / f"rng_rank{rank}.pt")
     sync()
     if rank == 0:
-        model.save_pretrained(tmp)  # safetensors, fp32 master weights
+        model.save_pretrained(tmp, **({"state_dict": model_state} if model_state is not None else {}))  # fp32
         faults.at("checkpoint.mid_write", step)  # kill-test hook: a -tmp dir without meta.json is left
         tokenizer.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt")
         _fsync_tree(tmp)
         full_meta = {"format": CHECKPOINT_FORMAT, "step": step, "saved_at": time.time(), **meta}
         with open(tmp / META_FILE, "w") as f:  # the completion marker, written last

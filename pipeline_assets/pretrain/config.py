@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
+PARALLELISMS = ("ddp", "fsdp2")  # pretrain/sharding.py
 DTYPES = ("float32", "bfloat16")
 # The attention back-ends transformers 5.x accepts for Llama; flash_attention_* need their own packages.
 ROPE_TYPES = ("default", "linear", "yarn", "llama3", "dynamic")
@@ -69,6 +70,9 @@ class PretrainConfig:
     device: str = "auto"  # auto = cuda when available
     dtype: str = "float32"  # bfloat16 = bf16 autocast over fp32 master weights (CUDA only)
     compile: bool = False
+    # Under torchrun: ddp (every rank holds the whole model) or fsdp2 (weights, grads and AdamW state sharded
+    # per decoder layer: pretrain/sharding.py), for models whose training state outgrows one GPU.
+    parallelism: str = "ddp"
     attn_implementation: str = "sdpa"
     num_threads: int = 1  # torch CPU threads per process; on 2 shared cores 1 is faster and 10-40x steadier
     seed: int = 0
@@ -184,6 +188,7 @@ class PretrainConfig:
         )
         need(0.0 <= self.passkey_fraction <= 1.0, f"passkey_fraction={self.passkey_fraction} must be in [0, 1]")
         need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
+        need(self.parallelism in PARALLELISMS, f"parallelism={self.parallelism!r} is not one of {PARALLELISMS}")
         need(self.dtype in DTYPES, f"dtype={self.dtype!r} is not one of {DTYPES}")
         need(
             not (self.device == "cpu" and self.dtype == "bfloat16"),

@@ -47,8 +47,9 @@ import torch.nn.functional as F
 
 from pipeline_assets import faults
 from pipeline_assets.config_flags import add_config_flags, add_profile_flag, config_from_args
-from pipeline_assets.finite import assert_finite_weights, check_scalar
+from pipeline_assets.finite import NonFiniteError, assert_finite_weights, check_scalar
 from pipeline_assets.pipes_rank0 import rank0_pipes
+from pipeline_assets.pretrain import sharding
 from pipeline_assets.pretrain.checkpoint import (
     latest_checkpoint,
     load_optimizer_state,
@@ -73,7 +74,7 @@ from pipeline_assets.summary import write_summary
 # different): refuse and ask for a new run_dir.
 _RESUME_STRICT = tuple(
     "d_model n_layers n_heads n_kv_heads intermediate_size seq_len tie_embeddings rope_theta "
-    "vocab_multiple_of batch_size seed".split()
+    "vocab_multiple_of batch_size seed parallelism".split()  # parallelism: the optimizer state's layout
 )
 # Changing these is allowed (e.g. a longer schedule, another GPU), but the run stops being identical to a
 # straight one: warn loudly. Everything else (logging, checkpoint cadence, samples, stop_after_steps) is free.
@@ -200,11 +201,22 @@ def evaluate(
     device: torch.device,
     cfg: PretrainConfig,
     d: DistInfo,
+    lockstep: bool = False,
 ) -> float:
-    """Mean val loss in nats/token over the fixed val batches of all ranks."""
+    """Mean val loss in nats/token over the fixed val batches of all ranks.
+
+    ``lockstep`` (FSDP2: every forward gathers from every rank): a rank with fewer batches runs throwaway
+    forwards until each has run as many as the rank with the most.
+    """
     was_training = model.training
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)
+    if lockstep:
+        most = torch.tensor([len(batches)], device=device)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        for _ in range(int(most.item()) - len(batches)):
+            with torch.no_grad(), _autocast(device, cfg):
+                model(input_ids=torch.zeros((1, cfg.seq_len), dtype=torch.long, device=device), use_cache=False)
     for batch in batches:
         batch = batch.to(device, non_blocking=True)
         with _autocast(device, cfg):
@@ -407,9 +419,14 @@ def _train_step(
         batch = loader.next_batch()
         if device.type == "cuda":
             batch = batch.pin_memory().to(device, non_blocking=True)
-        # DDP: all-reduce gradients only on the last micro-batch of the step.
-        no_sync = d.enabled and micro < cfg.grad_accum - 1
-        with train_model.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
+        # Reduce gradients across ranks only on the last micro-batch of the step (DDP no_sync; FSDP2's switch).
+        last = micro == cfg.grad_accum - 1
+        no_sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if hasattr(train_model, "set_requires_gradient_sync"):
+            train_model.set_requires_gradient_sync(last)
+        elif d.enabled and not last:
+            no_sync = train_model.no_sync()  # type: ignore[operator]
+        with no_sync:
             with _autocast(device, cfg):
                 out = train_model(input_ids=batch[:, :-1], use_cache=False, **router)
             logits = out.logits
@@ -424,10 +441,35 @@ def _train_step(
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     else:
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor (the norm over every rank's shards)
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return torch.stack([loss_sum / cfg.grad_accum, grad_norm.to(loss_sum.device, loss_sum.dtype),
                         aux_sum / cfg.grad_accum])
+
+
+def _checked_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, fsdp: bool, d: DistInfo,
+                   device: torch.device, where: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The weights (and optimizer state) to write, checked finite, on every rank together.
+
+    DDP / one process: (None, None), the model writes its own state. FSDP2: the full state gathered to rank 0
+    (every rank calls this); rank 0 checks it and every rank raises if it is not finite.
+    """
+    if not fsdp:
+        assert_finite_weights(model.state_dict(), where=where)
+        return None, None
+    weights = sharding.full_model_state(model)
+    optim = sharding.full_optimizer_state(model, optimizer) if optimizer is not None else None
+    error: NonFiniteError | None = None
+    if d.rank == 0:
+        try:
+            assert_finite_weights(weights, where=where)
+        except NonFiniteError as e:
+            error = e
+    if not sharding.all_agree(error is None, device):
+        raise error or NonFiniteError(f"non-finite weights in {where} (rank 0's error names them)")
+    return weights, optim
 
 
 # --- Training ---------------------------------------------------------------------------------------------
@@ -497,8 +539,11 @@ def _train(
         _check_resume(meta["config"], cfg, int(meta.get("world_size", 1)), d.world_size, log0, ckpt)
     model = _init_model(cfg, data, ckpt or init_dir).to(device)
     model.train()
-    optimizer = build_optimizer(model, cfg, device)
     num_params = count_params(model)
+    fsdp = d.enabled and cfg.parallelism == "fsdp2"
+    if fsdp:
+        sharding.shard(model)  # before the optimizer: it must hold the sharded parameters
+    optimizer = build_optimizer(model, cfg, device)
     fpt = flops_per_token(cfg, data.vocab_size)
     peak = peak_bf16_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     global_tokens_per_step = cfg.tokens_per_step * d.world_size
@@ -514,7 +559,10 @@ def _train(
     else:
         if meta.get("index_digest") != _index_digest(shards_dir):
             _warn_block(log0, [f"{shards_dir}/index.json differs from the one {ckpt.name} was trained on"])
-        optimizer.load_state_dict(load_optimizer_state(ckpt, device))
+        if fsdp:
+            sharding.load_full_optimizer_state(model, optimizer, load_optimizer_state(ckpt, "cpu"))
+        else:
+            optimizer.load_state_dict(load_optimizer_state(ckpt, device))
         loader.load_state_dict(meta["dataloader_state"])
         loop.update(meta["loop_state"])
         start_step = int(meta["step"])
@@ -531,7 +579,7 @@ def _train(
     train_model: torch.nn.Module = model
     if cfg.compile:
         train_model = torch.compile(train_model)  # type: ignore[assignment]
-    if d.enabled:
+    if d.enabled and not fsdp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -632,7 +680,7 @@ def _train(
                     writer.add_scalar("train/lr", lr, step)
                     writer.add_scalar("train/tokens_per_s", tok_s, step)
             if do_eval:
-                val_loss = evaluate(model, data.val_local, device, cfg, d)
+                val_loss = evaluate(model, data.val_local, device, cfg, d, lockstep=fsdp)
                 check_scalar("val loss", val_loss, step, "the weights are broken; no checkpoint of this step "
                                                          "is written, the last one stays the resume point")
                 bpb = data.bpb(val_loss)
@@ -646,7 +694,7 @@ def _train(
                     if bpb is not None:
                         writer.add_scalar("val/bpb", bpb, step)
             if do_ckpt:
-                assert_finite_weights(model.state_dict(), where=f"the model at step {step}")
+                weights, optim = _checked_state(model, optimizer, fsdp, d, device, f"the model at step {step}")
                 last_ckpt = save_checkpoint(
                     run_dir,
                     step,
@@ -657,6 +705,8 @@ def _train(
                     rank=d.rank,
                     keep_last=cfg.keep_last,
                     barrier=d.barrier,
+                    model_state=weights,
+                    optimizer_state=optim,
                 )
                 log0(f"saved {last_ckpt}")
             _sync(device)
@@ -666,9 +716,10 @@ def _train(
         if loop["val_history"] and loop["val_history"][-1][0] == step:
             val_loss = loop["val_history"][-1][1]
         else:
-            val_loss = evaluate(model, data.val_local, device, cfg, d)
+            val_loss = evaluate(model, data.val_local, device, cfg, d, lockstep=fsdp)
         check_scalar("val loss", val_loss, step, "the weights are broken; nothing is exported")
-        samples = generate_samples(model, data.tokenizer, cfg, device, data.eos_id) if d.rank == 0 else []
+        # Under FSDP2 every rank generates (same greedy tokens, so the same forwards) and rank 0 keeps them.
+        samples = generate_samples(model, data.tokenizer, cfg, device, data.eos_id) if d.rank == 0 or fsdp else []
     finally:
         if writer:
             writer.close()
@@ -729,13 +780,13 @@ def _train(
         },
         "config": cfg.to_dict(),
     }
+    weights, _ = _checked_state(model, None, fsdp, d, device, f"the model at step {step}")
     if d.rank == 0:
         for s in samples:
             log0(f"sample | {s['prompt']!r} -> {s['completion']!r}")
         out_dir.mkdir(parents=True, exist_ok=True)
         model.generation_config.pad_token_id = data.pad_id
-        assert_finite_weights(model.state_dict(), where=f"the model at step {step}")
-        model.save_pretrained(out_dir)
+        model.save_pretrained(out_dir, **({"state_dict": weights} if weights is not None else {}))
         data.tokenizer.save_pretrained(out_dir)
         write_summary(out_dir, result)
         log0(
@@ -790,6 +841,7 @@ _CLI_FLAGS: dict[str, dict[str, str]] = {
         "device": "auto | cpu | cuda",
         "dtype": "float32 | bfloat16",
         "compile": "torch.compile the model",
+        "parallelism": "under torchrun: ddp, or fsdp2 (weights, grads, optimizer state sharded per layer)",
         "attn_implementation": "sdpa | eager | flash_attention_2 | ...",
         "num_threads": "torch CPU threads per process",
         "seed": "init, data order and dropout seed",

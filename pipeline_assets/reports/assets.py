@@ -13,6 +13,7 @@ from pipeline_assets.metadata import path_md
 from pipeline_assets.pretrain.variants import vs_dense
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.reports.gates import GateConfig, evaluate_gates
+from pipeline_assets.reports.time_table import StepTime, time_table
 from pipeline_assets.run_config import resolved, stage_config
 from pipeline_assets.stages import ModelStage
 from pipeline_assets.summary import SUMMARY_FILE
@@ -187,6 +188,41 @@ def _corpus_section(reads: Reads, sources: list[str]) -> dict:
                            for split in ("train", "val") for k in ("documents", "bytes")}}}
 
 
+def _step_times(context: dg.AssetExecutionContext, skip: set[dg.AssetKey]) -> tuple[list[StepTime],
+                                                                                     dict[str, list[str]]]:
+    """Each asset's latest materialization per partition: its step's start and end (Dagster's step stats) and
+    what it cost (its metadata, pipeline_assets/step_usage.py); and each asset's parents."""
+    graph, instance = context.repository_def.asset_graph, context.instance
+    steps: list[StepTime] = []
+    parents: dict[str, list[str]] = {}
+    for key in graph.materializable_asset_keys:
+        if key in skip:
+            continue
+        node = graph.get(key)
+        parents[key.to_user_string()] = [p.to_user_string() for p in node.parent_keys]
+        partitions = sorted(instance.get_materialized_partitions(key)) if node.partitions_def else [None]
+        for partition in partitions:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+                limit=1).records
+            entry = records[0].event_log_entry if records else None
+            if entry is None or entry.step_key is None or entry.asset_materialization is None:
+                continue
+            stats = instance.get_run_step_stats(entry.run_id, step_keys=[entry.step_key])
+            if not stats or stats[0].start_time is None:
+                continue
+            meta = entry.asset_materialization.metadata
+            steps.append(StepTime(key.to_user_string(), partition, stats[0].start_time,
+                                  stats[0].end_time or entry.timestamp, _number(meta, "cpu_time_s"),
+                                  _number(meta, "peak_rss_mb")))
+    return steps, parents
+
+
+def _number(metadata: dict, name: str) -> float | None:
+    value = getattr(metadata.get(name), "value", None)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def report_assets(stages: list[ModelStage], code_versions: dict[str, str],
                   test_time_compute: bool = False) -> list[dg.AssetsDefinition]:
     """``code_versions``: asset key -> code version of every other asset, shown on the report card;
@@ -219,7 +255,8 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str],
                 "arena": _json(_file(reads, ARENA.path, SUMMARY_FILE)),
                 "evals": {k: v for k, v in evals_full.items() if v},
                 "gates": evaluate_gates(metrics, lineage, settings.config(GateConfig, "gates"), items,
-                                        release_stage=f"models/{release_stage}"), "lineage": lineage}
+                                        release_stage=f"models/{release_stage}"), "lineage": lineage,
+                "time_table": time_table(*_step_times(context, skip={REPORT_CARD, RELEASE}))}
         with writing(context, store) as draft:
             result = render_report_card(data, draft.work)
             (draft.work / "report_data.json").write_text(json.dumps(data, indent=2, default=str))

@@ -54,6 +54,7 @@ Stages use short names (base, sft, reward, dpo, rlhf, grpo, distilled, quantized
      "architectures": {STAGE: {"vs": STAGE, "num_experts", "top_k", "active_params", "dense_active_params",
                                "active_params_ratio", ... (total_params, tokens, tokens_per_s, train_state_mb,
                                peak_memory_mb, window_val_bpb: each with dense_ and _ratio), "routing"}},
+     "time_table": reports/time_table.py's table (per asset wall, CPU, peak memory; critical path) | null,
      "test_time_compute": {"policies": {STAGE: {"ns", "n_problems", "tokens_per_query", "majority", "best_of_n",
                                                 "weighted", "pass_at_n": {"mean": [..], "std": [..]}}},
                            "target": {"policy", "n", "accuracy", "accuracy_at_1", "delta", "ci95", "p_value",
@@ -457,7 +458,22 @@ def build_report_card_json(data: Mapping[str, Any]) -> dict[str, Any]:
                               for k, v in (data.get("architectures") or {}).items()},
             "test_time_compute": _ttc_json(data.get("test_time_compute")),
             "arena": _arena_json(data.get("arena")),
-            "data": _data_json(data.get("corpus") or {})}
+            "data": _data_json(data.get("corpus") or {}),
+            "time_table": data.get("time_table")}
+
+
+def _section_time_table(t: Mapping[str, Any]) -> str:
+    """Per asset, in start order: when it started, how long, its CPU and memory; then the critical path."""
+    rows = [[r["asset"], r["partitions"], fmt(r["start_s"]), fmt(r["elapsed_s"]), fmt(r["cpu_s"]),
+             fmt(r["peak_rss_mb"])] for r in t["assets"]]
+    cores = f"; CPU {fmt(t['cpu_s'])} s = {fmt(round(t['cpu_s'] / t['span_s'], 2))} cores busy on average" \
+        if t.get("cpu_s") and t["span_s"] else ""
+    path = t["critical_path"]
+    return ("## Where the time went\n\nEach asset's latest materialization (per partition): Dagster's step start "
+            "and end, and the step's CPU time (its process and the children it waited for) and peak resident "
+            f"memory. Span {fmt(t['span_s'])} s from the first step's start to the last one's end{cores}.\n\n"
+            + table(["asset", "partitions", "start (s)", "elapsed (s)", "CPU (s)", "peak RSS (MB)"], rows)
+            + f"\n\n**Critical path** ({fmt(path['elapsed_s'])} s): " + " → ".join(path["assets"]) + "\n")
 
 
 def _arena_json(arena: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -751,6 +767,9 @@ def render_report_card(data: Mapping[str, Any], out_dir: Path | str) -> dict[str
     samples = _section_samples(models, evals)
     if samples:
         parts.append(samples)
+    if card["time_table"] is not None:
+        parts.append(_section_time_table(card["time_table"]))
+    sections["time_table"] = "rendered" if card["time_table"] is not None else "not materialized"
     parts.append(_section_versions(data, git))
 
     markdown = "\n".join(parts)
