@@ -88,14 +88,13 @@ def build_definitions(**kwargs) -> dg.Definitions:
     ttc = test_time_compute_asset(stages, pipeline.release_stage)
     evals += [ttc] if ttc is not None else []
     assets = [*corpus_assets, benchmarks, *tokenizer_assets, *models, synthetic_data, *evals, arena]
-    code_versions = {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items() if v}
     if resources["launcher"].kind == "k8s":
         gpus = int(resources["settings"].config(PretrainConfig, "pretrain").device == "cuda")
         executor = k8s_executor(resources["store"].root, training_steps(assets), gpus_per_training_step=gpus)
     else:
         executor = executor_for(pipeline.dagster_executor)
     return dg.Definitions(
-        assets=with_automation([*assets, *report_assets(stages, code_versions, test_time_compute=ttc is not None),
+        assets=with_automation([*assets, *report_assets(stages, assets, test_time_compute=ttc is not None),
                                 smoke_asset(pipeline.release_stage)]),
         resources=resources,
         executor=executor,

@@ -137,7 +137,9 @@ def test_report_card_matches_eval_metadata(pipeline):
     sft = rows["models/sft"]
     assert sft["elapsed_s"] > 0 and sft["cpu_s"] > 0 and sft["peak_rss_mb"] > 100
     assert rows["corpus/filtered_documents"]["partitions"] >= 2  # one step per source
-    assert {"models/base", "models/sft"} <= set(times["critical_path"]["assets"]) and "## Where the time went" in card
+    path = times["critical_path"]
+    assert "models/sft" in path["assets"] and 0 < path["elapsed_s"] <= times["span_s"]
+    assert "## Where the time went" in card
 
 
 def test_release_blocked_by_impossible_budget_and_allowed_by_sane_one(pipeline):

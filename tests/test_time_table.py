@@ -16,7 +16,7 @@ def _step(asset: str, start: float, end: float, partition: str | None = None, cp
     return StepTime(asset, partition, 1000 + start, 1000 + end, cpu, 50.0)
 
 
-def test_partitions_run_side_by_side_and_the_critical_path_is_the_longest_chain() -> None:
+def test_partitions_run_side_by_side_and_the_critical_path_is_what_the_run_waited_on() -> None:
     steps = [_step("raw", 0, 10, "a"), _step("raw", 0, 30, "b"), _step("filtered", 31, 40),
              _step("tokenizer", 40, 45), _step("base", 45, 145, cpu=200.0), _step("sft", 145, 245),
              _step("reward", 245, 265), _step("dpo", 265, 300), _step("grpo", 245, 275, cpu=None)]
@@ -25,9 +25,9 @@ def test_partitions_run_side_by_side_and_the_critical_path_is_the_longest_chain(
     assert rows["raw"] == {"asset": "raw", "partitions": 2, "start_s": 0, "elapsed_s": 30, "step_s": 40,
                            "cpu_s": 2.0, "peak_rss_mb": 50.0}
     assert rows["grpo"]["cpu_s"] is None  # materialized without usage metadata: unknown, not zero
-    # dpo started after reward (one core each at a time) but depends only on sft: 35 s beats grpo's 30 s
+    # dpo finished last; back through the parent that finished last each time (raw's slower partition included)
     assert t["critical_path"] == {"assets": ["raw", "filtered", "tokenizer", "base", "sft", "dpo"],
-                                  "elapsed_s": 30 + 9 + 5 + 100 + 100 + 35}
+                                  "elapsed_s": 300}
     assert t["span_s"] == 300 and t["step_s"] == 40 + 9 + 5 + 100 + 100 + 20 + 35 + 30
     assert [r["asset"] for r in t["assets"]][:2] == ["raw", "filtered"]  # in start order
     assert time_table([], PARENTS) is None

@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -188,20 +189,14 @@ def _corpus_section(reads: Reads, sources: list[str]) -> dict:
                            for split in ("train", "val") for k in ("documents", "bytes")}}}
 
 
-def _step_times(context: dg.AssetExecutionContext, skip: set[dg.AssetKey]) -> tuple[list[StepTime],
-                                                                                     dict[str, list[str]]]:
+def _step_times(instance: dg.DagsterInstance, parents: dict[str, list[str]],
+                partitioned: set[str]) -> list[StepTime]:
     """Each asset's latest materialization per partition: its step's start and end (Dagster's step stats) and
-    what it cost (its metadata, pipeline_assets/step_usage.py); and each asset's parents."""
-    graph, instance = context.repository_def.asset_graph, context.instance
+    what it cost (its metadata, pipeline_assets/step_usage.py)."""
     steps: list[StepTime] = []
-    parents: dict[str, list[str]] = {}
-    for key in graph.materializable_asset_keys:
-        if key in skip:
-            continue
-        node = graph.get(key)
-        parents[key.to_user_string()] = [p.to_user_string() for p in node.parent_keys]
-        partitions = sorted(instance.get_materialized_partitions(key)) if node.partitions_def else [None]
-        for partition in partitions:
+    for name in parents:
+        key = dg.AssetKey.from_user_string(name)
+        for partition in sorted(instance.get_materialized_partitions(key)) if name in partitioned else [None]:
             records = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
                 limit=1).records
@@ -212,10 +207,9 @@ def _step_times(context: dg.AssetExecutionContext, skip: set[dg.AssetKey]) -> tu
             if not stats or stats[0].start_time is None:
                 continue
             meta = entry.asset_materialization.metadata
-            steps.append(StepTime(key.to_user_string(), partition, stats[0].start_time,
-                                  stats[0].end_time or entry.timestamp, _number(meta, "cpu_time_s"),
-                                  _number(meta, "peak_rss_mb")))
-    return steps, parents
+            steps.append(StepTime(name, partition, stats[0].start_time, stats[0].end_time or entry.timestamp,
+                                  _number(meta, "cpu_time_s"), _number(meta, "peak_rss_mb")))
+    return steps
 
 
 def _number(metadata: dict, name: str) -> float | None:
@@ -223,10 +217,15 @@ def _number(metadata: dict, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def report_assets(stages: list[ModelStage], code_versions: dict[str, str],
+def report_assets(stages: list[ModelStage], upstream: Sequence[dg.AssetsDefinition],
                   test_time_compute: bool = False) -> list[dg.AssetsDefinition]:
-    """``code_versions``: asset key -> code version of every other asset, shown on the report card;
-    ``test_time_compute``: the graph has evals/test_time_compute, whose curves the card plots."""
+    """``upstream``: every other asset of the graph (their code versions and edges go on the report card: a
+    run of a selection sees only part of the graph); ``test_time_compute``: the graph has
+    evals/test_time_compute, whose curves the card plots."""
+    code_versions = {k.to_user_string(): v for a in upstream for k, v in a.code_versions_by_key.items() if v}
+    parents = {k.to_user_string(): sorted(p.to_user_string() for p in deps)
+               for a in upstream for k, deps in a.asset_deps.items()}
+    partitioned = {k.to_user_string() for a in upstream if a.partitions_def is not None for k in a.keys}
     lineage = {f"models/{s.name}": f"models/{s.parent}" if s.parent else None for s in stages}
     evals = [s.eval_key for s in stages]
     card_deps = evals + [s.key for s in stages] + ([TEST_TIME_COMPUTE] if test_time_compute else []) + [ARENA]
@@ -256,7 +255,7 @@ def report_assets(stages: list[ModelStage], code_versions: dict[str, str],
                 "evals": {k: v for k, v in evals_full.items() if v},
                 "gates": evaluate_gates(metrics, lineage, settings.config(GateConfig, "gates"), items,
                                         release_stage=f"models/{release_stage}"), "lineage": lineage,
-                "time_table": time_table(*_step_times(context, skip={REPORT_CARD, RELEASE}))}
+                "time_table": time_table(_step_times(context.instance, parents, partitioned), parents)}
         with writing(context, store) as draft:
             result = render_report_card(data, draft.work)
             (draft.work / "report_data.json").write_text(json.dumps(data, indent=2, default=str))
