@@ -218,7 +218,6 @@ def _train_out_of_process(context: dg.AssetExecutionContext, launcher: LauncherR
     return json.loads(Path(reported["summary"]).read_text())
 
 
-
 def model_asset(stage: ModelStage) -> dg.AssetsDefinition:
     """``models/<stage>`` from its registry entry (pipeline_assets/stages.py): the Launchpad form of its config
     section, its parent and inputs as deps, the trainer called on their published dirs, resumable in a work
