@@ -150,6 +150,9 @@ def test_slurm_failed_task_fails_with_its_log_and_cancels_the_rest(slurm_env, tm
 def test_interrupted_wait_cancels_the_jobs_it_submitted(slurm_env, tmp_path: Path) -> None:
     """A terminated Dagster step raises an interrupt in the step's wait: its Slurm jobs must not outlive it."""
     started = time.monotonic()
+    # Dagster's run worker handles SIGINT itself; a test process started with SIGINT ignored (nohup, some CI
+    # shells) would make interrupt_main a no-op, so the handler is installed here as the worker has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(8, _thread.interrupt_main)  # what Dagster's termination raises in the step
     timer.start()
     try:
@@ -157,6 +160,7 @@ def test_interrupted_wait_cancels_the_jobs_it_submitted(slurm_env, tmp_path: Pat
             _fast_slurm().run_datatrove([Sleep(300)], tmp_path / "sleep" / "logs", tasks=2)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 60
     assert not _wait_until_unqueued()
 
