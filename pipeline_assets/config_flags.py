@@ -81,22 +81,19 @@ def add_profile_flag(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(cls: type, section: str, args: argparse.Namespace) -> Any:
     """``cls`` from ``args.profile``'s section with every flag given applied, validated."""
-    changes = {}
-    for f in dataclasses.fields(cls):
-        if hasattr(args, f.name):
-            value = getattr(args, f.name)
-            changes[f.name] = tuple(value) if isinstance(value, list) else value
-    cfg = dataclasses.replace(section_config(cls, section, args.profile), **changes)
-    validate = getattr(cfg, "validate", None)
-    if validate is not None:
-        validate()
-    return cfg
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return _changed(cls, section, args.profile, changes)
 
 
 def config_from_json(cls: type, section: str, profile: str, text: str) -> Any:
     """``cls`` from ``profile``'s section with the JSON object's fields (``dataclasses.asdict`` of one), validated."""
-    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()}
-    cfg = dataclasses.replace(section_config(cls, section, profile), **changes)
+    return _changed(cls, section, profile, json.loads(text))
+
+
+def _changed(cls: type, section: str, profile: str, changes: Mapping[str, Any]) -> Any:
+    """``profile``'s section of ``cls`` with ``changes`` (lists as the tuples the dataclasses hold), validated."""
+    cfg = dataclasses.replace(section_config(cls, section, profile),
+                              **{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
     validate = getattr(cfg, "validate", None)
     if validate is not None:
         validate()
