@@ -1,7 +1,7 @@
 """How the graph runs without someone clicking: jobs, sensors, schedules, automation conditions, pools.
 
 - ``sources_sensor`` registers every known source as a ``sources`` partition (no runs: "Materialize all"
-  in the UI then covers them) and gives the shared pools a limit of 1 unless the instance has one.
+  in the UI then covers them) and gives the shared pools their limits unless the instance has them.
 - ``landing_folders`` curates a landing folder once it is complete (``_READY`` or settled), again
   whenever its content changes, never twice for the same content.
 - ``ingest_source`` runs only a source's own assets; what every source feeds (duplicate clusters, then
@@ -38,9 +38,9 @@ from pipeline_assets.corpus.assets import sources_partitions
 from pipeline_assets.corpus.fingerprint import settle_seconds, spec_fingerprint, waiting_reason
 from pipeline_assets.corpus.sources import SOURCE_NAME, LandingProblem, SourceSpec, landing_sources_checked
 from pipeline_assets.pools import CORPUS_GLOBAL_POOL, TRAINING_POOL
+from resources.settings import PipelineSettings
 from resources.sources import SourcesResource
 
-POOLS = (TRAINING_POOL, CORPUS_GLOBAL_POOL)
 FINGERPRINT_METADATA_KEY = "source_fingerprint"  # recorded by corpus/raw_documents: spec_fingerprint(spec)
 
 PER_SOURCE = [RAW, FILTERED, SIGNATURES]
@@ -174,14 +174,16 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 # helpers shared by the sensors and the schedule
 
 
-def ensure_pool_limits(instance: dg.DagsterInstance) -> list[str]:
-    """Give each llmdag pool 1 slot where the instance has no limit for it; returns the pools it set."""
+def ensure_pool_limits(instance: dg.DagsterInstance, training_limit: int) -> dict[str, int]:
+    """Give each llmdag pool its limit (training: the profile's ``training_pool_limit``, the corpus pool 1) where
+    the instance has none; returns the limits it set."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
-        return []
-    missing = [pool for pool in POOLS if storage.get_concurrency_info(pool).limit is None]
-    for pool in missing:
-        storage.set_concurrency_slots(pool, 1)
+        return {}
+    limits = {TRAINING_POOL: training_limit, CORPUS_GLOBAL_POOL: 1}
+    missing = {pool: limit for pool, limit in limits.items() if storage.get_concurrency_info(pool).limit is None}
+    for pool, limit in missing.items():
+        storage.set_concurrency_slots(pool, limit)
     return missing
 
 
@@ -282,10 +284,11 @@ def changed_sources(instance: dg.DagsterInstance, specs: dict[str, SourceSpec], 
 
 @dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Adds a 'sources' partition for every built-in, landing and configured source (no runs: "
-                       "materialize them from the UI); sets a limit of 1 on the llmdag pools if none is set.")
-def sources_sensor(context: dg.SensorEvaluationContext, sources: SourcesResource) -> dg.SensorResult | dg.SkipReason:
-    for pool in ensure_pool_limits(context.instance):
-        context.log.info(f"pool {pool!r} had no limit: set to 1 (change it under Deployment > Concurrency)")
+                       "materialize them from the UI); sets the llmdag pools' limits where none is set.")
+def sources_sensor(context: dg.SensorEvaluationContext, sources: SourcesResource,
+                   settings: PipelineSettings) -> dg.SensorResult | dg.SkipReason:
+    for pool, limit in ensure_pool_limits(context.instance, settings.pipeline().training_pool_limit).items():
+        context.log.info(f"pool {pool!r} had no limit: set to {limit} (change it under Deployment > Concurrency)")
     known = set(context.instance.get_dynamic_partitions(sources_partitions.name))
     new = [name for name in known_specs(sources, context.log) if name not in known]
     if not new:

@@ -380,8 +380,9 @@ def main(argv: list[str] | None = None) -> None:
         validate_run_config(defs, keys, run_config)
     registered = register_sources(defs, instance)
     # The sources sensor does this in `dagster dev`; the daemon started below runs no sensors.
-    for pool in ensure_pool_limits(instance):
-        print(f"pool {pool!r} had no limit: set to 1 (change it in the UI under Deployment > Concurrency)")
+    training_limit = defs.resources["settings"].pipeline().training_pool_limit
+    for pool, limit in ensure_pool_limits(instance, training_limit).items():
+        print(f"pool {pool!r} had no limit: set to {limit} (change it in the UI under Deployment > Concurrency)")
     unknown = sorted(set(args.partition or []) - set(registered))
     if unknown:
         raise SystemExit(f"unknown source partitions {unknown}; registered: {registered}")

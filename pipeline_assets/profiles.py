@@ -30,6 +30,10 @@ class PipelineConfig:
     datatrove_workers: int = 1
     # How one run's steps run when LLMDAG_LAUNCHER is not k8s: in_process | multiprocess.
     dagster_executor: str = "in_process"
+    # multiprocess only: steps of one run at a time (the executor's max_concurrent; 0 = one per CPU).
+    max_concurrent_steps: int = 0
+    # Steps of the `llmdag_training` pool at a time across runs (the instance's pool limit, set where none is).
+    training_pool_limit: int = 1
     # torchrun processes per node for pretraining (GPUs per node on CUDA); 1 on the local launcher trains in the
     # step's own process, any other setting launches torchrun through Dagster Pipes (resources/training.py).
     train_processes_per_node: int = 1
@@ -41,6 +45,9 @@ class PipelineConfig:
         if self.dagster_executor not in ("in_process", "multiprocess"):
             raise ValueError(f"dagster_executor={self.dagster_executor!r}; valid: in_process, multiprocess "
                              "(k8s: LLMDAG_LAUNCHER=k8s)")
+        if self.max_concurrent_steps < 0 or self.training_pool_limit < 1:
+            raise ValueError(f"max_concurrent_steps={self.max_concurrent_steps} must be >= 0 and "
+                             f"training_pool_limit={self.training_pool_limit} >= 1")
         if self.accelerate_config not in ("ddp", "fsdp2"):
             raise ValueError(f"accelerate_config={self.accelerate_config!r}; valid: ddp, fsdp2 (resources/accelerate/)")
 
@@ -50,8 +57,10 @@ class PipelineConfig:
 TINY_TASK = {"operand_max": 49, "operators": ("+",)}
 # SFT's share of pretraining-replay rows: without replay tiny SFT left val bpb 59% above the base's.
 REPLAY_FRACTION = 0.1
-# tiny's trainers use both cores (SFT: 26.5 s per 60 steps on 2 threads vs 40.1 s on 1).
-TINY_THREADS = 2
+# tiny runs two steps at a time (the graph's branches are independent after models/base), each on one core:
+# a tiny Llama's training steps/s on 2 cores, one process of 2 threads 1.72x one thread, two processes of 1 thread
+# 2.05x together, a 2-thread step beside a 1-thread one 1.14x (oversubscribed torch threads stall each other).
+TINY_THREADS = 1
 # The default task space (0..99, + and -) of the benchmark, SFT and GRPO on the GPU profiles.
 FULL_TASK = {"operand_max": 99, "operators": ("+", "-")}
 
@@ -85,7 +94,7 @@ SCALE_PRETRAIN: dict[str, Any] = {
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
-        "pipeline": {},
+        "pipeline": {"dagster_executor": "multiprocess", "max_concurrent_steps": 2, "training_pool_limit": 2},
         # models/base_moe, in every profile: 8 experts of a quarter of the dense FFN width, top-4 (fine-grained, as
         # OLMoE/DeepSeekMoE): the dense base's active parameters per token and tokens, 2x its FFN weights. Tiny,
         # paired on 155 val windows vs the dense base (2.515 bpb): this 2.500 (-0.009 [-0.017, +0.0005]); 8 of

@@ -30,6 +30,7 @@ from pipeline_assets.automation import (
     arena_votes_sensor_factory,
     automation_definitions,
     corpus_refresh,
+    ensure_pool_limits,
     ingest_job,
     landing_sensor_factory,
     retrain,
@@ -40,6 +41,8 @@ from pipeline_assets.automation import (
 from pipeline_assets.corpus.fingerprint import source_fingerprint, spec_fingerprint
 from pipeline_assets.corpus.sources import BUILTIN_SOURCES, READY_MARKER, SOURCE_FILE, SourceSpec
 from pipeline_assets.corpus.sources import landing_sources_checked as landing_specs
+from pipeline_assets.profiles import PipelineConfig, section_config
+from resources.settings import PipelineSettings
 from resources.sources import SourcesResource, UserSource
 
 # evaluate_automation_conditions itself selects with a beta parameter
@@ -145,7 +148,8 @@ def test_sources_sensor_registers_every_source_without_runs_and_sets_pool_limits
     storage = instance.event_log_storage
     storage.set_concurrency_slots(TRAINING_POOL, 3)  # the user's own limit
 
-    context = dg.build_sensor_context(instance=instance, resources={"sources": resource})
+    context = dg.build_sensor_context(instance=instance, resources={"sources": resource,
+                                                                    "settings": PipelineSettings(profile="tiny")})
     log = capture_logs(context)
     result = sources_sensor(context)
     assert not result.run_requests
@@ -159,8 +163,18 @@ def test_sources_sensor_registers_every_source_without_runs_and_sets_pool_limits
     assert storage.get_concurrency_info(CORPUS_GLOBAL_POOL).limit == 1  # set
 
     instance.add_dynamic_partitions("sources", list(request.partition_keys))
-    again = sources_sensor(dg.build_sensor_context(instance=instance, resources={"sources": resource}))
+    again = sources_sensor(dg.build_sensor_context(instance=instance, resources={
+        "sources": resource, "settings": PipelineSettings(profile="tiny")}))
     assert isinstance(again, dg.SkipReason) and "registered" in again.skip_message
+
+
+def test_pool_limits_come_from_the_profile(instance):
+    """tiny trains two 1-thread steps at once; small (one GPU) one at a time; a limit already set stays."""
+    assert ensure_pool_limits(instance, section_config(PipelineConfig, "pipeline", "tiny").training_pool_limit) == {
+        TRAINING_POOL: 2, CORPUS_GLOBAL_POOL: 1}
+    assert section_config(PipelineConfig, "pipeline", "small").training_pool_limit == 1
+    assert ensure_pool_limits(instance, 1) == {}
+    assert instance.event_log_storage.get_concurrency_info(TRAINING_POOL).limit == 2
 
 
 # ---------------------------------------------------------------------------------------------------

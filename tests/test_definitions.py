@@ -6,11 +6,13 @@ import dagster as dg
 import pytest
 from conftest import profile_sections
 
+from pipeline_assets.asset_keys import ARENA, BENCHMARKS, REWARD, SFT, eval_key
 from pipeline_assets.cli import main, validate_run_config
 from pipeline_assets.definitions import build_definitions, defs
+from pipeline_assets.pools import CRITICAL_CHAIN
 from pipeline_assets.pretrain.assets import PretrainRunConfig
 from pipeline_assets.pretrain.config import PretrainConfig
-from pipeline_assets.profiles import PROFILES, section_config
+from pipeline_assets.profiles import PROFILES, PipelineConfig, section_config
 from pipeline_assets.run_config import overridden
 
 CONTRACT = ["corpus/raw_documents", "corpus/filtered_documents", "corpus/minhash_signatures",
@@ -35,6 +37,31 @@ def test_profiles_validate_and_unknown_profile_is_a_clear_error():
         section_config(PretrainConfig, "pretrain", "huge")
     # scale's sizes with the local launcher: steps side by side in processes (k8s is LLMDAG_LAUNCHER's choice)
     assert build_definitions(profile="scale", launcher="local").executor.name == "multiprocess"
+
+
+def test_tiny_runs_two_steps_at_a_time_critical_chain_first():
+    """tiny's run steps go two at a time (multiprocess); the chain every eval waits on is started first."""
+    assert build_definitions(profile="tiny", launcher="local").executor.name == "multiprocess"
+    assert section_config(PipelineConfig, "pipeline", "tiny").max_concurrent_steps == 2
+    graph = defs.resolve_asset_graph()
+    untrained = {eval_key(name) for name in ("base", "base_moe", "long_context")} | {BENCHMARKS, ARENA}
+    evals = {k for k in graph.get_all_asset_keys() if k.path[0] == "evals"} - untrained
+    assert evals and all(REWARD in _ancestors(graph, k) for k in evals)  # the reward model judges every one
+    chain = {k for k in _ancestors(graph, REWARD) | {REWARD} if k == SFT or SFT in _ancestors(graph, k)}
+    assert chain == set(CRITICAL_CHAIN)
+    prioritized = {k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
+                   and graph.assets_def_for_key(k).op.tags.get("dagster/priority")}
+    assert prioritized == set(CRITICAL_CHAIN)
+
+
+def _ancestors(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
+    seen, todo = set(), [key]
+    while todo:
+        for parent in graph.get(todo.pop()).parent_keys:
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
 
 
 def test_stage_config_is_typed_with_profile_defaults():

@@ -28,7 +28,7 @@ from pipeline_assets.asset_keys import (
 )
 from pipeline_assets.jsonl import read_jsonl, write_jsonl
 from pipeline_assets.metadata import path_md, png_md, table
-from pipeline_assets.pools import TRAINING_POOL
+from pipeline_assets.pools import TRAINING_POOL, priority_tags
 from pipeline_assets.posttrain import data
 from pipeline_assets.posttrain.config import (
     FeedbackConfig,
@@ -143,7 +143,7 @@ def reasoning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore, s
 
 
 @dg.asset(key=AI_FEEDBACK, deps=[SFT, SFT_DATA, BENCHMARKS], group_name="datasets", code_version="1",
-          kinds={"pytorch"})
+          kinds={"pytorch"}, op_tags=priority_tags(AI_FEEDBACK))
 def ai_feedback(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                 config: FeedbackRunConfig) -> dg.MaterializeResult:
     """RLAIF: the judge (the SFT model by default) rates policy samples against constitution.txt."""
@@ -182,7 +182,7 @@ def human_preferences(context: dg.AssetExecutionContext, store: ArtifactStore) -
 
 
 @dg.asset(key=PREFERENCES, deps=[SFT, SFT_DATA, AI_FEEDBACK, HUMAN_PREFERENCES, BENCHMARKS], group_name="datasets",
-          code_version="2", kinds={"pytorch"})
+          code_version="2", kinds={"pytorch"}, op_tags=priority_tags(PREFERENCES))
 def preference_pairs(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                      config: PreferenceDataRunConfig) -> dg.MaterializeResult:
     """On-policy pairs judged by verifiers and rules, plus the AI-feedback pairs and the arena's human ones."""
@@ -250,8 +250,8 @@ def model_asset(stage: ModelStage) -> dg.AssetsDefinition:
 
     _model.__annotations__["config"] = run_config  # Dagster reads the form's schema from this annotation
     return dg.asset(key=stage.key, deps=deps, group_name="models", code_version=stage.code_version,
-                    kinds={"pytorch"}, pool=TRAINING_POOL, check_specs=_check(stage.key),
-                    description=stage.description)(_model)
+                    kinds={"pytorch"}, pool=TRAINING_POOL, op_tags=priority_tags(stage.key),
+                    check_specs=_check(stage.key), description=stage.description)(_model)
 
 
 def model_assets(stages: Sequence[ModelStage]) -> list[dg.AssetsDefinition]:
