@@ -468,7 +468,9 @@ class _Daemon:
     def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, landing: Path):
         self.defs, self.instance = defs, instance
         self.graph = defs.resolve_asset_graph()
-        self.job = defs.resolve_implicit_global_asset_job_def()
+        # Its runs execute in this process (the daemon's run launcher would start one process per run).
+        in_process = dg.Definitions(assets=defs.assets, resources=defs.resources, executor=dg.in_process_executor)
+        self.job = in_process.resolve_implicit_global_asset_job_def()
         self.sensor = landing_sensor_factory(str(landing))
         self.cursor = None
         self.queued: list[list] = []  # [run, ticks to hold]

@@ -19,9 +19,9 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from profanity_check import predict_prob
 
+from pipeline_assets.corpus.config import ContentSafetyConfig
 from pipeline_assets.corpus.safety import (
     RULES_DIR,
-    ContentSafetyConfig,
     MalwareFilter,
     ToxicityFilter,
     has_encoded_executable,

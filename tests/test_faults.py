@@ -629,7 +629,7 @@ CURATE = textwrap.dedent('''
     from pipeline_assets.corpus.dedup import deduplicate_partition, find_duplicates, signatures
     from pipeline_assets.corpus.filters import filter_partition
     from pipeline_assets.corpus.ingest import ingest_source
-    from pipeline_assets.corpus.safety import ContentSafetyConfig
+    from pipeline_assets.corpus.config import ContentSafetyConfig
     from pipeline_assets.corpus.sources import SourceSpec
     from resources.launcher import LauncherResource
     from resources.storage import ArtifactStore, fingerprint

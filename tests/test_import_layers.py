@@ -79,3 +79,16 @@ def test_the_checker_sees_a_backward_import(tmp_path):
     bad = tmp_path / "m.py"
     bad.write_text("def f():\n    from pipeline_assets.evals.benchmarks import is_refusal\n")
     assert imports_of(bad) == [(2, "pipeline_assets.evals.benchmarks")]
+
+
+def test_definitions_load_without_the_ml_libraries():
+    """Every Dagster run process, the forkserver of each run's steps, the code server and ``dg check defs`` import
+    the definitions: the stages' libraries are imported by the steps that use them (8.7 s -> 1.6 s per process)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "trl", "peft", "spacy", "matplotlib", "fasttext")
+    code = ("import sys, pipeline_assets.definitions; "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -11,11 +11,10 @@ from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
-from pipeline_assets.corpus.config import CorpusConfig
+from pipeline_assets.corpus.config import CorpusConfig, QualityClassifierConfig
 from pipeline_assets.corpus.filters import heuristic_recipe
 from pipeline_assets.corpus.quality import (
     SCORE_KEY,
-    QualityClassifierConfig,
     QualityFilter,
     builtin_reference,
     folder_reference,

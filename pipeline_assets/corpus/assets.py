@@ -25,21 +25,10 @@ from pipeline_assets.asset_keys import (
     SIGNATURES,
 )
 from pipeline_assets.corpus import checks
-from pipeline_assets.corpus.config import CorpusConfig
-from pipeline_assets.corpus.decontaminate import build_index, decontaminate_partition
-from pipeline_assets.corpus.dedup import deduplicate_partition, find_duplicates, signatures
-from pipeline_assets.corpus.filters import filter_partition, heuristic_recipe
+from pipeline_assets.corpus.config import ContentSafetyConfig, CorpusConfig, QualityClassifierConfig
 from pipeline_assets.corpus.fingerprint import spec_fingerprint
 from pipeline_assets.corpus.ingest import ingest_source
 from pipeline_assets.corpus.mixture import build_mixture
-from pipeline_assets.corpus.quality import (
-    QualityClassifierConfig,
-    builtin_reference,
-    folder_reference,
-    train_classifier,
-)
-from pipeline_assets.corpus.safety import ContentSafetyConfig
-from pipeline_assets.corpus.score_plots import score_histogram_png
 from pipeline_assets.metadata import path_md, png_md, table
 from pipeline_assets.pools import CORPUS_GLOBAL_POOL
 from pipeline_assets.publishing import Reads, finish, writing
@@ -67,6 +56,10 @@ MixtureRunConfig = stage_config("MixtureRunConfig", CorpusConfig, "corpus",
 sources_partitions = dg.DynamicPartitionsDefinition(name="sources")
 ALL = dg.AllPartitionMapping()
 
+
+
+# The plain functions below import datatrove, spaCy, fastText and matplotlib (~3.5 s): each asset imports them
+# when it runs, so a run's process (one per source and phase of a backfill) loads only what its steps use.
 
 
 def registered_sources(context: dg.AssetExecutionContext) -> list[str]:
@@ -112,6 +105,9 @@ def quality_classifier(context: dg.AssetExecutionContext, store: ArtifactStore, 
     It learns from text on the machine (or ``reference_path``), not from the sources it then filters, so a
     new landing folder never retrains it and re-curates every other source.
     """
+    from pipeline_assets.corpus.filters import heuristic_recipe
+    from pipeline_assets.corpus.quality import builtin_reference, folder_reference, train_classifier
+    from pipeline_assets.corpus.score_plots import score_histogram_png
     cfg = resolved(config, settings.profile)
     corpus = settings.config(CorpusConfig, "corpus")
     web = [step for step in heuristic_recipe("web", corpus) if step[0] != "language"]
@@ -144,6 +140,8 @@ def filtered_documents(context: dg.AssetExecutionContext, store: ArtifactStore, 
                        sources: SourcesResource, launcher: LauncherResource,
                        config: FilterRunConfig) -> dg.MaterializeResult:
     """Language ID, heuristic and model-based quality filters per domain, PII masking; rejects kept per filter."""
+    from pipeline_assets.corpus.filters import filter_partition
+    from pipeline_assets.corpus.score_plots import score_histogram_png
     cfg = resolved(config, settings.profile)
     spec = sources.spec(context.partition_key)
     reads = Reads(store)
@@ -176,6 +174,7 @@ def minhash_signatures(context: dg.AssetExecutionContext, store: ArtifactStore, 
                        sources: SourcesResource, launcher: LauncherResource,
                        config: SignaturesRunConfig) -> dg.MaterializeResult:
     """MinHash and exact-dedup signatures of one source's filtered documents."""
+    from pipeline_assets.corpus.dedup import signatures
     cfg = resolved(config, settings.profile)
     reads = Reads(store)
     docs = reads(FILTERED, context.partition_key) / "documents"
@@ -193,6 +192,7 @@ def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, 
                        launcher: LauncherResource, config: ClustersRunConfig) -> dg.MaterializeResult:
     """Exact and near-duplicate clusters across ALL sources (earlier-registered sources keep their copy);
     every MinHash candidate pair is confirmed by its exact Jaccard before a copy is removed."""
+    from pipeline_assets.corpus.dedup import find_duplicates
     cfg = resolved(config, settings.profile)
     reads = Reads(store)
     sig_dirs = reads.many(SIGNATURES, registered_sources(context))
@@ -215,6 +215,7 @@ def duplicate_clusters(context: dg.AssetExecutionContext, store: ArtifactStore, 
 def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                            launcher: LauncherResource) -> dg.MaterializeResult:
     """One source with exact copies and near-duplicates (of any source) removed."""
+    from pipeline_assets.corpus.dedup import deduplicate_partition
     cfg = settings.config(CorpusConfig, "corpus")
     reads = Reads(store)
     clusters = reads(CLUSTERS)
@@ -238,6 +239,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, store: ArtifactSto
 def decontaminated_documents(context: dg.AssetExecutionContext, store: ArtifactStore, settings: PipelineSettings,
                              launcher: LauncherResource, config: DecontRunConfig) -> dg.MaterializeResult:
     """One source with every document that shares an n-gram with an eval item removed."""
+    from pipeline_assets.corpus.decontaminate import build_index, decontaminate_partition
     cfg = resolved(config, settings.profile)
     reads = Reads(store)
     docs = reads(DEDUPED, context.partition_key) / "documents"

@@ -1,8 +1,10 @@
-"""CorpusConfig: every knob of the curation stage, one frozen dataclass (profiles set the values)."""
+"""The curation stage's knobs (profiles set the values): CorpusConfig, the quality classifier's and the
+content-safety filters'. Plain dataclasses, so the definitions load without datatrove, spaCy or fastText."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DOMAINS = ("prose", "code", "legal", "web", "math")
 
@@ -57,3 +59,84 @@ class CorpusConfig:
                              f"got {self.near_dup_jaccard}")
         if self.decont_ngrams < 3:
             raise ValueError(f"decont_ngrams must be >= 3 or everything matches, got {self.decont_ngrams}")
+
+
+@dataclass(frozen=True)
+class QualityClassifierConfig:
+    # None = the built-in reference (module docstring); else a folder of reference text, read as a landing folder
+    reference_path: str | None = None
+    reference_max_bytes: int | None = 3_000_000  # per built-in reference source (READMEs, licences); None: all
+    # Bound on reference chunks (and on each kind of negative): ~8 s of training at any corpus size. Over 4 seeds,
+    # 2,000 chunks x 25 epochs let 2-7% of shuffled documents through at 0.5; 4,000 x 50 far fewer.
+    sample_docs: int = 4000
+    chunk_words: int = 60  # documents are cut into paragraph-aligned chunks of about this many words
+    # Shuffles per reference chunk: over 4 trainings, 1 let shuffled documents score up to 0.72 (a fixture one
+    # passed the web threshold); 3 kept them <= 0.45 while unseen clean documents stayed >= 0.955.
+    salads_per_chunk: int = 3
+    heldout_fraction: float = 0.2  # of reference DOCUMENTS: no chunk (or shuffled twin) of a test doc is trained on
+    heldout_lq_share: float = 0.1  # the prevalence metrics are reported at: low quality is the minority after
+    # heuristic filtering; balanced metrics are reported beside it
+    # fastText on skeletons: trigrams of function words and shapes; lr 0.1 hit NaN on licence chunks, 0.05 did not
+    epoch: int = 50
+    learning_rate: float = 0.05
+    dim: int = 20  # a multiple of 10: see _train_fasttext
+    word_ngrams: int = 3
+    bucket: int = 100_000  # skeleton trigrams: ~50k distinct on the reference; 8 MB model
+    # Per-domain P(hq) under which a document is dropped; a domain not listed is not scored: code, math and
+    # licences are not prose. web: over 4 trainings, 340 shuffled copies of unseen clean documents scored at
+    # most 0.22-0.45 and the clean documents at least 0.955, so 0.6 sits between. prose, the reference's own
+    # domain (its held-out documents, not their shuffles, decide the threshold): 0.5.
+    thresholds: dict[str, float] = field(default_factory=lambda: {"web": 0.6, "prose": 0.5})
+    seed: int = 1234
+
+    def validate(self) -> None:
+        if not 0 < self.heldout_fraction < 0.5:
+            raise ValueError(f"heldout_fraction must be in (0, 0.5), got {self.heldout_fraction}")
+        if not 0 < self.heldout_lq_share < 1:
+            raise ValueError(f"heldout_lq_share must be in (0, 1), got {self.heldout_lq_share}")
+        if self.sample_docs < 50:
+            raise ValueError(f"sample_docs must be >= 50 to train and hold out, got {self.sample_docs}")
+        if self.dim % 10:
+            raise ValueError(f"dim must be a multiple of 10 (fastText 0.9.2 leaves the rest of its matrix "
+                             f"uninitialised), got {self.dim}")
+        if self.chunk_words < 20:
+            raise ValueError(f"chunk_words must be >= 20, got {self.chunk_words}")
+        bad = {d: t for d, t in self.thresholds.items() if not 0 <= t <= 1}
+        if bad:
+            raise ValueError(f"thresholds are probabilities of 'hq' in [0, 1], got {bad}")
+        if self.reference_path is not None and not Path(self.reference_path).is_dir():
+            raise ValueError(f"reference_path {self.reference_path!r} is not a directory")
+
+
+@dataclass(frozen=True)
+class ContentSafetyConfig:
+    """Thresholds of the content-safety filters, measured on tests/fixtures/content_safety.jsonl, the pydoc
+    topics and the 213 installed packages' READMEs (the profile section ``content_safety``)."""
+
+    toxicity: bool = True
+    malware: bool = True
+    # A unit at or above this counts as toxic: 4 of 48,188 benign units (pydoc topics, 213 READMEs, the
+    # fixture) reach 0.9 against 21 at 0.8; the fixture's closest benign unit ("A bastard sword is...") is 0.89.
+    toxicity_threshold: float = 0.9
+    # Drop when this share of units is toxic: the worst benign document has 0.020 (alt-profanity-check's README,
+    # 3 of 147 units quote profanity); a rant with no unit over toxicity_max_threshold has 2 of 3.
+    toxic_unit_fraction: float = 0.2
+    # One unit at or above this drops the document however long it is: the highest benign unit without
+    # profanity is 0.959 (a contributor named "Dick" in tabulate's README), the lowest abusive peak 0.982.
+    toxicity_max_threshold: float = 0.97
+    # Sentences shorter than this are merged with the next one before scoring: one- or two-token fragments
+    # ("```sh tox```", where the model reads "sh" as a profanity stem) are noise; 20 cuts benign units >= 0.8
+    # from 56 to 21 and still scores a one-sentence insult on its own.
+    min_unit_chars: int = 20
+
+    def validate(self) -> None:
+        for name in ("toxicity_threshold", "toxic_unit_fraction", "toxicity_max_threshold"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"content_safety.{name}={value} must be in (0, 1]")
+        if self.toxicity_max_threshold < self.toxicity_threshold:
+            raise ValueError(f"content_safety.toxicity_max_threshold={self.toxicity_max_threshold} is below "
+                             f"toxicity_threshold={self.toxicity_threshold}: a single-unit drop must need a "
+                             "higher score than a toxic unit")
+        if self.min_unit_chars < 0:
+            raise ValueError(f"content_safety.min_unit_chars={self.min_unit_chars} must be >= 0")

@@ -34,9 +34,9 @@ from pipeline_assets.corpus.blocks import (
     OfflineLanguageFilter,
     RegexWordTokenizer,
 )
-from pipeline_assets.corpus.config import CorpusConfig
+from pipeline_assets.corpus.config import ContentSafetyConfig, CorpusConfig
 from pipeline_assets.corpus.quality import SCORE_KEY, QualityFilter, histogram
-from pipeline_assets.corpus.safety import ContentSafetyConfig, safety_recipe
+from pipeline_assets.corpus.safety import safety_recipe
 from pipeline_assets.corpus.stats import merged_stats, step_summary
 
 Runner = Callable[[list, Path, int], None]  # (pipeline, logging_dir, tasks) -> runs to completion

@@ -33,48 +33,15 @@ import re
 import string
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
+from pipeline_assets.corpus.config import ContentSafetyConfig
+
 RULES_DIR = Path(__file__).parent / "rules"
-
-
-@dataclass(frozen=True)
-class ContentSafetyConfig:
-    """Thresholds of the content-safety filters, measured on tests/fixtures/content_safety.jsonl, the pydoc
-    topics and the 213 installed packages' READMEs (the profile section ``content_safety``)."""
-
-    toxicity: bool = True
-    malware: bool = True
-    # A unit at or above this counts as toxic: 4 of 48,188 benign units (pydoc topics, 213 READMEs, the
-    # fixture) reach 0.9 against 21 at 0.8; the fixture's closest benign unit ("A bastard sword is...") is 0.89.
-    toxicity_threshold: float = 0.9
-    # Drop when this share of units is toxic: the worst benign document has 0.020 (alt-profanity-check's README,
-    # 3 of 147 units quote profanity); a rant with no unit over toxicity_max_threshold has 2 of 3.
-    toxic_unit_fraction: float = 0.2
-    # One unit at or above this drops the document however long it is: the highest benign unit without
-    # profanity is 0.959 (a contributor named "Dick" in tabulate's README), the lowest abusive peak 0.982.
-    toxicity_max_threshold: float = 0.97
-    # Sentences shorter than this are merged with the next one before scoring: one- or two-token fragments
-    # ("```sh tox```", where the model reads "sh" as a profanity stem) are noise; 20 cuts benign units >= 0.8
-    # from 56 to 21 and still scores a one-sentence insult on its own.
-    min_unit_chars: int = 20
-
-    def validate(self) -> None:
-        for name in ("toxicity_threshold", "toxic_unit_fraction", "toxicity_max_threshold"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise ValueError(f"content_safety.{name}={value} must be in (0, 1]")
-        if self.toxicity_max_threshold < self.toxicity_threshold:
-            raise ValueError(f"content_safety.toxicity_max_threshold={self.toxicity_max_threshold} is below "
-                             f"toxicity_threshold={self.toxicity_threshold}: a single-unit drop must need a "
-                             "higher score than a toxic unit")
-        if self.min_unit_chars < 0:
-            raise ValueError(f"content_safety.min_unit_chars={self.min_unit_chars} must be >= 0")
 
 
 def safety_recipe(cfg: ContentSafetyConfig) -> list[tuple[str, Callable[[DiskWriter | None], BaseFilter]]]:

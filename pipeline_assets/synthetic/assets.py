@@ -19,9 +19,7 @@ from pipeline_assets.posttrain.data import SYNTHETIC_FILE, SFTDataConfig
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import resolved, stage_config
 from pipeline_assets.summary import write_summary
-from pipeline_assets.synthetic.clean import Decontaminator
 from pipeline_assets.synthetic.config import SyntheticDataConfig
-from pipeline_assets.synthetic.generate import build_synthetic_dataset
 from pipeline_assets.synthetic.prompts import STDLIB_SOURCE
 from pipeline_assets.synthetic.verify import verify
 from resources.settings import PipelineSettings
@@ -45,6 +43,8 @@ def reverify(rows: list[dict], min_f1: float) -> list[str]:
 
 def overlapping(rows: list[dict], bench_dir: Path, corpus: CorpusConfig) -> list[str]:
     """Ids of rows that share an n-gram with (or ask) an eval item."""
+    from pipeline_assets.synthetic.clean import Decontaminator  # datatrove: imported when it runs
+
     decont = Decontaminator(bench_dir, corpus)
     try:
         return [r["id"] for r in rows if decont(r)]
@@ -60,6 +60,7 @@ def synthetic_data(context: dg.AssetExecutionContext, store: ArtifactStore, sett
                    config: SyntheticDataRunConfig) -> dg.MaterializeResult:
     """Teacher answers to grounded prompts that passed their verifier, decontamination and near-dedup; each
     materialization adds a generation to the rows of the published version."""
+    from pipeline_assets.synthetic.generate import build_synthetic_dataset  # transformers, torch
     cfg = resolved(config, settings.profile)
     corpus = settings.config(CorpusConfig, "corpus")
     reads = Reads(store)
