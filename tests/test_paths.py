@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from pipeline_assets.automation import landing_sensor_factory, sources_sensor
 from pipeline_assets.names import SEGMENT, check_segment, is_source_name, validate_source_name
+from resources.settings import PipelineSettings
 from resources.sources import SourcesResource, UserSource
 from resources.storage import ArtifactStore, Version
 
@@ -215,7 +216,8 @@ def test_landing_and_sources_sensors_skip_hostile_folders_with_a_warning(area, i
         assert any(repr(name) in w or f"{landing / name}" in w for w in log.warnings()), name
 
     resource = SourcesResource(landing=str(landing), builtin=False)
-    context = dg.build_sensor_context(instance=instance, resources={"sources": resource})
+    context = dg.build_sensor_context(instance=instance, resources={"sources": resource,
+                                                                    "settings": PipelineSettings(profile="tiny")})
     log = capture_logs(context)
     result = sources_sensor(context)
     assert [k for req in result.dynamic_partitions_requests for k in req.partition_keys] == ["good"]
