@@ -10,7 +10,7 @@ Two variants, chosen by whether ``DAGSTER_PG_URL`` is set when the file is first
   on (``dagster/max_runtime`` tags and crashed run workers are acted on); a run whose worker crashed is retried
   once, while a failed step is not retried at run level: the training assets resume from their own last
   complete checkpoint, which a fresh run would discard; every pool defaults to one step at a time (the
-  training and cross-source corpus pools need exactly that).
+  cross-source corpus pool needs exactly that, and a deployment's GPU trains one step at a time).
 
 The file is the user's after that: it is never rewritten.
 """

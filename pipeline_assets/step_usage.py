@@ -7,7 +7,7 @@ process started:
 - ``cpu_time_s``: user + system CPU of this process and of the children it waited for (datatrove workers,
   torchrun ranks, sandboxed tool calls). With the in-process executor a run's steps run one after another,
   so the previous call marks where this step began (plus the little Dagster does between steps); with the
-  multiprocess executor it is the step's process from its start, imports included.
+  multiprocess executor it is the step's process from its fork (tiny: the forkserver imported the libraries).
 - ``peak_rss_mb``: this process's peak resident memory since the previous call (Linux resets the peak on
   ``/proc/self/clear_refs`` = 5); children are not counted. None where /proc is not Linux's.
 """
