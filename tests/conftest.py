@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,6 +17,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 # Tiny models on 2 shared cores: one thread is 10-40x steadier (../shared/notes/trl.md).
 torch.set_num_threads(1)
+# A suite started by a shell or agent that ignores SIGTERM passes the ignore on to every process the tests start:
+# datatrove's local pool then hung for ever in Pool.terminate (its idle workers ignored the SIGTERM it sends).
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
