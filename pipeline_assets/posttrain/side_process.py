@@ -3,7 +3,7 @@
 Why by hand: ``concurrent.futures.ProcessPoolExecutor`` cannot stop a running task when the caller fails
 (its ``shutdown(cancel_futures=True)`` only drops queued ones) and leaves the child running when the caller
 is SIGKILLed; a training arm left behind would keep writing into a work dir that a retry reuses. Here the
-child dies with its parent (``PR_SET_PDEATHSIG``) and is terminated when the caller leaves the block early.
+child dies with its parent (``PR_SET_PDEATHSIG``) and is killed when the caller leaves the block early.
 
     with SideProcess(fn, kwargs) as side:   # fn: a module-level function (spawn pickles it by name)
         ...                                 # the caller's own work, concurrently
@@ -63,6 +63,8 @@ class SideProcess:
 
     def __exit__(self, *exc: object) -> None:
         if self._proc.is_alive():
-            self._proc.terminate()
+            # SIGKILL, not terminate()'s SIGTERM: a child that inherited SIGTERM ignored (from whatever started
+            # the pipeline) would otherwise outlive this block, and join() below would wait for it for ever.
+            self._proc.kill()
         self._proc.join()
         self._recv.close()
