@@ -43,7 +43,7 @@ def make_landing(landing: Path) -> None:
 
 def raw_mb(root: Path) -> float:
     total = 0
-    for stats in root.glob("corpus/raw_documents/*/*/current/stats.json"):
+    for stats in root.glob("corpus/raw_documents/*/*/current/summary.json"):
         total += json.loads(stats.read_text())["bytes"]  # UTF-8 bytes of every kept document
     return total / 1e6
 
