@@ -63,7 +63,7 @@ class CorpusConfig:
 
 @dataclass(frozen=True)
 class QualityClassifierConfig:
-    # None = the built-in reference (module docstring); else a folder of reference text, read as a landing folder
+    # None = the built-in reference (corpus/quality.py docstring); else a folder of reference text, read as a landing folder
     reference_path: str | None = None
     reference_max_bytes: int | None = 3_000_000  # per built-in reference source (READMEs, licences); None: all
     # Bound on reference chunks (and on each kind of negative): ~8 s of training at any corpus size. Over 4 seeds,
@@ -79,7 +79,7 @@ class QualityClassifierConfig:
     # fastText on skeletons: trigrams of function words and shapes; lr 0.1 hit NaN on licence chunks, 0.05 did not
     epoch: int = 50
     learning_rate: float = 0.05
-    dim: int = 20  # a multiple of 10: see _train_fasttext
+    dim: int = 20  # a multiple of 10: see corpus/quality.py, _train_fasttext
     word_ngrams: int = 3
     bucket: int = 100_000  # skeleton trigrams: ~50k distinct on the reference; 8 MB model
     # Per-domain P(hq) under which a document is dropped; a domain not listed is not scored: code, math and
