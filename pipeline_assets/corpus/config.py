@@ -63,7 +63,7 @@ class CorpusConfig:
 
 @dataclass(frozen=True)
 class QualityClassifierConfig:
-    # None = the built-in reference (corpus/quality.py docstring); else a folder of reference text, read as a landing folder
+    # None = the built-in reference (corpus/quality.py docstring); else a folder of reference text (a landing folder)
     reference_path: str | None = None
     reference_max_bytes: int | None = 3_000_000  # per built-in reference source (READMEs, licences); None: all
     # Bound on reference chunks (and on each kind of negative): ~8 s of training at any corpus size. Over 4 seeds,
