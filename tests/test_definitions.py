@@ -46,22 +46,13 @@ def test_tiny_runs_two_steps_at_a_time_critical_chain_first():
     graph = defs.resolve_asset_graph()
     untrained = {eval_key(name) for name in ("base", "base_moe", "long_context")} | {BENCHMARKS, ARENA}
     evals = {k for k in graph.get_all_asset_keys() if k.path[0] == "evals"} - untrained
-    assert evals and all(REWARD in _ancestors(graph, k) for k in evals)  # the reward model judges every one
-    chain = {k for k in _ancestors(graph, REWARD) | {REWARD} if k == SFT or SFT in _ancestors(graph, k)}
+    judged = dg.AssetSelection.assets(REWARD).downstream().resolve(graph)
+    assert evals and evals <= judged  # the reward model judges every one
+    chain = (dg.AssetSelection.assets(SFT).downstream() & dg.AssetSelection.assets(REWARD).upstream()).resolve(graph)
     assert chain == set(CRITICAL_CHAIN)
     prioritized = {k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
                    and graph.assets_def_for_key(k).op.tags.get("dagster/priority")}
     assert prioritized == set(CRITICAL_CHAIN)
-
-
-def _ancestors(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
-    seen, todo = set(), [key]
-    while todo:
-        for parent in graph.get(todo.pop()).parent_keys:
-            if parent not in seen:
-                seen.add(parent)
-                todo.append(parent)
-    return seen
 
 
 def test_stage_config_is_typed_with_profile_defaults():
