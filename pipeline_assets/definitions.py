@@ -21,6 +21,7 @@ from pipeline_assets.pretrain.assets import pretrain_assets
 from pipeline_assets.pretrain.config import PretrainConfig
 from pipeline_assets.profiles import PipelineConfig, default_profile, section_config
 from pipeline_assets.reports.assets import report_assets
+from pipeline_assets.run_executor import executor_for, torch_keys
 from pipeline_assets.serving.assets import smoke_asset
 from pipeline_assets.stages import model_stages, stages_in
 from pipeline_assets.synthetic.assets import synthetic_data
@@ -69,25 +70,6 @@ def build_resources(root: str | None = None, profile: str | None = None, landing
     }
 
 
-# What the multiprocess executor's forkserver imports once per run, so each step process starts with it: the
-# definitions (1.6 s; the plain functions import their libraries when they run) and torch + transformers (3.2 s),
-# which ~30 of the default run's steps use.
-FORKSERVER_PRELOAD = ["pipeline_assets.definitions", "pipeline_assets.model_io"]
-
-
-def executor_for(pipeline: PipelineConfig) -> dg.ExecutorDefinition:
-    """The executor of one run's steps: in_process (one at a time), or multiprocess, ``max_concurrent_steps`` at a
-    time, each step a fork of a server that has imported ``FORKSERVER_PRELOAD`` (Dagster's default start method,
-    spawn, imports them again in every step)."""
-    if pipeline.dagster_executor == "in_process":
-        return dg.in_process_executor
-    if pipeline.dagster_executor == "multiprocess":
-        return dg.multiprocess_executor.configured(
-            {"max_concurrent": pipeline.max_concurrent_steps,
-             "start_method": {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}}}, name="multiprocess")
-    raise ValueError(f"unknown dagster executor {pipeline.dagster_executor!r}; valid: in_process, multiprocess")
-
-
 def build_definitions(**kwargs) -> dg.Definitions:
     resources = build_resources(**kwargs)
     pipeline = resources["settings"].pipeline()
@@ -102,7 +84,7 @@ def build_definitions(**kwargs) -> dg.Definitions:
         gpus = int(resources["settings"].config(PretrainConfig, "pretrain").device == "cuda")
         executor = k8s_executor(resources["store"].root, training_steps(assets), gpus_per_training_step=gpus)
     else:
-        executor = executor_for(pipeline)
+        executor = executor_for(pipeline, torch_keys(assets))
     return dg.Definitions(
         assets=with_automation([*assets, *report_assets(stages, assets, test_time_compute=ttc is not None),
                                 smoke_asset(pipeline.release_stage)]),

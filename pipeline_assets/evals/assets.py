@@ -31,10 +31,11 @@ from pipeline_assets.evals.test_time_compute import TARGET_N, TestTimeComputeCon
 from pipeline_assets.jsonl import read_jsonl
 from pipeline_assets.metadata import table
 from pipeline_assets.posttrain.data import WITHOUT_SYNTHETIC_DIR
+from pipeline_assets.pretrain.variants import vs_dense
 from pipeline_assets.publishing import Reads, finish, writing
 from pipeline_assets.run_config import register_section, resolved, stage_config
 from pipeline_assets.stages import ModelStage
-from pipeline_assets.summary import write_summary
+from pipeline_assets.summary import SUMMARY_FILE, write_summary
 from resources.settings import PipelineSettings
 from resources.storage import ArtifactStore
 
@@ -128,6 +129,10 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
         contamination = {"before_decontamination": contamination_report(_raw_files(reads), bench),
                          "after_decontamination": contamination_report(_mixture_train_files(reads), bench)}
         result["contamination"] = contamination
+        if parent is not None and stage.base_model:  # a pretraining variant beside its dense parent
+            trained = json.loads((reads(stage.key) / SUMMARY_FILE).read_text())
+            if (trained.get("config") or {}).get("moe_num_experts"):
+                result["vs_dense"] = vs_dense(trained, json.loads((reads(parent) / SUMMARY_FILE).read_text()))
         with writing(context, store) as draft:
             write_summary(draft.work, result)
         metrics = {k: v for k, v in result["metrics"].items() if v is not None}
@@ -142,6 +147,7 @@ def eval_asset(stage: ModelStage, judged: bool) -> dg.AssetsDefinition:
             "samples": table(samples), "num_params": result.get("num_params"),
             **({"synthetic_effect": dg.MetadataValue.json(result["synthetic_effect"])}
                if "synthetic_effect" in result else {}),
+            **({"vs_dense": dg.MetadataValue.json(result["vs_dense"])} if "vs_dense" in result else {}),
             "wall_time_s": round(result["wall_time_s"], 1)})
 
     return _eval
