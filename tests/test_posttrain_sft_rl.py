@@ -280,6 +280,9 @@ def test_rewards_and_registry() -> None:
         GRPOStageConfig(batch_size=30).validate()
     with pytest.raises(ValueError, match="one weight per reward"):
         GRPOStageConfig(reward_weights=(1.0,)).validate()
+    with pytest.raises(ValueError, match="use_vllm=True needs device='cuda'"):  # vLLM colocate: a GPU only
+        GRPOStageConfig(use_vllm=True).validate()
+    GRPOStageConfig(use_vllm=True, device="cuda").validate()
 
 
 # ---------------------------------------------------------------------------------------------------------

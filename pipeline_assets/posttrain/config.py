@@ -367,6 +367,11 @@ class GRPOStageConfig:
     log_every: int = 10
     eval_every: int | None = None  # held-out accuracy every N steps; None = before/after only
     arithmetic_max_new_tokens: int = 8
+    # Generation by vLLM inside the training process (TRL's vllm_mode="colocate"), CUDA only, in a venv with vllm
+    # (its torch pin differs from this project's): bench/grpo_throughput.py measures it against TRL's default
+    # generate(). Off in every profile until that ratio is measured on a GPU.
+    use_vllm: bool = False
+    vllm_gpu_memory_utilization: float = 0.3
 
     def validate(self) -> GRPOStageConfig:
         _check_non_negative(self, "save_every")
@@ -394,6 +399,9 @@ class GRPOStageConfig:
              f"reward_weights={self.reward_weights} needs one weight per reward in {self.reward_funcs} (or None)")
         need(self.device in DEVICES, f"device={self.device!r} is not one of {DEVICES}")
         need(self.eval_every is None or self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1 or None")
+        need(not self.use_vllm or self.device == "cuda", f"use_vllm=True needs device='cuda' (got {self.device!r})")
+        need(0 < self.vllm_gpu_memory_utilization < 1,
+             f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} must be in (0, 1)")
         return self
 
 

@@ -166,7 +166,9 @@ def run_grpo(cfg: GRPOStageConfig, policy_dir: Path, dataset_path: Path | str, o
             **args_kw, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature, beta=cfg.beta, loss_type=cfg.loss_type, lr_scheduler_type="constant",
             reward_weights=list(cfg.reward_weights) if cfg.reward_weights is not None else None,
-            use_vllm=False,
+            use_vllm=cfg.use_vllm,
+            **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization}
+               if cfg.use_vllm else {}),
         )
         trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
                               processing_class=tok, callbacks=callbacks)
