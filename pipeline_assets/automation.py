@@ -187,6 +187,20 @@ def ensure_pool_limits(instance: dg.DagsterInstance, training_limit: int) -> dic
     return missing
 
 
+def training_limit_below(instance: dg.DagsterInstance, training_limit: int) -> str | None:
+    """A warning when the instance's own training pool limit is below the profile's ``training_limit`` (an
+    instance set up under another profile, or by hand): its training steps then run fewer at a time."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return None
+    limit = storage.get_concurrency_info(TRAINING_POOL).limit
+    if limit is None or limit >= training_limit:
+        return None
+    return (f"pool {TRAINING_POOL!r} has limit {limit} on this instance, below this profile's training_pool_limit "
+            f"{training_limit}: training steps run {limit} at a time (raise it in the UI under Deployment > "
+            f"Concurrency, or `dagster instance concurrency set {TRAINING_POOL} {training_limit}`)")
+
+
 def _warn(log, problems: Iterable[LandingProblem]) -> None:
     for problem in problems:
         log.warning(problem.message)

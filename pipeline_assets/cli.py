@@ -40,7 +40,7 @@ import yaml
 from dagster._core.execution.backfill import BulkActionStatus
 
 from pipeline_assets.asset_keys import RELEASE
-from pipeline_assets.automation import ensure_pool_limits
+from pipeline_assets.automation import ensure_pool_limits, training_limit_below
 from pipeline_assets.corpus.assets import sources_partitions
 from pipeline_assets.instance_config import ensure_instance_config
 from pipeline_assets.names import source_name_problem, validate_source_name
@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     training_limit = defs.resources["settings"].pipeline().training_pool_limit
     for pool, limit in ensure_pool_limits(instance, training_limit).items():
         print(f"pool {pool!r} had no limit: set to {limit} (change it in the UI under Deployment > Concurrency)")
+    if (below := training_limit_below(instance, training_limit)) is not None:
+        print(f"warning: {below}")
     unknown = sorted(set(args.partition or []) - set(registered))
     if unknown:
         raise SystemExit(f"unknown source partitions {unknown}; registered: {registered}")

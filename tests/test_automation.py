@@ -36,6 +36,7 @@ from pipeline_assets.automation import (
     retrain,
     retrain_job,
     sources_sensor,
+    training_limit_below,
     with_automation,
 )
 from pipeline_assets.corpus.fingerprint import source_fingerprint, spec_fingerprint
@@ -175,6 +176,9 @@ def test_pool_limits_come_from_the_profile(instance):
     assert section_config(PipelineConfig, "pipeline", "small").training_pool_limit == 1
     assert ensure_pool_limits(instance, 1) == {}
     assert instance.event_log_storage.get_concurrency_info(TRAINING_POOL).limit == 2
+    assert training_limit_below(instance, 2) is None
+    instance.event_log_storage.set_concurrency_slots(TRAINING_POOL, 1)  # e.g. set up under the small profile
+    assert "limit 1 on this instance, below this profile's training_pool_limit 2" in training_limit_below(instance, 2)
 
 
 # ---------------------------------------------------------------------------------------------------
