@@ -118,7 +118,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "reward": {"max_steps": 300, "use_lora": True, "learning_rate": 1e-3, "num_threads": TINY_THREADS},
         "dpo": {"num_threads": TINY_THREADS},
         "rlhf": {"num_threads": TINY_THREADS},
-        "distill": {"max_steps": 800, "num_threads": TINY_THREADS},  # 96% of the teacher at 800 steps, 97% at 1,200
+        # 96% of the teacher at 800 steps, 97% at 1,200. Two threads = its two arms (with and without
+        # datasets/synthetic) as two 1-thread processes side by side (posttrain/distill.py), not one after the
+        # other: the graph's last step, so the ~170 s the second arm took at the end of the run overlap instead.
+        # Beside another step that is three 1-thread processes on 2 cores, which the OS time-slices without
+        # the stalls of a multi-threaded torch step (bench numbers in docs/recipes.md, tiny · distill).
+        "distill": {"max_steps": 800, "num_threads": 2 * TINY_THREADS},
         "test_time_compute": {"num_threads": TINY_THREADS},
         "tool_data": {"multiply": 1500, "digit_sum": 300, "lookup": 200, "no_call": 300, "plain": 300},
         # models/tool_use: copying the operands into the call is a phase transition (dev 0 until step 250-550, then

@@ -19,7 +19,11 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 torch.set_num_threads(1)
 # A suite started by a shell or agent that ignores SIGTERM passes the ignore on to every process the tests start:
 # datatrove's local pool then hung for ever in Pool.terminate (its idle workers ignored the SIGTERM it sends).
+# SIGINT too (a background job of a non-interactive shell ignores it): Dagster's setup_interrupt_handlers, which
+# its execution APIs call, maps SIGTERM to SIGINT's handler, so an ignored SIGINT ignored SIGTERM again mid-suite.
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
