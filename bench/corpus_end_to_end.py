@@ -75,18 +75,20 @@ def run_in_process(work: Path, builtin: bool) -> float:
 
 def filters_alone(work: Path, builtin: bool) -> float:
     """Seconds to filter every source's ingested raw documents again, in this process (``backfill``'s root)."""
+    from pipeline_assets.asset_keys import QUALITY_CLASSIFIER
     from pipeline_assets.corpus.config import ContentSafetyConfig, CorpusConfig
     from pipeline_assets.corpus.filters import filter_partition
     from pipeline_assets.profiles import section_config
     from pipeline_assets.summary import read_summary
     from resources.launcher import LauncherResource
     from resources.sources import SourcesResource
+    from resources.storage import ArtifactStore
 
     root = work / "root"
     cfg = section_config(CorpusConfig, "corpus", "tiny")
     safety = section_config(ContentSafetyConfig, "content_safety", "tiny")
     sources = SourcesResource(landing=str(work / "landing"), builtin=builtin)
-    classifier = root / "corpus" / "quality_classifier" / "_" / "tiny" / "current"
+    classifier = ArtifactStore(root=str(root), profile="tiny").current(QUALITY_CLASSIFIER.path)
     trained = read_summary(classifier)
     launcher = LauncherResource(kind="local")
     raws = sorted(root.glob("corpus/raw_documents/*/tiny/current"))

@@ -24,12 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a plain script from anywhere
 
+from pipeline_assets.asset_keys import REASONING, SFT  # noqa: E402
 from pipeline_assets.jsonl import read_jsonl  # noqa: E402
 from pipeline_assets.posttrain.config import GRPOStageConfig  # noqa: E402
 from pipeline_assets.posttrain.data import DEV_FILE, REASONING_FILE  # noqa: E402
 from pipeline_assets.posttrain.grpo import run_grpo  # noqa: E402
 from pipeline_assets.profiles import default_profile, section_config  # noqa: E402
-from resources.storage import default_root  # noqa: E402
+from resources.storage import ArtifactStore, default_root  # noqa: E402
 
 DEV_ITEMS = 16  # run_grpo scores the policy before and after: a handful of items keeps that out of the way
 
@@ -57,18 +58,17 @@ def completions_per_s(cfg: GRPOStageConfig, sft: Path, reasoning: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default=default_profile())
-    parser.add_argument("--models-sft", type=Path, default=None, help="models/sft's published dir (default: "
-                        "<LLMDAG_HOME>/models/sft/_/<profile>/current)")
+    parser.add_argument("--models-sft", type=Path, default=None, help="models/sft's published dir (default: the "
+                        "profile's current version under LLMDAG_HOME)")
     parser.add_argument("--datasets-reasoning", type=Path, default=None, help="datasets/reasoning's published dir")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    root = Path(default_root())
-    sft = args.models_sft or root / "models" / "sft" / "_" / args.profile / "current"
-    reasoning = args.datasets_reasoning or root / "datasets" / "reasoning" / "_" / args.profile / "current"
-    for path in (sft, reasoning / REASONING_FILE):
-        if not path.exists():
-            sys.exit(f"{path} not found: materialize models/sft and datasets/reasoning first, or pass "
-                     "--models-sft and --datasets-reasoning")
+    store = ArtifactStore(root=default_root(), profile=args.profile)
+    try:
+        sft = args.models_sft or store.current(SFT.path)
+        reasoning = args.datasets_reasoning or store.current(REASONING.path)
+    except FileNotFoundError as e:
+        sys.exit(f"{e}, or pass --models-sft and --datasets-reasoning")
     cfg = dataclasses.replace(section_config(GRPOStageConfig, "grpo", args.profile), max_steps=args.steps,
                               eval_every=None, use_vllm=False)
     rows = {"trl_defaults": completions_per_s(cfg, sft, reasoning)}

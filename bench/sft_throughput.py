@@ -27,13 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a pl
 
 from transformers import TrainerCallback  # noqa: E402
 
+from pipeline_assets.asset_keys import BASE, SFT_DATA  # noqa: E402
 from pipeline_assets.model_io import load_causal_lm  # noqa: E402
 from pipeline_assets.posttrain.common import trl_args  # noqa: E402
 from pipeline_assets.posttrain.config import SFTStageConfig  # noqa: E402
 from pipeline_assets.posttrain.data import SFT_FILE, load_chat_dataset  # noqa: E402
 from pipeline_assets.posttrain.sft import _with_bucket_sampler, load_tokenizer  # noqa: E402
 from pipeline_assets.profiles import default_profile, section_config  # noqa: E402
-from resources.storage import default_root  # noqa: E402
+from resources.storage import ArtifactStore, default_root  # noqa: E402
 
 
 class _Clock(TrainerCallback):
@@ -76,20 +77,19 @@ def tokens_per_s(mode: str, cfg: SFTStageConfig, base: Path, sft_file: Path, war
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    root = Path(default_root())
     parser.add_argument("--profile", default=default_profile())
-    parser.add_argument("--models-base", type=Path, default=None, help="models/base's published dir (default: "
-                        "<LLMDAG_HOME>/models/base/_/<profile>/current)")
+    parser.add_argument("--models-base", type=Path, default=None, help="models/base's published dir (default: the "
+                        "profile's current version under LLMDAG_HOME)")
     parser.add_argument("--datasets-sft", type=Path, default=None, help="datasets/sft's published dir")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
-    base = args.models_base or root / "models" / "base" / "_" / args.profile / "current"
-    data = args.datasets_sft or root / "datasets" / "sft" / "_" / args.profile / "current"
-    for path in (base, data / SFT_FILE):
-        if not path.exists():
-            sys.exit(f"{path} not found: materialize models/base and datasets/sft first, or pass --models-base "
-                     "and --datasets-sft")
+    store = ArtifactStore(root=default_root(), profile=args.profile)
+    try:
+        base = args.models_base or store.current(BASE.path)
+        data = args.datasets_sft or store.current(SFT_DATA.path)
+    except FileNotFoundError as e:
+        sys.exit(f"{e}, or pass --models-base and --datasets-sft")
     cfg = section_config(SFTStageConfig, "sft", args.profile)
     rows = [tokens_per_s(mode, cfg, base, data / SFT_FILE, args.warmup, args.steps)
             for mode in ("trl_defaults", "llmdag")]
