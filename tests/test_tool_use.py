@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pipeline_assets.posttrain.data import SFTDataConfig, build_sft_dataset
+from pipeline_assets.posttrain.data import DEV_FILE, SFTDataConfig, build_sft_dataset
 from pipeline_assets.reports.gates import GateConfig, _target
 from pipeline_assets.tasks.tool_problems import MULTIPLY, problem_split, problems
 from pipeline_assets.tokenizer.train import TokenizerConfig, build_bpe, check_chat_template, wrap_for_transformers
@@ -111,6 +111,9 @@ def test_dataset_rows_and_heldout_check(tmp_path):
     assert {t["function"]["name"] for t in json.loads(mult["tools"])} == {"calculator", "python", "lookup"}
     assert all(json.loads(r["tools"]) == [] for r in rows if r["kind"].startswith("plain_"))
     assert heldout_leaks(rows) == []
+    # datasets/sft's dev sums travel along: models/tool_use checks on them that it keeps its parent's sums.
+    sft_dir = Path(sft["files"]["sft.jsonl"]).parent
+    assert (tmp_path / "tools" / DEV_FILE).read_text() == (sft_dir / DEV_FILE).read_text()
     # The blocking check's function catches a test-split problem and a held-out module's lookup.
     test_item = problems(MULTIPLY, "test", 1, 0)[0]
     leaked = [{**mult, "messages": [{"role": "user", "content": test_item["prompt"]}]},
@@ -205,6 +208,17 @@ def test_eval_and_target_gate_pass_with_tools_and_fail_without(tok, tmp_path):
     assert bad["metrics"]["tool_name_accuracy"] > 0.5 and bad["call_accuracy_by_kind"]["multiply"] == 0.0
     assert bad["metrics"]["tool_answer_accuracy"] == 0.0
     assert gate["status"] == "fail" and "needs > 0.3" in gate["reason"]
+
+
+def test_dev_score_counts_tool_answers_only_where_the_sums_held(tok):
+    from pipeline_assets.tool_use.train import kept_sums_score
+
+    dev = problems(MULTIPLY, "dev", 4, 0)
+    sums = [{"prompt": "What is 2 + 3?", "answer": "5"}]  # the scripted model answers 0 without tools
+    logged: list[str] = []
+    assert kept_sums_score(sums, -0.05, 8, logged.append)(ScriptedModel(tok), tok, dev, 64) == 1.0
+    assert kept_sums_score(sums, 0.1, 8, logged.append)(ScriptedModel(tok), tok, dev, 64) == 0.0
+    assert logged[-1] == "tool_use | dev tool answers 1.000 | dev sums without tools 0.000 (floor 0.100)"
 
 
 def test_chat_cli_runs_and_shows_tool_calls(tok):

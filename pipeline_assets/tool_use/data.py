@@ -6,6 +6,8 @@ from that result. Beside them, rows where the tools are offered but none applies
 directly: small sums, refusals, identity) and plain SFT rows without tools, so the model keeps answering
 when no tool is offered. Held out: the tool problems' test/dev splits (tasks/tool_problems.py), the
 HELDOUT_MODULES docstrings (lookup rows ask about the SFT modules only) and everything datasets/sft holds out.
+Beside the rows, datasets/sft's dev sums (DEV_FILE): models/tool_use checks on them that it keeps its parent's
+arithmetic while it learns the tools.
 
 Arguments are stored as JSON strings and `tools` as one JSON string per row: Arrow would otherwise merge the
 argument keys of every tool into one struct (`{"expression": ..., "code": None, "name": None}`); the chat
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline_assets.jsonl import read_jsonl, write_jsonl
-from pipeline_assets.posttrain.data import DOCSTRING_MODULES, SFT_FILE, docstring_items, docstring_question
+from pipeline_assets.posttrain.data import DEV_FILE, DOCSTRING_MODULES, SFT_FILE, docstring_items, docstring_question
 from pipeline_assets.tasks.tool_problems import DIGIT_SUM, MULTIPLY, answer_text, problems
 from pipeline_assets.tool_use.tools import LOOKUP, call_tool, tool_schemas
 
@@ -95,11 +97,12 @@ def build_tool_dataset(out_dir: Path, cfg: ToolDataConfig, sft_data: Path) -> di
              for r in sft[len(sft) - cfg.plain:]]
     rng.shuffle(rows)
     sha = write_jsonl(out_dir / TOOL_USE_FILE, rows)
+    dev_sha = write_jsonl(out_dir / DEV_FILE, read_jsonl(Path(sft_data) / DEV_FILE))
     counts = Counter(r["kind"] for r in rows)
     return {"rows": len(rows), "counts": dict(sorted(counts.items())), "tools": [t["function"]["name"] for t in
                                                                              tool_schemas()],
-            "files": {TOOL_USE_FILE: str(out_dir / TOOL_USE_FILE)}, "sha256": {TOOL_USE_FILE: sha},
-            "config": asdict(cfg)}
+            "files": {name: str(out_dir / name) for name in (TOOL_USE_FILE, DEV_FILE)},
+            "sha256": {TOOL_USE_FILE: sha, DEV_FILE: dev_sha}, "config": asdict(cfg)}
 
 
 def heldout_leaks(rows: list[dict[str, Any]]) -> list[str]:
