@@ -242,3 +242,26 @@ def test_default_sources_real_text(default_graph):
     assert mix["train_bytes"] > 1_000_000 and mix["val_documents"] > 0
     evaluations = check_evaluations(instance)
     assert evaluations and all(ev.passed for ev in evaluations if ev.severity == dg.AssetCheckSeverity.ERROR)
+
+
+def test_licence_sample_and_ids_do_not_depend_on_the_checkout(tmp_path, monkeypatch):
+    """Two checkouts (venvs at different paths, one package a version apart) sample the same licence files under
+    the same ids: hashed by absolute path, two fresh clones of one commit trained on different corpora."""
+    from pipeline_assets.corpus import sources
+
+    def venv(name: str, version: str) -> Path:
+        site = tmp_path / name / "site-packages"
+        for dist in (f"alpha-{version}", "beta-2.0", "gamma-0.3"):
+            (site / f"{dist}.dist-info" / "licenses").mkdir(parents=True)
+            (site / f"{dist}.dist-info" / "licenses" / "LICENSE").write_text(f"{dist.split('-')[0]} licence\n")
+        return site
+
+    samples = []
+    for site in (venv("clone-a", "1.0"), venv("clone-b", "1.1")):
+        monkeypatch.setattr(sources.sysconfig, "get_paths", lambda site=site: {"purelib": str(site),
+                                                                                "platlib": str(site)})
+        records = [r for r in sources._licenses(None) if ".dist-info/" in r.default_id]
+        assert all(r.origin.startswith(str(site)) for r in records)  # where to find it again: the real path
+        samples.append([r.default_id for r in records])
+    assert samples[0] == samples[1]
+    assert sorted(samples[0]) == [f"{n}.dist-info/licenses/LICENSE" for n in ("alpha", "beta", "gamma")]

@@ -21,9 +21,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import sysconfig
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -98,14 +99,17 @@ BUILTIN_SOURCES: dict[str, SourceSpec] = {
 }
 
 
-def _stable_order(paths: list[Path]) -> list[Path]:
-    """Hash order: a byte cap then samples across the whole tree, not the alphabetically first dirs."""
-    return sorted(paths, key=lambda p: hashlib.sha1(str(p).encode()).hexdigest())
+def _stable_order(paths: list[Path], name: Callable[[Path], str] = str) -> list[Path]:
+    """Hash order of each file's `name`: a byte cap then samples across the whole tree, not the alphabetically
+    first dirs. The name is the path below where the tree lives (a checkout's venv), not the absolute path:
+    hashed whole, two clones of one commit sampled different licence files (45 vs 34 train documents) and
+    trained different models from the same code."""
+    return sorted(paths, key=lambda p: hashlib.sha1(name(p).encode()).hexdigest())
 
 
-def _capped_files(paths: list[Path], max_bytes: int | None) -> Iterator[Path]:
+def _capped_files(paths: list[Path], max_bytes: int | None, name: Callable[[Path], str] = str) -> Iterator[Path]:
     total = 0
-    for path in _stable_order(paths):
+    for path in _stable_order(paths, name):
         size = path.stat().st_size
         if max_bytes is not None and total + size > max_bytes:
             continue  # keep scanning: a smaller file may still fit
@@ -142,7 +146,7 @@ def _python_docs(max_bytes: int | None) -> Iterator[RawRecord]:
 def _python_stdlib(max_bytes: int | None) -> Iterator[RawRecord]:
     root = Path(sysconfig.get_paths()["stdlib"])
     files = [p for p in root.rglob("*.py") if "site-packages" not in p.parts and p.is_file()]
-    for path in _capped_files(files, max_bytes):
+    for path in _capped_files(files, max_bytes, lambda p: str(p.relative_to(root))):
         yield _file_record(path, root)
 
 
@@ -176,13 +180,24 @@ def _synthetic_arithmetic(spec: SourceSpec, max_bytes: int | None) -> Iterator[R
 
 
 def _licenses(max_bytes: int | None) -> Iterator[RawRecord]:
-    files = [p for p in Path("/usr/share/common-licenses").glob("*") if p.is_file()]
-    files += [p for p in Path("/usr/share/doc").glob("*/copyright") if p.is_file()]
-    for site in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+    # file -> the root its id is relative to: None for the system's, the site dir for the venv's (whose
+    # absolute path is the checkout's)
+    roots: dict[Path, Path | None] = {p: None for p in Path("/usr/share/common-licenses").glob("*") if p.is_file()}
+    roots |= {p: None for p in Path("/usr/share/doc").glob("*/copyright") if p.is_file()}
+    for site in sorted({Path(sysconfig.get_paths()["purelib"]), Path(sysconfig.get_paths()["platlib"])}):
         for pattern in ("*.dist-info/LICENSE*", "*.dist-info/COPYING*", "*.dist-info/licenses/**/*"):
-            files += [p for p in Path(site).glob(pattern) if p.is_file()]
-    for path in _capped_files(files, max_bytes):
-        yield _file_record(path)
+            roots |= {p: site for p in site.glob(pattern) if p.is_file()}
+
+    def name(path: Path) -> str:  # "typer.dist-info/licenses/LICENSE": no checkout path, no version
+        root = roots[path]
+        if root is None:
+            return str(path)
+        dist, *rest = path.relative_to(root).parts
+        return "/".join((re.sub(r"-[^-]+\.dist-info$", ".dist-info", dist), *rest))
+
+    for path in _capped_files(list(roots), max_bytes, name):
+        record = _file_record(path)
+        yield replace(record, default_id=name(path))
 
 
 class _Entry(NamedTuple):
