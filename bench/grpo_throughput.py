@@ -30,7 +30,7 @@ from pipeline_assets.posttrain.config import GRPOStageConfig  # noqa: E402
 from pipeline_assets.posttrain.data import DEV_FILE, REASONING_FILE  # noqa: E402
 from pipeline_assets.posttrain.grpo import run_grpo  # noqa: E402
 from pipeline_assets.profiles import default_profile, section_config  # noqa: E402
-from resources.storage import ArtifactStore, default_root  # noqa: E402
+from pipeline_assets.stage_cli import add_input_flags, current_inputs  # noqa: E402
 
 DEV_ITEMS = 16  # run_grpo scores the policy before and after: a handful of items keeps that out of the way
 
@@ -58,17 +58,11 @@ def completions_per_s(cfg: GRPOStageConfig, sft: Path, reasoning: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default=default_profile())
-    parser.add_argument("--models-sft", type=Path, default=None, help="models/sft's published dir (default: the "
-                        "profile's current version under LLMDAG_HOME)")
-    parser.add_argument("--datasets-reasoning", type=Path, default=None, help="datasets/reasoning's published dir")
+    keys = [SFT.to_user_string(), REASONING.to_user_string()]
+    add_input_flags(parser, keys, required=False)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    store = ArtifactStore(root=default_root(), profile=args.profile)
-    try:
-        sft = args.models_sft or store.current(SFT.path)
-        reasoning = args.datasets_reasoning or store.current(REASONING.path)
-    except FileNotFoundError as e:
-        sys.exit(f"{e}, or pass --models-sft and --datasets-reasoning")
+    sft, reasoning = current_inputs(args, keys, args.profile).values()
     cfg = dataclasses.replace(section_config(GRPOStageConfig, "grpo", args.profile), max_steps=args.steps,
                               eval_every=None, use_vllm=False)
     rows = {"trl_defaults": completions_per_s(cfg, sft, reasoning)}

@@ -34,7 +34,7 @@ from pipeline_assets.posttrain.config import SFTStageConfig  # noqa: E402
 from pipeline_assets.posttrain.data import SFT_FILE, load_chat_dataset  # noqa: E402
 from pipeline_assets.posttrain.sft import _with_bucket_sampler, load_tokenizer  # noqa: E402
 from pipeline_assets.profiles import default_profile, section_config  # noqa: E402
-from resources.storage import ArtifactStore, default_root  # noqa: E402
+from pipeline_assets.stage_cli import add_input_flags, current_inputs  # noqa: E402
 
 
 class _Clock(TrainerCallback):
@@ -78,18 +78,12 @@ def tokens_per_s(mode: str, cfg: SFTStageConfig, base: Path, sft_file: Path, war
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default=default_profile())
-    parser.add_argument("--models-base", type=Path, default=None, help="models/base's published dir (default: the "
-                        "profile's current version under LLMDAG_HOME)")
-    parser.add_argument("--datasets-sft", type=Path, default=None, help="datasets/sft's published dir")
+    keys = [BASE.to_user_string(), SFT_DATA.to_user_string()]
+    add_input_flags(parser, keys, required=False)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
-    store = ArtifactStore(root=default_root(), profile=args.profile)
-    try:
-        base = args.models_base or store.current(BASE.path)
-        data = args.datasets_sft or store.current(SFT_DATA.path)
-    except FileNotFoundError as e:
-        sys.exit(f"{e}, or pass --models-base and --datasets-sft")
+    base, data = current_inputs(args, keys, args.profile).values()
     cfg = section_config(SFTStageConfig, "sft", args.profile)
     rows = [tokens_per_s(mode, cfg, base, data / SFT_FILE, args.warmup, args.steps)
             for mode in ("trl_defaults", "llmdag")]

@@ -27,6 +27,27 @@ def input_flag(key: str) -> str:
     return "--" + key.replace("/", "-").replace("_", "-")
 
 
+def add_input_flags(parser: argparse.ArgumentParser, keys: Sequence[str], required: bool = True) -> None:
+    """One ``--<asset-key> DIR`` flag per input asset (dest: the key). Not required: the flag overrides the
+    profile's current published version (`current_inputs`), as bench/ scripts take their inputs."""
+    paths = parser.add_argument_group("Inputs: the published dir of each asset " + (
+        "the stage reads" if required else "(default: the profile's current version under LLMDAG_HOME)"))
+    for key in keys:
+        paths.add_argument(input_flag(key), dest=key, type=Path, required=required, metavar="DIR", help=key)
+
+
+def current_inputs(args: argparse.Namespace, keys: Sequence[str], profile: str) -> dict[str, Path]:
+    """Each input's dir: its flag's when given, else the profile's current published version; exits with what
+    to materialize or pass when one has none."""
+    from resources.storage import ArtifactStore, default_root
+
+    store = ArtifactStore(root=default_root(), profile=profile)
+    try:
+        return {key: getattr(args, key) or store.current(key) for key in keys}
+    except FileNotFoundError as e:
+        raise SystemExit(f"{e}, or pass {' and '.join(input_flag(k) for k in keys)}") from None
+
+
 def stage_main(name: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run registered model stage ``name`` from the command line, as its asset runs it.
 
@@ -38,10 +59,8 @@ def stage_main(name: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     cls = resolve(entry.config)
     parser = argparse.ArgumentParser(prog=f"python -m {entry.trainer.partition(':')[0]}",
                                      description=entry.description or f"models/{name}")
-    paths = parser.add_argument_group("Inputs: the published dir of each asset the stage reads")
     keys = [k.to_user_string() for k in (entry.parent_key, *entry.inputs) if k is not None]
-    for key in keys:
-        paths.add_argument(input_flag(key), dest=key, type=Path, required=True, metavar="DIR", help=key)
+    add_input_flags(parser, keys)
     parser.add_argument("--out", type=Path, required=True, help="the checkpoint dir to write (created)")
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="trainer resume points; a rerun with the same dir resumes (default: none)")
