@@ -99,7 +99,7 @@ BUILTIN_SOURCES: dict[str, SourceSpec] = {
 }
 
 
-def _stable_order(paths: list[Path], name: Callable[[Path], str] = str) -> list[Path]:
+def _stable_order(paths: list[Path], name: Callable[[Path], str]) -> list[Path]:
     """Hash order of each file's `name`: a byte cap then samples across the whole tree, not the alphabetically
     first dirs. The name is the path below where the tree lives (a checkout's venv), not the absolute path:
     hashed whole, two clones of one commit sampled different licence files (45 vs 34 train documents) and
@@ -107,7 +107,7 @@ def _stable_order(paths: list[Path], name: Callable[[Path], str] = str) -> list[
     return sorted(paths, key=lambda p: hashlib.sha1(name(p).encode()).hexdigest())
 
 
-def _capped_files(paths: list[Path], max_bytes: int | None, name: Callable[[Path], str] = str) -> Iterator[Path]:
+def _capped_files(paths: list[Path], max_bytes: int | None, name: Callable[[Path], str]) -> Iterator[Path]:
     total = 0
     for path in _stable_order(paths, name):
         size = path.stat().st_size

@@ -50,6 +50,9 @@ def kept_sums_score(sums: Sequence[dict], floor: float, max_new_tokens: int,
     steps apart), so the point kept must be one where both hold, not the first with good tool answers."""
     def score(model: Any, tok: Any, records: Sequence[dict], n: int) -> float:
         tools = tool_answer_accuracy(model, tok, records, n)
+        if tools == 0:  # 0 whatever the sums: skips ~2 s at each of the ~10 checks before the tool phase turns
+            log(f"tool_use | dev tool answers {tools:.3f}")
+            return 0.0
         kept = arithmetic_accuracy(model, tok, sums, max_new_tokens)["accuracy"]
         log(f"tool_use | dev tool answers {tools:.3f} | dev sums without tools {kept:.3f} (floor {floor:.3f})")
         return tools if kept >= floor else 0.0
